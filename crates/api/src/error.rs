@@ -1,0 +1,151 @@
+//! The API's one error type: it knows its status code and renders the one JSON error shape
+//! (`{"code", "detail"}`; for 422 `detail` is a list of `{loc, msg, type}` as the Svix SDKs
+//! expect). Store failures become a generic 500 whose detail goes to the log only.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hookline_store::{Rejected, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// The body is not JSON at all.
+    BadRequest(String),
+    Unauthorized(&'static str),
+    Forbidden(&'static str),
+    NotFound(&'static str),
+    Conflict(String),
+    PayloadTooLarge(usize),
+    /// One or more fields are invalid; `loc` names each.
+    Validation(Vec<FieldError>),
+    /// Something broke on our side; the detail is logged, never sent.
+    Internal(String),
+}
+
+/// One invalid field. `loc` is the path, e.g. `["body", "retryPolicy", "factor"]`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FieldError {
+    pub loc: Vec<String>,
+    pub msg: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FieldError {
+    /// An error on a body field; `field` is a dotted path (`retryPolicy.factor`).
+    pub fn body(field: &str, msg: impl Into<String>) -> Self {
+        let mut loc = vec!["body".to_string()];
+        loc.extend(
+            field
+                .split('.')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+        Self {
+            loc,
+            msg: msg.into(),
+            kind: "value_error".into(),
+        }
+    }
+
+    pub fn query(field: &str, msg: impl Into<String>) -> Self {
+        Self {
+            loc: vec!["query".into(), field.into()],
+            msg: msg.into(),
+            kind: "value_error".into(),
+        }
+    }
+}
+
+/// The error body for everything but 422.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HttpErrorOut {
+    pub code: String,
+    pub detail: String,
+}
+
+/// The 422 body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationErrorOut {
+    pub code: String,
+    pub detail: Vec<FieldError>,
+}
+
+impl ApiError {
+    pub fn field(field: &str, msg: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::body(field, msg)])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (code, detail) = match self {
+            Self::Validation(errors) => {
+                return (
+                    status,
+                    Json(ValidationErrorOut {
+                        code: "validation".into(),
+                        detail: errors,
+                    }),
+                )
+                    .into_response()
+            }
+            Self::BadRequest(d) => ("bad_request", d),
+            Self::Unauthorized(d) => ("authentication_failed", d.to_string()),
+            Self::Forbidden(d) => ("forbidden", d.to_string()),
+            Self::NotFound(d) => ("not_found", d.to_string()),
+            Self::Conflict(d) => ("conflict", d),
+            Self::PayloadTooLarge(limit) => (
+                "payload_too_large",
+                format!("request body is larger than the limit of {limit} bytes"),
+            ),
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                ("internal", "internal server error".into())
+            }
+        };
+        (
+            status,
+            Json(HttpErrorOut {
+                code: code.into(),
+                detail,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound("not found"),
+            StoreError::Conflict(what) => Self::Conflict(what),
+            StoreError::Rejected(r) => r.into(),
+            StoreError::Backend(detail) => Self::Internal(detail),
+        }
+    }
+}
+
+impl From<Rejected> for ApiError {
+    fn from(r: Rejected) -> Self {
+        Self::field(&r.field, r.message)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,193 @@
+//! Request extractors that turn every kind of bad input into a specific [`ApiError`]:
+//! a JSON body whose errors name the offending field, query strings likewise, and the
+//! `Patch` type that tells "absent" from "null".
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{ApiError, FieldError};
+
+/// A JSON request body. Malformed JSON is 400; JSON of the wrong shape is 422 with the
+/// path of the field at fault; a body over the limit is 413.
+pub struct JsonBody<T>(pub T);
+
+/// The configured body limit, placed in request extensions by the router so 413 errors
+/// can say what the limit is.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A JSON body that may be left out entirely (empty body: `None`).
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(None));
+        }
+        parse_json(&bytes).map(|v| OptionalJsonBody(Some(v)))
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map(|l| l.0)
+        .unwrap_or(0);
+    let content_type = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    if let Some(ct) = content_type {
+        if !ct.starts_with("application/json") && !ct.contains("+json") {
+            return Err(ApiError::BadRequest(format!(
+                "content-type must be application/json, not {ct}"
+            )));
+        }
+    }
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|e: BytesRejection| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::BadRequest(format!("could not read request body: {e}"))
+            }
+        })
+}
+
+/// Parses JSON, naming the path of the first field that does not fit `T`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(
+            "request body is empty; expected JSON".into(),
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            use serde_json::error::Category;
+            match inner.classify() {
+                Category::Syntax | Category::Eof | Category::Io => Err(ApiError::BadRequest(
+                    format!("request body is not valid JSON: {inner}"),
+                )),
+                Category::Data => {
+                    let msg = strip_position(&inner.to_string());
+                    // "missing field `url`" is reported at the parent; name the field itself.
+                    let field = match missing_field(&msg) {
+                        Some(f) if path == "." => f.to_string(),
+                        Some(f) => format!("{path}.{f}"),
+                        None if path == "." => String::new(),
+                        None => path,
+                    };
+                    Err(ApiError::Validation(vec![FieldError::body(&field, msg)]))
+                }
+            }
+        }
+    }
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn missing_field(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("missing field `")?;
+    rest.split('`').next()
+}
+
+/// A query string; bad values are 422 naming the parameter.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded_de(q);
+        match de {
+            Ok(v) => Ok(QueryParams(v)),
+            Err(msg) => Err(ApiError::Validation(vec![FieldError {
+                loc: vec!["query".into()],
+                msg,
+                kind: "value_error".into(),
+            }])),
+        }
+    }
+}
+
+fn serde_urlencoded_de<T: DeserializeOwned>(q: &str) -> Result<T, String> {
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{q}")
+            .parse()
+            .map_err(|_| "malformed query string".to_string())?,
+    )
+    .map(|axum::extract::Query(v)| v)
+    .map_err(|e| {
+        use axum::extract::rejection::QueryRejection;
+        match e {
+            QueryRejection::FailedToDeserializeQueryString(inner) => inner.body_text(),
+            other => other.body_text(),
+        }
+    })
+}
+
+/// A PATCH field: absent (leave as is), `null` (clear) or a value (set).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Patch<T> {
+    #[default]
+    Absent,
+    Null,
+    Set(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Option::<T>::deserialize(d)? {
+            None => Patch::Null,
+            Some(v) => Patch::Set(v),
+        })
+    }
+}
+
+impl<T> Patch<T> {
+    /// Applies this patch to an optional field.
+    pub fn apply(self, target: &mut Option<T>) {
+        match self {
+            Patch::Absent => {}
+            Patch::Null => *target = None,
+            Patch::Set(v) => *target = Some(v),
+        }
+    }
+
+    pub fn as_set(&self) -> Option<&T> {
+        match self {
+            Patch::Set(v) => Some(v),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! `idempotency-key` on POST: a repeated key gets the first response again.
+//!
+//! The key is claimed in the store before the request runs (so two concurrent repeats
+//! cannot both act) and the response is stored durably after, so repeats after a restart
+//! or on another hookline process still get the same answer. Responses of 5xx are not
+//! stored: the request may be retried for real. A claim whose holder died is taken over
+//! after [`STALE_AFTER`].
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use hookline_store::{IdempotencyState, StoredResponse};
+
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// How long a claimed key may stay unfinished before another request takes it over.
+const STALE_AFTER: chrono::Duration = chrono::Duration::seconds(60);
+/// How long finished keys are kept.
+pub const KEEP_FOR: chrono::Duration = chrono::Duration::hours(24);
+/// Largest response body remembered (API responses are small; this is a guard).
+const MAX_STORED_BODY: usize = 1024 * 1024;
+
+pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let Some(key) = req.headers().get("idempotency-key") else {
+        return next.run(req).await;
+    };
+    let key = match key.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 256 => k.to_string(),
+        _ => {
+            return ApiError::BadRequest(
+                "idempotency-key must be 1 to 256 visible ASCII characters".into(),
+            )
+            .into_response()
+        }
+    };
+    let Some(auth) = req.extensions().get::<Auth>() else {
+        return next.run(req).await;
+    };
+    let scope = format!(
+        "{} {}",
+        auth.fingerprint,
+        req.uri().path().trim_end_matches('/')
+    );
+    match state
+        .store
+        .idempotency_begin(&scope, &key, Utc::now(), STALE_AFTER)
+        .await
+    {
+        Err(e) => return ApiError::from(e).into_response(),
+        Ok(IdempotencyState::InProgress) => {
+            return ApiError::Conflict(
+                "a request with this idempotency-key is still being processed".into(),
+            )
+            .into_response()
+        }
+        Ok(IdempotencyState::Done(stored)) => return replay(stored),
+        Ok(IdempotencyState::Claimed) => {}
+    }
+
+    let response = next.run(req).await;
+    let (parts, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_STORED_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = state.store.idempotency_abandon(&scope, &key).await;
+            return ApiError::Internal(format!("buffering response: {e}")).into_response();
+        }
+    };
+    let outcome = if parts.status.is_server_error() {
+        state.store.idempotency_abandon(&scope, &key).await
+    } else {
+        state
+            .store
+            .idempotency_finish(
+                &scope,
+                &key,
+                StoredResponse {
+                    status: parts.status.as_u16(),
+                    body: bytes.to_vec(),
+                },
+            )
+            .await
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, "could not record idempotency key");
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn replay(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut resp = Response::new(Body::from(stored.body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    resp
+}

@@ -1,0 +1,157 @@
+//! hookline's HTTP management API, compatible with the Svix REST API so the official Svix
+//! SDKs work unchanged (`/api/v1/...`, camelCase JSON, prefixed ids, cursor pagination,
+//! `{"code", "detail"}` errors).
+//!
+//! Each resource module owns its router; [`router`] merges them, adds auth, idempotency,
+//! the body limit and trailing-slash tolerance, and generates the OpenAPI document from
+//! the handlers' annotations, so the document cannot drift from the routes.
+//! This crate talks to storage only through [`hookline_store::Store`]; it never delivers.
+
+pub mod applications;
+pub mod auth;
+pub mod endpoints;
+pub mod error;
+pub mod event_types;
+pub mod extract;
+pub mod idempotency;
+pub mod messages;
+pub mod pagination;
+pub mod validate;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Extension, Json, Router};
+use hookline_store::Store;
+use tower::Layer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::error::ApiError;
+use crate::extract::BodyLimit;
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// SHA-256 of admin tokens given in the configuration (compared in constant time).
+    pub admin_token_hashes: Arc<Vec<[u8; 32]>>,
+    /// Base URL this server is reachable at, for links it hands out.
+    pub public_url: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hookline",
+        description = "Self-hosted webhook delivery server with a Svix-compatible API."
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct HealthOut {
+    status: &'static str,
+}
+
+/// Health check: 200 when the server can read its store. No auth.
+#[utoipa::path(get, path = "/api/v1/health", tag = "Health",
+    responses((status = 200, body = HealthOut), (status = 503, body = error::HttpErrorOut)))]
+async fn health(State(state): State<AppState>) -> axum::response::Response {
+    match state.store.has_admin_token().await {
+        Ok(_) => Json(HealthOut { status: "ok" }).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(error::HttpErrorOut {
+                    code: "unavailable".into(),
+                    detail: "storage is not reachable".into(),
+                }),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// This API's OpenAPI 3.1 document. No auth.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "Health",
+    responses((status = 200, description = "OpenAPI document", content_type = "application/json")))]
+async fn openapi_json(Extension(doc): Extension<Arc<String>>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.as_str().to_owned(),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route")
+}
+
+async fn method_not_allowed(req: Request) -> impl IntoResponse {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(error::HttpErrorOut {
+            code: "method_not_allowed".into(),
+            detail: format!("{} is not allowed on {}", req.method(), req.uri().path()),
+        }),
+    )
+}
+
+/// The API's routes and its generated OpenAPI document.
+pub fn routes_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let protected = OpenApiRouter::new()
+        .merge(applications::router())
+        .merge(event_types::router())
+        .merge(endpoints::router())
+        .merge(messages::router())
+        .merge(auth::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_auth,
+        ));
+    let (router, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .merge(protected)
+        .with_state(state)
+        .split_for_parts();
+    (router, spec)
+}
+
+/// The complete API service: routes, limits, JSON errors for unknown paths and methods,
+/// and trailing slashes accepted everywhere.
+pub fn router(state: AppState, body_limit: usize) -> NormalizePath<Router> {
+    let (router, spec) = routes_and_spec(state);
+    let doc = Arc::new(spec.to_json().expect("OpenAPI document serializes"));
+    let router = router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(doc))
+        .layer(Extension(BodyLimit(body_limit)))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    // Routing happens inside the router, so the slash must be trimmed before it.
+    NormalizePathLayer::trim_trailing_slash().layer(router)
+}

@@ -1,0 +1,257 @@
+//! `/api/v1/app/{app_id}/msg`: event occurrences. The payload is kept as the exact bytes
+//! received (a JSON object), because those bytes are what gets signed and delivered.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use hookline_store::{new_id, Message, MessageQuery, Order};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::applications::ApplicationIn;
+use crate::auth::{visible_app, Auth};
+use crate::error::{ApiError, ApiResult, FieldError, HttpErrorOut, ValidationErrorOut};
+use crate::extract::{JsonBody, QueryParams};
+use crate::pagination::{ListParams, ListResponse};
+use crate::validate::{self, Errors};
+use crate::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageIn {
+    pub event_type: String,
+    /// The sender's id for this event; unique per application (409 on reuse).
+    pub event_id: Option<String>,
+    /// The event payload: a JSON object, stored and delivered byte for byte.
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+    pub channels: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    /// Creates the application (with the path's id as uid) if it does not exist yet.
+    pub application: Option<ApplicationIn>,
+    /// Accepted for Svix compatibility; hookline keeps payloads until the message is deleted.
+    pub payload_retention_period: Option<i64>,
+    /// Accepted for Svix compatibility; hookline keeps payloads until the message is deleted.
+    pub payload_retention_hours: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageOut {
+    pub id: String,
+    pub event_type: String,
+    pub event_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+    pub channels: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl MessageOut {
+    fn new(m: Message, with_content: bool) -> Self {
+        let payload = if with_content {
+            RawValue::from_string(m.payload)
+        } else {
+            RawValue::from_string("{}".into())
+        }
+        .expect("stored payloads are valid JSON");
+        Self {
+            id: m.id,
+            event_type: m.event_type,
+            event_id: m.event_id,
+            payload,
+            channels: m.channels,
+            tags: m.tags,
+            timestamp: m.created_at,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ContentParams {
+    /// Include the payload in the response (default true).
+    #[serde(default = "default_true")]
+    pub with_content: bool,
+}
+
+fn check_in(m: &MessageIn) -> ApiResult<()> {
+    let mut e = Errors::default();
+    e.check(validate::event_type_name("eventType", &m.event_type));
+    if let Some(id) = &m.event_id {
+        e.check(validate::uid("eventId", id));
+    }
+    if !m.payload.get().trim_start().starts_with('{') {
+        e.add("payload", "must be a JSON object");
+    }
+    if let Some(c) = &m.channels {
+        e.check(validate::channels("channels", c));
+    }
+    if let Some(tags) = &m.tags {
+        if tags.len() > 5 {
+            e.add("tags", "at most 5 tags");
+        }
+        for (i, t) in tags.iter().enumerate() {
+            e.check(validate::uid(&format!("tags.{i}"), t));
+        }
+    }
+    e.finish()
+}
+
+/// Create a message: committed durably before the 202 is sent.
+#[utoipa::path(post, path = "/api/v1/app/{app_id}/msg", tag = "Message",
+    params(("app_id" = String, Path), ContentParams), request_body = MessageIn,
+    responses((status = 202, body = MessageOut), (status = 409, body = HttpErrorOut),
+        (status = 413, body = HttpErrorOut), (status = 422, body = ValidationErrorOut)),
+    security(("bearer" = [])))]
+async fn create(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    Path(app_id): Path<String>,
+    QueryParams(params): QueryParams<ContentParams>,
+    JsonBody(input): JsonBody<MessageIn>,
+) -> ApiResult<(StatusCode, Json<MessageOut>)> {
+    check_in(&input)?;
+    let app = match (visible_app(&state, &auth, &app_id).await, input.application) {
+        (Ok(app), _) => app,
+        (Err(ApiError::NotFound(_)), Some(mut new_app)) if auth.require_admin().is_ok() => {
+            if new_app.uid.is_none() {
+                validate::uid_not_id("application.uid", &app_id, "app")?;
+                new_app.uid = Some(app_id.clone());
+            }
+            match crate::applications::create(&state, new_app).await {
+                Ok(app) => app,
+                // Two first messages raced to create the app: use the winner's.
+                Err(ApiError::Conflict(_)) => visible_app(&state, &auth, &app_id).await?,
+                Err(ApiError::Validation(v)) => {
+                    return Err(ApiError::Validation(
+                        v.into_iter()
+                            .map(|mut f| {
+                                f.loc.insert(1, "application".into());
+                                f
+                            })
+                            .collect(),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        (Err(e), _) => return Err(e),
+    };
+    let msg = Message {
+        id: new_id("msg"),
+        app_id: app.id,
+        event_id: input.event_id,
+        event_type: input.event_type,
+        payload: input.payload.get().to_string(),
+        channels: input.channels,
+        tags: input.tags,
+        created_at: hookline_store::now(),
+    };
+    let msg = state.store.create_message(msg).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MessageOut::new(msg, params.with_content)),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessageListParams {
+    pub limit: Option<u32>,
+    pub iterator: Option<String>,
+    /// Only messages on this channel.
+    pub channel: Option<String>,
+    /// Only messages created before this time (RFC 3339).
+    pub before: Option<DateTime<Utc>>,
+    /// Only messages created after this time (RFC 3339).
+    pub after: Option<DateTime<Utc>>,
+    /// Include payloads (default true).
+    #[serde(default = "default_true")]
+    pub with_content: bool,
+    /// Only these event types (comma-separated).
+    pub event_types: Option<String>,
+    /// Accepted for Svix compatibility; not filtered on yet.
+    pub tag: Option<String>,
+}
+
+/// List an application's messages, newest first.
+#[utoipa::path(get, path = "/api/v1/app/{app_id}/msg", tag = "Message",
+    params(("app_id" = String, Path), MessageListParams),
+    responses((status = 200, body = ListResponse<MessageOut>), (status = 404, body = HttpErrorOut)),
+    security(("bearer" = [])))]
+async fn list(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    Path(app_id): Path<String>,
+    QueryParams(p): QueryParams<MessageListParams>,
+) -> ApiResult<Json<ListResponse<MessageOut>>> {
+    let list = ListParams {
+        limit: p.limit,
+        iterator: p.iterator,
+        order: None,
+    }
+    .to_query(Order::Descending)?;
+    let event_types = p.event_types.map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    });
+    if let Some(types) = &event_types {
+        if types.len() > validate::MAX_FILTER_TYPES {
+            return Err(ApiError::Validation(vec![FieldError::query(
+                "event_types",
+                "too many event types",
+            )]));
+        }
+    }
+    let app = visible_app(&state, &auth, &app_id).await?;
+    let q = MessageQuery {
+        list,
+        event_types,
+        channel: p.channel,
+        before: p.before,
+        after: p.after,
+    };
+    let page = state.store.list_messages(&app.id, &q).await?;
+    let with_content = p.with_content;
+    Ok(Json(ListResponse::from_page(page, |m| {
+        MessageOut::new(m, with_content)
+    })))
+}
+
+/// Get a message by id or eventId.
+#[utoipa::path(get, path = "/api/v1/app/{app_id}/msg/{msg_id}", tag = "Message",
+    params(("app_id" = String, Path), ("msg_id" = String, Path), ContentParams),
+    responses((status = 200, body = MessageOut), (status = 404, body = HttpErrorOut)),
+    security(("bearer" = [])))]
+async fn get_one(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    Path((app_id, msg_id)): Path<(String, String)>,
+    QueryParams(params): QueryParams<ContentParams>,
+) -> ApiResult<Json<MessageOut>> {
+    let app = visible_app(&state, &auth, &app_id).await?;
+    let msg = state
+        .store
+        .get_message(&app.id, &msg_id)
+        .await?
+        .ok_or(ApiError::NotFound("message not found"))?;
+    Ok(Json(MessageOut::new(msg, params.with_content)))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one))
+}

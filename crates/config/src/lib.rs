@@ -1,0 +1,385 @@
+//! hookline's configuration: command-line flags, `HOOKLINE_*` environment variables and an
+//! optional TOML file (`--config`), merged into one validated [`Config`].
+//!
+//! Precedence: flag, then environment variable, then file, then built-in default. This
+//! crate only parses and validates; it opens no sockets and no databases.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The `hookline` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookline",
+    version,
+    about = "Self-hosted webhook delivery server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the API server and the delivery workers.
+    Serve(ServeArgs),
+}
+
+/// Flags of `hookline serve`. Every flag is also an environment variable and a key of the
+/// TOML file (same name, snake_case).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below; flags and env vars override it.
+    #[arg(long, env = "HOOKLINE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "HOOKLINE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for hookline's own files (the embedded SQLite database).
+    #[arg(long, env = "HOOKLINE_DATA_DIR", default_value = "./hookline-data")]
+    pub data_dir: PathBuf,
+
+    /// `sqlite://PATH` or `postgres://...`; default: the SQLite file in the data dir.
+    #[arg(long, env = "HOOKLINE_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// CIDRs that outbound deliveries may reach although they are loopback, private or
+    /// otherwise special (comma-separated, repeatable), e.g. `127.0.0.0/8`.
+    #[arg(
+        long = "allow-target",
+        env = "HOOKLINE_ALLOW_TARGETS",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub allow_targets: Vec<IpNet>,
+
+    /// Admin API token. Without one, the first start creates a token and prints it once.
+    #[arg(long, env = "HOOKLINE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Also send `svix-id`/`svix-timestamp`/`svix-signature` headers, unless an endpoint
+    /// says otherwise (for teams migrating from Svix).
+    #[arg(
+        long,
+        env = "HOOKLINE_SVIX_HEADERS",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub svix_headers: bool,
+
+    /// Largest accepted API request body, in bytes; larger requests get 413.
+    #[arg(long, env = "HOOKLINE_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Log format: `text` or `json` (filter with RUST_LOG, default `info`).
+    #[arg(long, env = "HOOKLINE_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The TOML file: every key optional, unknown keys rejected so typos are caught.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    allow_targets: Option<Vec<IpNet>>,
+    admin_token: Option<String>,
+    svix_headers: Option<bool>,
+    body_limit_bytes: Option<usize>,
+    log_format: Option<LogFormat>,
+}
+
+/// Which database to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// The merged, validated configuration `serve` runs with.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: Database,
+    pub allow_targets: Vec<IpNet>,
+    pub admin_token: Option<String>,
+    pub svix_headers: bool,
+    pub body_limit_bytes: usize,
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    // The admin token must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database", &redact_db(&self.database))
+            .field("allow_targets", &self.allow_targets)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("svix_headers", &self.svix_headers)
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+fn redact_db(db: &Database) -> String {
+    match db {
+        Database::Sqlite(p) => format!("sqlite://{}", p.display()),
+        // A URL may carry a password; show only the scheme.
+        Database::Postgres(_) => "postgres://***".into(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// Parses the process's own arguments. Exits with clap's usage message on bad flags.
+pub fn parse() -> Result<(Command, Option<Config>), ConfigError> {
+    parse_from(std::env::args_os())
+}
+
+/// Parses the given arguments (first item: program name). For `serve`, also reads the
+/// config file and merges.
+pub fn parse_from<I, T>(args: I) -> Result<(Command, Option<Config>), ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Cli::command().get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let config = match &cli.command {
+        Command::Serve(serve) => {
+            let sub = matches
+                .subcommand_matches("serve")
+                .expect("serve subcommand present");
+            Some(resolve(serve.clone(), sub)?)
+        }
+    };
+    Ok((cli.command, config))
+}
+
+/// Merges flags/env (in `args`, with their sources in `m`) over the file over defaults.
+pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
+    let file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => FileConfig::default(),
+    };
+    // A value typed on the command line or set in the environment beats the file;
+    // a clap default does not.
+    let explicit = |id: &str| {
+        matches!(
+            m.value_source(id),
+            Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)
+        )
+    };
+    fn pick<T>(explicit: bool, arg: T, file: Option<T>) -> T {
+        match (explicit, file) {
+            (false, Some(f)) => f,
+            _ => arg,
+        }
+    }
+
+    let data_dir = pick(explicit("data_dir"), args.data_dir, file.data_dir);
+    let database_url = if explicit("database_url") {
+        args.database_url
+    } else {
+        file.database_url.or(args.database_url)
+    };
+    let database = match database_url {
+        None => Database::Sqlite(data_dir.join("hookline.sqlite")),
+        Some(url) => parse_database_url(&url)?,
+    };
+    let admin_token = if explicit("admin_token") {
+        args.admin_token
+    } else {
+        file.admin_token.or(args.admin_token)
+    };
+    if let Some(t) = &admin_token {
+        if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::Invalid {
+                field: "admin_token",
+                message: "must be at least 16 characters with no whitespace".into(),
+            });
+        }
+    }
+    let body_limit_bytes = pick(
+        explicit("body_limit_bytes"),
+        args.body_limit_bytes,
+        file.body_limit_bytes,
+    );
+    if !(1024..=256 * 1024 * 1024).contains(&body_limit_bytes) {
+        return Err(ConfigError::Invalid {
+            field: "body_limit_bytes",
+            message: "must be between 1024 and 268435456".into(),
+        });
+    }
+    Ok(Config {
+        listen: pick(explicit("listen"), args.listen, file.listen),
+        data_dir,
+        database,
+        allow_targets: pick(
+            explicit("allow_targets"),
+            args.allow_targets,
+            file.allow_targets,
+        ),
+        admin_token,
+        svix_headers: pick(
+            explicit("svix_headers"),
+            args.svix_headers,
+            file.svix_headers,
+        ),
+        body_limit_bytes,
+        log_format: pick(explicit("log_format"), args.log_format, file.log_format),
+    })
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        message: e.message().to_string(),
+    })
+}
+
+/// Accepts `sqlite://PATH`, `sqlite:PATH` and `postgres://` / `postgresql://` URLs.
+pub fn parse_database_url(url: &str) -> Result<Database, ConfigError> {
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "database_url",
+                message: "sqlite URL needs a file path, e.g. sqlite://./data/hookline.sqlite"
+                    .into(),
+            });
+        }
+        return Ok(Database::Sqlite(PathBuf::from(path)));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Database::Postgres(url.to_string()));
+    }
+    Err(ConfigError::Invalid {
+        field: "database_url",
+        message: "must start with sqlite:// or postgres://".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut all = vec!["hookline", "serve"];
+        all.extend_from_slice(args);
+        parse_from(all).map(|(_, c)| c.unwrap())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = serve(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            c.database,
+            Database::Sqlite(PathBuf::from("./hookline-data/hookline.sqlite"))
+        );
+        assert!(c.allow_targets.is_empty());
+        assert!(!c.svix_headers);
+    }
+
+    #[test]
+    fn file_is_overridden_by_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nallow_targets = [\"127.0.0.0/8\"]\nsvix_headers = true\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = serve(&["--config", p]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(
+            c.allow_targets,
+            vec!["127.0.0.0/8".parse::<IpNet>().unwrap()]
+        );
+        assert!(c.svix_headers);
+        let c = serve(&[
+            "--config",
+            p,
+            "--listen",
+            "127.0.0.1:9001",
+            "--svix-headers",
+            "false",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9001");
+        assert!(!c.svix_headers);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n").unwrap();
+        let err = serve(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            parse_database_url("sqlite:///var/h.db").unwrap(),
+            Database::Sqlite("/var/h.db".into())
+        );
+        assert!(matches!(
+            parse_database_url("postgres://u@h/db").unwrap(),
+            Database::Postgres(_)
+        ));
+        assert!(parse_database_url("mysql://x").is_err());
+    }
+
+    #[test]
+    fn debug_hides_token() {
+        let c = serve(&["--admin-token", "supersecrettoken123"]).unwrap();
+        assert!(!format!("{c:?}").contains("supersecret"));
+    }
+}

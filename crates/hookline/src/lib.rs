@@ -1,0 +1,97 @@
+//! The `hookline` server wired together: configuration in, store opened, API served.
+//!
+//! Kept as a library with [`run`] taking its listener and its stop signal as arguments,
+//! so tests start the real server on `127.0.0.1:0` and stop it when they like. The binary
+//! (`main.rs`) only parses flags, sets up logging and waits for SIGTERM/SIGINT.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::Utc;
+use hookline_api::auth::{generate_token, hash_token};
+use hookline_api::AppState;
+use hookline_config::{Config, Database};
+use hookline_store::sqlite::SqliteStore;
+use hookline_store::{ApiToken, Store};
+use tokio::net::TcpListener;
+
+/// Opens the configured store, running migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.database {
+        Database::Sqlite(path) => {
+            let path = path.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                .await?
+                .context("opening the SQLite database")?;
+            Ok(Arc::new(store))
+        }
+        Database::Postgres(_) => {
+            anyhow::bail!(
+                "the PostgreSQL backend is not available in this build yet; use sqlite://"
+            )
+        }
+    }
+}
+
+/// With no admin token configured and none stored, creates one and returns its text so
+/// the caller can show it once. Only its hash is stored.
+pub async fn ensure_admin_token(
+    store: &dyn Store,
+    config: &Config,
+) -> anyhow::Result<Option<String>> {
+    if config.admin_token.is_some() || store.has_admin_token().await? {
+        return Ok(None);
+    }
+    let token = generate_token("sk");
+    store
+        .insert_token(ApiToken {
+            hash: hash_token(&token),
+            app_id: None,
+            expires_at: None,
+            created_at: Utc::now(),
+        })
+        .await?;
+    Ok(Some(token))
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains open requests.
+pub async fn run(
+    config: Config,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        store: store.clone(),
+        admin_token_hashes: Arc::new(config.admin_token.iter().map(|t| hash_token(t)).collect()),
+        public_url: format!("http://{addr}"),
+    };
+    let service = hookline_api::router(state, config.body_limit_bytes);
+    let purge = tokio::spawn(purge_idempotency_keys(store));
+    tracing::info!(%addr, "hookline API listening");
+    axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    purge.abort();
+    tracing::info!("hookline stopped");
+    Ok(())
+}
+
+/// Forgets idempotency keys once they are older than the replay window.
+async fn purge_idempotency_keys(store: Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let cutoff = Utc::now() - hookline_api::idempotency::KEEP_FOR;
+        match store.idempotency_purge(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(n, "purged idempotency keys"),
+            Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! hookline's storage interface: the one place durable state lives.
+//!
+//! The API (and the delivery engine) talk to a [`Store`] trait object and never to a
+//! database directly, so a second backend (PostgreSQL, several hookline processes on one
+//! database) can be added without touching callers. For that reason nothing here may rely
+//! on "only one writer" or on in-process state for correctness: uniqueness lives in
+//! constraints, read-modify-write happens inside one transaction ([`Mutator`]), and every
+//! conflict is reported as a [`StoreError`] the caller can branch on.
+//!
+//! This crate knows neither HTTP nor delivery; it must not import them.
+
+pub mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use model::*;
+
+/// What can go wrong in a store call, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was violated; the text names what collided (never a secret).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A [`Mutator`] refused the change.
+    #[error("{0}")]
+    Rejected(#[from] Rejected),
+    /// Anything else: the database failed. Callers answer 500 and log the detail.
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// A validation failure raised while applying a change inside a transaction.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Rejected {
+    /// Dotted path of the offending field, in the API's camelCase spelling.
+    pub field: String,
+    pub message: String,
+}
+
+impl Rejected {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A change applied to the current version of a record inside the store's transaction,
+/// so concurrent PATCHes never lose each other's writes, on any backend.
+pub type Mutator<T> = Box<dyn FnOnce(&mut T) -> std::result::Result<(), Rejected> + Send>;
+
+/// The storage interface. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- applications -------------------------------------------------------------
+    /// Inserts a new application; `Conflict` if its uid is taken.
+    async fn create_app(&self, app: Application) -> Result<Application>;
+    /// Looks an application up by id, or by uid when no id matches.
+    async fn get_app(&self, id_or_uid: &str) -> Result<Option<Application>>;
+    /// Lists applications; `only` restricts the listing to one id (app-scoped tokens).
+    async fn list_apps(&self, q: &ListQuery, only: Option<&str>) -> Result<Page<Application>>;
+    async fn update_app(&self, id: &str, change: Mutator<Application>) -> Result<Application>;
+    /// Deletes an application with everything it owns.
+    async fn delete_app(&self, id: &str) -> Result<()>;
+
+    // --- event types --------------------------------------------------------------
+    async fn create_event_type(&self, et: EventType) -> Result<EventType>;
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>>;
+    async fn list_event_types(
+        &self,
+        q: &ListQuery,
+        include_archived: bool,
+    ) -> Result<Page<EventType>>;
+    async fn update_event_type(&self, name: &str, change: Mutator<EventType>) -> Result<EventType>;
+    /// Removes an event type for good (the API's DELETE archives through `update`).
+    async fn expunge_event_type(&self, name: &str) -> Result<()>;
+
+    // --- endpoints ----------------------------------------------------------------
+    /// Inserts a new endpoint; `Conflict` if its uid is taken within the app.
+    async fn create_endpoint(&self, ep: Endpoint) -> Result<Endpoint>;
+    async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> Result<Option<Endpoint>>;
+    async fn list_endpoints(&self, app_id: &str, q: &ListQuery) -> Result<Page<Endpoint>>;
+    async fn update_endpoint(
+        &self,
+        app_id: &str,
+        id: &str,
+        change: Mutator<Endpoint>,
+    ) -> Result<Endpoint>;
+    async fn delete_endpoint(&self, app_id: &str, id: &str) -> Result<()>;
+
+    // --- messages -----------------------------------------------------------------
+    /// Commits a message durably before returning; `Conflict` if its `event_id` is
+    /// already used within the app.
+    async fn create_message(&self, msg: Message) -> Result<Message>;
+    /// Looks a message up by id, or by `event_id` when no id matches.
+    async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> Result<Option<Message>>;
+    async fn list_messages(&self, app_id: &str, q: &MessageQuery) -> Result<Page<Message>>;
+
+    // --- auth ---------------------------------------------------------------------
+    async fn insert_token(&self, token: ApiToken) -> Result<()>;
+    /// Finds an unexpired token by the SHA-256 of its secret text.
+    async fn find_token(&self, hash: &[u8; 32], now: DateTime<Utc>) -> Result<Option<ApiToken>>;
+    /// Whether any admin (not app-scoped) token exists.
+    async fn has_admin_token(&self) -> Result<bool>;
+
+    // --- idempotency --------------------------------------------------------------
+    /// Claims `key` within `scope`. A pending claim older than `stale_after` (its holder
+    /// crashed) is taken over.
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        now: DateTime<Utc>,
+        stale_after: chrono::Duration,
+    ) -> Result<IdempotencyState>;
+    /// Records the response for a claimed key so repeats get it back.
+    async fn idempotency_finish(
+        &self,
+        scope: &str,
+        key: &str,
+        response: StoredResponse,
+    ) -> Result<()>;
+    /// Drops a claim whose request failed in a way that should not be replayed.
+    async fn idempotency_abandon(&self, scope: &str, key: &str) -> Result<()>;
+    /// Deletes finished keys older than `before`; returns how many went.
+    async fn idempotency_purge(&self, before: DateTime<Utc>) -> Result<u64>;
+}

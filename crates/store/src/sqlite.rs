@@ -1,0 +1,1021 @@
+//! The embedded SQLite backend: one file in the data dir, WAL, zero setup.
+//!
+//! SQLite allows one writer at a time, so all writes go to a single writer thread that
+//! owns the write connection and **group-commits**: it takes every write waiting in its
+//! queue, runs each inside its own savepoint of one transaction, and commits once. A
+//! commit is an fsync (`synchronous=FULL`), so a burst of N writes costs one fsync, not
+//! N, and no write is acknowledged before its commit returned. Reads run on a small pool
+//! of read-only connections on the blocking thread pool; WAL lets them proceed while the
+//! writer writes.
+//!
+//! This is the only module that knows SQL dialect details of SQLite; nothing outside it
+//! may assume a single writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::*;
+
+/// Most writes one commit may carry; bounds the latency a single commit adds.
+const MAX_GROUP: usize = 512;
+
+/// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
+/// Never edit an entry that has shipped: add a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the management API's records.
+    r#"
+    CREATE TABLE applications (
+        id            TEXT PRIMARY KEY,
+        uid           TEXT UNIQUE,
+        name          TEXT NOT NULL,
+        throttle_rate INTEGER,
+        metadata      TEXT NOT NULL,          -- JSON object of strings
+        retry_policy  TEXT,                   -- JSON, hookline_retry::RetryPolicy
+        created_at    INTEGER NOT NULL,       -- unix ms
+        updated_at    INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE event_types (
+        name          TEXT PRIMARY KEY,
+        description   TEXT NOT NULL,
+        archived      INTEGER NOT NULL CHECK (archived IN (0, 1)),
+        deprecated    INTEGER NOT NULL CHECK (deprecated IN (0, 1)),
+        schemas       TEXT,                   -- JSON: version -> JSON Schema
+        group_name    TEXT,
+        feature_flags TEXT,                   -- JSON array
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE endpoints (
+        id         TEXT PRIMARY KEY,
+        app_id     TEXT NOT NULL REFERENCES applications (id) ON DELETE CASCADE,
+        uid        TEXT,
+        url        TEXT NOT NULL,
+        disabled   INTEGER NOT NULL CHECK (disabled IN (0, 1)),
+        settings   TEXT NOT NULL,             -- JSON, model::EndpointSettings
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (app_id, uid)
+    ) STRICT;
+    -- Listing an app's endpoints walks this index in id order.
+    CREATE INDEX endpoints_by_app ON endpoints (app_id, id);
+
+    CREATE TABLE messages (
+        id         TEXT PRIMARY KEY,
+        app_id     TEXT NOT NULL REFERENCES applications (id) ON DELETE CASCADE,
+        event_id   TEXT,
+        event_type TEXT NOT NULL,
+        payload    TEXT NOT NULL,             -- the exact bytes received and delivered
+        channels   TEXT,                      -- JSON array
+        tags       TEXT,                      -- JSON array
+        created_at INTEGER NOT NULL,
+        -- eventId is the sender's idempotency key: unique per app (NULLs never collide).
+        UNIQUE (app_id, event_id)
+    ) STRICT;
+    CREATE INDEX messages_by_app ON messages (app_id, id);
+
+    CREATE TABLE api_tokens (
+        token_hash BLOB PRIMARY KEY,          -- SHA-256 of the token text; never the text
+        app_id     TEXT REFERENCES applications (id) ON DELETE CASCADE,
+        expires_at INTEGER,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE idempotency_keys (
+        scope      TEXT NOT NULL,             -- who asked and what for (token + route)
+        key        TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('pending', 'done')),
+        status     INTEGER,
+        body       BLOB,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (scope, key)
+    ) STRICT;
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+    "#,
+];
+
+type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A write: runs its statements, reports whether they succeeded (else its savepoint is
+/// rolled back) and returns what to do once the group's commit is known.
+type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Finisher) + Send>;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: mpsc::Sender<WriteJob>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs pending migrations.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+            }
+        }
+        let mut conn = Connection::open(&path).map_err(backend)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(backend)?;
+        migrate(&mut conn)?;
+
+        let (tx, rx) = mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Backend(format!("spawning writer thread: {e}")))?;
+        Ok(Self {
+            path,
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Runs `f` in the next group commit and returns its result once committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let outcome = f(conn);
+            let ok = outcome.is_ok();
+            let finish: Finisher = Box::new(move |commit| {
+                let _ = tx.send(commit.and(outcome));
+            });
+            (ok, finish)
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::Backend("writer thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("writer thread dropped a write".into()))?
+    }
+
+    /// Runs `f` on a pooled read-only connection on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            // A std mutex: it is held for a push or pop only, never across I/O.
+            let pooled = readers.lock().expect("reader pool poisoned").pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_reader(&path)?,
+            };
+            let out = f(&conn);
+            let mut pool = readers.lock().expect("reader pool poisoned");
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(backend)?;
+    conn.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")
+        .map_err(backend)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(backend)? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "database schema version {version} is newer than this hookline ({}); refusing to run an older binary on it",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute_batch(sql).map_err(backend)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        tracing::info!(version = i + 1, "applied sqlite migration");
+    }
+    Ok(())
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
+    // Ends when every sender (the store) is dropped.
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut finishers = Vec::with_capacity(batch.len());
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the jobs unrun tells each waiting caller its write failed.
+            tracing::error!(error = %e, "sqlite begin failed; failing {} writes", batch.len());
+            drop(batch);
+            continue;
+        }
+        for job in batch {
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                tracing::error!(error = %e, "sqlite savepoint failed");
+            }
+            let (ok, fin) = job(&conn);
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "sqlite savepoint release failed");
+            }
+            finishers.push(fin);
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            format!("commit: {e}")
+        });
+        for fin in finishers {
+            fin(commit.clone().map_err(StoreError::Backend));
+        }
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Maps a UNIQUE violation to `Conflict(what)`, anything else to `Backend`.
+fn unique_as_conflict(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            StoreError::Conflict(what.to_string())
+        }
+        _ => backend(e),
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("model types always serialize")
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn opt_json_col<T: serde::de::DeserializeOwned>(
+    row: &Row,
+    idx: usize,
+) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(idx)?;
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        })
+    })
+    .transpose()
+}
+
+/// Runs a cursor-paginated query. `sql` selects the rows (with `WHERE` already present,
+/// possibly `WHERE 1`), `key` is the column the cursor walks.
+fn paginate<T>(
+    conn: &Connection,
+    sql: &str,
+    mut args: Vec<Value>,
+    key: &str,
+    q: &ListQuery,
+    map: impl Fn(&Row) -> rusqlite::Result<T>,
+    key_of: impl Fn(&T) -> String,
+) -> Result<Page<T>> {
+    let (cursor, backwards) = match q.iterator.as_deref() {
+        Some(it) if it.starts_with('-') => (Some(it[1..].to_string()), true),
+        Some(it) => (Some(it.to_string()), false),
+        None => (None, false),
+    };
+    // Walking backwards through an ascending list is a descending scan, and vice versa.
+    let ascending = (q.order == Order::Ascending) != backwards;
+    let mut sql = sql.to_string();
+    if let Some(c) = &cursor {
+        sql.push_str(&format!(
+            " AND {key} {} ?",
+            if ascending { ">" } else { "<" }
+        ));
+        args.push(Value::Text(c.clone()));
+    }
+    sql.push_str(&format!(
+        " ORDER BY {key} {} LIMIT ?",
+        if ascending { "ASC" } else { "DESC" }
+    ));
+    args.push(Value::Integer(q.limit as i64 + 1));
+
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let mut rows = stmt
+        .query_map(rusqlite::params_from_iter(args), map)
+        .map_err(backend)?
+        .collect::<rusqlite::Result<Vec<T>>>()
+        .map_err(backend)?;
+    let more = rows.len() > q.limit;
+    rows.truncate(q.limit);
+    if backwards {
+        rows.reverse();
+    }
+    let first = rows.first().map(&key_of);
+    let last = rows.last().map(&key_of);
+    Ok(Page {
+        iterator: last.or_else(|| cursor.clone()),
+        prev_iterator: first.map(|f| format!("-{f}")),
+        done: if backwards { false } else { !more },
+        data: rows,
+    })
+}
+
+// --- row mapping -------------------------------------------------------------------
+
+const APP_COLS: &str =
+    "id, uid, name, throttle_rate, metadata, retry_policy, created_at, updated_at";
+
+fn app_row(r: &Row) -> rusqlite::Result<Application> {
+    Ok(Application {
+        id: r.get(0)?,
+        uid: r.get(1)?,
+        name: r.get(2)?,
+        throttle_rate: r.get(3)?,
+        metadata: json_col(r, 4)?,
+        retry_policy: opt_json_col(r, 5)?,
+        created_at: from_ms(r.get(6)?),
+        updated_at: from_ms(r.get(7)?),
+    })
+}
+
+fn put_app(conn: &Connection, a: &Application, insert: bool) -> Result<()> {
+    let sql = if insert {
+        "INSERT INTO applications (id, uid, name, throttle_rate, metadata, retry_policy, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    } else {
+        "UPDATE applications SET uid = ?2, name = ?3, throttle_rate = ?4, metadata = ?5,
+         retry_policy = ?6, created_at = ?7, updated_at = ?8 WHERE id = ?1"
+    };
+    conn.prepare_cached(sql)
+        .map_err(backend)?
+        .execute(params![
+            a.id,
+            a.uid,
+            a.name,
+            a.throttle_rate,
+            to_json(&a.metadata),
+            a.retry_policy.as_ref().map(to_json),
+            ms(a.created_at),
+            ms(a.updated_at)
+        ])
+        .map_err(unique_as_conflict(
+            "an application with this uid already exists",
+        ))?;
+    Ok(())
+}
+
+const ET_COLS: &str = "name, description, archived, deprecated, schemas, group_name, feature_flags, created_at, updated_at";
+
+fn et_row(r: &Row) -> rusqlite::Result<EventType> {
+    Ok(EventType {
+        name: r.get(0)?,
+        description: r.get(1)?,
+        archived: r.get(2)?,
+        deprecated: r.get(3)?,
+        schemas: opt_json_col(r, 4)?,
+        group_name: r.get(5)?,
+        feature_flags: opt_json_col(r, 6)?,
+        created_at: from_ms(r.get(7)?),
+        updated_at: from_ms(r.get(8)?),
+    })
+}
+
+fn put_et(conn: &Connection, e: &EventType, insert: bool) -> Result<()> {
+    let sql = if insert {
+        "INSERT INTO event_types (name, description, archived, deprecated, schemas, group_name, feature_flags, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    } else {
+        "UPDATE event_types SET description = ?2, archived = ?3, deprecated = ?4, schemas = ?5,
+         group_name = ?6, feature_flags = ?7, created_at = ?8, updated_at = ?9 WHERE name = ?1"
+    };
+    conn.prepare_cached(sql)
+        .map_err(backend)?
+        .execute(params![
+            e.name,
+            e.description,
+            e.archived,
+            e.deprecated,
+            e.schemas.as_ref().map(to_json),
+            e.group_name,
+            e.feature_flags.as_ref().map(to_json),
+            ms(e.created_at),
+            ms(e.updated_at)
+        ])
+        .map_err(unique_as_conflict(
+            "an event type with this name already exists",
+        ))?;
+    Ok(())
+}
+
+const EP_COLS: &str = "id, app_id, uid, url, disabled, settings, created_at, updated_at";
+
+fn ep_row(r: &Row) -> rusqlite::Result<Endpoint> {
+    Ok(Endpoint {
+        id: r.get(0)?,
+        app_id: r.get(1)?,
+        uid: r.get(2)?,
+        url: r.get(3)?,
+        disabled: r.get(4)?,
+        settings: json_col(r, 5)?,
+        created_at: from_ms(r.get(6)?),
+        updated_at: from_ms(r.get(7)?),
+    })
+}
+
+fn put_ep(conn: &Connection, e: &Endpoint, insert: bool) -> Result<()> {
+    let sql = if insert {
+        "INSERT INTO endpoints (id, app_id, uid, url, disabled, settings, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    } else {
+        "UPDATE endpoints SET app_id = ?2, uid = ?3, url = ?4, disabled = ?5, settings = ?6,
+         created_at = ?7, updated_at = ?8 WHERE id = ?1"
+    };
+    conn.prepare_cached(sql)
+        .map_err(backend)?
+        .execute(params![
+            e.id,
+            e.app_id,
+            e.uid,
+            e.url,
+            e.disabled,
+            to_json(&e.settings),
+            ms(e.created_at),
+            ms(e.updated_at)
+        ])
+        .map_err(unique_as_conflict(
+            "an endpoint with this uid already exists in this application",
+        ))?;
+    Ok(())
+}
+
+const MSG_COLS: &str = "id, app_id, event_id, event_type, payload, channels, tags, created_at";
+
+fn msg_row(r: &Row) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: r.get(0)?,
+        app_id: r.get(1)?,
+        event_id: r.get(2)?,
+        event_type: r.get(3)?,
+        payload: r.get(4)?,
+        channels: opt_json_col(r, 5)?,
+        tags: opt_json_col(r, 6)?,
+        created_at: from_ms(r.get(7)?),
+    })
+}
+
+fn find_app(conn: &Connection, id_or_uid: &str) -> Result<Option<Application>> {
+    // An id match wins over a uid match, as in Svix.
+    conn.prepare_cached(&format!(
+        "SELECT {APP_COLS} FROM applications WHERE id = ?1 OR uid = ?1
+         ORDER BY id = ?1 DESC LIMIT 1"
+    ))
+    .map_err(backend)?
+    .query_row([id_or_uid], app_row)
+    .optional()
+    .map_err(backend)
+}
+
+fn find_et(conn: &Connection, name: &str) -> Result<Option<EventType>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ET_COLS} FROM event_types WHERE name = ?1"
+    ))
+    .map_err(backend)?
+    .query_row([name], et_row)
+    .optional()
+    .map_err(backend)
+}
+
+fn find_ep(conn: &Connection, app_id: &str, id_or_uid: &str) -> Result<Option<Endpoint>> {
+    conn.prepare_cached(&format!(
+        "SELECT {EP_COLS} FROM endpoints WHERE app_id = ?1 AND (id = ?2 OR uid = ?2)
+         ORDER BY id = ?2 DESC LIMIT 1"
+    ))
+    .map_err(backend)?
+    .query_row([app_id, id_or_uid], ep_row)
+    .optional()
+    .map_err(backend)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_app(&self, app: Application) -> Result<Application> {
+        self.write(move |c| put_app(c, &app, true).map(|_| app))
+            .await
+    }
+
+    async fn get_app(&self, id_or_uid: &str) -> Result<Option<Application>> {
+        let key = id_or_uid.to_string();
+        self.read(move |c| find_app(c, &key)).await
+    }
+
+    async fn list_apps(&self, q: &ListQuery, only: Option<&str>) -> Result<Page<Application>> {
+        let q = q.clone();
+        let only = only.map(str::to_string);
+        self.read(move |c| {
+            let mut sql = format!("SELECT {APP_COLS} FROM applications WHERE 1");
+            let mut args = vec![];
+            if let Some(id) = only {
+                sql.push_str(" AND id = ?");
+                args.push(Value::Text(id));
+            }
+            paginate(c, &sql, args, "id", &q, app_row, |a| a.id.clone())
+        })
+        .await
+    }
+
+    async fn update_app(&self, id: &str, change: Mutator<Application>) -> Result<Application> {
+        let id = id.to_string();
+        self.write(move |c| {
+            let mut app = find_app(c, &id)?
+                .filter(|a| a.id == id)
+                .ok_or(StoreError::NotFound)?;
+            change(&mut app)?;
+            put_app(c, &app, false)?;
+            Ok(app)
+        })
+        .await
+    }
+
+    async fn delete_app(&self, id: &str) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |c| {
+            let n = c
+                .execute("DELETE FROM applications WHERE id = ?1", [&id])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_event_type(&self, et: EventType) -> Result<EventType> {
+        self.write(move |c| put_et(c, &et, true).map(|_| et)).await
+    }
+
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
+        let name = name.to_string();
+        self.read(move |c| find_et(c, &name)).await
+    }
+
+    async fn list_event_types(
+        &self,
+        q: &ListQuery,
+        include_archived: bool,
+    ) -> Result<Page<EventType>> {
+        let q = q.clone();
+        self.read(move |c| {
+            let mut sql = format!("SELECT {ET_COLS} FROM event_types WHERE 1");
+            if !include_archived {
+                sql.push_str(" AND archived = 0");
+            }
+            paginate(c, &sql, vec![], "name", &q, et_row, |e| e.name.clone())
+        })
+        .await
+    }
+
+    async fn update_event_type(&self, name: &str, change: Mutator<EventType>) -> Result<EventType> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let mut et = find_et(c, &name)?.ok_or(StoreError::NotFound)?;
+            change(&mut et)?;
+            et.name = name;
+            put_et(c, &et, false)?;
+            Ok(et)
+        })
+        .await
+    }
+
+    async fn expunge_event_type(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let n = c
+                .execute("DELETE FROM event_types WHERE name = ?1", [&name])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_endpoint(&self, ep: Endpoint) -> Result<Endpoint> {
+        self.write(move |c| put_ep(c, &ep, true).map(|_| ep)).await
+    }
+
+    async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> Result<Option<Endpoint>> {
+        let (app_id, key) = (app_id.to_string(), id_or_uid.to_string());
+        self.read(move |c| find_ep(c, &app_id, &key)).await
+    }
+
+    async fn list_endpoints(&self, app_id: &str, q: &ListQuery) -> Result<Page<Endpoint>> {
+        let (app_id, q) = (app_id.to_string(), q.clone());
+        self.read(move |c| {
+            let sql = format!("SELECT {EP_COLS} FROM endpoints WHERE app_id = ?");
+            paginate(c, &sql, vec![Value::Text(app_id)], "id", &q, ep_row, |e| {
+                e.id.clone()
+            })
+        })
+        .await
+    }
+
+    async fn update_endpoint(
+        &self,
+        app_id: &str,
+        id: &str,
+        change: Mutator<Endpoint>,
+    ) -> Result<Endpoint> {
+        let (app_id, id) = (app_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let mut ep = find_ep(c, &app_id, &id)?
+                .filter(|e| e.id == id)
+                .ok_or(StoreError::NotFound)?;
+            change(&mut ep)?;
+            ep.id = id;
+            ep.app_id = app_id;
+            put_ep(c, &ep, false)?;
+            Ok(ep)
+        })
+        .await
+    }
+
+    async fn delete_endpoint(&self, app_id: &str, id: &str) -> Result<()> {
+        let (app_id, id) = (app_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM endpoints WHERE app_id = ?1 AND id = ?2",
+                    [&app_id, &id],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_message(&self, msg: Message) -> Result<Message> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .map_err(backend)?
+            .execute(params![
+                msg.id,
+                msg.app_id,
+                msg.event_id,
+                msg.event_type,
+                msg.payload,
+                msg.channels.as_ref().map(to_json),
+                msg.tags.as_ref().map(to_json),
+                ms(msg.created_at)
+            ])
+            .map_err(unique_as_conflict(
+                "a message with this eventId already exists in this application",
+            ))?;
+            Ok(msg)
+        })
+        .await
+    }
+
+    async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> Result<Option<Message>> {
+        let (app_id, key) = (app_id.to_string(), id_or_event_id.to_string());
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {MSG_COLS} FROM messages WHERE app_id = ?1 AND (id = ?2 OR event_id = ?2)
+                 ORDER BY id = ?2 DESC LIMIT 1"
+            ))
+            .map_err(backend)?
+            .query_row([&app_id, &key], msg_row)
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_messages(&self, app_id: &str, q: &MessageQuery) -> Result<Page<Message>> {
+        let (app_id, q) = (app_id.to_string(), q.clone());
+        self.read(move |c| {
+            let mut sql = format!("SELECT {MSG_COLS} FROM messages WHERE app_id = ?");
+            let mut args = vec![Value::Text(app_id)];
+            if let Some(types) = &q.event_types {
+                sql.push_str(&format!(
+                    " AND event_type IN ({})",
+                    vec!["?"; types.len()].join(",")
+                ));
+                args.extend(types.iter().cloned().map(Value::Text));
+            }
+            if let Some(ch) = &q.channel {
+                sql.push_str(
+                    " AND EXISTS (SELECT 1 FROM json_each(messages.channels) WHERE value = ?)",
+                );
+                args.push(Value::Text(ch.clone()));
+            }
+            if let Some(b) = q.before {
+                sql.push_str(" AND created_at < ?");
+                args.push(Value::Integer(ms(b)));
+            }
+            if let Some(a) = q.after {
+                sql.push_str(" AND created_at > ?");
+                args.push(Value::Integer(ms(a)));
+            }
+            paginate(c, &sql, args, "id", &q.list, msg_row, |m| m.id.clone())
+        })
+        .await
+    }
+
+    async fn insert_token(&self, token: ApiToken) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO api_tokens (token_hash, app_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    token.hash.to_vec(),
+                    token.app_id,
+                    token.expires_at.map(ms),
+                    ms(token.created_at)
+                ],
+            )
+            .map_err(unique_as_conflict("token already exists"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_token(&self, hash: &[u8; 32], now: DateTime<Utc>) -> Result<Option<ApiToken>> {
+        let hash = *hash;
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT app_id, expires_at, created_at FROM api_tokens
+                 WHERE token_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+            )
+            .map_err(backend)?
+            .query_row(params![hash.to_vec(), ms(now)], |r| {
+                Ok(ApiToken {
+                    hash,
+                    app_id: r.get(0)?,
+                    expires_at: r.get::<_, Option<i64>>(1)?.map(from_ms),
+                    created_at: from_ms(r.get(2)?),
+                })
+            })
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn has_admin_token(&self) -> Result<bool> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE app_id IS NULL)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        now: DateTime<Utc>,
+        stale_after: chrono::Duration,
+    ) -> Result<IdempotencyState> {
+        let (scope, key) = (scope.to_string(), key.to_string());
+        self.write(move |c| {
+            let existing = c
+                .prepare_cached(
+                    "SELECT state, status, body, created_at FROM idempotency_keys
+                     WHERE scope = ?1 AND key = ?2",
+                )
+                .map_err(backend)?
+                .query_row([&scope, &key], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<u16>>(1)?,
+                        r.get::<_, Option<Vec<u8>>>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .optional()
+                .map_err(backend)?;
+            match existing {
+                Some((state, Some(status), body, _)) if state == "done" => {
+                    return Ok(IdempotencyState::Done(StoredResponse {
+                        status,
+                        body: body.unwrap_or_default(),
+                    }))
+                }
+                Some((_, _, _, created)) if from_ms(created) > now - stale_after => {
+                    return Ok(IdempotencyState::InProgress)
+                }
+                _ => {}
+            }
+            c.prepare_cached(
+                "INSERT INTO idempotency_keys (scope, key, state, created_at) VALUES (?1, ?2, 'pending', ?3)
+                 ON CONFLICT (scope, key) DO UPDATE SET state = 'pending', status = NULL, body = NULL,
+                 created_at = excluded.created_at",
+            )
+            .map_err(backend)?
+            .execute(params![scope, key, ms(now)])
+            .map_err(backend)?;
+            Ok(IdempotencyState::Claimed)
+        })
+        .await
+    }
+
+    async fn idempotency_finish(
+        &self,
+        scope: &str,
+        key: &str,
+        response: StoredResponse,
+    ) -> Result<()> {
+        let (scope, key) = (scope.to_string(), key.to_string());
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE idempotency_keys SET state = 'done', status = ?3, body = ?4
+                 WHERE scope = ?1 AND key = ?2",
+            )
+            .map_err(backend)?
+            .execute(params![scope, key, response.status, response.body])
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn idempotency_abandon(&self, scope: &str, key: &str) -> Result<()> {
+        let (scope, key) = (scope.to_string(), key.to_string());
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND state = 'pending'",
+                [&scope, &key],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn idempotency_purge(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?1",
+                [ms(before)],
+            )
+            .map(|n| n as u64)
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(uid: Option<&str>) -> Application {
+        let now = Utc::now();
+        Application {
+            id: new_id("app"),
+            uid: uid.map(str::to_string),
+            name: "n".into(),
+            throttle_rate: None,
+            metadata: Default::default(),
+            retry_policy: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[tokio::test]
+    async fn group_commit_isolates_failing_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("db.sqlite")).unwrap());
+        // Many concurrent writes, some colliding on uid: the collisions fail alone.
+        let mut tasks = vec![];
+        for i in 0..200 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.create_app(app(Some(&format!("u{}", i % 100)))).await
+            }));
+        }
+        let mut ok = 0;
+        let mut conflicts = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(StoreError::Conflict(_)) => conflicts += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!((ok, conflicts), (100, 100));
+        let page = store
+            .list_apps(
+                &ListQuery {
+                    limit: 250,
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.data.len(), 100);
+    }
+
+    #[tokio::test]
+    async fn pagination_walks_forward_and_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+        let mut ids = vec![];
+        for _ in 0..7 {
+            ids.push(store.create_app(app(None)).await.unwrap().id);
+        }
+        ids.sort();
+        let q = |it: Option<String>| ListQuery {
+            limit: 3,
+            iterator: it,
+            order: Order::Ascending,
+        };
+        let p1 = store.list_apps(&q(None), None).await.unwrap();
+        let p2 = store
+            .list_apps(&q(p1.iterator.clone()), None)
+            .await
+            .unwrap();
+        let p3 = store
+            .list_apps(&q(p2.iterator.clone()), None)
+            .await
+            .unwrap();
+        let got: Vec<_> = [&p1, &p2, &p3]
+            .iter()
+            .flat_map(|p| p.data.iter().map(|a| a.id.clone()))
+            .collect();
+        assert_eq!(got, ids);
+        assert!(!p1.done && !p2.done && p3.done);
+        let back = store
+            .list_apps(&q(p3.prev_iterator.clone()), None)
+            .await
+            .unwrap();
+        assert_eq!(back.data, p2.data);
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let id = {
+            let store = SqliteStore::open(&path).unwrap();
+            store.create_app(app(Some("keep"))).await.unwrap().id
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get_app("keep").await.unwrap().unwrap().id, id);
+    }
+}

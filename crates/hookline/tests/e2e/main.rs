@@ -1,1 +1,4 @@
-fn main() {}
+//! End-to-end tests: one test binary (fast links) that starts the real `hookline` binary
+//! on `127.0.0.1:0` and talks to it over HTTP, as users and SDKs do.
+
+mod support;

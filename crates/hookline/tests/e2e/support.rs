@@ -1,0 +1,217 @@
+//! Test harness: start the real `hookline serve` on a temp data dir, find its port, call
+//! its API, restart or kill it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const ADMIN_TOKEN: &str = "test_admin_token_0123456789abcdef";
+
+/// A running `hookline serve` process.
+pub struct Server {
+    pub base: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server on a fresh temp data dir with the test admin token.
+    pub async fn start() -> Server {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra_args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_in(&dir, extra_args).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on the given data dir (which survives the server).
+    pub async fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
+        let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let (child, base) = spawn(data_dir, &extra).await;
+        Server {
+            base,
+            token: ADMIN_TOKEN.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            extra_args: extra,
+            child: Some(child),
+            _tmp: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up).
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.expect("kill");
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = c.id().expect("pid");
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        tokio::time::timeout(Duration::from_secs(30), c.wait())
+            .await
+            .expect("exits within 30 s")
+            .expect("wait")
+    }
+
+    /// Stops (SIGKILL) and starts again on the same data dir and flags; the port changes.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let (child, base) = spawn(&self.data_dir, &self.extra_args).await;
+        self.child = Some(child);
+        self.base = base;
+    }
+
+    pub fn client(&self) -> Api {
+        Api {
+            base: self.base.clone(),
+            token: Some(self.token.clone()),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+async fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookline"));
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--admin-token")
+        .arg(ADMIN_TOKEN)
+        .args(extra)
+        .env_remove("HOOKLINE_DATABASE_URL")
+        .env_remove("HOOKLINE_CONFIG")
+        .env("RUST_LOG", std::env::var("HOOKLINE_TEST_LOG").unwrap_or("warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn hookline");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let base = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(url) = line.strip_prefix("hookline: listening on ") {
+                return url.trim().to_string();
+            }
+        }
+        panic!("hookline exited before listening");
+    })
+    .await
+    .expect("hookline starts within 30 s");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
+}
+
+/// A small JSON client for the API.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: Option<String>,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn with_token(&self, token: Option<&str>) -> Api {
+        Api {
+            token: token.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
+    /// Sends a request; `body` is sent as JSON when given. Returns status and JSON body
+    /// (`Value::Null` for an empty body).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().expect("method"), format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body");
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            })
+        };
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+
+    /// POST that must succeed; returns the body.
+    pub async fn create(&self, path: &str, body: Value) -> Value {
+        let (status, json) = self.post(path, body).await;
+        assert!((200..300).contains(&status), "POST {path} -> {status} {json}");
+        json
+    }
+}
+
+/// The Python interpreter of the test venv (made by `scripts/test`), if there is one.
+pub fn python() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("HOOKLINE_TEST_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+/// The Python interpreter for tests that need one. Under `scripts/test` a missing venv
+/// is a failure; a bare `cargo test` without it skips, saying so.
+pub fn require_python(test: &str) -> Option<PathBuf> {
+    match python() {
+        Some(p) => Some(p),
+        None if std::env::var_os("HOOKLINE_TEST_REQUIRE_TOOLS").is_some() => {
+            panic!("{test}: the Python test venv is missing; run scripts/test")
+        }
+        None => {
+            eprintln!("SKIPPED {test}: no Python test venv (run scripts/test to create it)");
+            None
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! This crate talks to storage only through [`hookline_store::Store`]; it never delivers.
 
 pub mod applications;
+pub mod attempts;
 pub mod auth;
 pub mod endpoints;
 pub mod error;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub admin_token_hashes: Arc<Vec<[u8; 32]>>,
     /// Base URL this server is reachable at, for links it hands out.
     pub public_url: String,
+    /// Notified after new deliveries are committed, so they are picked up at once.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 #[derive(OpenApi)]
@@ -122,6 +125,7 @@ pub fn routes_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(event_types::router())
         .merge(endpoints::router())
         .merge(messages::router())
+        .merge(attempts::router())
         .merge(auth::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -157,6 +157,7 @@ async fn create(
         created_at: hookline_store::now(),
     };
     let msg = state.store.create_message(msg).await?;
+    state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
         Json(MessageOut::new(msg, params.with_content)),

@@ -83,6 +83,19 @@ pub struct ServeArgs {
     /// Log format: `text` or `json` (filter with RUST_LOG, default `info`).
     #[arg(long, env = "HOOKLINE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Disable an endpoint that has failed, without a single success, for this many
+    /// seconds (default 5 days).
+    #[arg(long, env = "HOOKLINE_ENDPOINT_DISABLE_AFTER_SECS", default_value_t = 5 * 24 * 3600)]
+    pub endpoint_disable_after_secs: u64,
+
+    /// Hard cap on delivery attempts in flight in this process.
+    #[arg(long, env = "HOOKLINE_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+
+    /// On SIGTERM, seconds in-flight attempts may take to finish before being handed back.
+    #[arg(long, env = "HOOKLINE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -104,6 +117,9 @@ struct FileConfig {
     svix_headers: Option<bool>,
     body_limit_bytes: Option<usize>,
     log_format: Option<LogFormat>,
+    endpoint_disable_after_secs: Option<u64>,
+    max_in_flight: Option<usize>,
+    shutdown_grace_secs: Option<u64>,
 }
 
 /// Which database to use.
@@ -124,6 +140,9 @@ pub struct Config {
     pub svix_headers: bool,
     pub body_limit_bytes: usize,
     pub log_format: LogFormat,
+    pub endpoint_disable_after_secs: u64,
+    pub max_in_flight: usize,
+    pub shutdown_grace_secs: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -138,6 +157,12 @@ impl std::fmt::Debug for Config {
             .field("svix_headers", &self.svix_headers)
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("log_format", &self.log_format)
+            .field(
+                "endpoint_disable_after_secs",
+                &self.endpoint_disable_after_secs,
+            )
+            .field("max_in_flight", &self.max_in_flight)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .finish()
     }
 }
@@ -246,7 +271,36 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
             message: "must be between 1024 and 268435456".into(),
         });
     }
+    let max_in_flight = pick(
+        explicit("max_in_flight"),
+        args.max_in_flight,
+        file.max_in_flight,
+    );
+    if !(1..=100_000).contains(&max_in_flight) {
+        return Err(ConfigError::Invalid {
+            field: "max_in_flight",
+            message: "must be between 1 and 100000".into(),
+        });
+    }
+    let endpoint_disable_after_secs = pick(
+        explicit("endpoint_disable_after_secs"),
+        args.endpoint_disable_after_secs,
+        file.endpoint_disable_after_secs,
+    );
+    if endpoint_disable_after_secs == 0 {
+        return Err(ConfigError::Invalid {
+            field: "endpoint_disable_after_secs",
+            message: "must be at least 1".into(),
+        });
+    }
     Ok(Config {
+        endpoint_disable_after_secs,
+        max_in_flight,
+        shutdown_grace_secs: pick(
+            explicit("shutdown_grace_secs"),
+            args.shutdown_grace_secs,
+            file.shutdown_grace_secs,
+        ),
         listen: pick(explicit("listen"), args.listen, file.listen),
         data_dir,
         database,

@@ -6,12 +6,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
 use hookline_api::auth::{generate_token, hash_token};
 use hookline_api::AppState;
 use hookline_config::{Config, Database};
+use hookline_delivery::{Client, Dispatcher, DispatcherConfig, Guard};
 use hookline_store::sqlite::SqliteStore;
 use hookline_store::{ApiToken, Store};
 use tokio::net::TcpListener;
@@ -63,20 +65,45 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        Client::new(Guard::new(config.allow_targets.clone())),
+        DispatcherConfig {
+            max_in_flight: config.max_in_flight,
+            disable_after: Duration::from_secs(config.endpoint_disable_after_secs),
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+            svix_headers: config.svix_headers,
+            ..DispatcherConfig::default()
+        },
+    );
     let state = AppState {
         store: store.clone(),
         admin_token_hashes: Arc::new(config.admin_token.iter().map(|t| hash_token(t)).collect()),
         public_url: format!("http://{addr}"),
+        wake: dispatcher.waker(),
     };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let delivering = tokio::spawn(dispatcher.run(stop_rx));
     let service = hookline_api::router(state, config.body_limit_bytes);
     let purge = tokio::spawn(purge_idempotency_keys(store));
     tracing::info!(%addr, "hookline API listening");
+    // One stop signal for both halves: the API stops taking requests, the dispatcher
+    // stops claiming and drains.
+    let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let _ = signal_tx.send(());
+    });
     axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async {
+        let _ = signal_rx.await;
+    })
     .await?;
+    delivering.await?;
     purge.abort();
     tracing::info!("hookline stopped");
     Ok(())

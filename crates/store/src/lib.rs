@@ -132,4 +132,50 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_abandon(&self, scope: &str, key: &str) -> Result<()>;
     /// Deletes finished keys older than `before`; returns how many went.
     async fn idempotency_purge(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    // --- delivery -----------------------------------------------------------------
+    /// Claims up to `max` due deliveries with a lease until `now + lease`. Deliveries
+    /// whose lease expired (a crashed worker) are due again. `busy` says how many
+    /// attempts this process already has in flight per endpoint id, so no endpoint gets
+    /// more than its `maxConcurrency`; work is found through indexes only.
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        max: usize,
+        busy: &[(String, usize)],
+    ) -> Result<Vec<ClaimedDelivery>>;
+    /// Logs the attempt and, if `lease_token` still holds the delivery, moves it on.
+    async fn report_attempt(
+        &self,
+        delivery_id: i64,
+        lease_token: &str,
+        report: AttemptReport,
+    ) -> Result<ReportOutcome>;
+    /// Hands a claimed delivery back unattempted (shutdown), due at `now`.
+    async fn release_delivery(
+        &self,
+        delivery_id: i64,
+        lease_token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// When the earliest queued delivery (or lease expiry) falls due, if any.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+    async fn list_attempts(&self, app_id: &str, q: &AttemptQuery) -> Result<Page<Attempt>>;
+    async fn get_attempt(&self, app_id: &str, attempt_id: &str) -> Result<Option<Attempt>>;
+    /// Per-endpoint delivery state of one message.
+    async fn list_message_deliveries(
+        &self,
+        app_id: &str,
+        msg_id: &str,
+        q: &ListQuery,
+    ) -> Result<Page<DeliveryView>>;
+    /// Delivery state of the messages sent to one endpoint, newest message first.
+    async fn list_endpoint_deliveries(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        q: &ListQuery,
+        status: Option<DeliveryStatus>,
+    ) -> Result<Page<DeliveryView>>;
 }

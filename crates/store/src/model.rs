@@ -211,3 +211,199 @@ pub enum IdempotencyState {
     /// The key was used before; here is what was answered.
     Done(StoredResponse),
 }
+
+impl EndpointSettings {
+    /// Whether a message of `event_type` on `channels` goes to this endpoint: no type
+    /// filter means every type; an endpoint with channels gets only messages sharing one
+    /// of them, one without channels gets every message.
+    pub fn wants(&self, event_type: &str, channels: Option<&[String]>) -> bool {
+        let type_ok = self
+            .event_types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == event_type));
+        let channel_ok = match &self.channels {
+            None => true,
+            Some(mine) => channels.is_some_and(|theirs| theirs.iter().any(|c| mine.contains(c))),
+        };
+        type_ok && channel_ok
+    }
+
+    /// Secrets that currently sign deliveries: the current one plus those still in a
+    /// rotation grace period.
+    pub fn valid_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &SecretEntry> {
+        self.secrets
+            .iter()
+            .filter(move |s| s.expires_at.is_none_or(|t| t > now))
+    }
+}
+
+/// Where a delivery (one message for one endpoint) is in its life.
+///
+/// ```text
+///   pending --claim--> sending --2xx--> succeeded
+///      ^                  |  \--no retries left / 410--> failed
+///      |                  |                                 |
+///      +--retry at t------+  (lease expired: claimable again)|
+///      +------------------- resend / recover ---------------+
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Sending,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sending => "sending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "sending" => Self::Sending,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A delivery handed to a worker, with everything needed to attempt it.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    /// Proof of ownership: the finishing write applies only while this lease is held.
+    pub lease_token: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// When this attempt was due by the schedule (not when it was claimed).
+    pub scheduled_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub trigger: Trigger,
+    pub message: Message,
+    pub endpoint: Endpoint,
+    /// The application's default retry policy, for endpoints without their own.
+    pub app_retry_policy: Option<RetryPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Scheduled,
+    Manual,
+}
+
+/// One HTTP try of a delivery, as recorded in the attempt log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub id: String,
+    pub app_id: String,
+    pub msg_id: String,
+    pub endpoint_id: String,
+    pub url: String,
+    pub attempted_at: DateTime<Utc>,
+    /// `None` when no HTTP response arrived (timeout, refused, blocked, ...).
+    pub status_code: Option<u16>,
+    pub duration_ms: u64,
+    pub succeeded: bool,
+    /// Why there was no usable response: `timeout`, `connect`, `ssrf_blocked`, ...
+    pub error_kind: Option<String>,
+    /// Up to 4 KiB of the response body, or the error's description.
+    pub response: String,
+    pub trigger: Trigger,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextStep {
+    Succeeded,
+    RetryAt(DateTime<Utc>),
+    Failed,
+}
+
+/// A worker's report of one attempt, applied in one transaction.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub attempt: Attempt,
+    pub next: NextStep,
+    /// The receiver asked to be disabled (410 Gone).
+    pub disable_endpoint: bool,
+    /// Disable the endpoint if it has been failing, with no success, since before this.
+    pub disable_if_failing_since: Option<DateTime<Utc>>,
+}
+
+/// What the store did with an [`AttemptReport`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportOutcome {
+    /// False when the lease had been lost (another worker took over): the attempt was
+    /// still logged, but the delivery's state was left to the new owner.
+    pub applied: bool,
+    /// The endpoint was disabled by this report.
+    pub endpoint_disabled: bool,
+    /// Consecutive failures of this delivery, including this attempt (0 on success).
+    pub consecutive_failures: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AttemptQuery {
+    pub list: ListQuery,
+    pub msg_id: Option<String>,
+    pub endpoint_id: Option<String>,
+    /// Only successful (`Some(true)`) or failed (`Some(false)`) attempts.
+    pub succeeded: Option<bool>,
+    /// Only attempts whose status code is in this class (2 = 2xx, ...; 0 = no response).
+    pub status_code_class: Option<u16>,
+    pub before: Option<DateTime<Utc>>,
+    pub after: Option<DateTime<Utc>>,
+}
+
+/// A delivery's state, for the "status per endpoint / per message" views.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryView {
+    pub msg_id: String,
+    pub endpoint_id: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(types: Option<&[&str]>, channels: Option<&[&str]>) -> EndpointSettings {
+        EndpointSettings {
+            event_types: types.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            channels: channels.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+
+    fn ch(c: &[&str]) -> Vec<String> {
+        c.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn matching_by_type_and_channel() {
+        let all = settings(None, None);
+        assert!(all.wants("a", None));
+        assert!(all.wants("a", Some(&ch(&["x"]))));
+        let typed = settings(Some(&["a", "b"]), None);
+        assert!(typed.wants("b", None));
+        assert!(!typed.wants("c", None));
+        let flow = settings(None, Some(&["flow-a"]));
+        assert!(flow.wants("a", Some(&ch(&["flow-a", "z"]))));
+        assert!(!flow.wants("a", Some(&ch(&["flow-b"]))));
+        assert!(!flow.wants("a", None));
+        let both = settings(Some(&["a"]), Some(&["x"]));
+        assert!(both.wants("a", Some(&ch(&["x"]))));
+        assert!(!both.wants("b", Some(&ch(&["x"]))));
+    }
+}

@@ -98,6 +98,55 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
     "#,
+    // 2: deliveries and the attempt log.
+    r#"
+    -- The dispatcher picks endpoints by when their earliest delivery falls due, then that
+    -- endpoint's due deliveries: two index walks, never a scan of the backlog, and one
+    -- busy endpoint cannot fill a claim batch that others are waiting behind.
+    ALTER TABLE endpoints ADD COLUMN next_due_at INTEGER;      -- NULL: nothing queued
+    ALTER TABLE endpoints ADD COLUMN failing_since INTEGER;    -- first failure since a success
+    CREATE INDEX endpoints_due ON endpoints (next_due_at)
+        WHERE next_due_at IS NOT NULL AND disabled = 0;
+
+    -- The state machine (docs/delivery-states.md); CHECKs keep the columns consistent.
+    CREATE TABLE deliveries (
+        id           INTEGER PRIMARY KEY,
+        app_id       TEXT NOT NULL,
+        msg_id       TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        endpoint_id  TEXT NOT NULL REFERENCES endpoints (id) ON DELETE CASCADE,
+        status       TEXT NOT NULL CHECK (status IN ('pending', 'sending', 'succeeded', 'failed')),
+        attempts     INTEGER NOT NULL CHECK (attempts >= 0),
+        trigger      INTEGER NOT NULL CHECK (trigger IN (0, 1)),  -- 0 scheduled, 1 manual
+        scheduled_at INTEGER NOT NULL,   -- when the current/next attempt is due by policy
+        due_at       INTEGER,            -- pending: scheduled_at; sending: lease expiry
+        lease_token  TEXT,
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        UNIQUE (msg_id, endpoint_id),
+        CHECK ((status IN ('pending', 'sending')) = (due_at IS NOT NULL)),
+        CHECK ((status = 'sending') = (lease_token IS NOT NULL))
+    ) STRICT;
+    -- Column order matches the claim: one endpoint's due work, earliest first.
+    CREATE INDEX deliveries_due ON deliveries (endpoint_id, due_at) WHERE due_at IS NOT NULL;
+    CREATE INDEX deliveries_by_endpoint ON deliveries (endpoint_id, msg_id);
+
+    CREATE TABLE attempts (
+        id           TEXT PRIMARY KEY,
+        app_id       TEXT NOT NULL,
+        msg_id       TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        endpoint_id  TEXT NOT NULL REFERENCES endpoints (id) ON DELETE CASCADE,
+        url          TEXT NOT NULL,
+        attempted_at INTEGER NOT NULL,
+        status_code  INTEGER,            -- NULL: no HTTP response
+        duration_ms  INTEGER NOT NULL,
+        succeeded    INTEGER NOT NULL CHECK (succeeded IN (0, 1)),
+        error_kind   TEXT,
+        response     TEXT NOT NULL,      -- excerpt of at most 4 KiB, or the error
+        trigger      INTEGER NOT NULL CHECK (trigger IN (0, 1))
+    ) STRICT;
+    CREATE INDEX attempts_by_msg ON attempts (msg_id, id);
+    CREATE INDEX attempts_by_endpoint ON attempts (endpoint_id, id);
+    "#,
 ];
 
 type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -538,6 +587,292 @@ fn find_ep(conn: &Connection, app_id: &str, id_or_uid: &str) -> Result<Option<En
     .map_err(backend)
 }
 
+/// Commits one pending delivery per matching, enabled endpoint, in the message's own
+/// transaction: there is no moment where a message is stored but not queued.
+fn fan_out(c: &Connection, msg: &Message) -> Result<()> {
+    let now = ms(msg.created_at);
+    let mut eps = c
+        .prepare_cached("SELECT id, settings FROM endpoints WHERE app_id = ?1 AND disabled = 0")
+        .map_err(backend)?;
+    let targets = eps
+        .query_map([&msg.app_id], |r| {
+            Ok((r.get::<_, String>(0)?, json_col::<EndpointSettings>(r, 1)?))
+        })
+        .map_err(backend)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(backend)?;
+    let mut insert = c
+        .prepare_cached(
+            "INSERT INTO deliveries (app_id, msg_id, endpoint_id, status, attempts, trigger,
+                 scheduled_at, due_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'pending', 0, 0, ?4, ?4, ?4, ?4)",
+        )
+        .map_err(backend)?;
+    let mut bump = c
+        .prepare_cached(
+            "UPDATE endpoints SET next_due_at = min(coalesce(next_due_at, ?2), ?2) WHERE id = ?1",
+        )
+        .map_err(backend)?;
+    for (ep_id, settings) in targets {
+        if settings.wants(&msg.event_type, msg.channels.as_deref()) {
+            insert
+                .execute(params![msg.app_id, msg.id, ep_id, now])
+                .map_err(backend)?;
+            bump.execute(params![ep_id, now]).map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets an endpoint's `next_due_at` to its earliest queued delivery (an index lookup).
+fn refresh_next_due(c: &Connection, endpoint_id: &str) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE endpoints SET next_due_at =
+             (SELECT min(due_at) FROM deliveries WHERE endpoint_id = ?1 AND due_at IS NOT NULL)
+         WHERE id = ?1",
+    )
+    .map_err(backend)?
+    .execute([endpoint_id])
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn lease_token() -> String {
+    use rand::RngCore;
+    format!("{:016x}", rand::rng().next_u64())
+}
+
+fn trigger_of(v: i64) -> Trigger {
+    if v == 1 {
+        Trigger::Manual
+    } else {
+        Trigger::Scheduled
+    }
+}
+
+fn trigger_num(t: Trigger) -> i64 {
+    match t {
+        Trigger::Scheduled => 0,
+        Trigger::Manual => 1,
+    }
+}
+
+const ATTEMPT_COLS: &str = "id, app_id, msg_id, endpoint_id, url, attempted_at, status_code, duration_ms, succeeded, error_kind, response, trigger";
+
+fn attempt_row(r: &Row) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        id: r.get(0)?,
+        app_id: r.get(1)?,
+        msg_id: r.get(2)?,
+        endpoint_id: r.get(3)?,
+        url: r.get(4)?,
+        attempted_at: from_ms(r.get(5)?),
+        status_code: r.get(6)?,
+        duration_ms: r.get::<_, i64>(7)? as u64,
+        succeeded: r.get(8)?,
+        error_kind: r.get(9)?,
+        response: r.get(10)?,
+        trigger: trigger_of(r.get(11)?),
+    })
+}
+
+fn delivery_view_row(r: &Row) -> rusqlite::Result<DeliveryView> {
+    let status: String = r.get(2)?;
+    Ok(DeliveryView {
+        msg_id: r.get(0)?,
+        endpoint_id: r.get(1)?,
+        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
+        attempts: r.get(3)?,
+        next_attempt: r.get::<_, Option<i64>>(4)?.map(from_ms),
+        updated_at: from_ms(r.get(5)?),
+    })
+}
+
+fn claim(
+    c: &Connection,
+    now: DateTime<Utc>,
+    lease: chrono::Duration,
+    max: usize,
+    busy: &[(String, usize)],
+) -> Result<Vec<ClaimedDelivery>> {
+    let now_ms = ms(now);
+    let until = ms(now + lease);
+    // Look at a few more endpoints than slots: some may be saturated.
+    let candidates = c
+        .prepare_cached(&format!(
+            "SELECT {EP_COLS} FROM endpoints WHERE disabled = 0 AND next_due_at <= ?1
+             ORDER BY next_due_at LIMIT ?2"
+        ))
+        .map_err(backend)?
+        .query_map(params![now_ms, (max * 2).max(16) as i64], ep_row)
+        .map_err(backend)?
+        .collect::<rusqlite::Result<Vec<Endpoint>>>()
+        .map_err(backend)?;
+    let token = lease_token();
+    let mut out = Vec::new();
+    for ep in candidates {
+        let remaining = max.saturating_sub(out.len());
+        if remaining == 0 {
+            break;
+        }
+        let in_flight = busy
+            .iter()
+            .find(|(id, _)| *id == ep.id)
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        let cap = ep.settings.max_concurrency.unwrap_or(8) as usize;
+        let free = cap.saturating_sub(in_flight).min(remaining);
+        if free == 0 {
+            // Saturated here: look again shortly (a finishing attempt refreshes it sooner).
+            c.prepare_cached("UPDATE endpoints SET next_due_at = ?2 WHERE id = ?1")
+                .map_err(backend)?
+                .execute(params![ep.id, now_ms + 1000])
+                .map_err(backend)?;
+            continue;
+        }
+        let rows = c
+            .prepare_cached(
+                "UPDATE deliveries SET status = 'sending', due_at = ?3, lease_token = ?4, updated_at = ?2
+                 WHERE id IN (SELECT id FROM deliveries
+                              WHERE endpoint_id = ?1 AND due_at IS NOT NULL AND due_at <= ?2
+                              ORDER BY due_at LIMIT ?5)
+                 RETURNING id, msg_id, attempts, scheduled_at, created_at, trigger",
+            )
+            .map_err(backend)?
+            .query_map(
+                params![ep.id, now_ms, until, token, free as i64],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                },
+            )
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)?;
+        refresh_next_due(c, &ep.id)?;
+        if rows.is_empty() {
+            continue;
+        }
+        let app_policy: Option<hookline_retry::RetryPolicy> = c
+            .prepare_cached("SELECT retry_policy FROM applications WHERE id = ?1")
+            .map_err(backend)?
+            .query_row([&ep.app_id], |r| opt_json_col(r, 0))
+            .optional()
+            .map_err(backend)?
+            .flatten();
+        for (id, msg_id, attempts, scheduled_at, created_at, trigger) in rows {
+            let message = c
+                .prepare_cached(&format!("SELECT {MSG_COLS} FROM messages WHERE id = ?1"))
+                .map_err(backend)?
+                .query_row([&msg_id], msg_row)
+                .map_err(backend)?;
+            out.push(ClaimedDelivery {
+                id,
+                lease_token: token.clone(),
+                attempts,
+                scheduled_at: from_ms(scheduled_at),
+                created_at: from_ms(created_at),
+                trigger: trigger_of(trigger),
+                message,
+                endpoint: ep.clone(),
+                app_retry_policy: app_policy.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn report(
+    c: &Connection,
+    delivery_id: i64,
+    token: &str,
+    rep: AttemptReport,
+) -> Result<ReportOutcome> {
+    let a = &rep.attempt;
+    let now = ms(a.attempted_at + chrono::Duration::milliseconds(a.duration_ms as i64));
+    c.prepare_cached(&format!(
+        "INSERT INTO attempts ({ATTEMPT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))
+    .map_err(backend)?
+    .execute(params![
+        a.id,
+        a.app_id,
+        a.msg_id,
+        a.endpoint_id,
+        a.url,
+        ms(a.attempted_at),
+        a.status_code,
+        a.duration_ms as i64,
+        a.succeeded,
+        a.error_kind,
+        a.response,
+        trigger_num(a.trigger)
+    ])
+    .map_err(backend)?;
+
+    let (status, due) = match rep.next {
+        NextStep::Succeeded => ("succeeded", None),
+        NextStep::Failed => ("failed", None),
+        NextStep::RetryAt(t) => ("pending", Some(ms(t))),
+    };
+    let attempts: Option<u32> = c
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?3, due_at = ?4, scheduled_at = coalesce(?4, scheduled_at),
+                 lease_token = NULL, attempts = attempts + 1, trigger = 0, updated_at = ?5
+             WHERE id = ?1 AND status = 'sending' AND lease_token = ?2
+             RETURNING attempts",
+        )
+        .map_err(backend)?
+        .query_row(params![delivery_id, token, status, due, now], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+
+    // Endpoint health: remember when failing started; a success clears it.
+    let mut endpoint_disabled = false;
+    if a.succeeded {
+        c.prepare_cached(
+            "UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL",
+        )
+        .map_err(backend)?
+        .execute([&a.endpoint_id])
+        .map_err(backend)?;
+    } else {
+        c.prepare_cached(
+            "UPDATE endpoints SET failing_since = coalesce(failing_since, ?2) WHERE id = ?1",
+        )
+        .map_err(backend)?
+        .execute(params![a.endpoint_id, ms(a.attempted_at)])
+        .map_err(backend)?;
+        let cutoff = rep.disable_if_failing_since.map(ms);
+        let n = c
+            .prepare_cached(
+                "UPDATE endpoints SET disabled = 1, updated_at = ?4
+                 WHERE id = ?1 AND disabled = 0
+                   AND (?2 OR (?3 IS NOT NULL AND failing_since <= ?3))",
+            )
+            .map_err(backend)?
+            .execute(params![a.endpoint_id, rep.disable_endpoint, cutoff, now])
+            .map_err(backend)?;
+        endpoint_disabled = n > 0;
+    }
+    refresh_next_due(c, &a.endpoint_id)?;
+    Ok(ReportOutcome {
+        applied: attempts.is_some(),
+        endpoint_disabled,
+        consecutive_failures: if a.succeeded {
+            0
+        } else {
+            attempts.unwrap_or(0)
+        },
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_app(&self, app: Application) -> Result<Application> {
@@ -720,6 +1055,7 @@ impl Store for SqliteStore {
             .map_err(unique_as_conflict(
                 "a message with this eventId already exists in this application",
             ))?;
+            fan_out(c, &msg)?;
             Ok(msg)
         })
         .await
@@ -901,6 +1237,169 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        max: usize,
+        busy: &[(String, usize)],
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let busy = busy.to_vec();
+        self.write(move |c| claim(c, now, lease, max, &busy)).await
+    }
+
+    async fn report_attempt(
+        &self,
+        delivery_id: i64,
+        lease_token: &str,
+        report: AttemptReport,
+    ) -> Result<ReportOutcome> {
+        let token = lease_token.to_string();
+        self.write(move |c| self::report(c, delivery_id, &token, report))
+            .await
+    }
+
+    async fn release_delivery(
+        &self,
+        delivery_id: i64,
+        lease_token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let token = lease_token.to_string();
+        self.write(move |c| {
+            let ep: Option<String> = c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', due_at = ?3, lease_token = NULL, updated_at = ?3
+                     WHERE id = ?1 AND status = 'sending' AND lease_token = ?2
+                     RETURNING endpoint_id",
+                )
+                .map_err(backend)?
+                .query_row(params![delivery_id, token, ms(now)], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            if let Some(ep) = ep {
+                refresh_next_due(c, &ep)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT min(next_due_at) FROM endpoints WHERE disabled = 0 AND next_due_at IS NOT NULL",
+            )
+            .map_err(backend)?
+            .query_row([], |r| r.get::<_, Option<i64>>(0))
+            .map(|v| v.map(from_ms))
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_attempts(&self, app_id: &str, q: &AttemptQuery) -> Result<Page<Attempt>> {
+        let (app_id, q) = (app_id.to_string(), q.clone());
+        self.read(move |c| {
+            let mut sql = format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE app_id = ?");
+            let mut args = vec![Value::Text(app_id)];
+            if let Some(m) = &q.msg_id {
+                sql.push_str(" AND msg_id = ?");
+                args.push(Value::Text(m.clone()));
+            }
+            if let Some(e) = &q.endpoint_id {
+                sql.push_str(" AND endpoint_id = ?");
+                args.push(Value::Text(e.clone()));
+            }
+            if let Some(ok) = q.succeeded {
+                sql.push_str(" AND succeeded = ?");
+                args.push(Value::Integer(ok as i64));
+            }
+            match q.status_code_class {
+                Some(0) => sql.push_str(" AND status_code IS NULL"),
+                Some(class) => {
+                    sql.push_str(" AND status_code >= ? AND status_code < ?");
+                    args.push(Value::Integer(class as i64 * 100));
+                    args.push(Value::Integer(class as i64 * 100 + 100));
+                }
+                None => {}
+            }
+            if let Some(b) = q.before {
+                sql.push_str(" AND attempted_at < ?");
+                args.push(Value::Integer(ms(b)));
+            }
+            if let Some(a) = q.after {
+                sql.push_str(" AND attempted_at > ?");
+                args.push(Value::Integer(ms(a)));
+            }
+            paginate(c, &sql, args, "id", &q.list, attempt_row, |a| a.id.clone())
+        })
+        .await
+    }
+
+    async fn get_attempt(&self, app_id: &str, attempt_id: &str) -> Result<Option<Attempt>> {
+        let (app_id, id) = (app_id.to_string(), attempt_id.to_string());
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {ATTEMPT_COLS} FROM attempts WHERE app_id = ?1 AND id = ?2"
+            ))
+            .map_err(backend)?
+            .query_row([&app_id, &id], attempt_row)
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_message_deliveries(
+        &self,
+        app_id: &str,
+        msg_id: &str,
+        q: &ListQuery,
+    ) -> Result<Page<DeliveryView>> {
+        let (app_id, msg_id, q) = (app_id.to_string(), msg_id.to_string(), q.clone());
+        self.read(move |c| {
+            let sql = "SELECT msg_id, endpoint_id, status, attempts,
+                           CASE WHEN status = 'pending' THEN scheduled_at END, updated_at
+                       FROM deliveries WHERE app_id = ? AND msg_id = ?";
+            paginate(
+                c,
+                sql,
+                vec![Value::Text(app_id), Value::Text(msg_id)],
+                "endpoint_id",
+                &q,
+                delivery_view_row,
+                |d| d.endpoint_id.clone(),
+            )
+        })
+        .await
+    }
+
+    async fn list_endpoint_deliveries(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        q: &ListQuery,
+        status: Option<DeliveryStatus>,
+    ) -> Result<Page<DeliveryView>> {
+        let (app_id, ep, q) = (app_id.to_string(), endpoint_id.to_string(), q.clone());
+        self.read(move |c| {
+            let mut sql = "SELECT msg_id, endpoint_id, status, attempts,
+                               CASE WHEN status = 'pending' THEN scheduled_at END, updated_at
+                           FROM deliveries WHERE app_id = ? AND endpoint_id = ?"
+                .to_string();
+            let mut args = vec![Value::Text(app_id), Value::Text(ep)];
+            if let Some(s) = status {
+                sql.push_str(" AND status = ?");
+                args.push(Value::Text(s.as_str().into()));
+            }
+            paginate(c, &sql, args, "msg_id", &q, delivery_view_row, |d| {
+                d.msg_id.clone()
+            })
         })
         .await
     }

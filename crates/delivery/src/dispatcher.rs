@@ -1,0 +1,348 @@
+//! The dispatcher: claims due deliveries from the store under a lease, runs each attempt
+//! as its own task, and reports the outcome back.
+//!
+//! Isolation: the store hands out work per endpoint, never more than an endpoint's free
+//! `maxConcurrency` slots (counted here), so a slow endpoint only ever ties up its own
+//! slots. `throttleRate` is a per-endpoint pacing applied before sending. A global
+//! semaphore is a hard cap on attempts in flight. Nothing is kept in memory beyond the
+//! claimed work: the backlog stays on disk and is found by index.
+//!
+//! Wake-ups: a new message notifies [`Dispatcher::waker`] so it is picked up at once;
+//! polling (at least every `poll_interval`, sooner when the store says something falls
+//! due) is the safety net, so correctness never depends on the notification.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use hookline_retry::RetryPolicy;
+use hookline_store::{new_id, Attempt, AttemptReport, ClaimedDelivery, Store};
+use rand::Rng;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::client::{delivery_headers, Client};
+use crate::outcome::{classify, next_step, parse_retry_after, Verdict};
+
+/// Default per-attempt timeout when the endpoint sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(15_000);
+
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// Hard cap on attempts in flight in this process.
+    pub max_in_flight: usize,
+    /// How long a claim is held before another worker may take the delivery over.
+    pub lease: Duration,
+    /// Longest sleep between looks at the store when nothing was announced.
+    pub poll_interval: Duration,
+    /// An endpoint failing for this long with no success is disabled.
+    pub disable_after: Duration,
+    /// On shutdown, how long in-flight attempts may finish before being handed back.
+    pub shutdown_grace: Duration,
+    /// Send `svix-*` headers to endpoints that do not say otherwise.
+    pub svix_headers: bool,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 512,
+            lease: Duration::from_secs(120),
+            poll_interval: Duration::from_secs(1),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            shutdown_grace: Duration::from_secs(10),
+            svix_headers: false,
+        }
+    }
+}
+
+/// Something that wants to hear about attempts (operational webhooks, metrics).
+pub trait AttemptObserver: Send + Sync + 'static {
+    fn attempted(&self, delivery: &ClaimedDelivery, attempt: &Attempt, outcome: &Observed);
+}
+
+/// What happened, for observers.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub verdict: Verdict,
+    pub next: hookline_store::NextStep,
+    pub endpoint_disabled: bool,
+    pub consecutive_failures: u32,
+}
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    client: Client,
+    cfg: DispatcherConfig,
+    wake: Arc<Notify>,
+    slots: Arc<Semaphore>,
+    /// Attempts in flight per endpoint id (a std mutex: held only for a map update).
+    in_flight: Mutex<HashMap<String, usize>>,
+    /// Per endpoint: the earliest time the next attempt may start (throttleRate pacing).
+    pacing: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// Claimed deliveries not yet reported, for handing back on shutdown.
+    leases: Mutex<HashMap<i64, String>>,
+    observers: Vec<Arc<dyn AttemptObserver>>,
+}
+
+impl Dispatcher {
+    pub fn new(store: Arc<dyn Store>, client: Client, cfg: DispatcherConfig) -> Arc<Self> {
+        Self::with_observers(store, client, cfg, vec![])
+    }
+
+    pub fn with_observers(
+        store: Arc<dyn Store>,
+        client: Client,
+        cfg: DispatcherConfig,
+        observers: Vec<Arc<dyn AttemptObserver>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            client,
+            slots: Arc::new(Semaphore::new(cfg.max_in_flight)),
+            cfg,
+            wake: Arc::new(Notify::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            pacing: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+            observers,
+        })
+    }
+
+    /// Notify this after committing new work to have it picked up at once.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Runs until `stop` turns true, then drains: no new claims, in-flight attempts get
+    /// `shutdown_grace` to finish, the rest are handed back to the store.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tasks = JoinSet::new();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            while tasks.try_join_next().is_some() {}
+            let free = self.slots.available_permits();
+            let claimed = if free == 0 {
+                Vec::new()
+            } else {
+                let busy: Vec<(String, usize)> = self
+                    .in_flight
+                    .lock()
+                    .expect("in-flight map")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect();
+                let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
+                match self
+                    .store
+                    .claim_deliveries(Utc::now(), lease, free.min(256), &busy)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming deliveries failed");
+                        Vec::new()
+                    }
+                }
+            };
+            let got = claimed.len();
+            for d in claimed {
+                let permit = self
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore never closed");
+                *self
+                    .in_flight
+                    .lock()
+                    .expect("in-flight map")
+                    .entry(d.endpoint.id.clone())
+                    .or_default() += 1;
+                self.leases
+                    .lock()
+                    .expect("lease map")
+                    .insert(d.id, d.lease_token.clone());
+                let me = self.clone();
+                tasks.spawn(async move {
+                    let ep = d.endpoint.id.clone();
+                    me.attempt(d).await;
+                    me.release_slot(&ep);
+                    drop(permit);
+                    // A freed slot may unblock this endpoint's queued work.
+                    me.wake.notify_one();
+                });
+            }
+            if got > 0 {
+                continue;
+            }
+            let sleep = self.idle_wait().await;
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        self.drain(tasks).await;
+    }
+
+    /// How long to sleep when there was nothing to claim.
+    async fn idle_wait(&self) -> Duration {
+        match self.store.next_due().await {
+            Ok(Some(t)) => (t - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::from_millis(5))
+                .clamp(Duration::from_millis(5), self.cfg.poll_interval),
+            _ => self.cfg.poll_interval,
+        }
+    }
+
+    async fn drain(&self, mut tasks: JoinSet<()>) {
+        let grace = tokio::time::sleep(self.cfg.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                next = tasks.join_next() => if next.is_none() { break },
+                _ = &mut grace => {
+                    tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        let left: Vec<(i64, String)> = self.leases.lock().expect("lease map").drain().collect();
+        for (id, token) in left {
+            if let Err(e) = self.store.release_delivery(id, &token, Utc::now()).await {
+                tracing::warn!(delivery = id, error = %e, "could not hand back delivery");
+            }
+        }
+        tracing::info!("dispatcher stopped");
+    }
+
+    fn release_slot(&self, endpoint_id: &str) {
+        let mut map = self.in_flight.lock().expect("in-flight map");
+        if let Some(n) = map.get_mut(endpoint_id) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(endpoint_id);
+            }
+        }
+    }
+
+    /// Waits for the endpoint's `throttleRate` pacing, if any.
+    async fn pace(&self, d: &ClaimedDelivery) {
+        let Some(rate) = d.endpoint.settings.throttle_rate.filter(|r| *r > 0) else {
+            return;
+        };
+        let interval = Duration::from_secs_f64(1.0 / rate as f64);
+        let start = {
+            let mut map = self.pacing.lock().expect("pacing map");
+            let now = tokio::time::Instant::now();
+            let slot = map.get(&d.endpoint.id).copied().unwrap_or(now).max(now);
+            map.insert(d.endpoint.id.clone(), slot + interval);
+            slot
+        };
+        tokio::time::sleep_until(start).await;
+    }
+
+    async fn attempt(&self, d: ClaimedDelivery) {
+        self.pace(&d).await;
+        let now = Utc::now();
+        let ep = &d.endpoint;
+        let timeout = ep
+            .settings
+            .timeout_ms
+            .map(|ms| Duration::from_millis(ms as u64))
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let headers = delivery_headers(ep, &d.message, now, self.cfg.svix_headers);
+        let result = self
+            .client
+            .post(
+                &ep.url,
+                headers,
+                d.message.payload.clone().into_bytes(),
+                timeout,
+            )
+            .await;
+
+        let verdict = match result.status {
+            Some(code) => classify(
+                code,
+                result
+                    .retry_after
+                    .as_deref()
+                    .and_then(|v| parse_retry_after(v, Utc::now())),
+            ),
+            None => Verdict::Failed,
+        };
+        let policy: RetryPolicy = ep
+            .settings
+            .retry_policy
+            .clone()
+            .or_else(|| d.app_retry_policy.clone())
+            .unwrap_or_default();
+        let scheduled_age = (d.scheduled_at - d.created_at).to_std().unwrap_or_default();
+        let jitter = rand::rng().random_range(-1.0..=1.0);
+        let finished = Utc::now();
+        let next = next_step(
+            &verdict,
+            &policy,
+            d.attempts + 1,
+            scheduled_age,
+            jitter,
+            finished,
+        );
+        let attempt = Attempt {
+            id: new_id("atmpt"),
+            app_id: d.message.app_id.clone(),
+            msg_id: d.message.id.clone(),
+            endpoint_id: ep.id.clone(),
+            url: ep.url.clone(),
+            attempted_at: now,
+            status_code: result.status,
+            duration_ms: result.duration.as_millis() as u64,
+            succeeded: verdict == Verdict::Delivered,
+            error_kind: result.error_kind.map(str::to_string),
+            response: result.response,
+            trigger: d.trigger,
+        };
+        let disable_after = chrono::Duration::from_std(self.cfg.disable_after).unwrap_or_default();
+        let report = AttemptReport {
+            attempt: attempt.clone(),
+            next: next.clone(),
+            disable_endpoint: verdict == Verdict::Gone,
+            disable_if_failing_since: Some(finished - disable_after),
+        };
+        match self
+            .store
+            .report_attempt(d.id, &d.lease_token, report)
+            .await
+        {
+            Ok(outcome) => {
+                self.leases.lock().expect("lease map").remove(&d.id);
+                if !outcome.applied {
+                    tracing::warn!(
+                        delivery = d.id,
+                        "lease lost before the attempt was reported; another worker owns it"
+                    );
+                }
+                let observed = Observed {
+                    verdict,
+                    next,
+                    endpoint_disabled: outcome.endpoint_disabled,
+                    consecutive_failures: outcome.consecutive_failures,
+                };
+                for o in &self.observers {
+                    o.attempted(&d, &attempt, &observed);
+                }
+            }
+            Err(e) => {
+                // The lease will expire and the delivery will be tried again.
+                tracing::error!(delivery = d.id, error = %e, "recording attempt failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! hookline's delivery engine: turns queued deliveries into signed HTTP POSTs, records
+//! every attempt, and decides retries.
+//!
+//! - [`dispatcher`]: claims due work under a lease and runs attempts, with per-endpoint
+//!   concurrency and rate limits and a global cap;
+//! - [`client`]: the pooled outbound HTTP client and the delivery headers;
+//! - [`ssrf`]: which addresses deliveries may reach;
+//! - [`outcome`]: pure rules from a response to a verdict and a next step.
+//!
+//! It uses the store and the signing crate; it knows nothing of the HTTP API.
+
+pub mod client;
+pub mod dispatcher;
+pub mod outcome;
+pub mod ssrf;
+
+pub use client::Client;
+pub use dispatcher::{Dispatcher, DispatcherConfig};
+pub use ssrf::Guard;

@@ -155,6 +155,8 @@ type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Finisher) + Send>;
 
 pub struct SqliteStore {
+    /// Held for the store's lifetime: one process owns an SQLite database.
+    _lock: std::fs::File,
     path: PathBuf,
     writer: mpsc::Sender<WriteJob>,
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -170,6 +172,22 @@ impl SqliteStore {
                     .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
             }
         }
+        // One process per SQLite file: the writer thread's group commit and the startup
+        // lease recovery below both rely on it. Several processes need PostgreSQL.
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", lock_path.display())))?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Backend(format!(
+                "another hookline process is using {} (lock {} is held); run several processes on PostgreSQL instead",
+                path.display(),
+                lock_path.display()
+            ))
+        })?;
         let mut conn = Connection::open(&path).map_err(backend)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -179,6 +197,7 @@ impl SqliteStore {
         )
         .map_err(backend)?;
         migrate(&mut conn)?;
+        recover_leases(&conn)?;
 
         let (tx, rx) = mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
@@ -186,6 +205,7 @@ impl SqliteStore {
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Backend(format!("spawning writer thread: {e}")))?;
         Ok(Self {
+            _lock: lock,
             path,
             writer: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
@@ -263,6 +283,35 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             .map_err(backend)?;
         tx.commit().map_err(backend)?;
         tracing::info!(version = i + 1, "applied sqlite migration");
+    }
+    Ok(())
+}
+
+/// Hands back every delivery a previous run of this process held when it died: with the
+/// file lock held, no other worker can own them, so there is no need to wait for their
+/// leases to expire. Their attempts' outcomes are unknown, so they are due at once
+/// (at-least-once: the receiver may see them twice).
+fn recover_leases(conn: &Connection) -> Result<()> {
+    let now = ms(Utc::now());
+    let n = conn
+        .execute(
+            "UPDATE deliveries SET status = 'pending', due_at = ?1, lease_token = NULL, updated_at = ?1
+             WHERE status = 'sending'",
+            [now],
+        )
+        .map_err(backend)?;
+    if n > 0 {
+        conn.execute(
+            "UPDATE endpoints SET next_due_at =
+                 (SELECT min(due_at) FROM deliveries
+                  WHERE deliveries.endpoint_id = endpoints.id AND due_at IS NOT NULL)",
+            [],
+        )
+        .map_err(backend)?;
+        tracing::info!(
+            deliveries = n,
+            "recovered deliveries in flight when the last run stopped"
+        );
     }
     Ok(())
 }
@@ -1504,6 +1553,179 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(back.data, p2.data);
+    }
+
+    fn endpoint(app_id: &str, max_concurrency: u32) -> Endpoint {
+        let now = Utc::now();
+        Endpoint {
+            id: new_id("ep"),
+            app_id: app_id.into(),
+            uid: None,
+            url: "http://127.0.0.1:1/".into(),
+            disabled: false,
+            settings: EndpointSettings {
+                max_concurrency: Some(max_concurrency),
+                ..Default::default()
+            },
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn message(app_id: &str) -> Message {
+        Message {
+            id: new_id("msg"),
+            app_id: app_id.into(),
+            event_id: None,
+            event_type: "t".into(),
+            payload: "{}".into(),
+            channels: None,
+            tags: None,
+            created_at: now(),
+        }
+    }
+
+    fn report_for(d: &ClaimedDelivery, next: NextStep) -> AttemptReport {
+        AttemptReport {
+            attempt: Attempt {
+                id: new_id("atmpt"),
+                app_id: d.message.app_id.clone(),
+                msg_id: d.message.id.clone(),
+                endpoint_id: d.endpoint.id.clone(),
+                url: d.endpoint.url.clone(),
+                attempted_at: Utc::now(),
+                status_code: Some(500),
+                duration_ms: 1,
+                succeeded: next == NextStep::Succeeded,
+                error_kind: None,
+                response: String::new(),
+                trigger: Trigger::Scheduled,
+            },
+            next,
+            disable_endpoint: false,
+            disable_if_failing_since: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn leases_guard_finishing_writes_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+        let a = store.create_app(app(None)).await.unwrap();
+        let ep = store.create_endpoint(endpoint(&a.id, 8)).await.unwrap();
+        store.create_message(message(&a.id)).await.unwrap();
+        let lease = chrono::Duration::seconds(30);
+        let t0 = Utc::now();
+        let first = store.claim_deliveries(t0, lease, 10, &[]).await.unwrap();
+        assert_eq!(first.len(), 1);
+        // Claimed work is not handed out twice while its lease holds...
+        assert!(store
+            .claim_deliveries(t0, lease, 10, &[])
+            .await
+            .unwrap()
+            .is_empty());
+        // ...but is taken over once it expires (a crashed worker).
+        let later = t0 + chrono::Duration::seconds(31);
+        let second = store.claim_deliveries(later, lease, 10, &[]).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_ne!(first[0].lease_token, second[0].lease_token);
+        // The first worker's late report is logged but changes nothing.
+        let out = store
+            .report_attempt(
+                first[0].id,
+                &first[0].lease_token,
+                report_for(&first[0], NextStep::Failed),
+            )
+            .await
+            .unwrap();
+        assert!(!out.applied);
+        let out = store
+            .report_attempt(
+                second[0].id,
+                &second[0].lease_token,
+                report_for(&second[0], NextStep::Succeeded),
+            )
+            .await
+            .unwrap();
+        assert!(out.applied);
+        let views = store
+            .list_message_deliveries(
+                &a.id,
+                &first[0].message.id,
+                &ListQuery {
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(views.data[0].status, DeliveryStatus::Succeeded);
+        assert_eq!(views.data[0].endpoint_id, ep.id);
+        let attempts = store
+            .list_attempts(
+                &a.id,
+                &AttemptQuery {
+                    list: ListQuery {
+                        limit: 10,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(attempts.data.len(), 2, "both attempts are in the log");
+    }
+
+    #[tokio::test]
+    async fn claims_respect_endpoint_concurrency() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+        let a = store.create_app(app(None)).await.unwrap();
+        let ep = store.create_endpoint(endpoint(&a.id, 2)).await.unwrap();
+        for _ in 0..5 {
+            store.create_message(message(&a.id)).await.unwrap();
+        }
+        let lease = chrono::Duration::seconds(30);
+        let now = Utc::now();
+        assert_eq!(
+            store
+                .claim_deliveries(now, lease, 10, &[])
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        let busy = vec![(ep.id.clone(), 2)];
+        assert!(store
+            .claim_deliveries(now, lease, 10, &busy)
+            .await
+            .unwrap()
+            .is_empty());
+        let busy = vec![(ep.id.clone(), 1)];
+        let soon = now + chrono::Duration::seconds(2);
+        assert_eq!(
+            store
+                .claim_deliveries(soon, lease, 10, &busy)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn second_process_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let _first = SqliteStore::open(&path).unwrap();
+        let err = SqliteStore::open(&path)
+            .err()
+            .expect("second open must fail");
+        assert!(
+            err.to_string().contains("another hookline process"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

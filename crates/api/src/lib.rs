@@ -7,6 +7,7 @@
 //! the handlers' annotations, so the document cannot drift from the routes.
 //! This crate talks to storage only through [`hookline_store::Store`]; it never delivers.
 
+pub mod actions;
 pub mod applications;
 pub mod attempts;
 pub mod auth;
@@ -53,6 +54,9 @@ pub struct AppState {
         title = "hookline",
         description = "Self-hosted webhook delivery server with a Svix-compatible API."
     ),
+    // Query parameters refer to these by `$ref`, but utoipa only collects schemas that
+    // request and response bodies use, so they are registered here.
+    components(schemas(pagination::Ordering)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -126,6 +130,7 @@ pub fn routes_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(endpoints::router())
         .merge(messages::router())
         .merge(attempts::router())
+        .merge(actions::router())
         .merge(auth::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -135,13 +140,39 @@ pub fn routes_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             state.clone(),
             auth::require_auth,
         ));
-    let (router, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(openapi_json))
         .merge(protected)
         .with_state(state)
         .split_for_parts();
+    qualify_operation_ids(&mut spec);
     (router, spec)
+}
+
+/// utoipa names each operation after its handler function, and those repeat across
+/// modules (`list`, `get_one`), but OpenAPI needs unique operation ids. Qualifies them
+/// with the tag, Svix style: `v1.endpoint.get-one`.
+fn qualify_operation_ids(spec: &mut utoipa::openapi::OpenApi) {
+    let kebab = |s: &str| s.to_ascii_lowercase().replace([' ', '_'], "-");
+    for item in spec.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for op in ops.into_iter().flatten() {
+            let tag = op.tags.as_ref().and_then(|t| t.first()).map(|t| kebab(t));
+            if let (Some(tag), Some(id)) = (tag, op.operation_id.as_mut()) {
+                *id = format!("v1.{tag}.{}", kebab(id));
+            }
+        }
+    }
 }
 
 /// The complete API service: routes, limits, JSON errors for unknown paths and methods,

@@ -170,6 +170,27 @@ pub trait Store: Send + Sync + 'static {
         msg_id: &str,
         q: &ListQuery,
     ) -> Result<Page<DeliveryView>>;
+    /// Queues one more attempt of a message to an endpoint, due now (a manual resend),
+    /// whatever state its delivery was in; `Conflict` while an attempt is in flight.
+    async fn resend(
+        &self,
+        app_id: &str,
+        msg_id: &str,
+        endpoint_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Requeues, due now, every failed delivery to the endpoint of a message created in
+    /// `[since, until)`. One transaction: done entirely or not at all.
+    async fn recover(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
+    /// How many of the endpoint's deliveries are in each state.
+    async fn endpoint_stats(&self, app_id: &str, endpoint_id: &str) -> Result<DeliveryCounts>;
     /// Delivery state of the messages sent to one endpoint, newest message first.
     async fn list_endpoint_deliveries(
         &self,

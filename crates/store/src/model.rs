@@ -374,6 +374,14 @@ pub struct DeliveryView {
     pub updated_at: DateTime<Utc>,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub pending: u64,
+    pub sending: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

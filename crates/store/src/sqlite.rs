@@ -1453,6 +1453,110 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn resend(
+        &self,
+        app_id: &str,
+        msg_id: &str,
+        endpoint_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let (app_id, msg_id, ep) = (app_id.to_string(), msg_id.to_string(), endpoint_id.to_string());
+        self.write(move |c| {
+            let now = ms(now);
+            let state: Option<String> = c
+                .prepare_cached("SELECT status FROM deliveries WHERE msg_id = ?1 AND endpoint_id = ?2")
+                .map_err(backend)?
+                .query_row([&msg_id, &ep], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            match state.as_deref() {
+                Some("sending") => {
+                    return Err(StoreError::Conflict(
+                        "an attempt of this message to this endpoint is in flight".into(),
+                    ))
+                }
+                Some(_) => {
+                    c.prepare_cached(
+                        "UPDATE deliveries SET status = 'pending', due_at = ?3, scheduled_at = ?3,
+                             trigger = 1, updated_at = ?3
+                         WHERE msg_id = ?1 AND endpoint_id = ?2",
+                    )
+                    .map_err(backend)?
+                    .execute(params![msg_id, ep, now])
+                    .map_err(backend)?;
+                }
+                None => {
+                    c.prepare_cached(
+                        "INSERT INTO deliveries (app_id, msg_id, endpoint_id, status, attempts, trigger,
+                             scheduled_at, due_at, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, 'pending', 0, 1, ?4, ?4, ?4, ?4)",
+                    )
+                    .map_err(backend)?
+                    .execute(params![app_id, msg_id, ep, now])
+                    .map_err(backend)?;
+                }
+            }
+            refresh_next_due(c, &ep)
+        })
+        .await
+    }
+
+    async fn recover(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let (app_id, ep) = (app_id.to_string(), endpoint_id.to_string());
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', due_at = ?5, scheduled_at = ?5,
+                         trigger = 1, updated_at = ?5
+                     WHERE app_id = ?1 AND endpoint_id = ?2 AND status = 'failed'
+                       AND msg_id IN (SELECT id FROM messages WHERE app_id = ?1
+                                      AND created_at >= ?3 AND (?4 IS NULL OR created_at < ?4))",
+                )
+                .map_err(backend)?
+                .execute(params![app_id, ep, ms(since), until.map(ms), ms(now)])
+                .map_err(backend)?;
+            refresh_next_due(c, &ep)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn endpoint_stats(&self, app_id: &str, endpoint_id: &str) -> Result<DeliveryCounts> {
+        let (app_id, ep) = (app_id.to_string(), endpoint_id.to_string());
+        self.read(move |c| {
+            let mut counts = DeliveryCounts::default();
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT status, count(*) FROM deliveries WHERE app_id = ?1 AND endpoint_id = ?2
+                     GROUP BY status",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([&app_id, &ep], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(backend)?;
+            for row in rows {
+                let (status, n) = row.map_err(backend)?;
+                let n = n as u64;
+                match status.as_str() {
+                    "pending" => counts.pending = n,
+                    "sending" => counts.sending = n,
+                    "succeeded" => counts.succeeded = n,
+                    "failed" => counts.failed = n,
+                    _ => {}
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
     async fn idempotency_purge(&self, before: DateTime<Utc>) -> Result<u64> {
         self.write(move |c| {
             c.execute(

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
-use hookline_store::{EventType, Order};
+use hookline_store::{EventType, Order, Rejected, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -180,7 +180,7 @@ async fn list(
     Ok(Json(ListResponse::from_page(page, EventTypeOut::from)))
 }
 
-/// Create an event type.
+/// Create an event type, or unarchive an archived one of the same name.
 #[utoipa::path(post, path = "/api/v1/event-type", tag = "Event Type", request_body = EventTypeIn,
     responses((status = 201, body = EventTypeOut), (status = 409, body = HttpErrorOut),
         (status = 422, body = ValidationErrorOut)),
@@ -202,21 +202,46 @@ async fn create(
     );
     errs.finish()?;
     let now = hookline_store::now();
-    let et = state
+    let new = EventType {
+        name: input.name,
+        description: input.description,
+        archived: input.archived,
+        deprecated: input.deprecated,
+        schemas: input.schemas,
+        group_name: input.group_name,
+        feature_flags: input.feature_flags,
+        created_at: now,
+        updated_at: now,
+    };
+    let conflict = match state.store.create_event_type(new.clone()).await {
+        Ok(et) => return Ok((StatusCode::CREATED, Json(et.into()))),
+        Err(StoreError::Conflict(what)) => what,
+        Err(e) => return Err(e.into()),
+    };
+    // As in Svix (and as its SDKs document `create`): creating an event type that exists
+    // but is archived unarchives it, with the new description, schemas and flags.
+    let name = new.name.clone();
+    let unarchived = state
         .store
-        .create_event_type(EventType {
-            name: input.name,
-            description: input.description,
-            archived: input.archived,
-            deprecated: input.deprecated,
-            schemas: input.schemas,
-            group_name: input.group_name,
-            feature_flags: input.feature_flags,
-            created_at: now,
-            updated_at: now,
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(et.into())))
+        .update_event_type(
+            &name,
+            Box::new(move |e| {
+                if !e.archived {
+                    return Err(Rejected::new("name", "exists and is not archived"));
+                }
+                *e = EventType {
+                    created_at: e.created_at,
+                    ..new
+                };
+                Ok(())
+            }),
+        )
+        .await;
+    match unarchived {
+        Ok(et) => Ok((StatusCode::CREATED, Json(et.into()))),
+        Err(StoreError::Rejected(_) | StoreError::NotFound) => Err(ApiError::Conflict(conflict)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Get an event type by name.

@@ -81,9 +81,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "request body is empty; expected JSON".into(),
         ));
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(v) => Ok(v),
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        // Trailing bytes after the value (`{...} x`, two documents) make it not JSON.
+        Ok(v) => de
+            .end()
+            .map(|()| v)
+            .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}"))),
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner();
@@ -120,7 +124,7 @@ fn missing_field(msg: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
-/// A query string; bad values are 422 naming the parameter.
+/// A query string; bad values are 422 naming the parameter (`loc: ["query", "limit"]`).
 pub struct QueryParams<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
@@ -128,32 +132,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
-        let de = serde_urlencoded_de(q);
-        match de {
+        let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(q.as_bytes()));
+        match serde_path_to_error::deserialize::<_, T>(de) {
             Ok(v) => Ok(QueryParams(v)),
-            Err(msg) => Err(ApiError::Validation(vec![FieldError {
-                loc: vec!["query".into()],
-                msg,
-                kind: "value_error".into(),
-            }])),
+            Err(err) => {
+                let path = err.path().to_string();
+                let msg = err.into_inner().to_string();
+                let mut loc = vec!["query".to_string()];
+                match missing_field(&msg) {
+                    Some(f) => loc.push(f.to_string()),
+                    None if path != "." => loc.push(path),
+                    None => {}
+                }
+                Err(ApiError::Validation(vec![FieldError {
+                    loc,
+                    msg,
+                    kind: "value_error".into(),
+                }]))
+            }
         }
     }
-}
-
-fn serde_urlencoded_de<T: DeserializeOwned>(q: &str) -> Result<T, String> {
-    axum::extract::Query::<T>::try_from_uri(
-        &format!("/?{q}")
-            .parse()
-            .map_err(|_| "malformed query string".to_string())?,
-    )
-    .map(|axum::extract::Query(v)| v)
-    .map_err(|e| {
-        use axum::extract::rejection::QueryRejection;
-        match e {
-            QueryRejection::FailedToDeserializeQueryString(inner) => inner.body_text(),
-            other => other.body_text(),
-        }
-    })
 }
 
 /// A PATCH field: absent (leave as is), `null` (clear) or a value (set).

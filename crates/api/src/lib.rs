@@ -46,6 +46,8 @@ pub struct AppState {
     pub public_url: String,
     /// Notified after new deliveries are committed, so they are picked up at once.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Renders the process's metrics in Prometheus text format (`None`: no `/metrics`).
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 #[derive(OpenApi)]
@@ -106,6 +108,36 @@ async fn openapi_json(Extension(doc): Extension<Arc<String>>) -> impl IntoRespon
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         doc.as_str().to_owned(),
     )
+}
+
+/// Prometheus metrics: attempts by outcome, attempt durations, in-flight attempts,
+/// queued and due deliveries, and delivery lag (age of the oldest due work). No auth,
+/// like `/api/v1/health`: bind `--listen` to a private address or filter at the proxy.
+async fn metrics_text(State(state): State<AppState>) -> axum::response::Response {
+    let Some(render) = state.metrics.clone() else {
+        return ApiError::NotFound("metrics are not enabled").into_response();
+    };
+    let now = hookline_store::now();
+    match state.store.queue_stats(now).await {
+        Ok(q) => {
+            metrics::gauge!("hookline_deliveries_queued").set(q.queued as f64);
+            metrics::gauge!("hookline_deliveries_due").set(q.due as f64);
+            let lag = q
+                .oldest_due
+                .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            metrics::gauge!("hookline_delivery_lag_seconds").set(lag);
+        }
+        Err(e) => tracing::warn!(error = %e, "reading queue stats for metrics failed"),
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -178,9 +210,13 @@ fn qualify_operation_ids(spec: &mut utoipa::openapi::OpenApi) {
 /// The complete API service: routes, limits, JSON errors for unknown paths and methods,
 /// and trailing slashes accepted everywhere.
 pub fn router(state: AppState, body_limit: usize) -> NormalizePath<Router> {
-    let (router, spec) = routes_and_spec(state);
+    let (router, spec) = routes_and_spec(state.clone());
     let doc = Arc::new(spec.to_json().expect("OpenAPI document serializes"));
     let router = router
+        .route(
+            "/metrics",
+            axum::routing::get(metrics_text).with_state(state),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(doc))

@@ -166,11 +166,13 @@ impl Dispatcher {
                     .lock()
                     .expect("lease map")
                     .insert(d.id, d.lease_token.clone());
+                metrics::gauge!("hookline_attempts_in_flight").increment(1.0);
                 let me = self.clone();
                 tasks.spawn(async move {
                     let ep = d.endpoint.id.clone();
                     me.attempt(d).await;
                     me.release_slot(&ep);
+                    metrics::gauge!("hookline_attempts_in_flight").decrement(1.0);
                     drop(permit);
                     // A freed slot may unblock this endpoint's queued work.
                     me.wake.notify_one();
@@ -295,6 +297,9 @@ impl Dispatcher {
             jitter,
             finished,
         );
+        metrics::counter!("hookline_attempts_total", "outcome" => verdict.label()).increment(1);
+        metrics::histogram!("hookline_attempt_duration_seconds")
+            .record(result.duration.as_secs_f64());
         let attempt = Attempt {
             id: new_id("atmpt"),
             app_id: d.message.app_id.clone(),

@@ -25,6 +25,18 @@ pub enum Verdict {
     Failed,
 }
 
+impl Verdict {
+    /// A short name for metrics labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Gone => "gone",
+            Self::Throttled { .. } => "throttled",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// Classifies a status code.
 pub fn classify(status: u16, retry_after: Option<Duration>) -> Verdict {
     match status {

@@ -81,8 +81,10 @@ pub async fn run(
         admin_token_hashes: Arc::new(config.admin_token.iter().map(|t| hash_token(t)).collect()),
         public_url: format!("http://{addr}"),
         wake: dispatcher.waker(),
+        metrics: install_metrics(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stopping = stop_rx.clone();
     let delivering = tokio::spawn(dispatcher.run(stop_rx));
     let service = hookline_api::router(state, config.body_limit_bytes);
     let purge = tokio::spawn(purge_idempotency_keys(store));
@@ -95,18 +97,52 @@ pub async fn run(
         let _ = stop_tx.send(true);
         let _ = signal_tx.send(());
     });
-    axum::serve(
+    let serving = axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
     )
     .with_graceful_shutdown(async {
         let _ = signal_rx.await;
-    })
-    .await?;
+    });
+    // Draining waits for every open connection, so a client stalled halfway through a
+    // request would keep the process alive forever: the API gets the same grace period
+    // as in-flight deliveries, then the remaining connections are dropped.
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    tokio::select! {
+        served = std::future::IntoFuture::into_future(serving) => served?,
+        () = async {
+            if stopping.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("API connections still open after the shutdown grace period; closing them"),
+    }
     delivering.await?;
     purge.abort();
     tracing::info!("hookline stopped");
     Ok(())
+}
+
+/// Installs the process-wide Prometheus recorder once and returns its renderer.
+fn install_metrics() -> Option<Arc<dyn Fn() -> String + Send + Sync>> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    let handle = HANDLE.get_or_init(|| {
+        let buckets = [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0,
+        ];
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("hookline_attempt_duration_seconds".into()),
+                &buckets,
+            )
+            .and_then(|b| b.install_recorder())
+            .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+            .ok()
+    });
+    let handle = handle.clone()?;
+    Some(Arc::new(move || handle.render()))
 }
 
 /// Forgets idempotency keys once they are older than the replay window.

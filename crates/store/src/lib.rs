@@ -189,6 +189,8 @@ pub trait Store: Send + Sync + 'static {
         until: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<u64>;
+    /// Queue depth and lag, for metrics (counts walk an index; fine at scrape rate).
+    async fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats>;
     /// How many of the endpoint's deliveries are in each state.
     async fn endpoint_stats(&self, app_id: &str, endpoint_id: &str) -> Result<DeliveryCounts>;
     /// Delivery state of the messages sent to one endpoint, newest message first.

@@ -374,6 +374,17 @@ pub struct DeliveryView {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The delivery queue at a glance, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Deliveries not yet finished (pending or being attempted).
+    pub queued: u64,
+    /// Of those, how many are due now.
+    pub due: u64,
+    /// When the longest-waiting due work fell due.
+    pub oldest_due: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryCounts {
     pub pending: u64,

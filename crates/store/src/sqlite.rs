@@ -1460,7 +1460,11 @@ impl Store for SqliteStore {
         endpoint_id: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let (app_id, msg_id, ep) = (app_id.to_string(), msg_id.to_string(), endpoint_id.to_string());
+        let (app_id, msg_id, ep) = (
+            app_id.to_string(),
+            msg_id.to_string(),
+            endpoint_id.to_string(),
+        );
         self.write(move |c| {
             let now = ms(now);
             let state: Option<String> = c
@@ -1528,6 +1532,31 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats> {
+        self.read(move |c| {
+            let (queued, due): (i64, i64) = c
+                .prepare_cached(
+                    "SELECT count(*), coalesce(sum(due_at <= ?1), 0) FROM deliveries WHERE due_at IS NOT NULL",
+                )
+                .map_err(backend)?
+                .query_row([ms(now)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(backend)?;
+            let oldest: Option<i64> = c
+                .prepare_cached(
+                    "SELECT min(next_due_at) FROM endpoints WHERE disabled = 0 AND next_due_at IS NOT NULL",
+                )
+                .map_err(backend)?
+                .query_row([], |r| r.get(0))
+                .map_err(backend)?;
+            Ok(QueueStats {
+                queued: queued as u64,
+                due: due as u64,
+                oldest_due: oldest.map(from_ms).filter(|t| *t <= now),
+            })
+        })
+        .await
+    }
+
     async fn endpoint_stats(&self, app_id: &str, endpoint_id: &str) -> Result<DeliveryCounts> {
         let (app_id, ep) = (app_id.to_string(), endpoint_id.to_string());
         self.read(move |c| {
@@ -1539,7 +1568,9 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             let rows = stmt
-                .query_map([&app_id, &ep], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .query_map([&app_id, &ep], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
                 .map_err(backend)?;
             for row in rows {
                 let (status, n) = row.map_err(backend)?;

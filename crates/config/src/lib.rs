@@ -96,6 +96,21 @@ pub struct ServeArgs {
     /// On SIGTERM, seconds in-flight attempts may take to finish before being handed back.
     #[arg(long, env = "HOOKLINE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// URL that receives hookline's operational webhooks (`endpoint.disabled`,
+    /// `message.attempt.failing`, `.exhausted`, `.recovered`), signed like any delivery.
+    #[arg(long, env = "HOOKLINE_OPERATIONAL_WEBHOOK_URL", value_name = "URL")]
+    pub operational_webhook_url: Option<String>,
+
+    /// `whsec_...` secret for the operational webhooks (default: generated; read it with
+    /// the API from the `hookline-operational` application's endpoint).
+    #[arg(
+        long,
+        env = "HOOKLINE_OPERATIONAL_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub operational_webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -120,6 +135,8 @@ struct FileConfig {
     endpoint_disable_after_secs: Option<u64>,
     max_in_flight: Option<usize>,
     shutdown_grace_secs: Option<u64>,
+    operational_webhook_url: Option<String>,
+    operational_webhook_secret: Option<String>,
 }
 
 /// Which database to use.
@@ -143,6 +160,8 @@ pub struct Config {
     pub endpoint_disable_after_secs: u64,
     pub max_in_flight: usize,
     pub shutdown_grace_secs: u64,
+    pub operational_webhook_url: Option<String>,
+    pub operational_webhook_secret: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -163,6 +182,11 @@ impl std::fmt::Debug for Config {
             )
             .field("max_in_flight", &self.max_in_flight)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("operational_webhook_url", &self.operational_webhook_url)
+            .field(
+                "operational_webhook_secret",
+                &self.operational_webhook_secret.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }
@@ -293,7 +317,29 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
             message: "must be at least 1".into(),
         });
     }
+    let operational_webhook_url = if explicit("operational_webhook_url") {
+        args.operational_webhook_url
+    } else {
+        file.operational_webhook_url
+            .or(args.operational_webhook_url)
+    };
+    let operational_webhook_secret = if explicit("operational_webhook_secret") {
+        args.operational_webhook_secret
+    } else {
+        file.operational_webhook_secret
+            .or(args.operational_webhook_secret)
+    };
+    if let Some(u) = &operational_webhook_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                field: "operational_webhook_url",
+                message: "must be an absolute http(s) URL".into(),
+            });
+        }
+    }
     Ok(Config {
+        operational_webhook_url,
+        operational_webhook_secret,
         endpoint_disable_after_secs,
         max_in_flight,
         shutdown_grace_secs: pick(

@@ -88,21 +88,23 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, client: Client, cfg: DispatcherConfig) -> Arc<Self> {
-        Self::with_observers(store, client, cfg, vec![])
+        Self::with_observers(store, client, cfg, vec![], Arc::new(Notify::new()))
     }
 
+    /// A dispatcher that reports every attempt to `observers` and wakes on `wake`.
     pub fn with_observers(
         store: Arc<dyn Store>,
         client: Client,
         cfg: DispatcherConfig,
         observers: Vec<Arc<dyn AttemptObserver>>,
+        wake: Arc<Notify>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             client,
             slots: Arc::new(Semaphore::new(cfg.max_in_flight)),
             cfg,
-            wake: Arc::new(Notify::new()),
+            wake,
             in_flight: Mutex::new(HashMap::new()),
             pacing: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),

@@ -13,10 +13,13 @@ use chrono::Utc;
 use hookline_api::auth::{generate_token, hash_token};
 use hookline_api::AppState;
 use hookline_config::{Config, Database};
+use hookline_delivery::dispatcher::AttemptObserver;
 use hookline_delivery::{Client, Dispatcher, DispatcherConfig, Guard};
 use hookline_store::sqlite::SqliteStore;
 use hookline_store::{ApiToken, Store};
 use tokio::net::TcpListener;
+
+pub mod operational;
 
 /// Opens the configured store, running migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -65,7 +68,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    let dispatcher = Dispatcher::new(
+    // The waker is shared so the operational notifier can announce its own messages.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mut observers: Vec<Arc<dyn AttemptObserver>> = Vec::new();
+    if let Some(url) = &config.operational_webhook_url {
+        let app_id = operational::setup(
+            store.as_ref(),
+            url,
+            config.operational_webhook_secret.as_deref(),
+        )
+        .await?;
+        observers.push(Arc::new(operational::Notifier {
+            store: store.clone(),
+            app_id,
+            wake: wake.clone(),
+        }));
+    }
+    let dispatcher = Dispatcher::with_observers(
         store.clone(),
         Client::new(Guard::new(config.allow_targets.clone())),
         DispatcherConfig {
@@ -75,6 +94,8 @@ pub async fn run(
             svix_headers: config.svix_headers,
             ..DispatcherConfig::default()
         },
+        observers,
+        wake,
     );
     let state = AppState {
         store: store.clone(),

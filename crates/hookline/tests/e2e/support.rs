@@ -113,7 +113,10 @@ async fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
         .args(extra)
         .env_remove("HOOKLINE_DATABASE_URL")
         .env_remove("HOOKLINE_CONFIG")
-        .env("RUST_LOG", std::env::var("HOOKLINE_TEST_LOG").unwrap_or("warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("HOOKLINE_TEST_LOG").unwrap_or("warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
@@ -154,9 +157,10 @@ impl Api {
     /// Sends a request; `body` is sent as JSON when given. Returns status and JSON body
     /// (`Value::Null` for an empty body).
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().expect("method"), format!("{}{}", self.base, path));
+        let mut req = self.http.request(
+            method.parse().expect("method"),
+            format!("{}{}", self.base, path),
+        );
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -169,9 +173,8 @@ impl Api {
         let json = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                Value::String(String::from_utf8_lossy(&bytes).into_owned())
-            })
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, json)
     }
@@ -187,7 +190,10 @@ impl Api {
     /// POST that must succeed; returns the body.
     pub async fn create(&self, path: &str, body: Value) -> Value {
         let (status, json) = self.post(path, body).await;
-        assert!((200..300).contains(&status), "POST {path} -> {status} {json}");
+        assert!(
+            (200..300).contains(&status),
+            "POST {path} -> {status} {json}"
+        );
         json
     }
 }

@@ -1,0 +1,191 @@
+//! Operational webhooks: hookline telling the operator about trouble (`endpoint.disabled`,
+//! `message.attempt.failing` on the 4th consecutive failure, `message.attempt.exhausted`,
+//! `message.attempt.recovered`).
+//!
+//! They travel the same durable, signed, retried path as every other webhook: they are
+//! messages of an internal application (uid `hookline-operational`) whose one endpoint is
+//! the configured URL. Attempts to that application never raise operational events
+//! themselves, so a dead operator URL cannot feed itself.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use hookline_delivery::dispatcher::{AttemptObserver, Observed};
+use hookline_store::{
+    new_id, now, Application, Attempt, ClaimedDelivery, Endpoint, EndpointSettings, Message,
+    NextStep, SecretEntry, Store,
+};
+use serde_json::json;
+use tokio::sync::Notify;
+
+pub const APP_UID: &str = "hookline-operational";
+const ENDPOINT_UID: &str = "operator";
+/// The failure count that raises `message.attempt.failing`.
+const FAILING_AT: u32 = 4;
+
+/// Creates or updates the internal application and its endpoint; returns the app id.
+pub async fn setup(store: &dyn Store, url: &str, secret: Option<&str>) -> anyhow::Result<String> {
+    if let Some(s) = secret {
+        hookline_signing::StandardSecret::parse(s)
+            .map_err(|e| anyhow::anyhow!("operational_webhook_secret: {e}"))?;
+    }
+    let app = match store.get_app(APP_UID).await? {
+        Some(a) => a,
+        None => {
+            let t = now();
+            store
+                .create_app(Application {
+                    id: new_id("app"),
+                    uid: Some(APP_UID.into()),
+                    name: "hookline operational webhooks".into(),
+                    throttle_rate: None,
+                    metadata: Default::default(),
+                    retry_policy: None,
+                    created_at: t,
+                    updated_at: t,
+                })
+                .await
+                .context("creating the operational webhooks application")?
+        }
+    };
+    let url = url.to_string();
+    let secret = secret.map(str::to_string);
+    match store.get_endpoint(&app.id, ENDPOINT_UID).await? {
+        Some(ep) => {
+            store
+                .update_endpoint(
+                    &app.id,
+                    &ep.id,
+                    Box::new(move |ep| {
+                        ep.url = url;
+                        ep.disabled = false;
+                        if let Some(s) = secret {
+                            if ep.current_secret() != Some(s.as_str()) {
+                                ep.settings.secrets = vec![SecretEntry {
+                                    key: s,
+                                    expires_at: None,
+                                }];
+                            }
+                        }
+                        Ok(())
+                    }),
+                )
+                .await?;
+        }
+        None => {
+            let t = now();
+            let key =
+                secret.unwrap_or_else(|| hookline_signing::StandardSecret::generate().to_string());
+            store
+                .create_endpoint(Endpoint {
+                    id: new_id("ep"),
+                    app_id: app.id.clone(),
+                    uid: Some(ENDPOINT_UID.into()),
+                    url,
+                    disabled: false,
+                    settings: EndpointSettings {
+                        description: "operational webhooks".into(),
+                        secrets: vec![SecretEntry {
+                            key,
+                            expires_at: None,
+                        }],
+                        ..Default::default()
+                    },
+                    created_at: t,
+                    updated_at: t,
+                })
+                .await
+                .context("creating the operational webhooks endpoint")?;
+        }
+    }
+    Ok(app.id)
+}
+
+/// Turns attempt outcomes into operational events.
+pub struct Notifier {
+    pub store: Arc<dyn Store>,
+    pub app_id: String,
+    pub wake: Arc<Notify>,
+}
+
+impl Notifier {
+    fn events(
+        &self,
+        d: &ClaimedDelivery,
+        a: &Attempt,
+        o: &Observed,
+    ) -> Vec<(&'static str, serde_json::Value)> {
+        let mut out = Vec::new();
+        let ep = &d.endpoint;
+        let last_attempt = json!({
+            "id": a.id,
+            "timestamp": a.attempted_at,
+            "responseStatusCode": a.status_code.unwrap_or(0),
+        });
+        let attempt_data = json!({
+            "appId": d.message.app_id,
+            "msgId": d.message.id,
+            "msgEventId": d.message.event_id,
+            "endpointId": ep.id,
+            "endpointUid": ep.uid,
+            "lastAttempt": last_attempt,
+        });
+        if o.endpoint_disabled {
+            out.push((
+                "endpoint.disabled",
+                json!({
+                    "appId": d.message.app_id,
+                    "endpointId": ep.id,
+                    "endpointUid": ep.uid,
+                    "trigger": "automatic",
+                    "lastAttempt": last_attempt,
+                }),
+            ));
+        }
+        if !a.succeeded && o.consecutive_failures == FAILING_AT {
+            out.push(("message.attempt.failing", attempt_data.clone()));
+        }
+        if o.next == NextStep::Failed {
+            out.push(("message.attempt.exhausted", attempt_data.clone()));
+        }
+        if a.succeeded && d.attempts >= FAILING_AT {
+            out.push(("message.attempt.recovered", attempt_data));
+        }
+        out
+    }
+}
+
+impl AttemptObserver for Notifier {
+    fn attempted(&self, d: &ClaimedDelivery, a: &Attempt, o: &Observed) {
+        if d.message.app_id == self.app_id {
+            return;
+        }
+        let events = self.events(d, a, o);
+        if events.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let app_id = self.app_id.clone();
+        let wake = self.wake.clone();
+        tokio::spawn(async move {
+            for (kind, data) in events {
+                let t = now();
+                let payload = json!({"type": kind, "timestamp": t, "data": data});
+                let msg = Message {
+                    id: new_id("msg"),
+                    app_id: app_id.clone(),
+                    event_id: None,
+                    event_type: kind.into(),
+                    payload: payload.to_string(),
+                    channels: None,
+                    tags: None,
+                    created_at: t,
+                };
+                if let Err(e) = store.create_message(msg).await {
+                    tracing::error!(error = %e, event = kind, "could not queue operational webhook");
+                }
+            }
+            wake.notify_one();
+        });
+    }
+}

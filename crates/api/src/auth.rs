@@ -6,6 +6,7 @@
 
 use axum::extract::{Path, Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::{Extension, Json};
@@ -31,11 +32,12 @@ pub enum Caller {
     App(String),
 }
 
-/// The caller plus a stable, non-secret fingerprint of its token (a hash prefix), which
+/// The caller, whether it may only read, plus a stable, non-secret fingerprint of its token (a hash prefix), which
 /// scopes idempotency keys so two callers never see each other's stored responses.
 #[derive(Debug, Clone)]
 pub struct Auth {
     pub caller: Caller,
+    pub read_only: bool,
     pub fingerprint: String,
 }
 
@@ -98,25 +100,29 @@ pub async fn require_auth(
         ))?;
     let hash = hash_token(token);
     let fingerprint = hex_prefix(&hash);
-    let mut caller = None;
+    let mut found = None;
     for admin in state.admin_token_hashes.iter() {
         if bool::from(admin.ct_eq(&hash)) {
-            caller = Some(Caller::Admin);
+            found = Some((Caller::Admin, false));
         }
     }
-    if caller.is_none() {
-        caller = state
+    if found.is_none() {
+        found = state
             .store
             .find_token(&hash, Utc::now())
             .await?
             .map(|t| match t.app_id {
-                None => Caller::Admin,
-                Some(app) => Caller::App(app),
+                None => (Caller::Admin, t.read_only),
+                Some(app) => (Caller::App(app), t.read_only),
             });
     }
-    let caller = caller.ok_or(ApiError::Unauthorized("invalid or expired token"))?;
+    let (caller, read_only) = found.ok_or(ApiError::Unauthorized("invalid or expired token"))?;
+    if read_only && !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::Forbidden("this token is read-only"));
+    }
     req.extensions_mut().insert(Auth {
         caller,
+        read_only,
         fingerprint,
     });
     Ok(next.run(req).await)
@@ -139,7 +145,7 @@ pub async fn visible_app(state: &AppState, auth: &Auth, id_or_uid: &str) -> ApiR
 pub struct AppPortalAccessIn {
     /// Token lifetime in seconds (default 7 days, at most 1 year).
     pub expiry: Option<u64>,
-    /// Accepted for Svix compatibility; hookline portal tokens are always read-write.
+    /// A token that can only read (every non-GET request gets 403).
     pub read_only: Option<bool>,
 }
 
@@ -186,6 +192,7 @@ async fn app_portal_access(
         .insert_token(ApiToken {
             hash: hash_token(&token),
             app_id: Some(app.id.clone()),
+            read_only: input.read_only.unwrap_or(false),
             expires_at: Some(now + chrono::Duration::seconds(expiry as i64)),
             created_at: now,
         })

@@ -32,6 +32,8 @@ pub struct MessageIn {
     pub tags: Option<Vec<String>>,
     /// Creates the application (with the path's id as uid) if it does not exist yet.
     pub application: Option<ApplicationIn>,
+    /// Deliver no earlier than this time (at most 30 days ahead; a past time means now).
+    pub deliver_at: Option<DateTime<Utc>>,
     /// Accepted for Svix compatibility; hookline keeps payloads until the message is deleted.
     pub payload_retention_period: Option<i64>,
     /// Accepted for Svix compatibility; hookline keeps payloads until the message is deleted.
@@ -49,6 +51,7 @@ pub struct MessageOut {
     pub channels: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
     pub timestamp: DateTime<Utc>,
+    pub deliver_at: Option<DateTime<Utc>>,
 }
 
 impl MessageOut {
@@ -67,6 +70,7 @@ impl MessageOut {
             channels: m.channels,
             tags: m.tags,
             timestamp: m.created_at,
+            deliver_at: m.deliver_at,
         }
     }
 }
@@ -94,6 +98,11 @@ fn check_in(m: &MessageIn) -> ApiResult<()> {
     }
     if let Some(c) = &m.channels {
         e.check(validate::channels("channels", c));
+    }
+    if let Some(at) = m.deliver_at {
+        if at > hookline_store::now() + chrono::Duration::days(30) {
+            e.add("deliverAt", "must be at most 30 days in the future");
+        }
     }
     if let Some(tags) = &m.tags {
         if tags.len() > 5 {
@@ -155,6 +164,7 @@ async fn create(
         channels: input.channels,
         tags: input.tags,
         created_at: hookline_store::now(),
+        deliver_at: input.deliver_at,
     };
     let msg = state.store.create_message(msg).await?;
     state.wake.notify_one();
@@ -180,7 +190,7 @@ pub struct MessageListParams {
     pub with_content: bool,
     /// Only these event types (comma-separated).
     pub event_types: Option<String>,
-    /// Accepted for Svix compatibility; not filtered on yet.
+    /// Only messages with this tag.
     pub tag: Option<String>,
 }
 
@@ -221,6 +231,7 @@ async fn list(
         list,
         event_types,
         channel: p.channel,
+        tag: p.tag,
         before: p.before,
         after: p.after,
     };

@@ -53,6 +53,7 @@ pub async fn ensure_admin_token(
         .insert_token(ApiToken {
             hash: hash_token(&token),
             app_id: None,
+            read_only: false,
             expires_at: None,
             created_at: Utc::now(),
         })

@@ -180,6 +180,7 @@ impl AttemptObserver for Notifier {
                     channels: None,
                     tags: None,
                     created_at: t,
+                    deliver_at: None,
                 };
                 if let Err(e) = store.create_message(msg).await {
                     tracing::error!(error = %e, event = kind, "could not queue operational webhook");

@@ -140,6 +140,8 @@ pub struct Message {
     pub channels: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
     pub created_at: DateTime<Utc>,
+    /// Deliver no earlier than this (Svix's `deliverAt`); `None`: at once.
+    pub deliver_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -163,6 +165,7 @@ pub struct MessageQuery {
     pub list: ListQuery,
     pub event_types: Option<Vec<String>>,
     pub channel: Option<String>,
+    pub tag: Option<String>,
     pub before: Option<DateTime<Utc>>,
     pub after: Option<DateTime<Utc>>,
 }
@@ -192,6 +195,8 @@ pub struct ApiToken {
     pub hash: [u8; 32],
     /// `None`: admin token. `Some(app id)`: sees that one application.
     pub app_id: Option<String>,
+    /// May only read (GET), never change anything.
+    pub read_only: bool,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }

@@ -147,6 +147,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX attempts_by_msg ON attempts (msg_id, id);
     CREATE INDEX attempts_by_endpoint ON attempts (endpoint_id, id);
     "#,
+    // 3: scheduled messages and read-only portal tokens.
+    r#"
+    ALTER TABLE messages ADD COLUMN deliver_at INTEGER;     -- NULL: deliver at once
+    ALTER TABLE api_tokens ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0
+        CHECK (read_only IN (0, 1));
+    "#,
 ];
 
 type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -588,7 +594,8 @@ fn put_ep(conn: &Connection, e: &Endpoint, insert: bool) -> Result<()> {
     Ok(())
 }
 
-const MSG_COLS: &str = "id, app_id, event_id, event_type, payload, channels, tags, created_at";
+const MSG_COLS: &str =
+    "id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at";
 
 fn msg_row(r: &Row) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -600,6 +607,7 @@ fn msg_row(r: &Row) -> rusqlite::Result<Message> {
         channels: opt_json_col(r, 5)?,
         tags: opt_json_col(r, 6)?,
         created_at: from_ms(r.get(7)?),
+        deliver_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
     })
 }
 
@@ -639,7 +647,8 @@ fn find_ep(conn: &Connection, app_id: &str, id_or_uid: &str) -> Result<Option<En
 /// Commits one pending delivery per matching, enabled endpoint, in the message's own
 /// transaction: there is no moment where a message is stored but not queued.
 fn fan_out(c: &Connection, msg: &Message) -> Result<()> {
-    let now = ms(msg.created_at);
+    // A scheduled message's deliveries start their life (and retry clock) at deliverAt.
+    let now = ms(msg.deliver_at.unwrap_or(msg.created_at).max(msg.created_at));
     let mut eps = c
         .prepare_cached("SELECT id, settings FROM endpoints WHERE app_id = ?1 AND disabled = 0")
         .map_err(backend)?;
@@ -1058,10 +1067,19 @@ impl Store for SqliteStore {
             let mut ep = find_ep(c, &app_id, &id)?
                 .filter(|e| e.id == id)
                 .ok_or(StoreError::NotFound)?;
+            let was_disabled = ep.disabled;
             change(&mut ep)?;
             ep.id = id;
             ep.app_id = app_id;
             put_ep(c, &ep, false)?;
+            if was_disabled && !ep.disabled {
+                // A re-enabled endpoint starts with a clean record and its queued work due.
+                c.prepare_cached("UPDATE endpoints SET failing_since = NULL WHERE id = ?1")
+                    .map_err(backend)?
+                    .execute([&ep.id])
+                    .map_err(backend)?;
+                refresh_next_due(c, &ep.id)?;
+            }
             Ok(ep)
         })
         .await
@@ -1087,8 +1105,8 @@ impl Store for SqliteStore {
     async fn create_message(&self, msg: Message) -> Result<Message> {
         self.write(move |c| {
             c.prepare_cached(
-                "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .map_err(backend)?
             .execute(params![
@@ -1099,7 +1117,8 @@ impl Store for SqliteStore {
                 msg.payload,
                 msg.channels.as_ref().map(to_json),
                 msg.tags.as_ref().map(to_json),
-                ms(msg.created_at)
+                ms(msg.created_at),
+                msg.deliver_at.map(ms)
             ])
             .map_err(unique_as_conflict(
                 "a message with this eventId already exists in this application",
@@ -1143,6 +1162,12 @@ impl Store for SqliteStore {
                 );
                 args.push(Value::Text(ch.clone()));
             }
+            if let Some(tag) = &q.tag {
+                sql.push_str(
+                    " AND EXISTS (SELECT 1 FROM json_each(messages.tags) WHERE value = ?)",
+                );
+                args.push(Value::Text(tag.clone()));
+            }
             if let Some(b) = q.before {
                 sql.push_str(" AND created_at < ?");
                 args.push(Value::Integer(ms(b)));
@@ -1159,12 +1184,14 @@ impl Store for SqliteStore {
     async fn insert_token(&self, token: ApiToken) -> Result<()> {
         self.write(move |c| {
             c.execute(
-                "INSERT INTO api_tokens (token_hash, app_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO api_tokens (token_hash, app_id, expires_at, created_at, read_only)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     token.hash.to_vec(),
                     token.app_id,
                     token.expires_at.map(ms),
-                    ms(token.created_at)
+                    ms(token.created_at),
+                    token.read_only
                 ],
             )
             .map_err(unique_as_conflict("token already exists"))?;
@@ -1177,7 +1204,7 @@ impl Store for SqliteStore {
         let hash = *hash;
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT app_id, expires_at, created_at FROM api_tokens
+                "SELECT app_id, expires_at, created_at, read_only FROM api_tokens
                  WHERE token_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
             )
             .map_err(backend)?
@@ -1187,6 +1214,7 @@ impl Store for SqliteStore {
                     app_id: r.get(0)?,
                     expires_at: r.get::<_, Option<i64>>(1)?.map(from_ms),
                     created_at: from_ms(r.get(2)?),
+                    read_only: r.get(3)?,
                 })
             })
             .optional()
@@ -1717,6 +1745,7 @@ mod tests {
             channels: None,
             tags: None,
             created_at: now(),
+            deliver_at: None,
         }
     }
 

@@ -143,8 +143,101 @@ async fn stats(
     }))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventExampleIn {
+    pub event_type: String,
+    /// Which of the schema's `examples` to send (default 0).
+    pub example_index: Option<usize>,
+    /// Send this payload instead of a schema example.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// The `examples` of an event type's newest schema version.
+fn schema_examples(schemas: Option<&serde_json::Value>) -> Vec<serde_json::Value> {
+    let Some(map) = schemas.and_then(|s| s.as_object()) else {
+        return vec![];
+    };
+    let newest = map
+        .iter()
+        .max_by_key(|(version, _)| version.parse::<u64>().unwrap_or(0))
+        .map(|(_, schema)| schema);
+    newest
+        .and_then(|s| s.get("examples"))
+        .and_then(|e| e.as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Send an example message of an event type to this one endpoint (whatever its
+/// filters): the payload given, or one of the event type's schema `examples`.
+#[utoipa::path(post, path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/send-example",
+    tag = "Endpoint",
+    params(("app_id" = String, Path), ("endpoint_id" = String, Path)), request_body = EventExampleIn,
+    responses((status = 202, body = crate::messages::MessageOut), (status = 404, body = HttpErrorOut),
+        (status = 422, body = ValidationErrorOut)),
+    security(("bearer" = [])))]
+async fn send_example(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    Path((app_id, ep_id)): Path<(String, String)>,
+    JsonBody(input): JsonBody<EventExampleIn>,
+) -> ApiResult<(StatusCode, Json<crate::messages::MessageOut>)> {
+    crate::validate::event_type_name("eventType", &input.event_type)?;
+    let app = visible_app(&state, &auth, &app_id).await?;
+    let ep = state
+        .store
+        .get_endpoint(&app.id, &ep_id)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint not found"))?;
+    let payload = match input.payload {
+        Some(p) if p.get().trim_start().starts_with('{') => p.get().to_string(),
+        Some(_) => return Err(ApiError::field("payload", "must be a JSON object")),
+        None => {
+            let et = state
+                .store
+                .get_event_type(&input.event_type)
+                .await?
+                .ok_or(ApiError::NotFound("event type not found"))?;
+            let examples = schema_examples(et.schemas.as_ref());
+            let index = input.example_index.unwrap_or(0);
+            match examples.get(index) {
+                Some(e) if e.is_object() => e.to_string(),
+                _ => {
+                    return Err(ApiError::field(
+                        if input.example_index.is_some() { "exampleIndex" } else { "eventType" },
+                        format!(
+                            "the event type's newest schema has no object example at index {index} (it has {}); pass a payload",
+                            examples.len()
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    let msg = hookline_store::Message {
+        id: hookline_store::new_id("msg"),
+        app_id: app.id,
+        event_id: None,
+        event_type: input.event_type,
+        payload,
+        channels: None,
+        tags: None,
+        created_at: hookline_store::now(),
+        deliver_at: None,
+    };
+    let msg = state.store.create_message_for_endpoint(msg, &ep.id).await?;
+    state.wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(crate::messages::MessageOut::new(msg, true)),
+    ))
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(send_example))
         .routes(routes!(resend))
         .routes(routes!(recover))
         .routes(routes!(stats))

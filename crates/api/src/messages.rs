@@ -55,7 +55,7 @@ pub struct MessageOut {
 }
 
 impl MessageOut {
-    fn new(m: Message, with_content: bool) -> Self {
+    pub(crate) fn new(m: Message, with_content: bool) -> Self {
         let payload = if with_content {
             RawValue::from_string(m.payload)
         } else {

@@ -100,6 +100,10 @@ pub trait Store: Send + Sync + 'static {
     /// Commits a message durably before returning; `Conflict` if its `event_id` is
     /// already used within the app.
     async fn create_message(&self, msg: Message) -> Result<Message>;
+    /// Commits a message with one delivery, to this endpoint only, whatever its filters
+    /// (an example sent from a dashboard).
+    async fn create_message_for_endpoint(&self, msg: Message, endpoint_id: &str)
+        -> Result<Message>;
     /// Looks a message up by id, or by `event_id` when no id matches.
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> Result<Option<Message>>;
     async fn list_messages(&self, app_id: &str, q: &MessageQuery) -> Result<Page<Message>>;

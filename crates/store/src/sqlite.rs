@@ -644,9 +644,33 @@ fn find_ep(conn: &Connection, app_id: &str, id_or_uid: &str) -> Result<Option<En
     .map_err(backend)
 }
 
-/// Commits one pending delivery per matching, enabled endpoint, in the message's own
-/// transaction: there is no moment where a message is stored but not queued.
-fn fan_out(c: &Connection, msg: &Message) -> Result<()> {
+fn insert_message(c: &Connection, msg: &Message) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        msg.id,
+        msg.app_id,
+        msg.event_id,
+        msg.event_type,
+        msg.payload,
+        msg.channels.as_ref().map(to_json),
+        msg.tags.as_ref().map(to_json),
+        ms(msg.created_at),
+        msg.deliver_at.map(ms)
+    ])
+    .map_err(unique_as_conflict(
+        "a message with this eventId already exists in this application",
+    ))?;
+    Ok(())
+}
+
+/// Commits one pending delivery per matching, enabled endpoint (or to `only` that one,
+/// whatever its filters), in the message's own transaction: there is no moment where a
+/// message is stored but not queued.
+fn fan_out(c: &Connection, msg: &Message, only: Option<&str>) -> Result<()> {
     // A scheduled message's deliveries start their life (and retry clock) at deliverAt.
     let now = ms(msg.deliver_at.unwrap_or(msg.created_at).max(msg.created_at));
     let mut eps = c
@@ -672,7 +696,11 @@ fn fan_out(c: &Connection, msg: &Message) -> Result<()> {
         )
         .map_err(backend)?;
     for (ep_id, settings) in targets {
-        if settings.wants(&msg.event_type, msg.channels.as_deref()) {
+        let wanted = match only {
+            Some(id) => id == ep_id,
+            None => settings.wants(&msg.event_type, msg.channels.as_deref()),
+        };
+        if wanted {
             insert
                 .execute(params![msg.app_id, msg.id, ep_id, now])
                 .map_err(backend)?;
@@ -1104,26 +1132,22 @@ impl Store for SqliteStore {
 
     async fn create_message(&self, msg: Message) -> Result<Message> {
         self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .map_err(backend)?
-            .execute(params![
-                msg.id,
-                msg.app_id,
-                msg.event_id,
-                msg.event_type,
-                msg.payload,
-                msg.channels.as_ref().map(to_json),
-                msg.tags.as_ref().map(to_json),
-                ms(msg.created_at),
-                msg.deliver_at.map(ms)
-            ])
-            .map_err(unique_as_conflict(
-                "a message with this eventId already exists in this application",
-            ))?;
-            fan_out(c, &msg)?;
+            insert_message(c, &msg)?;
+            fan_out(c, &msg, None)?;
+            Ok(msg)
+        })
+        .await
+    }
+
+    async fn create_message_for_endpoint(
+        &self,
+        msg: Message,
+        endpoint_id: &str,
+    ) -> Result<Message> {
+        let ep = endpoint_id.to_string();
+        self.write(move |c| {
+            insert_message(c, &msg)?;
+            fan_out(c, &msg, Some(&ep))?;
             Ok(msg)
         })
         .await

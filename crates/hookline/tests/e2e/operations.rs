@@ -406,3 +406,63 @@ async fn sigterm_lets_an_attempt_in_flight_finish() {
         "delivered once, not again after the restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_example_reaches_only_that_endpoint() {
+    let recv = Receiver::start().await;
+    let server = Server::start_with(&["--allow-target", "127.0.0.0/8"]).await;
+    let api = server.client();
+    api.create(
+        "/api/v1/event-type",
+        json!({"name": "lead.created", "description": "d", "schemas": {"1": {
+            "type": "object", "examples": [{"id": "example-1"}, {"id": "example-2"}]}}}),
+    )
+    .await;
+    api.create(
+        "/api/v1/event-type",
+        json!({"name": "bare", "description": "no examples"}),
+    )
+    .await;
+    let a = app(&api, "examples").await;
+    // Filtered to another type: an example still goes to it, and to no other endpoint.
+    let target = endpoint(
+        &api,
+        &a,
+        json!({"url": recv.url("/target"), "filterTypes": ["other"]}),
+    )
+    .await;
+    endpoint(&api, &a, json!({"url": recv.url("/bystander")})).await;
+    let base = format!("/api/v1/app/{a}/endpoint/{target}/send-example");
+    let (status, msg) = api
+        .post(
+            &base,
+            json!({"eventType": "lead.created", "exampleIndex": 1}),
+        )
+        .await;
+    assert_eq!(status, 202, "{msg}");
+    assert_eq!(msg["payload"], json!({"id": "example-2"}));
+    assert!(
+        recv.wait_for(Duration::from_secs(10), |r| r.requests_to("/target").len()
+            == 1)
+            .await
+    );
+    let got: Value = serde_json::from_slice(&recv.requests_to("/target")[0].body).unwrap();
+    assert_eq!(got, json!({"id": "example-2"}));
+    let (status, err) = api.post(&base, json!({"eventType": "bare"})).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["detail"][0]["loc"], json!(["body", "eventType"]));
+    let (status, _) = api
+        .post(
+            &base,
+            json!({"eventType": "bare", "payload": {"custom": true}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert!(
+        recv.wait_for(Duration::from_secs(10), |r| r.requests_to("/target").len()
+            == 2)
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(recv.requests_to("/bystander").is_empty());
+}

@@ -156,14 +156,7 @@ pub struct EventExampleIn {
 
 /// The `examples` of an event type's newest schema version.
 fn schema_examples(schemas: Option<&serde_json::Value>) -> Vec<serde_json::Value> {
-    let Some(map) = schemas.and_then(|s| s.as_object()) else {
-        return vec![];
-    };
-    let newest = map
-        .iter()
-        .max_by_key(|(version, _)| version.parse::<u64>().unwrap_or(0))
-        .map(|(_, schema)| schema);
-    newest
+    crate::event_types::newest_schema(schemas)
         .and_then(|s| s.get("examples"))
         .and_then(|e| e.as_array())
         .cloned()

@@ -29,6 +29,10 @@ pub struct ApplicationIn {
     /// hookline extension: default retry policy for this application's endpoints.
     #[schema(value_type = Option<Object>)]
     pub retry_policy: Option<RetryPolicy>,
+    /// hookline extension: reject (422) messages whose payload does not match their event
+    /// type's newest schema.
+    #[serde(default)]
+    pub validate_payloads: bool,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -45,6 +49,7 @@ pub struct ApplicationPatch {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub retry_policy: Patch<RetryPolicy>,
+    pub validate_payloads: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -58,6 +63,7 @@ pub struct ApplicationOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub retry_policy: Option<RetryPolicy>,
+    pub validate_payloads: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -71,6 +77,7 @@ impl From<Application> for ApplicationOut {
             throttle_rate: a.throttle_rate,
             metadata: a.metadata,
             retry_policy: a.retry_policy,
+            validate_payloads: a.validate_payloads,
             created_at: a.created_at,
             updated_at: a.updated_at,
         }
@@ -105,6 +112,7 @@ pub(crate) fn new_app(input: ApplicationIn) -> Application {
         throttle_rate: input.throttle_rate,
         metadata: input.metadata.unwrap_or_default(),
         retry_policy: input.retry_policy,
+        validate_payloads: input.validate_payloads,
         created_at: now,
         updated_at: now,
     }
@@ -204,6 +212,7 @@ async fn put_app(
                         a.throttle_rate = input.throttle_rate;
                         a.metadata = input.metadata.unwrap_or_default();
                         a.retry_policy = input.retry_policy;
+                        a.validate_payloads = input.validate_payloads;
                         a.updated_at = hookline_store::now();
                         Ok(())
                     }),
@@ -268,6 +277,9 @@ async fn patch_app(
                     a.metadata = m;
                 }
                 p.retry_policy.apply(&mut a.retry_policy);
+                if let Some(v) = p.validate_payloads {
+                    a.validate_payloads = v;
+                }
                 a.updated_at = hookline_store::now();
                 Ok(())
             }),

@@ -31,6 +31,10 @@ pub struct EventTypeIn {
     pub schemas: Option<serde_json::Value>,
     pub group_name: Option<String>,
     pub feature_flags: Option<Vec<String>>,
+    /// hookline extension: reject (422) messages of this type whose payload does not
+    /// match the newest schema.
+    #[serde(default)]
+    pub validate_payloads: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -45,6 +49,8 @@ pub struct EventTypeUpdate {
     pub schemas: Option<serde_json::Value>,
     pub group_name: Option<String>,
     pub feature_flags: Option<Vec<String>>,
+    #[serde(default)]
+    pub validate_payloads: bool,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -62,6 +68,7 @@ pub struct EventTypePatch {
     #[serde(default)]
     #[schema(value_type = Option<Vec<String>>)]
     pub feature_flags: Patch<Vec<String>>,
+    pub validate_payloads: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -75,6 +82,7 @@ pub struct EventTypeOut {
     pub schemas: Option<serde_json::Value>,
     pub group_name: Option<String>,
     pub feature_flags: Option<Vec<String>>,
+    pub validate_payloads: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -89,10 +97,20 @@ impl From<EventType> for EventTypeOut {
             schemas: e.schemas,
             group_name: e.group_name,
             feature_flags: e.feature_flags,
+            validate_payloads: e.validate_payloads,
             created_at: e.created_at,
             updated_at: e.updated_at,
         }
     }
+}
+
+/// The newest version's schema (versions are numbers; the largest wins).
+pub(crate) fn newest_schema(schemas: Option<&serde_json::Value>) -> Option<&serde_json::Value> {
+    schemas?
+        .as_object()?
+        .iter()
+        .max_by_key(|(version, _)| version.parse::<u64>().unwrap_or(0))
+        .map(|(_, schema)| schema)
 }
 
 /// `schemas` must map version keys to valid JSON Schema documents.
@@ -210,6 +228,7 @@ async fn create(
         schemas: input.schemas,
         group_name: input.group_name,
         feature_flags: input.feature_flags,
+        validate_payloads: input.validate_payloads,
         created_at: now,
         updated_at: now,
     };
@@ -296,6 +315,7 @@ async fn put_one(
                 schemas: input.schemas,
                 group_name: input.group_name,
                 feature_flags: input.feature_flags,
+                validate_payloads: input.validate_payloads,
                 created_at: now,
                 updated_at: now,
             })
@@ -313,6 +333,7 @@ async fn put_one(
                 e.schemas = input.schemas;
                 e.group_name = input.group_name;
                 e.feature_flags = input.feature_flags;
+                e.validate_payloads = input.validate_payloads;
                 e.updated_at = hookline_store::now();
                 Ok(())
             }),
@@ -360,6 +381,9 @@ async fn patch_one(
                 p.schemas.apply(&mut e.schemas);
                 p.group_name.apply(&mut e.group_name);
                 p.feature_flags.apply(&mut e.feature_flags);
+                if let Some(v) = p.validate_payloads {
+                    e.validate_payloads = v;
+                }
                 e.updated_at = hookline_store::now();
                 Ok(())
             }),

@@ -115,6 +115,60 @@ fn check_in(m: &MessageIn) -> ApiResult<()> {
     e.finish()
 }
 
+/// When the application or the event type asks for it, the payload must match the event
+/// type's newest schema; each mismatch is reported at its path under `payload`.
+async fn check_payload(
+    state: &AppState,
+    app: &hookline_store::Application,
+    event_type: &str,
+    payload: &RawValue,
+) -> ApiResult<()> {
+    let et = state.store.get_event_type(event_type).await?;
+    if !app.validate_payloads && !et.as_ref().is_some_and(|e| e.validate_payloads) {
+        return Ok(());
+    }
+    let Some(et) = et else {
+        return Err(ApiError::field(
+            "eventType",
+            "is not a known event type, and this application validates payloads against event type schemas",
+        ));
+    };
+    let Some(schema) = crate::event_types::newest_schema(et.schemas.as_ref()) else {
+        return Ok(());
+    };
+    let validator = jsonschema::validator_for(schema).map_err(|e| {
+        ApiError::Internal(format!(
+            "stored schema of {event_type} does not compile: {e}"
+        ))
+    })?;
+    let value: serde_json::Value = serde_json::from_str(payload.get())
+        .map_err(|e| ApiError::Internal(format!("payload re-parse: {e}")))?;
+    let errors: Vec<FieldError> = validator
+        .iter_errors(&value)
+        .take(20)
+        .map(|err| {
+            let mut loc = vec!["body".to_string(), "payload".to_string()];
+            let pointer = err.instance_path.to_string();
+            loc.extend(
+                pointer
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.replace("~1", "/").replace("~0", "~")),
+            );
+            FieldError {
+                loc,
+                msg: format!("does not match the {event_type} schema: {err}"),
+                kind: "schema_error".into(),
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
 /// Create a message: committed durably before the 202 is sent.
 #[utoipa::path(post, path = "/api/v1/app/{app_id}/msg", tag = "Message",
     params(("app_id" = String, Path), ContentParams), request_body = MessageIn,
@@ -155,6 +209,7 @@ async fn create(
         }
         (Err(e), _) => return Err(e),
     };
+    check_payload(&state, &app, &input.event_type, &input.payload).await?;
     let msg = Message {
         id: new_id("msg"),
         app_id: app.id,

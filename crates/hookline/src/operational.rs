@@ -41,6 +41,7 @@ pub async fn setup(store: &dyn Store, url: &str, secret: Option<&str>) -> anyhow
                     throttle_rate: None,
                     metadata: Default::default(),
                     retry_policy: None,
+                    validate_payloads: false,
                     created_at: t,
                     updated_at: t,
                 })

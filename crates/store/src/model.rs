@@ -35,6 +35,8 @@ pub struct Application {
     pub metadata: BTreeMap<String, String>,
     /// Default retry policy for this application's endpoints.
     pub retry_policy: Option<RetryPolicy>,
+    /// Check every message's payload against its event type's schema at ingest.
+    pub validate_payloads: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -48,6 +50,8 @@ pub struct EventType {
     pub schemas: Option<serde_json::Value>,
     pub group_name: Option<String>,
     pub feature_flags: Option<Vec<String>>,
+    /// Check payloads of this type against its newest schema at ingest.
+    pub validate_payloads: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

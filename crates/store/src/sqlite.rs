@@ -153,6 +153,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE api_tokens ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0
         CHECK (read_only IN (0, 1));
     "#,
+    // 4: payload validation against event type schemas, per app or per event type.
+    r#"
+    ALTER TABLE applications ADD COLUMN validate_payloads INTEGER NOT NULL DEFAULT 0
+        CHECK (validate_payloads IN (0, 1));
+    ALTER TABLE event_types ADD COLUMN validate_payloads INTEGER NOT NULL DEFAULT 0
+        CHECK (validate_payloads IN (0, 1));
+    "#,
 ];
 
 type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -469,7 +476,7 @@ fn paginate<T>(
 // --- row mapping -------------------------------------------------------------------
 
 const APP_COLS: &str =
-    "id, uid, name, throttle_rate, metadata, retry_policy, created_at, updated_at";
+    "id, uid, name, throttle_rate, metadata, retry_policy, created_at, updated_at, validate_payloads";
 
 fn app_row(r: &Row) -> rusqlite::Result<Application> {
     Ok(Application {
@@ -481,16 +488,17 @@ fn app_row(r: &Row) -> rusqlite::Result<Application> {
         retry_policy: opt_json_col(r, 5)?,
         created_at: from_ms(r.get(6)?),
         updated_at: from_ms(r.get(7)?),
+        validate_payloads: r.get(8)?,
     })
 }
 
 fn put_app(conn: &Connection, a: &Application, insert: bool) -> Result<()> {
     let sql = if insert {
-        "INSERT INTO applications (id, uid, name, throttle_rate, metadata, retry_policy, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        "INSERT INTO applications (id, uid, name, throttle_rate, metadata, retry_policy, created_at, updated_at, validate_payloads)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
     } else {
         "UPDATE applications SET uid = ?2, name = ?3, throttle_rate = ?4, metadata = ?5,
-         retry_policy = ?6, created_at = ?7, updated_at = ?8 WHERE id = ?1"
+         retry_policy = ?6, created_at = ?7, updated_at = ?8, validate_payloads = ?9 WHERE id = ?1"
     };
     conn.prepare_cached(sql)
         .map_err(backend)?
@@ -502,7 +510,8 @@ fn put_app(conn: &Connection, a: &Application, insert: bool) -> Result<()> {
             to_json(&a.metadata),
             a.retry_policy.as_ref().map(to_json),
             ms(a.created_at),
-            ms(a.updated_at)
+            ms(a.updated_at),
+            a.validate_payloads
         ])
         .map_err(unique_as_conflict(
             "an application with this uid already exists",
@@ -510,7 +519,7 @@ fn put_app(conn: &Connection, a: &Application, insert: bool) -> Result<()> {
     Ok(())
 }
 
-const ET_COLS: &str = "name, description, archived, deprecated, schemas, group_name, feature_flags, created_at, updated_at";
+const ET_COLS: &str = "name, description, archived, deprecated, schemas, group_name, feature_flags, created_at, updated_at, validate_payloads";
 
 fn et_row(r: &Row) -> rusqlite::Result<EventType> {
     Ok(EventType {
@@ -523,16 +532,18 @@ fn et_row(r: &Row) -> rusqlite::Result<EventType> {
         feature_flags: opt_json_col(r, 6)?,
         created_at: from_ms(r.get(7)?),
         updated_at: from_ms(r.get(8)?),
+        validate_payloads: r.get(9)?,
     })
 }
 
 fn put_et(conn: &Connection, e: &EventType, insert: bool) -> Result<()> {
     let sql = if insert {
-        "INSERT INTO event_types (name, description, archived, deprecated, schemas, group_name, feature_flags, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        "INSERT INTO event_types (name, description, archived, deprecated, schemas, group_name, feature_flags, created_at, updated_at, validate_payloads)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     } else {
         "UPDATE event_types SET description = ?2, archived = ?3, deprecated = ?4, schemas = ?5,
-         group_name = ?6, feature_flags = ?7, created_at = ?8, updated_at = ?9 WHERE name = ?1"
+         group_name = ?6, feature_flags = ?7, created_at = ?8, updated_at = ?9, validate_payloads = ?10
+         WHERE name = ?1"
     };
     conn.prepare_cached(sql)
         .map_err(backend)?
@@ -545,7 +556,8 @@ fn put_et(conn: &Connection, e: &EventType, insert: bool) -> Result<()> {
             e.group_name,
             e.feature_flags.as_ref().map(to_json),
             ms(e.created_at),
-            ms(e.updated_at)
+            ms(e.updated_at),
+            e.validate_payloads
         ])
         .map_err(unique_as_conflict(
             "an event type with this name already exists",
@@ -1666,6 +1678,7 @@ mod tests {
             throttle_rate: None,
             metadata: Default::default(),
             retry_policy: None,
+            validate_payloads: false,
             created_at: now,
             updated_at: now,
         }

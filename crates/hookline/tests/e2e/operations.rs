@@ -466,3 +466,98 @@ async fn send_example_reaches_only_that_endpoint() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(recv.requests_to("/bystander").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payloads_are_validated_when_asked() {
+    let server = Server::start().await;
+    let api = server.client();
+    api.create(
+        "/api/v1/event-type",
+        json!({"name": "strict", "description": "d", "validatePayloads": true, "schemas": {
+            "1": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+            "2": {"type": "object", "required": ["id", "items"], "properties": {
+                "id": {"type": "string"},
+                "items": {"type": "array", "items": {"type": "integer"}}}}}}),
+    )
+    .await;
+    api.create(
+        "/api/v1/event-type",
+        json!({"name": "loose", "description": "d", "schemas": {"1": {"type": "object", "required": ["x"]}}}),
+    )
+    .await;
+    let a = app(&api, "plain").await;
+    let msg = format!("/api/v1/app/{a}/msg");
+    // The newest schema version (2) applies; every mismatch is named under `payload`.
+    let (status, err) = api
+        .post(
+            &msg,
+            json!({"eventType": "strict", "payload": {"id": 5, "items": [1, "two"]}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{err}");
+    let locs: Vec<Value> = err["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["loc"].clone())
+        .collect();
+    assert!(locs.contains(&json!(["body", "payload", "id"])), "{err}");
+    assert!(
+        locs.contains(&json!(["body", "payload", "items", "1"])),
+        "{err}"
+    );
+    let (status, err) = api
+        .post(&msg, json!({"eventType": "strict", "payload": {}}))
+        .await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["detail"][0]["loc"], json!(["body", "payload"]));
+    let (status, _) = api
+        .post(
+            &msg,
+            json!({"eventType": "strict", "payload": {"id": "a", "items": [1, 2]}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    // Not asked for: anything goes.
+    assert_eq!(
+        api.post(&msg, json!({"eventType": "loose", "payload": {}}))
+            .await
+            .0,
+        202
+    );
+    assert_eq!(
+        api.post(&msg, json!({"eventType": "unknown", "payload": {}}))
+            .await
+            .0,
+        202
+    );
+    // An application that validates everything: `loose` is checked, unknown types refused.
+    let strict_app = api
+        .create(
+            "/api/v1/app",
+            json!({"name": "s", "validatePayloads": true}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let smsg = format!("/api/v1/app/{strict_app}/msg");
+    let (status, err) = api
+        .post(&smsg, json!({"eventType": "loose", "payload": {}}))
+        .await;
+    assert_eq!(status, 422, "{err}");
+    let (status, err) = api
+        .post(&smsg, json!({"eventType": "unknown", "payload": {}}))
+        .await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["detail"][0]["loc"], json!(["body", "eventType"]));
+    assert_eq!(
+        api.post(&smsg, json!({"eventType": "loose", "payload": {"x": 1}}))
+            .await
+            .0,
+        202
+    );
+    // Rejected messages were not stored.
+    let (_, page) = api.get(&format!("/api/v1/app/{a}/msg")).await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 3);
+}

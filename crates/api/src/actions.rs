@@ -228,8 +228,56 @@ async fn send_example(
     ))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryScheduleOut {
+    /// The policy in force: the endpoint's, else the application's, else the default.
+    #[schema(value_type = Object)]
+    pub retry_policy: hookline_retry::RetryPolicy,
+    /// Where it comes from: `endpoint`, `application` or `default`.
+    pub source: &'static str,
+    /// Seconds after the first attempt at which each retry is scheduled (before the
+    /// ±20 % jitter); after the last one a delivery that still fails is `failed`.
+    pub retry_offsets_seconds: Vec<u64>,
+    /// Total attempts a failing delivery gets (first try plus retries).
+    pub attempts: usize,
+}
+
+/// The retry schedule a failing delivery to this endpoint would follow (hookline
+/// extension).
+#[utoipa::path(get, path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/retry-schedule",
+    tag = "Endpoint",
+    params(("app_id" = String, Path), ("endpoint_id" = String, Path)),
+    responses((status = 200, body = RetryScheduleOut), (status = 404, body = HttpErrorOut)),
+    security(("bearer" = [])))]
+async fn retry_schedule(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    Path((app_id, ep_id)): Path<(String, String)>,
+) -> ApiResult<Json<RetryScheduleOut>> {
+    let app = visible_app(&state, &auth, &app_id).await?;
+    let ep = state
+        .store
+        .get_endpoint(&app.id, &ep_id)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint not found"))?;
+    let (policy, source) = match (ep.settings.retry_policy, app.retry_policy) {
+        (Some(p), _) => (p, "endpoint"),
+        (None, Some(p)) => (p, "application"),
+        (None, None) => (hookline_retry::RetryPolicy::default(), "default"),
+    };
+    let offsets = policy.schedule_preview();
+    Ok(Json(RetryScheduleOut {
+        attempts: offsets.len() + 1,
+        retry_offsets_seconds: offsets,
+        retry_policy: policy,
+        source,
+    }))
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(retry_schedule))
         .routes(routes!(send_example))
         .routes(routes!(resend))
         .routes(routes!(recover))

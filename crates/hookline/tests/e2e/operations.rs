@@ -561,3 +561,50 @@ async fn payloads_are_validated_when_asked() {
     let (_, page) = api.get(&format!("/api/v1/app/{a}/msg")).await;
     assert_eq!(page["data"].as_array().unwrap().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_schedule_shows_the_policy_in_force() {
+    let server = Server::start().await;
+    let api = server.client();
+    let a = api
+        .create(
+            "/api/v1/app",
+            json!({"name": "r", "retryPolicy": {"kind": "fixed", "intervalSeconds": 3600, "giveUpAfterSeconds": 172800}}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inherits = endpoint(&api, &a, json!({"url": "https://example.invalid/a"})).await;
+    let own = endpoint(
+        &api,
+        &a,
+        json!({"url": "https://example.invalid/b", "retryPolicy": {"kind": "exponential",
+            "initialSeconds": 5, "factor": 2.0, "maxIntervalSeconds": 3600, "giveUpAfterSeconds": 86400}}),
+    )
+    .await;
+    let (_, s) = api
+        .get(&format!(
+            "/api/v1/app/{a}/endpoint/{inherits}/retry-schedule"
+        ))
+        .await;
+    assert_eq!(s["source"], json!("application"));
+    let offsets: Vec<u64> = serde_json::from_value(s["retryOffsetsSeconds"].clone()).unwrap();
+    assert_eq!(offsets.len(), 48, "fixed 1 h for 48 h: 48 retries");
+    assert_eq!(offsets.first(), Some(&3600));
+    assert_eq!(offsets.last(), Some(&172800));
+    assert_eq!(s["attempts"], json!(49));
+    let (_, s) = api
+        .get(&format!("/api/v1/app/{a}/endpoint/{own}/retry-schedule"))
+        .await;
+    assert_eq!(s["source"], json!("endpoint"));
+    let offsets: Vec<u64> = serde_json::from_value(s["retryOffsetsSeconds"].clone()).unwrap();
+    assert!(
+        *offsets.last().unwrap() <= 86400,
+        "never past 24 h: {offsets:?}"
+    );
+    assert!(
+        offsets.windows(2).all(|w| w[1] - w[0] <= 3600),
+        "{offsets:?}"
+    );
+}

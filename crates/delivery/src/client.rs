@@ -129,7 +129,21 @@ async fn read_capped(mut resp: reqwest::Response) -> String {
             break;
         }
     }
-    String::from_utf8_lossy(&buf).into_owned()
+    excerpt_text(&buf)
+}
+
+/// The excerpt as text of at most [`EXCERPT_BYTES`]: replacement characters for invalid
+/// bytes (3 bytes each) or for a character cut at the end must not make it longer.
+fn excerpt_text(bytes: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if text.len() > EXCERPT_BYTES {
+        let mut end = EXCERPT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// Names a transport failure by walking the error's causes.
@@ -241,4 +255,21 @@ pub fn delivery_headers(
         Some(SignatureConfig::None) => {}
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_never_exceeds_its_limit() {
+        // A 3-byte character cut at the limit is dropped, not replaced.
+        let cjk = "日".repeat(2000);
+        let got = excerpt_text(&cjk.as_bytes()[..EXCERPT_BYTES]);
+        assert_eq!(got, "日".repeat(EXCERPT_BYTES / 3));
+        // Invalid bytes become U+FFFD (3 bytes each) but the text stays within the limit.
+        let got = excerpt_text(&[0xff; EXCERPT_BYTES]);
+        assert!(got.len() <= EXCERPT_BYTES && got.len() > EXCERPT_BYTES - 3);
+        assert_eq!(excerpt_text(b"ok"), "ok");
+    }
 }

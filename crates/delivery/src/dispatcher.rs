@@ -3,9 +3,13 @@
 //!
 //! Isolation: the store hands out work per endpoint, never more than an endpoint's free
 //! `maxConcurrency` slots (counted here), so a slow endpoint only ever ties up its own
-//! slots. `throttleRate` is a per-endpoint pacing applied before sending. A global
-//! semaphore is a hard cap on attempts in flight. Nothing is kept in memory beyond the
-//! claimed work: the backlog stays on disk and is found by index.
+//! slots. `throttleRate` is a per-endpoint pacing: each claimed delivery is booked a
+//! start time. A throttled endpoint gets new work only while its bookings reach less than
+//! [`PACE_AHEAD`] ahead (and at most a second's worth per claim, from the store), so the
+//! deliveries waiting for their turn are few, wait briefly (well within their lease) and
+//! do not sit on the global slots other endpoints need. A global semaphore is a hard cap
+//! on attempts in flight. Nothing is kept in memory beyond the claimed work: the backlog
+//! stays on disk and is found by index.
 //!
 //! Wake-ups: a new message notifies [`Dispatcher::waker`] so it is picked up at once;
 //! polling (at least every `poll_interval`, sooner when the store says something falls
@@ -27,6 +31,9 @@ use crate::outcome::{classify, next_step, parse_retry_after, Verdict};
 
 /// Default per-attempt timeout when the endpoint sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(15_000);
+
+/// A throttled endpoint gets no new claims while its pacing is booked further ahead.
+pub const PACE_AHEAD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -130,13 +137,7 @@ impl Dispatcher {
             let claimed = if free == 0 {
                 Vec::new()
             } else {
-                let busy: Vec<(String, usize)> = self
-                    .in_flight
-                    .lock()
-                    .expect("in-flight map")
-                    .iter()
-                    .map(|(k, v)| (k.clone(), *v))
-                    .collect();
+                let busy = self.busy();
                 let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
                 match self
                     .store
@@ -164,6 +165,8 @@ impl Dispatcher {
                     .expect("in-flight map")
                     .entry(d.endpoint.id.clone())
                     .or_default() += 1;
+                // Booked now, so the next claim already sees how far ahead it reaches.
+                let start_at = self.book_pace(&d);
                 self.leases
                     .lock()
                     .expect("lease map")
@@ -172,6 +175,9 @@ impl Dispatcher {
                 let me = self.clone();
                 tasks.spawn(async move {
                     let ep = d.endpoint.id.clone();
+                    if let Some(t) = start_at {
+                        tokio::time::sleep_until(t).await;
+                    }
                     me.attempt(d).await;
                     me.release_slot(&ep);
                     metrics::gauge!("hookline_attempts_in_flight").decrement(1.0);
@@ -226,6 +232,23 @@ impl Dispatcher {
         tracing::info!("dispatcher stopped");
     }
 
+    /// Attempts in flight per endpoint, for the store's claim; a throttled endpoint whose
+    /// pacing is booked beyond [`PACE_AHEAD`] counts as full until it catches up.
+    fn busy(&self) -> Vec<(String, usize)> {
+        let mut busy: HashMap<String, usize> =
+            self.in_flight.lock().expect("in-flight map").clone();
+        let now = tokio::time::Instant::now();
+        let mut pacing = self.pacing.lock().expect("pacing map");
+        // A slot in the past is the same as none.
+        pacing.retain(|_, next| *next > now);
+        for (endpoint_id, next) in pacing.iter() {
+            if *next > now + PACE_AHEAD {
+                busy.insert(endpoint_id.clone(), usize::MAX);
+            }
+        }
+        busy.into_iter().collect()
+    }
+
     fn release_slot(&self, endpoint_id: &str) {
         let mut map = self.in_flight.lock().expect("in-flight map");
         if let Some(n) = map.get_mut(endpoint_id) {
@@ -236,24 +259,18 @@ impl Dispatcher {
         }
     }
 
-    /// Waits for the endpoint's `throttleRate` pacing, if any.
-    async fn pace(&self, d: &ClaimedDelivery) {
-        let Some(rate) = d.endpoint.settings.throttle_rate.filter(|r| *r > 0) else {
-            return;
-        };
+    /// Books the start time of `d` under its endpoint's `throttleRate`, if any.
+    fn book_pace(&self, d: &ClaimedDelivery) -> Option<tokio::time::Instant> {
+        let rate = d.endpoint.settings.throttle_rate.filter(|r| *r > 0)?;
         let interval = Duration::from_secs_f64(1.0 / rate as f64);
-        let start = {
-            let mut map = self.pacing.lock().expect("pacing map");
-            let now = tokio::time::Instant::now();
-            let slot = map.get(&d.endpoint.id).copied().unwrap_or(now).max(now);
-            map.insert(d.endpoint.id.clone(), slot + interval);
-            slot
-        };
-        tokio::time::sleep_until(start).await;
+        let mut map = self.pacing.lock().expect("pacing map");
+        let now = tokio::time::Instant::now();
+        let slot = map.get(&d.endpoint.id).copied().unwrap_or(now).max(now);
+        map.insert(d.endpoint.id.clone(), slot + interval);
+        Some(slot)
     }
 
     async fn attempt(&self, d: ClaimedDelivery) {
-        self.pace(&d).await;
         let now = Utc::now();
         let ep = &d.endpoint;
         let timeout = ep

@@ -141,7 +141,9 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `max` due deliveries with a lease until `now + lease`. Deliveries
     /// whose lease expired (a crashed worker) are due again. `busy` says how many
     /// attempts this process already has in flight per endpoint id, so no endpoint gets
-    /// more than its `maxConcurrency`; work is found through indexes only.
+    /// more than its `maxConcurrency` (`usize::MAX`: the endpoint is full for now); a
+    /// throttled endpoint gets at most `throttleRate` per claim. Work is found through
+    /// indexes only.
     async fn claim_deliveries(
         &self,
         now: DateTime<Utc>,

@@ -819,7 +819,12 @@ fn claim(
             .map(|(_, n)| *n)
             .unwrap_or(0);
         let cap = ep.settings.max_concurrency.unwrap_or(8) as usize;
-        let free = cap.saturating_sub(in_flight).min(remaining);
+        let mut free = cap.saturating_sub(in_flight).min(remaining);
+        // A throttled endpoint gets at most a second's worth of its rate at a time: the
+        // dispatcher paces them, and what waits for its turn holds a lease and a slot.
+        if let Some(rate) = ep.settings.throttle_rate.filter(|r| *r > 0) {
+            free = free.min(rate as usize);
+        }
         if free == 0 {
             // Saturated here: look again shortly (a finishing attempt refreshes it sooner).
             c.prepare_cached("UPDATE endpoints SET next_due_at = ?2 WHERE id = ?1")
@@ -1912,6 +1917,41 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    #[tokio::test]
+    async fn claims_give_a_throttled_endpoint_a_second_of_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+        let a = store.create_app(app(None)).await.unwrap();
+        let mut ep = endpoint(&a.id, 100);
+        ep.settings.throttle_rate = Some(3);
+        let ep = store.create_endpoint(ep).await.unwrap();
+        for _ in 0..10 {
+            store.create_message(message(&a.id)).await.unwrap();
+        }
+        let lease = chrono::Duration::seconds(30);
+        let now = Utc::now();
+        let claimed = store.claim_deliveries(now, lease, 50, &[]).await.unwrap();
+        assert_eq!(claimed.len(), 3, "at most throttleRate per claim");
+        // The dispatcher's "full for now" (pacing booked ahead) gets nothing.
+        let full = vec![(ep.id.clone(), usize::MAX)];
+        let soon = now + chrono::Duration::seconds(2);
+        assert!(store
+            .claim_deliveries(soon, lease, 50, &full)
+            .await
+            .unwrap()
+            .is_empty());
+        let busy = vec![(ep.id.clone(), 3)];
+        let later = now + chrono::Duration::seconds(4);
+        assert_eq!(
+            store
+                .claim_deliveries(later, lease, 50, &busy)
+                .await
+                .unwrap()
+                .len(),
+            3
         );
     }
 

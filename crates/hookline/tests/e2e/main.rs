@@ -3,9 +3,19 @@
 
 mod auth_scope;
 mod bad_input;
+mod crash;
+mod delivery_limits;
+mod delivery_outcomes;
+mod delivery_signing;
 mod idempotency;
 mod openapi;
+mod operations;
 mod receiver;
 mod restart;
+mod seed_cabaprop;
+mod seed_cablenetai;
+mod seed_instantmessage;
+mod seed_shoperti;
+mod seed_treble;
 mod support;
 mod svix_sdk;

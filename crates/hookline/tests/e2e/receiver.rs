@@ -51,6 +51,8 @@ struct Inner {
     requests: Mutex<Vec<Recorded>>,
     /// Requests being answered right now, and the most seen at once, per path.
     in_flight: Mutex<HashMap<String, (usize, usize)>>,
+    /// Requests being answered right now, and the most seen at once, over all paths.
+    in_flight_all: Mutex<(usize, usize)>,
     total: AtomicUsize,
 }
 
@@ -114,6 +116,22 @@ impl Receiver {
             .unwrap_or(0)
     }
 
+    /// Requests to `path` being answered right now.
+    pub fn in_flight(&self, path: &str) -> usize {
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap()
+            .get(path)
+            .map(|(n, _)| *n)
+            .unwrap_or(0)
+    }
+
+    /// Most requests (to any path) that were in progress at the same time.
+    pub fn max_concurrent_total(&self) -> usize {
+        self.inner.in_flight_all.lock().unwrap().1
+    }
+
     /// Polls until `cond` holds or `timeout` passes; returns whether it held.
     pub async fn wait_for(&self, timeout: Duration, cond: impl Fn(&Receiver) -> bool) -> bool {
         let end = Instant::now() + timeout;
@@ -134,6 +152,7 @@ impl Drop for InFlight {
         if let Some(e) = self.0.in_flight.lock().unwrap().get_mut(&self.1) {
             e.0 -= 1;
         }
+        self.0.in_flight_all.lock().unwrap().0 -= 1;
     }
 }
 
@@ -148,6 +167,9 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         let e = m.entry(path.clone()).or_default();
         e.0 += 1;
         e.1 = e.1.max(e.0);
+        let mut all = inner.in_flight_all.lock().unwrap();
+        all.0 += 1;
+        all.1 = all.1.max(all.0);
         InFlight(inner.clone(), path.clone())
     };
     inner.requests.lock().unwrap().push(Recorded {

@@ -221,3 +221,24 @@ pub fn require_python(test: &str) -> Option<PathBuf> {
         }
     }
 }
+
+/// An external program (e.g. `node`) on `PATH`, for tests that need one. Under
+/// `scripts/test` (`HOOKLINE_TEST_REQUIRE_TOOLS` set) a missing tool is a failure; a bare
+/// `cargo test` without it skips, saying so.
+pub fn require_tool(name: &str, test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => Some(p),
+        None if std::env::var_os("HOOKLINE_TEST_REQUIRE_TOOLS").is_some() => {
+            panic!("{test}: `{name}` is not on PATH")
+        }
+        None => {
+            eprintln!("SKIPPED {test}: `{name}` is not on PATH");
+            None
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Delivery limits, end to end (guarantee 3): per-endpoint `maxConcurrency` and
+//! `throttleRate` are enforced at the receiver, one dead endpoint never holds up the
+//! others, and `--max-in-flight` caps attempts across all endpoints.
+//!
+//! Bounds are checked with margins and waits are generous: these run on loaded 2-core
+//! machines. Only loopback receivers started here are ever targeted.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use crate::receiver::{Behavior, Receiver};
+use crate::support::{Api, Server};
+
+/// Long enough for any of these tests' deliveries on a loaded machine.
+const SETTLE: Duration = Duration::from_secs(60);
+
+pub async fn loopback_server(extra: &[&str]) -> Server {
+    let mut args = vec!["--allow-target", "127.0.0.0/8"];
+    args.extend_from_slice(extra);
+    Server::start_with(&args).await
+}
+
+pub async fn new_app(api: &Api, name: &str) -> String {
+    let app = api.create("/api/v1/app", json!({ "name": name })).await;
+    app["id"].as_str().expect("app id").to_string()
+}
+
+/// Creates an endpoint from `body` (which must have `url`); returns its id.
+pub async fn new_endpoint(api: &Api, app: &str, body: Value) -> String {
+    let ep = api
+        .create(&format!("/api/v1/app/{app}/endpoint"), body)
+        .await;
+    ep["id"].as_str().expect("endpoint id").to_string()
+}
+
+/// Creates `n` messages in `app` from `tasks` concurrent senders; message `i` carries
+/// `{"index": i}`. Returns the message ids by index.
+pub async fn send_many(api: &Api, app: &str, n: usize, tasks: usize) -> Vec<String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    for _ in 0..tasks {
+        let (api, app, next) = (api.clone(), app.to_string(), next.clone());
+        set.spawn(async move {
+            let mut sent = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    return sent;
+                }
+                let msg = api
+                    .create(
+                        &format!("/api/v1/app/{app}/msg"),
+                        json!({"eventType": "limits.test", "payload": {"index": i}}),
+                    )
+                    .await;
+                sent.push((i, msg["id"].as_str().expect("message id").to_string()));
+            }
+        });
+    }
+    let mut ids = vec![String::new(); n];
+    while let Some(done) = set.join_next().await {
+        for (i, id) in done.expect("sender task") {
+            ids[i] = id;
+        }
+    }
+    ids
+}
+
+/// Distinct `webhook-id`s that reached `path`.
+pub fn delivered_ids(rx: &Receiver, path: &str) -> HashSet<String> {
+    rx.requests_to(path)
+        .iter()
+        .filter_map(|r| r.header("webhook-id"))
+        .collect()
+}
+
+/// Arrival times at `path`, in order, as offsets from the first.
+fn arrivals(rx: &Receiver, path: &str) -> Vec<Duration> {
+    let mut at: Vec<Instant> = rx.requests_to(path).iter().map(|r| r.at).collect();
+    at.sort();
+    let first = at.first().copied();
+    at.into_iter()
+        .map(|t| t - first.expect("at least one arrival"))
+        .collect()
+}
+
+/// `maxConcurrency: 2` with a receiver that takes 200 ms: never more than 2 requests at
+/// once, and 2 are actually used.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrency_is_enforced_and_used() {
+    let server = loopback_server(&[]).await;
+    let api = server.client();
+    let rx = Receiver::start().await;
+    rx.set("/slow", Behavior::Delay(Duration::from_millis(200), 200));
+    let app = new_app(&api, "concurrency").await;
+    new_endpoint(
+        &api,
+        &app,
+        json!({"url": rx.url("/slow"), "maxConcurrency": 2}),
+    )
+    .await;
+
+    let ids = send_many(&api, &app, 20, 4).await;
+    let all = rx
+        .wait_for(SETTLE, |r| delivered_ids(r, "/slow").len() >= 20)
+        .await;
+    let got = delivered_ids(&rx, "/slow");
+    assert!(
+        all,
+        "only {} of 20 messages reached an endpoint with maxConcurrency 2 within {SETTLE:?}",
+        got.len()
+    );
+    assert!(
+        ids.iter().all(|id| got.contains(id)),
+        "a message is missing"
+    );
+    let max = rx.max_concurrent("/slow");
+    assert!(
+        max <= 2,
+        "maxConcurrency 2 not enforced: {max} requests were in flight at once"
+    );
+    assert_eq!(
+        max, 2,
+        "maxConcurrency 2 never used: deliveries went one at a time"
+    );
+    // 20 deliveries, 2 at a time, 200 ms each: the last one cannot start before ~1.8 s.
+    let span = *arrivals(&rx, "/slow").last().unwrap();
+    eprintln!("maxConcurrency 2: 20 deliveries arrived over {span:?}, max in flight {max}");
+    assert!(
+        span >= Duration::from_millis(1_500),
+        "20 deliveries of 200 ms at concurrency 2 arrived within {span:?}"
+    );
+}
+
+/// `throttleRate: 20`: in every 1-second window of arrival times at most ~20 arrivals
+/// (small slack for network jitter), at most ~60 in the first 3 s, and all arrive.
+#[tokio::test(flavor = "multi_thread")]
+async fn throttle_rate_paces_deliveries() {
+    let server = loopback_server(&[]).await;
+    let api = server.client();
+    let rx = Receiver::start().await;
+    let app = new_app(&api, "throttle").await;
+    new_endpoint(
+        &api,
+        &app,
+        json!({"url": rx.url("/paced"), "throttleRate": 20}),
+    )
+    .await;
+
+    let ids = send_many(&api, &app, 100, 8).await;
+    let all = rx
+        .wait_for(SETTLE, |r| delivered_ids(r, "/paced").len() >= 100)
+        .await;
+    let got = delivered_ids(&rx, "/paced");
+    assert!(
+        all,
+        "only {} of 100 messages reached a throttled endpoint within {SETTLE:?}",
+        got.len()
+    );
+    assert!(
+        ids.iter().all(|id| got.contains(id)),
+        "a message is missing"
+    );
+
+    let at = arrivals(&rx, "/paced");
+    let window = Duration::from_secs(1);
+    let busiest = (0..at.len())
+        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < window).count())
+        .max()
+        .unwrap();
+    let first3 = at.iter().filter(|t| **t < Duration::from_secs(3)).count();
+    let span = *at.last().unwrap();
+    eprintln!(
+        "throttleRate 20: busiest 1 s window {busiest}, first 3 s {first3}, 100 over {span:?}"
+    );
+    assert!(
+        busiest <= 22,
+        "throttleRate 20 not enforced: {busiest} arrivals within one second"
+    );
+    assert!(
+        first3 <= 66,
+        "throttleRate 20 not enforced: {first3} arrivals in the first 3 s"
+    );
+    // 100 starts spaced 50 ms apart take at least 4.95 s.
+    assert!(
+        span >= Duration::from_millis(4_500),
+        "100 deliveries at 20/s arrived within {span:?}"
+    );
+}
+
+/// Five endpoints that never answer (10 s timeout, no retries), saturated with work,
+/// while a healthy endpoint of another application gets 500 messages: the healthy one
+/// gets them all while the dead ones still hold their connections.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_endpoints_do_not_block_healthy_ones() {
+    let server = loopback_server(&[]).await;
+    let api = server.client();
+    let rx = Receiver::start().await;
+    let dead_paths: Vec<String> = (0..5).map(|i| format!("/dead{i}")).collect();
+    let mut dead_apps = Vec::new();
+    for path in &dead_paths {
+        rx.set(path, Behavior::Hang);
+        let app = new_app(&api, &format!("dead {path}")).await;
+        new_endpoint(
+            &api,
+            &app,
+            json!({"url": rx.url(path), "timeoutMs": 10_000,
+                   "retryPolicy": {"kind": "none"}}),
+        )
+        .await;
+        dead_apps.push(app);
+    }
+    let healthy = new_app(&api, "healthy").await;
+    new_endpoint(&api, &healthy, json!({"url": rx.url("/healthy")})).await;
+
+    // Fill every dead endpoint's slots first (default maxConcurrency 8), with plenty
+    // more queued behind them.
+    for app in &dead_apps {
+        send_many(&api, app, 50, 4).await;
+    }
+    let saturated = rx
+        .wait_for(Duration::from_secs(30), |r| {
+            dead_paths.iter().all(|p| r.in_flight(p) >= 8)
+        })
+        .await;
+    let held: Vec<usize> = dead_paths.iter().map(|p| rx.in_flight(p)).collect();
+    assert!(
+        saturated,
+        "dead endpoints not saturated (in flight per endpoint: {held:?})"
+    );
+
+    let start = Instant::now();
+    let ids = send_many(&api, &healthy, 500, 8).await;
+    let sent_in = start.elapsed();
+    let all = rx
+        .wait_for(SETTLE, |r| delivered_ids(r, "/healthy").len() >= 500)
+        .await;
+    let took = start.elapsed();
+    let dead_in_flight: Vec<usize> = dead_paths.iter().map(|p| rx.in_flight(p)).collect();
+    let dead_seen: Vec<usize> = dead_paths.iter().map(|p| rx.requests_to(p).len()).collect();
+    let got = delivered_ids(&rx, "/healthy");
+    eprintln!(
+        "isolation: 500 healthy deliveries in {took:?} (sent in {sent_in:?}); dead endpoints \
+         in flight {dead_in_flight:?}, requests seen {dead_seen:?}"
+    );
+    assert!(
+        all,
+        "head-of-line blocking: only {} of 500 messages reached the healthy endpoint within \
+         {SETTLE:?} while 5 dead endpoints hung (dead in flight {dead_in_flight:?})",
+        got.len()
+    );
+    assert!(
+        ids.iter().all(|id| got.contains(id)),
+        "a message is missing"
+    );
+    // The dead endpoints were still busy the whole time: each has had requests, has
+    // work left (50 each, 8 per 10 s) and holds connections now.
+    for (i, path) in dead_paths.iter().enumerate() {
+        assert!(dead_seen[i] >= 1, "{path} never got a request");
+        assert!(
+            dead_seen[i] < 50,
+            "{path} already got all its 50 requests: the healthy endpoint was not \
+             measured while the dead ones were stuck ({took:?})"
+        );
+    }
+    assert!(
+        dead_in_flight.iter().sum::<usize>() >= 1,
+        "no dead endpoint holds a connection at the end: {dead_in_flight:?}"
+    );
+}
+
+/// `--max-in-flight 4`: ten endpoints, each answering after 300 ms, never see more than
+/// four requests in progress between them, and four are used.
+#[tokio::test(flavor = "multi_thread")]
+async fn global_in_flight_cap_is_enforced() {
+    let server = loopback_server(&["--max-in-flight", "4"]).await;
+    let api = server.client();
+    let rx = Receiver::start().await;
+    let app = new_app(&api, "global cap").await;
+    let paths: Vec<String> = (0..10).map(|i| format!("/cap{i}")).collect();
+    for path in &paths {
+        rx.set(path, Behavior::Delay(Duration::from_millis(300), 200));
+        new_endpoint(&api, &app, json!({"url": rx.url(path)})).await;
+    }
+    // Each message fans out to all ten endpoints: 60 deliveries.
+    let ids = send_many(&api, &app, 6, 2).await;
+    let all = rx
+        .wait_for(SETTLE, |r| {
+            paths.iter().all(|p| delivered_ids(r, p).len() >= ids.len())
+        })
+        .await;
+    let per_path: Vec<usize> = paths.iter().map(|p| delivered_ids(&rx, p).len()).collect();
+    assert!(
+        all,
+        "not every delivery arrived within {SETTLE:?}: {per_path:?}"
+    );
+    let max = rx.max_concurrent_total();
+    eprintln!("--max-in-flight 4: at most {max} requests in flight across 10 endpoints");
+    assert!(
+        max <= 4,
+        "--max-in-flight 4 not enforced: {max} requests were in flight at once"
+    );
+    assert_eq!(max, 4, "--max-in-flight 4 never reached: {max}");
+}
+
+/// A throttled endpoint with a backlog must not hold global slots while it waits for its
+/// pacing: with `--max-in-flight 4`, an endpoint throttled to 1/s with 20 messages queued
+/// must leave room for another application's endpoint, which gets its 5 messages at once
+/// (not after the throttled backlog, ~17 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn throttled_backlog_does_not_hold_global_slots() {
+    let server = loopback_server(&["--max-in-flight", "4"]).await;
+    let api = server.client();
+    let rx = Receiver::start().await;
+    let slow = new_app(&api, "throttled").await;
+    new_endpoint(
+        &api,
+        &slow,
+        json!({"url": rx.url("/one-per-second"), "throttleRate": 1}),
+    )
+    .await;
+    let other = new_app(&api, "other").await;
+    new_endpoint(&api, &other, json!({"url": rx.url("/other")})).await;
+
+    send_many(&api, &slow, 20, 4).await;
+    assert!(
+        rx.wait_for(Duration::from_secs(30), |r| !r
+            .requests_to("/one-per-second")
+            .is_empty())
+            .await,
+        "the throttled endpoint got nothing"
+    );
+    let start = Instant::now();
+    let ids = send_many(&api, &other, 5, 1).await;
+    let bound = Duration::from_secs(5);
+    let all = rx
+        .wait_for(bound, |r| delivered_ids(r, "/other").len() >= 5)
+        .await;
+    let took = start.elapsed();
+    let paced = rx.requests_to("/one-per-second").len();
+    eprintln!(
+        "throttled backlog: other endpoint got {} of 5 in {took:?}; throttled endpoint \
+         got {paced} meanwhile",
+        delivered_ids(&rx, "/other").len()
+    );
+    assert!(
+        all,
+        "head-of-line blocking: an endpoint throttled to 1/s held the 4 global slots while \
+         waiting for its pacing; another endpoint got {} of 5 messages within {bound:?}",
+        delivered_ids(&rx, "/other").len()
+    );
+    let got = delivered_ids(&rx, "/other");
+    assert!(
+        ids.iter().all(|id| got.contains(id)),
+        "a message is missing"
+    );
+    // The throttled endpoint keeps going at its rate: about one per second, no faster.
+    assert!(
+        rx.wait_for(Duration::from_secs(20), |r| r
+            .requests_to("/one-per-second")
+            .len()
+            >= 5)
+            .await,
+        "the throttled endpoint stalled: {} deliveries",
+        rx.requests_to("/one-per-second").len()
+    );
+    let at = arrivals(&rx, "/one-per-second");
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("throttleRate 1: gaps between arrivals {gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(900)),
+        "throttleRate 1 not kept: gaps between arrivals {gaps:?}"
+    );
+}

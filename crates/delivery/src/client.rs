@@ -27,6 +27,32 @@ pub struct HttpResult {
     pub duration: Duration,
 }
 
+/// Sends one delivery attempt. [`Client`] is the real one; tests may answer in-process.
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// POSTs `body` with `headers` to `url`, within `timeout`.
+    async fn post(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> HttpResult;
+}
+
+#[async_trait::async_trait]
+impl Transport for Client {
+    async fn post(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> HttpResult {
+        Client::post(self, url, headers, body, timeout).await
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,

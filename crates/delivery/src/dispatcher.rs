@@ -19,14 +19,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use hookline_retry::RetryPolicy;
-use hookline_store::{new_id, Attempt, AttemptReport, ClaimedDelivery, Store};
+use hookline_store::{new_id, Attempt, AttemptReport, ClaimedDelivery, DeliveryQueue};
 use rand::Rng;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::client::{delivery_headers, Client};
+use crate::client::{delivery_headers, Client, Transport};
+use crate::clock::{Clock, SystemClock};
 use crate::outcome::{classify, next_step, parse_retry_after, Verdict};
 
 /// Default per-attempt timeout when the endpoint sets none.
@@ -49,6 +49,8 @@ pub struct DispatcherConfig {
     pub shutdown_grace: Duration,
     /// Send `svix-*` headers to endpoints that do not say otherwise.
     pub svix_headers: bool,
+    /// Spread retries by ±20 % (off only in tests that check exact schedules).
+    pub jitter: bool,
 }
 
 impl Default for DispatcherConfig {
@@ -60,6 +62,7 @@ impl Default for DispatcherConfig {
             disable_after: Duration::from_secs(5 * 24 * 3600),
             shutdown_grace: Duration::from_secs(10),
             svix_headers: false,
+            jitter: true,
         }
     }
 }
@@ -79,8 +82,9 @@ pub struct Observed {
 }
 
 pub struct Dispatcher {
-    store: Arc<dyn Store>,
-    client: Client,
+    store: Arc<dyn DeliveryQueue>,
+    client: Arc<dyn Transport>,
+    clock: Arc<dyn Clock>,
     cfg: DispatcherConfig,
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
@@ -94,14 +98,34 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<dyn Store>, client: Client, cfg: DispatcherConfig) -> Arc<Self> {
+    pub fn new(store: Arc<dyn DeliveryQueue>, client: Client, cfg: DispatcherConfig) -> Arc<Self> {
         Self::with_observers(store, client, cfg, vec![], Arc::new(Notify::new()))
     }
 
     /// A dispatcher that reports every attempt to `observers` and wakes on `wake`.
     pub fn with_observers(
-        store: Arc<dyn Store>,
+        store: Arc<dyn DeliveryQueue>,
         client: Client,
+        cfg: DispatcherConfig,
+        observers: Vec<Arc<dyn AttemptObserver>>,
+        wake: Arc<Notify>,
+    ) -> Arc<Self> {
+        Self::with_parts(
+            store,
+            Arc::new(client),
+            Arc::new(SystemClock),
+            cfg,
+            observers,
+            wake,
+        )
+    }
+
+    /// A dispatcher with its transport and clock chosen by the caller (tests: an
+    /// in-process receiver and tokio's paused clock).
+    pub fn with_parts(
+        store: Arc<dyn DeliveryQueue>,
+        client: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
         cfg: DispatcherConfig,
         observers: Vec<Arc<dyn AttemptObserver>>,
         wake: Arc<Notify>,
@@ -109,6 +133,7 @@ impl Dispatcher {
         Arc::new(Self {
             store,
             client,
+            clock,
             slots: Arc::new(Semaphore::new(cfg.max_in_flight)),
             cfg,
             wake,
@@ -141,7 +166,7 @@ impl Dispatcher {
                 let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
                 match self
                     .store
-                    .claim_deliveries(Utc::now(), lease, free.min(256), &busy)
+                    .claim_deliveries(self.clock.now(), lease, free.min(256), &busy)
                     .await
                 {
                     Ok(c) => c,
@@ -202,7 +227,7 @@ impl Dispatcher {
     /// How long to sleep when there was nothing to claim.
     async fn idle_wait(&self) -> Duration {
         match self.store.next_due().await {
-            Ok(Some(t)) => (t - Utc::now())
+            Ok(Some(t)) => (t - self.clock.now())
                 .to_std()
                 .unwrap_or(Duration::from_millis(5))
                 .clamp(Duration::from_millis(5), self.cfg.poll_interval),
@@ -225,7 +250,11 @@ impl Dispatcher {
         while tasks.join_next().await.is_some() {}
         let left: Vec<(i64, String)> = self.leases.lock().expect("lease map").drain().collect();
         for (id, token) in left {
-            if let Err(e) = self.store.release_delivery(id, &token, Utc::now()).await {
+            if let Err(e) = self
+                .store
+                .release_delivery(id, &token, self.clock.now())
+                .await
+            {
                 tracing::warn!(delivery = id, error = %e, "could not hand back delivery");
             }
         }
@@ -271,7 +300,7 @@ impl Dispatcher {
     }
 
     async fn attempt(&self, d: ClaimedDelivery) {
-        let now = Utc::now();
+        let now = self.clock.now();
         let ep = &d.endpoint;
         let timeout = ep
             .settings
@@ -295,7 +324,7 @@ impl Dispatcher {
                 result
                     .retry_after
                     .as_deref()
-                    .and_then(|v| parse_retry_after(v, Utc::now())),
+                    .and_then(|v| parse_retry_after(v, self.clock.now())),
             ),
             None => Verdict::Failed,
         };
@@ -306,8 +335,12 @@ impl Dispatcher {
             .or_else(|| d.app_retry_policy.clone())
             .unwrap_or_default();
         let scheduled_age = (d.scheduled_at - d.created_at).to_std().unwrap_or_default();
-        let jitter = rand::rng().random_range(-1.0..=1.0);
-        let finished = Utc::now();
+        let jitter = if self.cfg.jitter {
+            rand::rng().random_range(-1.0..=1.0)
+        } else {
+            0.0
+        };
+        let finished = self.clock.now();
         let next = next_step(
             &verdict,
             &policy,
@@ -370,3 +403,6 @@ impl Dispatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod timing_tests;

@@ -57,9 +57,45 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// so concurrent PATCHes never lose each other's writes, on any backend.
 pub type Mutator<T> = Box<dyn FnOnce(&mut T) -> std::result::Result<(), Rejected> + Send>;
 
+/// The part of the store the delivery engine works through: claiming due work under a
+/// lease, reporting attempts, handing work back, and when the next work falls due. Kept
+/// apart so the dispatcher depends on nothing else (and tests can wrap just this).
+#[async_trait]
+pub trait DeliveryQueue: Send + Sync + 'static {
+    /// Claims up to `max` due deliveries with a lease until `now + lease`. Deliveries
+    /// whose lease expired (a crashed worker) are due again. `busy` says how many
+    /// attempts this process already has in flight per endpoint id, so no endpoint gets
+    /// more than its `maxConcurrency` (`usize::MAX`: the endpoint is full for now); a
+    /// throttled endpoint gets at most `throttleRate` per claim. Work is found through
+    /// indexes only.
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        max: usize,
+        busy: &[(String, usize)],
+    ) -> Result<Vec<ClaimedDelivery>>;
+    /// Logs the attempt and, if `lease_token` still holds the delivery, moves it on.
+    async fn report_attempt(
+        &self,
+        delivery_id: i64,
+        lease_token: &str,
+        report: AttemptReport,
+    ) -> Result<ReportOutcome>;
+    /// Hands a claimed delivery back unattempted (shutdown), due at `now`.
+    async fn release_delivery(
+        &self,
+        delivery_id: i64,
+        lease_token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// When the earliest queued delivery (or lease expiry) falls due, if any.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+}
+
 /// The storage interface. Every method is one transaction.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: DeliveryQueue {
     // --- applications -------------------------------------------------------------
     /// Inserts a new application; `Conflict` if its uid is taken.
     async fn create_app(&self, app: Application) -> Result<Application>;
@@ -137,36 +173,7 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes finished keys older than `before`; returns how many went.
     async fn idempotency_purge(&self, before: DateTime<Utc>) -> Result<u64>;
 
-    // --- delivery -----------------------------------------------------------------
-    /// Claims up to `max` due deliveries with a lease until `now + lease`. Deliveries
-    /// whose lease expired (a crashed worker) are due again. `busy` says how many
-    /// attempts this process already has in flight per endpoint id, so no endpoint gets
-    /// more than its `maxConcurrency` (`usize::MAX`: the endpoint is full for now); a
-    /// throttled endpoint gets at most `throttleRate` per claim. Work is found through
-    /// indexes only.
-    async fn claim_deliveries(
-        &self,
-        now: DateTime<Utc>,
-        lease: chrono::Duration,
-        max: usize,
-        busy: &[(String, usize)],
-    ) -> Result<Vec<ClaimedDelivery>>;
-    /// Logs the attempt and, if `lease_token` still holds the delivery, moves it on.
-    async fn report_attempt(
-        &self,
-        delivery_id: i64,
-        lease_token: &str,
-        report: AttemptReport,
-    ) -> Result<ReportOutcome>;
-    /// Hands a claimed delivery back unattempted (shutdown), due at `now`.
-    async fn release_delivery(
-        &self,
-        delivery_id: i64,
-        lease_token: &str,
-        now: DateTime<Utc>,
-    ) -> Result<()>;
-    /// When the earliest queued delivery (or lease expiry) falls due, if any.
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+    // --- delivery (the queue itself is in [`DeliveryQueue`]) ------------------------
     async fn list_attempts(&self, app_id: &str, q: &AttemptQuery) -> Result<Page<Attempt>>;
     async fn get_attempt(&self, app_id: &str, attempt_id: &str) -> Result<Option<Attempt>>;
     /// Per-endpoint delivery state of one message.

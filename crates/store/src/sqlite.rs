@@ -977,6 +977,70 @@ fn report(
 }
 
 #[async_trait]
+impl DeliveryQueue for SqliteStore {
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        max: usize,
+        busy: &[(String, usize)],
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let busy = busy.to_vec();
+        self.write(move |c| claim(c, now, lease, max, &busy)).await
+    }
+
+    async fn report_attempt(
+        &self,
+        delivery_id: i64,
+        lease_token: &str,
+        report: AttemptReport,
+    ) -> Result<ReportOutcome> {
+        let token = lease_token.to_string();
+        self.write(move |c| self::report(c, delivery_id, &token, report))
+            .await
+    }
+
+    async fn release_delivery(
+        &self,
+        delivery_id: i64,
+        lease_token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let token = lease_token.to_string();
+        self.write(move |c| {
+            let ep: Option<String> = c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', due_at = ?3, lease_token = NULL, updated_at = ?3
+                     WHERE id = ?1 AND status = 'sending' AND lease_token = ?2
+                     RETURNING endpoint_id",
+                )
+                .map_err(backend)?
+                .query_row(params![delivery_id, token, ms(now)], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            if let Some(ep) = ep {
+                refresh_next_due(c, &ep)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT min(next_due_at) FROM endpoints WHERE disabled = 0 AND next_due_at IS NOT NULL",
+            )
+            .map_err(backend)?
+            .query_row([], |r| r.get::<_, Option<i64>>(0))
+            .map(|v| v.map(from_ms))
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl Store for SqliteStore {
     async fn create_app(&self, app: Application) -> Result<Application> {
         self.write(move |c| put_app(c, &app, true).map(|_| app))
@@ -1355,67 +1419,6 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             Ok(())
-        })
-        .await
-    }
-
-    async fn claim_deliveries(
-        &self,
-        now: DateTime<Utc>,
-        lease: chrono::Duration,
-        max: usize,
-        busy: &[(String, usize)],
-    ) -> Result<Vec<ClaimedDelivery>> {
-        let busy = busy.to_vec();
-        self.write(move |c| claim(c, now, lease, max, &busy)).await
-    }
-
-    async fn report_attempt(
-        &self,
-        delivery_id: i64,
-        lease_token: &str,
-        report: AttemptReport,
-    ) -> Result<ReportOutcome> {
-        let token = lease_token.to_string();
-        self.write(move |c| self::report(c, delivery_id, &token, report))
-            .await
-    }
-
-    async fn release_delivery(
-        &self,
-        delivery_id: i64,
-        lease_token: &str,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let token = lease_token.to_string();
-        self.write(move |c| {
-            let ep: Option<String> = c
-                .prepare_cached(
-                    "UPDATE deliveries SET status = 'pending', due_at = ?3, lease_token = NULL, updated_at = ?3
-                     WHERE id = ?1 AND status = 'sending' AND lease_token = ?2
-                     RETURNING endpoint_id",
-                )
-                .map_err(backend)?
-                .query_row(params![delivery_id, token, ms(now)], |r| r.get(0))
-                .optional()
-                .map_err(backend)?;
-            if let Some(ep) = ep {
-                refresh_next_due(c, &ep)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT min(next_due_at) FROM endpoints WHERE disabled = 0 AND next_due_at IS NOT NULL",
-            )
-            .map_err(backend)?
-            .query_row([], |r| r.get::<_, Option<i64>>(0))
-            .map(|v| v.map(from_ms))
-            .map_err(backend)
         })
         .await
     }

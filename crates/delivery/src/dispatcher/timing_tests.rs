@@ -1,0 +1,326 @@
+//! Retry timing under tokio's paused clock: hours and days of retries run in moments,
+//! through the real dispatcher and the real SQLite store, with an in-process transport.
+//!
+//! Paused time auto-advances to the next timer whenever the runtime has nothing to do,
+//! including while it waits for the store's writer thread. [`Held`] runs each queue call
+//! on the blocking pool, which tokio counts as work (it does not auto-advance while a
+//! blocking task runs), so virtual time stands still while the store commits and every
+//! timestamp below is exact.
+
+use std::collections::VecDeque;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use hookline_store::sqlite::SqliteStore;
+use hookline_store::{
+    Application, DeliveryStatus, Endpoint, EndpointSettings, ListQuery, Message, NextStep,
+    ReportOutcome, SecretEntry, Store,
+};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::client::HttpResult;
+use crate::clock::TokioClock;
+
+/// The SQLite store with virtual time held still during every queue call.
+struct Held(Arc<SqliteStore>);
+
+async fn held<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> T {
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || rt.block_on(fut))
+        .await
+        .expect("store call")
+}
+
+#[async_trait::async_trait]
+impl DeliveryQueue for Held {
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        max: usize,
+        busy: &[(String, usize)],
+    ) -> hookline_store::Result<Vec<ClaimedDelivery>> {
+        let (s, busy) = (self.0.clone(), busy.to_vec());
+        held(async move { s.claim_deliveries(now, lease, max, &busy).await }).await
+    }
+
+    async fn report_attempt(
+        &self,
+        delivery_id: i64,
+        lease_token: &str,
+        report: AttemptReport,
+    ) -> hookline_store::Result<ReportOutcome> {
+        let (s, token) = (self.0.clone(), lease_token.to_string());
+        held(async move { s.report_attempt(delivery_id, &token, report).await }).await
+    }
+
+    async fn release_delivery(
+        &self,
+        delivery_id: i64,
+        lease_token: &str,
+        now: DateTime<Utc>,
+    ) -> hookline_store::Result<()> {
+        let (s, token) = (self.0.clone(), lease_token.to_string());
+        held(async move { s.release_delivery(delivery_id, &token, now).await }).await
+    }
+
+    async fn next_due(&self) -> hookline_store::Result<Option<DateTime<Utc>>> {
+        let s = self.0.clone();
+        held(async move { s.next_due().await }).await
+    }
+}
+
+/// Answers attempts in-process from a script (the last answer repeats) and notes when
+/// each arrived.
+struct Scripted {
+    clock: TokioClock,
+    answers: Mutex<VecDeque<(u16, Option<&'static str>)>>,
+    arrivals: Mutex<Vec<DateTime<Utc>>>,
+}
+
+#[async_trait::async_trait]
+impl Transport for Scripted {
+    async fn post(
+        &self,
+        _: &str,
+        _: reqwest::header::HeaderMap,
+        _: Vec<u8>,
+        _: Duration,
+    ) -> HttpResult {
+        self.arrivals.lock().unwrap().push(self.clock.now());
+        let mut answers = self.answers.lock().unwrap();
+        let (status, retry_after) = if answers.len() > 1 {
+            answers.pop_front().unwrap()
+        } else {
+            answers[0]
+        };
+        HttpResult {
+            status: Some(status),
+            retry_after: retry_after.map(str::to_string),
+            response: String::new(),
+            error_kind: None,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+/// Hands each attempt's decided next step to the test.
+struct Steps(mpsc::UnboundedSender<NextStep>);
+
+impl AttemptObserver for Steps {
+    fn attempted(&self, _: &ClaimedDelivery, _: &Attempt, outcome: &Observed) {
+        let _ = self.0.send(outcome.next.clone());
+    }
+}
+
+struct Run {
+    arrivals: Vec<DateTime<Utc>>,
+    status: DeliveryStatus,
+    logged_attempts: usize,
+}
+
+/// Delivers one message to one endpoint with `policy`, answered by `answers`, until
+/// the delivery finishes; returns when each attempt arrived and how it ended.
+async fn run(
+    policy: Option<RetryPolicy>,
+    answers: &[(u16, Option<&'static str>)],
+    jitter: bool,
+) -> Run {
+    let clock = TokioClock::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("db.sqlite")).unwrap());
+    let now = clock.now();
+    let app = store
+        .create_app(Application {
+            id: new_id("app"),
+            uid: None,
+            name: "timing".into(),
+            throttle_rate: None,
+            metadata: Default::default(),
+            retry_policy: None,
+            validate_payloads: false,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    let ep = store
+        .create_endpoint(Endpoint {
+            id: new_id("ep"),
+            app_id: app.id.clone(),
+            uid: None,
+            url: "http://127.0.0.1:9/never-dialled".into(),
+            disabled: false,
+            settings: EndpointSettings {
+                retry_policy: policy,
+                secrets: vec![SecretEntry {
+                    key: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                    expires_at: None,
+                }],
+                ..Default::default()
+            },
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    let msg = store
+        .create_message(Message {
+            id: new_id("msg"),
+            app_id: app.id.clone(),
+            event_id: None,
+            event_type: "t".into(),
+            payload: "{}".into(),
+            channels: None,
+            tags: None,
+            created_at: now,
+            deliver_at: None,
+        })
+        .await
+        .unwrap();
+
+    let transport = Arc::new(Scripted {
+        clock,
+        answers: Mutex::new(answers.iter().copied().collect()),
+        arrivals: Mutex::new(Vec::new()),
+    });
+    let (tx, mut steps) = mpsc::unbounded_channel();
+    let dispatcher = Dispatcher::with_parts(
+        Arc::new(Held(store.clone())),
+        transport.clone(),
+        Arc::new(clock),
+        DispatcherConfig {
+            // Only due times wake the loop, so no poll ticks are needed.
+            poll_interval: Duration::from_secs(24 * 3600),
+            jitter,
+            ..DispatcherConfig::default()
+        },
+        vec![Arc::new(Steps(tx))],
+        Arc::new(Notify::new()),
+    );
+    let (stop_tx, stop) = watch::channel(false);
+    let loop_task = tokio::spawn(dispatcher.run(stop));
+
+    // Virtual time: this gives up only if the dispatcher stalls for a virtual month.
+    tokio::time::timeout(Duration::from_secs(30 * 24 * 3600), async {
+        while let Some(step) = steps.recv().await {
+            if !matches!(step, NextStep::RetryAt(_)) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the delivery finishes");
+    stop_tx.send(true).unwrap();
+    loop_task.await.unwrap();
+
+    let views = store
+        .list_message_deliveries(
+            &app.id,
+            &msg.id,
+            &ListQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(views.data.len(), 1);
+    assert_eq!(views.data[0].endpoint_id, ep.id);
+    let logged = store
+        .list_attempts(
+            &app.id,
+            &hookline_store::AttemptQuery {
+                list: ListQuery {
+                    limit: 250,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let arrivals = transport.arrivals.lock().unwrap().clone();
+    Run {
+        arrivals,
+        status: views.data[0].status,
+        logged_attempts: logged.data.len(),
+    }
+}
+
+/// Seconds from the first attempt to each attempt.
+fn offsets(arrivals: &[DateTime<Utc>]) -> Vec<f64> {
+    arrivals
+        .iter()
+        .map(|t| (*t - arrivals[0]).num_milliseconds() as f64 / 1000.0)
+        .collect()
+}
+
+fn assert_close(actual: f64, expected: f64, what: &str) {
+    assert!(
+        (actual - expected).abs() <= 1.0,
+        "{what}: {actual} s, expected {expected} s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fixed_hourly_for_two_days_is_48_retries_then_failed() {
+    let policy = RetryPolicy::Fixed {
+        interval_seconds: 3600,
+        give_up_after_seconds: 48 * 3600,
+    };
+    let r = run(Some(policy), &[(500, None)], false).await;
+    assert_eq!(r.arrivals.len(), 49, "one try and 48 retries");
+    for (i, off) in offsets(&r.arrivals).into_iter().enumerate() {
+        assert_close(off, i as f64 * 3600.0, &format!("attempt {}", i + 1));
+    }
+    assert_eq!(r.status, DeliveryStatus::Failed);
+    assert_eq!(r.logged_attempts, 49, "every attempt is in the log");
+}
+
+#[tokio::test(start_paused = true)]
+async fn default_schedule_with_jitter_stays_within_twenty_percent() {
+    let r = run(None, &[(503, None)], true).await;
+    let schedule = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0];
+    assert_eq!(
+        r.arrivals.len(),
+        schedule.len() + 1,
+        "one try and 7 retries"
+    );
+    let offs = offsets(&r.arrivals);
+    let mut exact = 0;
+    for (i, base) in schedule.iter().enumerate() {
+        let gap = offs[i + 1] - offs[i];
+        assert!(
+            gap >= base * 0.8 - 1.0 && gap <= base * 1.2 + 1.0,
+            "retry {}: waited {gap} s, schedule says {base} s ± 20 %",
+            i + 1
+        );
+        if (gap - base).abs() < 0.5 {
+            exact += 1;
+        }
+    }
+    assert!(
+        exact < schedule.len(),
+        "jitter spreads the retries: {offs:?}"
+    );
+    assert_eq!(r.status, DeliveryStatus::Failed);
+    assert_eq!(r.logged_attempts, 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_outweighs_a_shorter_scheduled_delay() {
+    // 429 asking for 10 minutes, where the schedule would retry after 5 s; then 200.
+    let r = run(None, &[(429, Some("600")), (200, None)], false).await;
+    assert_eq!(r.arrivals.len(), 2);
+    assert_close(offsets(&r.arrivals)[1], 600.0, "retry after Retry-After");
+    assert_eq!(r.status, DeliveryStatus::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn policy_none_tries_once() {
+    let r = run(Some(RetryPolicy::None), &[(500, None)], false).await;
+    assert_eq!(r.arrivals.len(), 1);
+    assert_eq!(r.status, DeliveryStatus::Failed);
+}

@@ -90,7 +90,8 @@ pub struct Dispatcher {
     slots: Arc<Semaphore>,
     /// Attempts in flight per endpoint id (a std mutex: held only for a map update).
     in_flight: Mutex<HashMap<String, usize>>,
-    /// Per endpoint: the earliest time the next attempt may start (throttleRate pacing).
+    /// Per endpoint and per application id: the earliest time the next attempt may
+    /// start (throttleRate pacing).
     pacing: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Claimed deliveries not yet reported, for handing back on shutdown.
     leases: Mutex<HashMap<i64, String>>,
@@ -261,8 +262,9 @@ impl Dispatcher {
         tracing::info!("dispatcher stopped");
     }
 
-    /// Attempts in flight per endpoint, for the store's claim; a throttled endpoint whose
-    /// pacing is booked beyond [`PACE_AHEAD`] counts as full until it catches up.
+    /// Attempts in flight per endpoint, for the store's claim; a throttled endpoint (or
+    /// application: its id) whose pacing is booked beyond [`PACE_AHEAD`] counts as full
+    /// until it catches up.
     fn busy(&self) -> Vec<(String, usize)> {
         let mut busy: HashMap<String, usize> =
             self.in_flight.lock().expect("in-flight map").clone();
@@ -288,14 +290,31 @@ impl Dispatcher {
         }
     }
 
-    /// Books the start time of `d` under its endpoint's `throttleRate`, if any.
+    /// Books the start time of `d` under its endpoint's and its application's
+    /// `throttleRate`, if any: the later of the two free slots.
     fn book_pace(&self, d: &ClaimedDelivery) -> Option<tokio::time::Instant> {
-        let rate = d.endpoint.settings.throttle_rate.filter(|r| *r > 0)?;
-        let interval = Duration::from_secs_f64(1.0 / rate as f64);
+        let limits: Vec<(&str, u32)> = [
+            (d.endpoint.id.as_str(), d.endpoint.settings.throttle_rate),
+            (d.endpoint.app_id.as_str(), d.app_throttle_rate),
+        ]
+        .into_iter()
+        .filter_map(|(key, rate)| Some((key, rate.filter(|r| *r > 0)?)))
+        .collect();
+        if limits.is_empty() {
+            return None;
+        }
         let mut map = self.pacing.lock().expect("pacing map");
         let now = tokio::time::Instant::now();
-        let slot = map.get(&d.endpoint.id).copied().unwrap_or(now).max(now);
-        map.insert(d.endpoint.id.clone(), slot + interval);
+        let slot = limits
+            .iter()
+            .filter_map(|(key, _)| map.get(*key).copied())
+            .fold(now, |a, b| a.max(b));
+        for (key, rate) in limits {
+            map.insert(
+                key.to_string(),
+                slot + Duration::from_secs_f64(1.0 / rate as f64),
+            );
+        }
         Some(slot)
     }
 

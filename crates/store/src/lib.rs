@@ -65,9 +65,10 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// Claims up to `max` due deliveries with a lease until `now + lease`. Deliveries
     /// whose lease expired (a crashed worker) are due again. `busy` says how many
     /// attempts this process already has in flight per endpoint id, so no endpoint gets
-    /// more than its `maxConcurrency` (`usize::MAX`: the endpoint is full for now); a
-    /// throttled endpoint gets at most `throttleRate` per claim. Work is found through
-    /// indexes only.
+    /// more than its `maxConcurrency` (`usize::MAX`: the endpoint is full for now; an
+    /// application id with `usize::MAX`: all its endpoints are). A throttled endpoint
+    /// gets at most `throttleRate` per claim, and a throttled application at most its
+    /// `throttleRate` over all its endpoints. Work is found through indexes only.
     async fn claim_deliveries(
         &self,
         now: DateTime<Utc>,

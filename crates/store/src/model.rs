@@ -300,6 +300,8 @@ pub struct ClaimedDelivery {
     pub endpoint: Endpoint,
     /// The application's default retry policy, for endpoints without their own.
     pub app_retry_policy: Option<RetryPolicy>,
+    /// The application's `throttleRate`: deliveries per second over all its endpoints.
+    pub app_throttle_rate: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

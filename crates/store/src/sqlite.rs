@@ -19,6 +19,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use std::collections::HashMap;
+
 use crate::*;
 
 /// Most writes one commit may carry; bounds the latency a single commit adds.
@@ -786,6 +788,14 @@ fn delivery_view_row(r: &Row) -> rusqlite::Result<DeliveryView> {
     })
 }
 
+/// An application's delivery settings, as a claim needs them.
+#[derive(Default)]
+struct AppLimits {
+    policy: Option<hookline_retry::RetryPolicy>,
+    rate: Option<u32>,
+    claimed: usize,
+}
+
 fn claim(
     c: &Connection,
     now: DateTime<Utc>,
@@ -808,22 +818,51 @@ fn claim(
         .map_err(backend)?;
     let token = lease_token();
     let mut out = Vec::new();
+    let busy_of = |id: &str| {
+        busy.iter()
+            .find(|(b, _)| b == id)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    };
+    // Per application seen in this claim: its retry policy, throttle and claims so far.
+    let mut apps: HashMap<String, AppLimits> = HashMap::new();
     for ep in candidates {
         let remaining = max.saturating_sub(out.len());
         if remaining == 0 {
             break;
         }
-        let in_flight = busy
-            .iter()
-            .find(|(id, _)| *id == ep.id)
-            .map(|(_, n)| *n)
-            .unwrap_or(0);
+        if !apps.contains_key(&ep.app_id) {
+            let limits = c
+                .prepare_cached(
+                    "SELECT retry_policy, throttle_rate FROM applications WHERE id = ?1",
+                )
+                .map_err(backend)?
+                .query_row([&ep.app_id], |r| {
+                    Ok(AppLimits {
+                        policy: opt_json_col(r, 0)?,
+                        rate: r.get::<_, Option<u32>>(1)?.filter(|r| *r > 0),
+                        claimed: 0,
+                    })
+                })
+                .optional()
+                .map_err(backend)?
+                .unwrap_or_default();
+            apps.insert(ep.app_id.clone(), limits);
+        }
+        let app = apps.get_mut(&ep.app_id).expect("inserted above");
         let cap = ep.settings.max_concurrency.unwrap_or(8) as usize;
-        let mut free = cap.saturating_sub(in_flight).min(remaining);
-        // A throttled endpoint gets at most a second's worth of its rate at a time: the
-        // dispatcher paces them, and what waits for its turn holds a lease and a slot.
+        let mut free = cap.saturating_sub(busy_of(&ep.id)).min(remaining);
+        // A throttled endpoint (or application) gets at most a second's worth of its rate
+        // at a time: the dispatcher paces them, and what waits for its turn holds a lease
+        // and a slot.
         if let Some(rate) = ep.settings.throttle_rate.filter(|r| *r > 0) {
             free = free.min(rate as usize);
+        }
+        if let Some(rate) = app.rate {
+            if busy_of(&ep.app_id) == usize::MAX {
+                free = 0;
+            }
+            free = free.min((rate as usize).saturating_sub(app.claimed));
         }
         if free == 0 {
             // Saturated here: look again shortly (a finishing attempt refreshes it sooner).
@@ -859,16 +898,7 @@ fn claim(
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(backend)?;
         refresh_next_due(c, &ep.id)?;
-        if rows.is_empty() {
-            continue;
-        }
-        let app_policy: Option<hookline_retry::RetryPolicy> = c
-            .prepare_cached("SELECT retry_policy FROM applications WHERE id = ?1")
-            .map_err(backend)?
-            .query_row([&ep.app_id], |r| opt_json_col(r, 0))
-            .optional()
-            .map_err(backend)?
-            .flatten();
+        app.claimed += rows.len();
         for (id, msg_id, attempts, scheduled_at, created_at, trigger) in rows {
             let message = c
                 .prepare_cached(&format!("SELECT {MSG_COLS} FROM messages WHERE id = ?1"))
@@ -884,7 +914,8 @@ fn claim(
                 trigger: trigger_of(trigger),
                 message,
                 endpoint: ep.clone(),
-                app_retry_policy: app_policy.clone(),
+                app_retry_policy: app.policy.clone(),
+                app_throttle_rate: app.rate,
             });
         }
     }

@@ -193,6 +193,61 @@ async fn throttle_rate_paces_deliveries() {
     );
 }
 
+/// An application's `throttleRate` caps deliveries over all its endpoints together:
+/// three endpoints of an app throttled to 20/s get 60 deliveries at about 20/s in all.
+#[tokio::test(flavor = "multi_thread")]
+async fn app_throttle_rate_paces_all_its_endpoints_together() {
+    let server = loopback_server(&[]).await;
+    let api = server.client();
+    let rx = Receiver::start().await;
+    let app = api
+        .create(
+            "/api/v1/app",
+            json!({"name": "throttled app", "throttleRate": 20}),
+        )
+        .await["id"]
+        .as_str()
+        .expect("app id")
+        .to_string();
+    let paths = ["/app-paced-a", "/app-paced-b", "/app-paced-c"];
+    for path in paths {
+        new_endpoint(&api, &app, json!({"url": rx.url(path)})).await;
+    }
+
+    send_many(&api, &app, 20, 4).await;
+    let all = rx
+        .wait_for(SETTLE, |r| {
+            paths.iter().map(|p| r.requests_to(p).len()).sum::<usize>() >= 60
+        })
+        .await;
+    assert!(all, "not all 60 deliveries arrived within {SETTLE:?}");
+
+    let mut at: Vec<Instant> = paths
+        .iter()
+        .flat_map(|p| rx.requests_to(p).into_iter().map(|r| r.at))
+        .collect();
+    at.sort();
+    let at: Vec<Duration> = at.iter().map(|t| *t - at[0]).collect();
+    let window = Duration::from_secs(1);
+    let busiest = (0..at.len())
+        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < window).count())
+        .max()
+        .unwrap();
+    let span = *at.last().unwrap();
+    eprintln!(
+        "app throttleRate 20 over 3 endpoints: busiest 1 s window {busiest}, 60 over {span:?}"
+    );
+    assert!(
+        busiest <= 22,
+        "app throttleRate 20 not enforced: {busiest} arrivals within one second"
+    );
+    // 60 starts spaced 50 ms apart take at least 2.95 s.
+    assert!(
+        span >= Duration::from_millis(2_700),
+        "60 deliveries at 20/s arrived within {span:?}"
+    );
+}
+
 /// Five endpoints that never answer (10 s timeout, no retries), saturated with work,
 /// while a healthy endpoint of another application gets 500 messages: the healthy one
 /// gets them all while the dead ones still hold their connections.

@@ -81,6 +81,13 @@ pub struct Observed {
     pub consecutive_failures: u32,
 }
 
+/// One endpoint's attempts in flight in this process, against its `maxConcurrency`.
+#[derive(Debug, Default, Clone, Copy)]
+struct InFlight {
+    attempts: usize,
+    cap: usize,
+}
+
 pub struct Dispatcher {
     store: Arc<dyn DeliveryQueue>,
     client: Arc<dyn Transport>,
@@ -88,8 +95,9 @@ pub struct Dispatcher {
     cfg: DispatcherConfig,
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
-    /// Attempts in flight per endpoint id (a std mutex: held only for a map update).
-    in_flight: Mutex<HashMap<String, usize>>,
+    /// Per endpoint id: attempts in flight and its `maxConcurrency` (a std mutex: held
+    /// only for a map update).
+    in_flight: Mutex<HashMap<String, InFlight>>,
     /// Per endpoint and per application id: the earliest time the next attempt may
     /// start (throttleRate pacing).
     pacing: Mutex<HashMap<String, tokio::time::Instant>>,
@@ -185,12 +193,12 @@ impl Dispatcher {
                     .acquire_owned()
                     .await
                     .expect("semaphore never closed");
-                *self
-                    .in_flight
-                    .lock()
-                    .expect("in-flight map")
-                    .entry(d.endpoint.id.clone())
-                    .or_default() += 1;
+                {
+                    let mut map = self.in_flight.lock().expect("in-flight map");
+                    let entry = map.entry(d.endpoint.id.clone()).or_default();
+                    entry.attempts += 1;
+                    entry.cap = d.endpoint.settings.max_concurrency.unwrap_or(8) as usize;
+                }
                 // Booked now, so the next claim already sees how far ahead it reaches.
                 let start_at = self.book_pace(&d);
                 self.leases
@@ -225,9 +233,10 @@ impl Dispatcher {
         self.drain(tasks).await;
     }
 
-    /// How long to sleep when there was nothing to claim.
+    /// How long to sleep when there was nothing to claim: until the next delivery falls
+    /// due on an endpoint with room (a freed slot wakes the loop anyway).
     async fn idle_wait(&self) -> Duration {
-        match self.store.next_due().await {
+        match self.store.next_due(&self.busy()).await {
             Ok(Some(t)) => (t - self.clock.now())
                 .to_std()
                 .unwrap_or(Duration::from_millis(5))
@@ -262,12 +271,25 @@ impl Dispatcher {
         tracing::info!("dispatcher stopped");
     }
 
-    /// Attempts in flight per endpoint, for the store's claim; a throttled endpoint (or
-    /// application: its id) whose pacing is booked beyond [`PACE_AHEAD`] counts as full
-    /// until it catches up.
+    /// Attempts in flight per endpoint, for the store's claim: an endpoint at its
+    /// `maxConcurrency` counts as full (`usize::MAX`), and so does a throttled endpoint
+    /// (or application: its id) whose pacing is booked beyond [`PACE_AHEAD`], until it
+    /// catches up.
     fn busy(&self) -> Vec<(String, usize)> {
-        let mut busy: HashMap<String, usize> =
-            self.in_flight.lock().expect("in-flight map").clone();
+        let mut busy: HashMap<String, usize> = self
+            .in_flight
+            .lock()
+            .expect("in-flight map")
+            .iter()
+            .map(|(id, f)| {
+                let n = if f.attempts >= f.cap {
+                    usize::MAX
+                } else {
+                    f.attempts
+                };
+                (id.clone(), n)
+            })
+            .collect();
         let now = tokio::time::Instant::now();
         let mut pacing = self.pacing.lock().expect("pacing map");
         // A slot in the past is the same as none.
@@ -282,9 +304,9 @@ impl Dispatcher {
 
     fn release_slot(&self, endpoint_id: &str) {
         let mut map = self.in_flight.lock().expect("in-flight map");
-        if let Some(n) = map.get_mut(endpoint_id) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(f) = map.get_mut(endpoint_id) {
+            f.attempts -= 1;
+            if f.attempts == 0 {
                 map.remove(endpoint_id);
             }
         }

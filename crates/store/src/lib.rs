@@ -65,8 +65,8 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// Claims up to `max` due deliveries with a lease until `now + lease`. Deliveries
     /// whose lease expired (a crashed worker) are due again. `busy` says how many
     /// attempts this process already has in flight per endpoint id, so no endpoint gets
-    /// more than its `maxConcurrency` (`usize::MAX`: the endpoint is full for now; an
-    /// application id with `usize::MAX`: all its endpoints are). A throttled endpoint
+    /// more than its `maxConcurrency` (`usize::MAX`: the endpoint is full for now, and is
+    /// not even looked at; an application id with `usize::MAX`: all its endpoints are). A throttled endpoint
     /// gets at most `throttleRate` per claim, and a throttled application at most its
     /// `throttleRate` over all its endpoints. Work is found through indexes only.
     async fn claim_deliveries(
@@ -90,8 +90,9 @@ pub trait DeliveryQueue: Send + Sync + 'static {
         lease_token: &str,
         now: DateTime<Utc>,
     ) -> Result<()>;
-    /// When the earliest queued delivery (or lease expiry) falls due, if any.
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+    /// When the earliest queued delivery (or lease expiry) falls due, if any, leaving
+    /// out endpoints and applications `busy` marks full (`usize::MAX`), as the claim does.
+    async fn next_due(&self, busy: &[(String, usize)]) -> Result<Option<DateTime<Utc>>>;
 }
 
 /// The storage interface. Every method is one transaction.

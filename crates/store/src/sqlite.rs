@@ -887,6 +887,15 @@ fn delivery_view_row(r: &Row) -> rusqlite::Result<DeliveryView> {
     })
 }
 
+/// The ids a worker reports as full (`usize::MAX` in its busy list), as a JSON array.
+fn full_ids_json<'a>(busy: impl Iterator<Item = (&'a str, usize)>) -> String {
+    let full: Vec<&str> = busy
+        .filter(|(_, n)| *n == usize::MAX)
+        .map(|(id, _)| id)
+        .collect();
+    to_json(&full)
+}
+
 /// An application's delivery settings, as a claim needs them.
 #[derive(Default)]
 struct AppLimits {
@@ -904,27 +913,30 @@ fn claim(
 ) -> Result<Vec<ClaimedDelivery>> {
     let now_ms = ms(now);
     let until = ms(now + lease);
-    // Look at a few more endpoints than slots: some may be saturated.
+    let busy: HashMap<&str, usize> = busy.iter().map(|(id, n)| (id.as_str(), *n)).collect();
+    let busy_of = |id: &str| busy.get(id).copied().unwrap_or(0);
+    // Endpoints (and applications) the worker says are full are skipped in the index
+    // walk itself, so they neither crowd out the others nor need parking: the worker
+    // claims again as soon as one of their slots frees.
+    let full = full_ids_json(busy.iter().map(|(id, n)| (*id, *n)));
+    // Look at a few more endpoints than slots: some may be throttled.
     let candidates = c
         .prepare_cached(&format!(
             "SELECT {EP_COLS} FROM endpoints WHERE disabled = 0 AND next_due_at <= ?1
+               AND id NOT IN (SELECT value FROM json_each(?3))
+               AND app_id NOT IN (SELECT value FROM json_each(?3))
              ORDER BY next_due_at LIMIT ?2"
         ))
         .map_err(backend)?
-        .query_map(params![now_ms, (max * 2).max(16) as i64], ep_row)
+        .query_map(params![now_ms, (max * 2).max(16) as i64, full], ep_row)
         .map_err(backend)?
         .collect::<rusqlite::Result<Vec<Endpoint>>>()
         .map_err(backend)?;
     let token = lease_token();
     let mut out = Vec::new();
-    let busy_of = |id: &str| {
-        busy.iter()
-            .find(|(b, _)| b == id)
-            .map(|(_, n)| *n)
-            .unwrap_or(0)
-    };
     // Per application seen in this claim: its retry policy, throttle and claims so far.
     let mut apps: HashMap<String, AppLimits> = HashMap::new();
+    let mut messages: HashMap<String, Message> = HashMap::new();
     for ep in candidates {
         let remaining = max.saturating_sub(out.len());
         if remaining == 0 {
@@ -958,17 +970,10 @@ fn claim(
             free = free.min(rate as usize);
         }
         if let Some(rate) = app.rate {
-            if busy_of(&ep.app_id) == usize::MAX {
-                free = 0;
-            }
             free = free.min((rate as usize).saturating_sub(app.claimed));
         }
         if free == 0 {
-            // Saturated here: look again shortly (a finishing attempt refreshes it sooner).
-            c.prepare_cached("UPDATE endpoints SET next_due_at = ?2 WHERE id = ?1")
-                .map_err(backend)?
-                .execute(params![ep.id, now_ms + 1000])
-                .map_err(backend)?;
+            // Full for this claim; the worker's next claim looks again.
             continue;
         }
         let rows = c
@@ -999,11 +1004,19 @@ fn claim(
         refresh_next_due(c, &ep.id)?;
         app.claimed += rows.len();
         for (id, msg_id, attempts, scheduled_at, created_at, trigger) in rows {
-            let message = c
-                .prepare_cached(&format!("SELECT {MSG_COLS} FROM messages WHERE id = ?1"))
-                .map_err(backend)?
-                .query_row([&msg_id], msg_row)
-                .map_err(backend)?;
+            // A fanned-out message is read once per claim, not once per endpoint.
+            let message = match messages.get(&msg_id) {
+                Some(m) => Message::clone(m),
+                None => {
+                    let m = c
+                        .prepare_cached(&format!("SELECT {MSG_COLS} FROM messages WHERE id = ?1"))
+                        .map_err(backend)?
+                        .query_row([&msg_id], msg_row)
+                        .map_err(backend)?;
+                    messages.insert(msg_id, m.clone());
+                    m
+                }
+            };
             out.push(ClaimedDelivery {
                 id,
                 lease_token: token.clone(),
@@ -1157,13 +1170,18 @@ impl DeliveryQueue for SqliteStore {
         .await
     }
 
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        self.read(|c| {
+    async fn next_due(&self, busy: &[(String, usize)]) -> Result<Option<DateTime<Utc>>> {
+        let full = full_ids_json(busy.iter().map(|(id, n)| (id.as_str(), *n)));
+        self.read(move |c| {
             c.prepare_cached(
-                "SELECT min(next_due_at) FROM endpoints WHERE disabled = 0 AND next_due_at IS NOT NULL",
+                "SELECT next_due_at FROM endpoints WHERE disabled = 0 AND next_due_at IS NOT NULL
+                   AND id NOT IN (SELECT value FROM json_each(?1))
+                   AND app_id NOT IN (SELECT value FROM json_each(?1))
+                 ORDER BY next_due_at LIMIT 1",
             )
             .map_err(backend)?
-            .query_row([], |r| r.get::<_, Option<i64>>(0))
+            .query_row([full], |r| r.get::<_, i64>(0))
+            .optional()
             .map(|v| v.map(from_ms))
             .map_err(backend)
         })
@@ -2015,6 +2033,46 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(attempts.data.len(), 2, "both attempts are in the log");
+    }
+
+    #[tokio::test]
+    async fn full_endpoints_are_skipped_not_parked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+        let a = store.create_app(app(None)).await.unwrap();
+        let full = store.create_endpoint(endpoint(&a.id, 1)).await.unwrap();
+        let other = store.create_endpoint(endpoint(&a.id, 1)).await.unwrap();
+        store.create_message(message(&a.id)).await.unwrap();
+        let lease = chrono::Duration::seconds(30);
+        let now = Utc::now();
+        let busy = vec![(full.id.clone(), usize::MAX)];
+        let got = store.claim_deliveries(now, lease, 10, &busy).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].endpoint.id, other.id, "the full endpoint is skipped");
+        // Nothing else is due on an endpoint with room: the next wake-up is the other
+        // delivery's lease expiry, not the full endpoint's due work.
+        let next = store
+            .next_due(&busy)
+            .await
+            .unwrap()
+            .expect("a lease expires");
+        assert!(
+            next > now + chrono::Duration::seconds(29),
+            "{next} vs {now}"
+        );
+        // Once it has room, its work is claimable at once (it was not parked).
+        let got = store.claim_deliveries(now, lease, 10, &[]).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].endpoint.id, full.id);
+        // A full application counts for all its endpoints.
+        store.create_message(message(&a.id)).await.unwrap();
+        let later = now + chrono::Duration::milliseconds(10);
+        let busy = vec![(a.id.clone(), usize::MAX)];
+        assert!(store
+            .claim_deliveries(later, lease, 10, &busy)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]

@@ -65,9 +65,12 @@ impl DeliveryQueue for Held {
         held(async move { s.release_delivery(delivery_id, &token, now).await }).await
     }
 
-    async fn next_due(&self) -> hookline_store::Result<Option<DateTime<Utc>>> {
-        let s = self.0.clone();
-        held(async move { s.next_due().await }).await
+    async fn next_due(
+        &self,
+        busy: &[(String, usize)],
+    ) -> hookline_store::Result<Option<DateTime<Utc>>> {
+        let (s, busy) = (self.0.clone(), busy.to_vec());
+        held(async move { s.next_due(&busy).await }).await
     }
 }
 

@@ -1,0 +1,305 @@
+//! `hookline-bench`: starts the real `hookline serve` per scenario on loopback, drives its
+//! management API, receives its deliveries with its own receiver, and reports figures next
+//! to the goals of issue 5. See BENCHMARKS.md.
+
+mod charts;
+mod http;
+mod receiver;
+mod results;
+mod scenarios;
+mod server;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+
+use crate::http::Payloads;
+use crate::results::ScenarioResult;
+use crate::scenarios::{Counts, Ctx, PAYLOAD_BYTES};
+
+#[derive(Parser)]
+#[command(
+    name = "hookline-bench",
+    about = "Benchmarks hookline end to end on loopback and writes results.json and SVG charts"
+)]
+struct Cli {
+    /// Scenarios to run (in this order), or `all`. The ratio scenarios (ingest, e2e) run
+    /// the baseline first when it is not selected.
+    #[arg(value_enum, required = true)]
+    scenarios: Vec<Which>,
+    /// Small counts: checks that everything runs (well under a minute), not timings.
+    #[arg(long)]
+    quick: bool,
+    /// The hookline binary to benchmark; without it, `cargo build --release -p hookline`
+    /// runs first and `target/release/hookline` is used.
+    #[arg(long, value_name = "PATH")]
+    hookline_bin: Option<PathBuf>,
+    /// Where results.json, results.md, the charts and the server logs go
+    /// (default `target/bench/<timestamp>`).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+enum Which {
+    Baseline,
+    Ingest,
+    E2e,
+    Latency,
+    Fanout,
+    Isolation,
+    Backlog,
+    All,
+}
+
+impl Which {
+    const EVERY: [Which; 7] = [
+        Which::Baseline,
+        Which::Ingest,
+        Which::E2e,
+        Which::Latency,
+        Which::Fanout,
+        Which::Isolation,
+        Which::Backlog,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Which::Baseline => "baseline",
+            Which::Ingest => "ingest",
+            Which::E2e => "e2e",
+            Which::Latency => "latency",
+            Which::Fanout => "fanout",
+            Which::Isolation => "isolation",
+            Which::Backlog => "backlog",
+            Which::All => "all",
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// `cargo build --release -p hookline`, quietly; returns the binary.
+fn build_hookline() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("==> cargo build --release -p hookline");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "hookline"])
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo build --release -p hookline failed ({status})");
+    }
+    Ok(target_dir().join("release").join("hookline"))
+}
+
+fn commit() -> Option<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(workspace_root())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn mem_total_gib() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: f64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0 / 1024.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    // Interrupted: dropping the scenario stops its server (and removes its data dir).
+    let outcome = tokio::select! {
+        r = run(cli) => Some(r),
+        () = interrupted() => None,
+    };
+    match outcome {
+        Some(Ok(true)) => {}
+        Some(Ok(false)) => std::process::exit(1),
+        Some(Err(e)) => {
+            eprintln!("hookline-bench: {e:#}");
+            std::process::exit(1);
+        }
+        None => {
+            eprintln!("hookline-bench: interrupted");
+            std::process::exit(130);
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Between scenarios: the previous one's database (up to hundreds of MB, just deleted)
+/// is still being written back, which slows the next server's fsyncs; flush it first.
+async fn settle(quick: bool) {
+    let _ = tokio::task::spawn_blocking(|| Command::new("sync").status()).await;
+    if !quick {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+/// Ok(false): some scenario failed (its error is in the table and results.json).
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let mut selected: Vec<Which> = if cli.scenarios.contains(&Which::All) {
+        Which::EVERY.to_vec()
+    } else {
+        cli.scenarios.clone()
+    };
+    if selected
+        .iter()
+        .any(|w| matches!(w, Which::Ingest | Which::E2e))
+        && !selected.contains(&Which::Baseline)
+    {
+        selected.push(Which::Baseline);
+    }
+    selected.sort();
+    selected.dedup();
+
+    let out = match cli.out {
+        Some(o) => o,
+        None => target_dir()
+            .join("bench")
+            .join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string()),
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let needs_server = selected.iter().any(|w| *w != Which::Baseline);
+    let bin = match cli.hookline_bin {
+        Some(b) => b,
+        None if needs_server => build_hookline()?,
+        None => PathBuf::from("(not used)"),
+    };
+    if needs_server && !bin.is_file() {
+        bail!("no hookline binary at {}", bin.display());
+    }
+    let counts = if cli.quick {
+        Counts::quick()
+    } else {
+        Counts::full()
+    };
+    let mut ctx = Ctx {
+        bin: bin.clone(),
+        out: out.clone(),
+        counts: counts.clone(),
+        payloads: Arc::new(Payloads::new(PAYLOAD_BYTES)),
+        baseline_rps: None,
+    };
+
+    let mut results: Vec<ScenarioResult> = Vec::new();
+    for (i, which) in selected.iter().enumerate() {
+        let name = which.name();
+        if i > 0 {
+            settle(cli.quick).await;
+        }
+        eprintln!("==> {name}{}", if cli.quick { " (quick)" } else { "" });
+        let cpu0 = server::own_stats().cpu_s;
+        let t0 = Instant::now();
+        let outcome = match which {
+            Which::Baseline => scenarios::baseline(&ctx).await,
+            Which::Ingest => scenarios::ingest(&ctx).await,
+            Which::E2e => scenarios::e2e(&ctx).await,
+            Which::Latency => scenarios::latency(&ctx).await,
+            Which::Fanout => scenarios::fanout(&ctx).await,
+            Which::Isolation => scenarios::isolation(&ctx).await,
+            Which::Backlog => scenarios::backlog(&ctx).await,
+            Which::All => unreachable!("expanded above"),
+        };
+        let mut r = outcome.unwrap_or_else(|e| {
+            let mut r = ScenarioResult::new(name, String::new());
+            r.error = Some(format!("{e:#}"));
+            r
+        });
+        r.wall_s = t0.elapsed().as_secs_f64();
+        r.harness_cpu_s = server::own_stats().cpu_s - cpu0;
+        if *which == Which::Baseline {
+            ctx.baseline_rps = r.figures.first().map(|f| f.value);
+        }
+        match &r.error {
+            Some(e) => eprintln!("    {name} FAILED: {e}"),
+            None => {
+                for f in &r.figures {
+                    eprintln!("    {}: {}", f.label, f.value_text());
+                }
+            }
+        }
+        results.push(r);
+    }
+
+    let table = results::text_table(&results);
+    println!("\n{table}");
+    let report = serde_json::json!({
+        "date": chrono::Local::now().to_rfc3339(),
+        "commit": commit(),
+        "quick": cli.quick,
+        "hookline_bin": bin,
+        "machine": {
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "mem_total_gib": mem_total_gib(),
+        },
+        "server_flags": {
+            "max_in_flight": scenarios::SERVER_MAX_IN_FLIGHT,
+            "endpoint_max_concurrency": scenarios::ENDPOINT_MAX_CONCURRENCY,
+            "note": "hookline's defaults; only --listen, --data-dir, --allow-target and --admin-token are given",
+        },
+        "baseline_concurrency": counts.delivery_concurrency(),
+        "counts": counts,
+        "total_s": started.elapsed().as_secs_f64(),
+        "scenarios": results,
+    });
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(out.join("results.md"), results::markdown_table(&results))?;
+    println!(
+        "results: {} (charts and server logs beside it); {:.0} s in all",
+        out.join("results.json").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(results.iter().all(|r| r.error.is_none()))
+}

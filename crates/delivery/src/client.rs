@@ -60,7 +60,10 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(guard: Guard) -> Self {
+    /// `max_idle_per_host` should be the most attempts that can be in flight, so a burst
+    /// to one host (a fan-out to many endpoints of one receiver) finds its connections
+    /// still open next time instead of reconnecting.
+    pub fn new(guard: Guard, max_idle_per_host: usize) -> Self {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("hookline/", env!("CARGO_PKG_VERSION")))
@@ -68,7 +71,7 @@ impl Client {
                 guard: guard.clone(),
             }))
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(max_idle_per_host)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .build()

@@ -87,7 +87,10 @@ pub async fn run(
     }
     let dispatcher = Dispatcher::with_observers(
         store.clone(),
-        Client::new(Guard::new(config.allow_targets.clone())),
+        Client::new(
+            Guard::new(config.allow_targets.clone()),
+            config.max_in_flight,
+        ),
         DispatcherConfig {
             max_in_flight: config.max_in_flight,
             disable_after: Duration::from_secs(config.endpoint_disable_after_secs),

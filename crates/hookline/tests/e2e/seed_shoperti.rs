@@ -292,7 +292,10 @@ async fn shoperti_per_event_subscription_no_redirects_hourly_retries_lookup_by_i
     assert_eq!(r["signatureChecked"], json!(true));
     assert_eq!(r["payload"], example_json("payloads/order.created.json"));
     let (status, attempts) = api
-        .get(&format!("/api/v1/app/{app}/attempt/endpoint/{ordenes}"))
+        .get_until(
+            &format!("/api/v1/app/{app}/attempt/endpoint/{ordenes}"),
+            |b| b["data"].as_array().is_some_and(|a| !a.is_empty()),
+        )
         .await;
     assert_eq!(status, 200, "{attempts}");
     let attempts = attempts["data"].as_array().unwrap();
@@ -323,7 +326,9 @@ async fn shoperti_per_event_subscription_no_redirects_hourly_retries_lookup_by_i
     );
     assert_eq!(recv.count(), 3);
     let (status, attempts) = api
-        .get(&format!("/api/v1/app/{app}/attempt/endpoint/{erp}"))
+        .get_until(&format!("/api/v1/app/{app}/attempt/endpoint/{erp}"), |b| {
+            b["data"].as_array().is_some_and(|a| a.len() >= 3)
+        })
         .await;
     assert_eq!(status, 200, "{attempts}");
     let attempts = attempts["data"].as_array().unwrap();

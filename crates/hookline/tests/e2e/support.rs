@@ -183,6 +183,20 @@ impl Api {
         self.call("GET", path, None).await
     }
 
+    /// GETs `path` until `ready` holds for the body (within 10 s), then returns the last
+    /// answer. For state written a moment after a receiver saw a request, such as the
+    /// attempt log (an attempt is logged once its response is in).
+    pub async fn get_until(&self, path: &str, ready: impl Fn(&Value) -> bool) -> (u16, Value) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (status, body) = self.get(path).await;
+            if (status == 200 && ready(&body)) || std::time::Instant::now() > deadline {
+                return (status, body);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.call("POST", path, Some(body)).await
     }

@@ -89,6 +89,15 @@ fn arrivals(rx: &Receiver, path: &str) -> Vec<Duration> {
         .collect()
 }
 
+/// The most arrivals within any one second, from sorted arrival offsets.
+fn busiest_second(at: &[Duration]) -> usize {
+    let window = Duration::from_secs(1);
+    (0..at.len())
+        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < window).count())
+        .max()
+        .unwrap_or(0)
+}
+
 /// `maxConcurrency: 2` with a receiver that takes 200 ms: never more than 2 requests at
 /// once, and 2 are actually used.
 #[tokio::test(flavor = "multi_thread")]
@@ -168,11 +177,7 @@ async fn throttle_rate_paces_deliveries() {
     );
 
     let at = arrivals(&rx, "/paced");
-    let window = Duration::from_secs(1);
-    let busiest = (0..at.len())
-        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < window).count())
-        .max()
-        .unwrap();
+    let busiest = busiest_second(&at);
     let first3 = at.iter().filter(|t| **t < Duration::from_secs(3)).count();
     let span = *at.last().unwrap();
     eprintln!(
@@ -228,11 +233,7 @@ async fn app_throttle_rate_paces_all_its_endpoints_together() {
         .collect();
     at.sort();
     let at: Vec<Duration> = at.iter().map(|t| *t - at[0]).collect();
-    let window = Duration::from_secs(1);
-    let busiest = (0..at.len())
-        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < window).count())
-        .max()
-        .unwrap();
+    let busiest = busiest_second(&at);
     let span = *at.last().unwrap();
     eprintln!(
         "app throttleRate 20 over 3 endpoints: busiest 1 s window {busiest}, 60 over {span:?}"

@@ -13,33 +13,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{json, Value};
 
-use crate::support::{Api, Server};
+use crate::support::{self, Api, Server};
 
 fn example(file: &str) -> String {
-    let path = format!(
-        "{}/../../examples/cabaprop/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    support::example_text("cabaprop", file)
 }
 
 fn example_json(file: &str) -> Value {
-    serde_json::from_str(&example(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-/// POSTs `body` exactly as given (no re-serialization).
-async fn post_raw(api: &Api, path: &str, body: String) -> (u16, Value) {
-    let resp = api
-        .http
-        .post(format!("{}{path}", api.base))
-        .bearer_auth(api.token.as_deref().expect("token"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    support::example_json("cabaprop", file)
 }
 
 /// What the integration's receiver saw and did.
@@ -206,8 +187,7 @@ async fn cabaprop_thin_event_once_within_200ms_then_fetched_by_id() {
     // The seed's payload, bytes as in the file; the conversation id is the eventId, so
     // the id in the thin event is enough to look the message up.
     let conversation = payload["id"].as_i64().unwrap();
-    let (status, msg) = post_raw(
-        &admin,
+    let (status, msg) = admin.post_raw(
         &format!("/api/v1/app/{app}/msg"),
         format!(
             r#"{{"eventType": "{event_type}", "eventId": "{conversation}", "payload": {payload_text}}}"#

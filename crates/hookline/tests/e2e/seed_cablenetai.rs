@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::support::{require_tool, Api, Server};
+use crate::support::{self, require_tool, Server};
 
 const EVENT_TYPES: [&str; 6] = [
     "lead.created",
@@ -27,34 +27,15 @@ const EVENT_TYPES: [&str; 6] = [
 ];
 
 fn example_path(file: &str) -> String {
-    format!(
-        "{}/../../examples/cablenetai/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    support::example_path("cablenetai", file)
 }
 
 fn example(file: &str) -> String {
-    let path = example_path(file);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    support::example_text("cablenetai", file)
 }
 
 fn example_json(file: &str) -> Value {
-    serde_json::from_str(&example(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-/// POSTs `body` exactly as given (no re-serialization).
-async fn post_raw(api: &Api, path: &str, body: String) -> (u16, Value) {
-    let resp = api
-        .http
-        .post(format!("{}{path}", api.base))
-        .bearer_auth(api.token.as_deref().expect("token"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    support::example_json("cablenetai", file)
 }
 
 /// `examples/cablenetai/receiver.mjs` under Node, on a free loopback port; what it
@@ -259,12 +240,12 @@ async fn cablenetai_signed_events_verified_by_the_seeds_node_code() {
     let mut sent = Vec::new();
     for name in EVENT_TYPES {
         let text = example(&format!("payloads/{name}.json"));
-        let (status, msg) = post_raw(
-            &admin,
-            &format!("/api/v1/app/{app}/msg"),
-            format!(r#"{{"eventType": "{name}", "payload": {text}}}"#),
-        )
-        .await;
+        let (status, msg) = admin
+            .post_raw(
+                &format!("/api/v1/app/{app}/msg"),
+                format!(r#"{{"eventType": "{name}", "payload": {text}}}"#),
+            )
+            .await;
         assert_eq!(status, 202, "{name}: {msg}");
         sent.push((name, msg["id"].as_str().unwrap().to_string(), text));
     }
@@ -334,12 +315,12 @@ async fn cablenetai_signed_events_verified_by_the_seeds_node_code() {
     body["secret"] = json!("un-secreto-que-ya-no-es");
     admin.create("/api/v1/app/org-stale/endpoint", body).await;
     let text = example("payloads/lead.created.json");
-    let (status, msg) = post_raw(
-        &admin,
-        "/api/v1/app/org-stale/msg",
-        format!(r#"{{"eventType": "lead.created", "payload": {text}}}"#),
-    )
-    .await;
+    let (status, msg) = admin
+        .post_raw(
+            "/api/v1/app/org-stale/msg",
+            format!(r#"{{"eventType": "lead.created", "payload": {text}}}"#),
+        )
+        .await;
     assert_eq!(status, 202, "{msg}");
     let msg_id = msg["id"].as_str().unwrap();
     let stale = rx.wait_for(stale_hook, 2, Duration::from_secs(15)).await;

@@ -9,33 +9,14 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::receiver::Receiver;
-use crate::support::{Api, Server};
+use crate::support::{self, Server};
 
 fn example(file: &str) -> String {
-    let path = format!(
-        "{}/../../examples/instantmessage/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    support::example_text("instantmessage", file)
 }
 
 fn example_json(file: &str) -> Value {
-    serde_json::from_str(&example(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-/// POSTs `body` exactly as given (no re-serialization).
-async fn post_raw(api: &Api, path: &str, body: String) -> (u16, Value) {
-    let resp = api
-        .http
-        .post(format!("{}{path}", api.base))
-        .bearer_auth(api.token.as_deref().expect("token"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    support::example_json("instantmessage", file)
 }
 
 /// A message whose payload is the sample file's text, untouched.
@@ -108,12 +89,12 @@ async fn instantmessage_events_reach_the_admin_registered_url_byte_for_byte() {
     assert_eq!(sent.matches(r#""status": "sent""#).count(), 1);
     for bad in ["bogus", "sent | delivered | read"] {
         let text = sent.replace(r#""status": "sent""#, &format!(r#""status": "{bad}""#));
-        let (status, err) = post_raw(
-            &admin,
-            &format!("/api/v1/app/{app}/msg"),
-            message("message.status", &text),
-        )
-        .await;
+        let (status, err) = admin
+            .post_raw(
+                &format!("/api/v1/app/{app}/msg"),
+                message("message.status", &text),
+            )
+            .await;
         assert_eq!(status, 422, "{bad}: {err}");
         assert_eq!(
             err["detail"][0]["loc"],
@@ -122,12 +103,12 @@ async fn instantmessage_events_reach_the_admin_registered_url_byte_for_byte() {
         );
     }
     // An inbound message is not a status (event.type is "response").
-    let (status, err) = post_raw(
-        &admin,
-        &format!("/api/v1/app/{app}/msg"),
-        message("message.status", &example("payloads/response.json")),
-    )
-    .await;
+    let (status, err) = admin
+        .post_raw(
+            &format!("/api/v1/app/{app}/msg"),
+            message("message.status", &example("payloads/response.json")),
+        )
+        .await;
     assert_eq!(status, 422, "{err}");
 
     // Each sample, as the file's text inside the message.
@@ -135,12 +116,9 @@ async fn instantmessage_events_reach_the_admin_registered_url_byte_for_byte() {
     for (name, files) in samples {
         for file in *files {
             let text = example(file);
-            let (status, msg) = post_raw(
-                &admin,
-                &format!("/api/v1/app/{app}/msg"),
-                message(name, &text),
-            )
-            .await;
+            let (status, msg) = admin
+                .post_raw(&format!("/api/v1/app/{app}/msg"), message(name, &text))
+                .await;
             assert_eq!(status, 202, "{file}: {msg}");
             sent_msgs.push((msg["id"].as_str().unwrap().to_string(), *file, text));
         }

@@ -17,23 +17,18 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::receiver::{Behavior, Receiver};
-use crate::support::{require_tool, Api, Server};
+use crate::support::{self, require_tool, Api, Server};
 
 const TEST: &str = "seed_shoperti";
 
 const EVENT_TYPES: [&str; 3] = ["order.created", "order.updated", "customer.created"];
 
 fn example_path(file: &str) -> String {
-    format!(
-        "{}/../../examples/shoperti/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    support::example_path("shoperti", file)
 }
 
 fn example_json(file: &str) -> Value {
-    let path = example_path(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    support::example_json("shoperti", file)
 }
 
 /// `php -S 127.0.0.1:0 webhook.php`: the seed's sample as the store's receiver.

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::support::{require_tool, Server};
+use crate::support::{self, require_tool, Server};
 
 const TEST: &str = "seed_treble";
 
@@ -33,16 +33,11 @@ const KINDS: [&str; 6] = [
 const ENDPOINTS: [&str; 3] = ["flow-a", "flow-b", "global"];
 
 fn example_path(file: &str) -> String {
-    format!(
-        "{}/../../examples/treble/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    support::example_path("treble", file)
 }
 
 fn example_json(file: &str) -> Value {
-    let path = example_path(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    support::example_json("treble", file)
 }
 
 /// One `node receiver.js` (the seed's express sample), on a free loopback port.

@@ -183,6 +183,21 @@ impl Api {
         self.call("GET", path, None).await
     }
 
+    /// POSTs `body` exactly as given (no re-serialization).
+    pub async fn post_raw(&self, path: &str, body: String) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(self.token.as_deref().expect("token"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// GETs `path` until `ready` holds for the body (within 10 s), then returns the last
     /// answer. For state written a moment after a receiver saw a request, such as the
     /// attempt log (an attempt is logged once its response is in).
@@ -255,4 +270,24 @@ pub fn require_tool(name: &str, test: &str) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// The path of `file` in `examples/<platform>/`.
+pub fn example_path(platform: &str, file: &str) -> String {
+    format!(
+        "{}/../../examples/{platform}/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// The text of `file` in `examples/<platform>/`.
+pub fn example_text(platform: &str, file: &str) -> String {
+    let path = example_path(platform, file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `file` in `examples/<platform>/`, parsed as JSON.
+pub fn example_json(platform: &str, file: &str) -> Value {
+    serde_json::from_str(&example_text(platform, file))
+        .unwrap_or_else(|e| panic!("{platform}/{file}: {e}"))
 }

@@ -2,11 +2,13 @@
 //!
 //! SQLite allows one writer at a time, so all writes go to a single writer thread that
 //! owns the write connection and **group-commits**: it takes every write waiting in its
-//! queue, runs each inside its own savepoint of one transaction, and commits once. A
-//! commit is an fsync (`synchronous=FULL`), so a burst of N writes costs one fsync, not
-//! N, and no write is acknowledged before its commit returned. Only a group of nothing
-//! but delivery claims commits without an fsync: a lost claim just makes its delivery
-//! due again. Reads run on a small pool
+//! queue, runs each inside its own savepoint of one transaction, and commits once. The
+//! commit itself does not fsync (`synchronous=NORMAL`); a sync thread fsyncs the WAL
+//! after it and only then acknowledges the group's durable writes, while the writer
+//! already runs the next group. So a burst of N writes costs one fsync, not N, the disk
+//! flush never stalls the writer, and no durable write is acknowledged before it is on
+//! disk. Delivery claims are acknowledged at commit: a lost claim just makes its
+//! delivery due again. Reads run on a small pool
 //! of read-only connections on the blocking thread pool; WAL lets them proceed while the
 //! writer writes.
 //!
@@ -174,6 +176,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// Makes everything written to the WAL so far durable (`fdatasync` of the WAL file).
+type SyncFn = Box<dyn FnMut() -> std::io::Result<()> + Send>;
 type JobFn = Box<dyn FnOnce(&Connection) -> (bool, Finisher) + Send>;
 
 /// A write: runs its statements, reports whether they succeeded (else its savepoint is
@@ -182,9 +186,9 @@ struct WriteJob {
     run: JobFn,
     /// Whether the write must survive a power loss once acknowledged. Claims and
     /// hand-backs need not: losing one only makes the delivery due again (at-least-once
-    /// holds; a restart hands back every claim anyway), so a group holding nothing else
-    /// commits without an fsync. Any later fsynced commit makes it durable too: WAL
-    /// commits reach the disk in order.
+    /// holds; a restart hands back every claim anyway), so they are acknowledged at
+    /// commit, before the fsync. Any later fsync makes them durable too: WAL commits
+    /// reach the disk in order.
     durable: bool,
 }
 
@@ -208,7 +212,13 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs pending migrations.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_with(path.as_ref(), |wal| Box::new(move || wal.sync_data()))
+    }
+
+    /// [`open`](Self::open), with what makes the WAL durable given as a function of the
+    /// open WAL file (tests put a gate in front of the fsync).
+    fn open_with(path: &Path, make_sync: impl FnOnce(std::fs::File) -> SyncFn) -> Result<Self> {
+        let path = path.to_path_buf();
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)
@@ -246,10 +256,24 @@ impl SqliteStore {
         recover_leases(&conn)?;
         let checkpointer = spawn_checkpointer(&path)?;
 
+        // Commits need not fsync on the writer thread: the sync thread does it (see
+        // `spawn_syncer`). The WAL exists by now (the migrations wrote to it).
+        let wal_path = PathBuf::from(format!("{}-wal", path.display()));
+        let syncer = match std::fs::File::open(&wal_path) {
+            Ok(wal) => {
+                conn.execute_batch("PRAGMA synchronous = NORMAL")
+                    .map_err(backend)?;
+                Some(spawn_syncer(make_sync(wal))?)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, wal = %wal_path.display(), "cannot open the WAL to sync it; every commit syncs on the writer thread");
+                None
+            }
+        };
         let (tx, rx) = mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, syncer))
             .map_err(|e| StoreError::Backend(format!("spawning writer thread: {e}")))?;
         Ok(Self {
             _lock: lock,
@@ -435,9 +459,12 @@ fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlit
 /// overwriting blocks the file already has, which is much cheaper for the filesystem
 /// than extending it (ext4 zeroes and allocates every new block: a third of the writer's
 /// time before this, see BENCHMARKS.md).
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<WriteJob>,
+    syncer: Option<mpsc::Sender<Vec<Finisher>>>,
+) {
     conn.wal_hook(Some(note_wal_frames));
-    let mut fsync = true;
     // Ends when every sender (the store) is dropped.
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -447,19 +474,8 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        let durable = batch.iter().any(|j| j.durable);
-        if durable != fsync {
-            let pragma = if durable {
-                "PRAGMA synchronous = FULL"
-            } else {
-                "PRAGMA synchronous = NORMAL"
-            };
-            match conn.execute_batch(pragma) {
-                Ok(()) => fsync = durable,
-                Err(e) => tracing::error!(error = %e, "sqlite: setting synchronous failed"),
-            }
-        }
-        let mut finishers = Vec::with_capacity(batch.len());
+        let mut durable = Vec::with_capacity(batch.len());
+        let mut lazy = Vec::new();
         if let Err(e) = exec_cached(&conn, "BEGIN IMMEDIATE") {
             // Dropping the jobs unrun tells each waiting caller its write failed.
             tracing::error!(error = %e, "sqlite begin failed; failing {} writes", batch.len());
@@ -480,14 +496,36 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
             if let Err(e) = end {
                 tracing::error!(error = %e, "sqlite savepoint release failed");
             }
-            finishers.push(fin);
+            if job.durable {
+                durable.push(fin);
+            } else {
+                lazy.push(fin);
+            }
         }
         let commit = exec_cached(&conn, "COMMIT").map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
             format!("commit: {e}")
         });
-        for fin in finishers {
+        for fin in lazy {
             fin(commit.clone().map_err(StoreError::Backend));
+        }
+        match (&commit, &syncer) {
+            // Acknowledged once the sync thread's next fsync of the WAL returns.
+            (Ok(()), Some(syncer)) if !durable.is_empty() => {
+                if let Err(mpsc::SendError(durable)) = syncer.send(durable) {
+                    for fin in durable {
+                        fin(Err(StoreError::Backend(
+                            "the WAL sync thread has stopped".into(),
+                        )));
+                    }
+                }
+            }
+            // Without a sync thread the connection syncs every commit itself.
+            _ => {
+                for fin in durable {
+                    fin(commit.clone().map_err(StoreError::Backend));
+                }
+            }
         }
         if WAL_FRAMES.get() > WAL_RESTART_FRAMES {
             // PASSIVE: never waits; if a reader still needs old frames, the WAL keeps
@@ -498,6 +536,36 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
             WAL_FRAMES.set(0);
         }
     }
+}
+
+/// Makes committed groups durable off the writer thread: waits for committed groups,
+/// takes every one waiting, fsyncs the WAL once (`fdatasync`) and only then tells their
+/// callers the write succeeded. The writer meanwhile runs the next group, so the disk
+/// flush of one group overlaps the work of the next instead of stalling the only thread
+/// that can write. An fsync covers every WAL byte written before it started, so each
+/// group it acknowledges is on disk; and the WAL only starts over once all of it is
+/// checkpointed into the database file, which SQLite fsyncs itself.
+fn spawn_syncer(mut sync: SyncFn) -> Result<mpsc::Sender<Vec<Finisher>>> {
+    let (tx, rx) = mpsc::channel::<Vec<Finisher>>();
+    std::thread::Builder::new()
+        .name("sqlite-sync".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut waiting = first;
+                while let Ok(more) = rx.try_recv() {
+                    waiting.extend(more);
+                }
+                let synced = sync().map_err(|e| {
+                    tracing::error!(error = %e, "fsync of the SQLite WAL failed");
+                    format!("fsync of the write-ahead log failed: {e}")
+                });
+                for fin in waiting {
+                    fin(synced.clone().map_err(StoreError::Backend));
+                }
+            }
+        })
+        .map_err(|e| StoreError::Backend(format!("spawning WAL sync thread: {e}")))?;
+    Ok(tx)
 }
 
 /// Runs a parameterless statement through the statement cache (no re-parsing).
@@ -2227,6 +2295,60 @@ mod tests {
             largest < bound,
             "the WAL grew to {largest} bytes (bound {bound})"
         );
+    }
+
+    /// A durable write is acknowledged only once the WAL fsync that follows its commit has
+    /// returned, and an fsync error reaches the caller; a claim (lazy) does not wait.
+    #[tokio::test]
+    async fn durable_writes_wait_for_the_wal_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gate_tx, gate_rx) = mpsc::channel::<std::io::Result<()>>();
+        let gate_rx = Mutex::new(gate_rx);
+        let store = Arc::new(
+            SqliteStore::open_with(&dir.path().join("db.sqlite"), move |wal| {
+                Box::new(move || {
+                    let outcome = gate_rx.lock().unwrap().recv().unwrap();
+                    wal.sync_data().and(outcome)
+                })
+            })
+            .unwrap(),
+        );
+        let s = store.clone();
+        let write = tokio::spawn(async move { s.create_app(app(Some("a"))).await });
+        // Committed (readers see it) but not acknowledged while the fsync is held.
+        let mut seen = false;
+        for _ in 0..200 {
+            if store.get_app("a").await.unwrap().is_some() {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(seen, "the write was never committed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !write.is_finished(),
+            "acknowledged before the WAL was synced"
+        );
+        // Lazy writes (claims) are answered without waiting for the held fsync.
+        let claimed = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            store.claim_deliveries(Utc::now(), chrono::Duration::seconds(30), 10, &[]),
+        )
+        .await
+        .expect("a claim waited for the fsync");
+        assert!(claimed.unwrap().is_empty());
+        gate_tx.send(Ok(())).unwrap();
+        write.await.unwrap().unwrap();
+
+        // A failed fsync fails the writes it covered.
+        let s = store.clone();
+        let write = tokio::spawn(async move { s.create_app(app(Some("b"))).await });
+        gate_tx
+            .send(Err(std::io::Error::other("disk on fire")))
+            .unwrap();
+        let err = write.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("fsync"), "{err}");
     }
 
     #[tokio::test]

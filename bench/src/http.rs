@@ -99,6 +99,29 @@ impl Api {
         Ok((status, body))
     }
 
+    /// `GET /metrics`: the value of each counter named in `names` (summed over labels).
+    pub async fn counters(&self, names: &[&str]) -> anyhow::Result<Vec<f64>> {
+        let base = self.base.trim_end_matches("/api/v1");
+        let req = Request::builder()
+            .uri(format!("{base}/metrics"))
+            .body(Full::new(Bytes::new()))?;
+        let resp = self.client.request(req).await.context("GET /metrics")?;
+        let text = resp.into_body().collect().await?.to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        Ok(names
+            .iter()
+            .map(|name| {
+                text.lines()
+                    .filter(|l| {
+                        l.strip_prefix(name)
+                            .is_some_and(|rest| rest.starts_with([' ', '{']))
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .collect())
+    }
+
     /// `GET /api/v1/health` answers 200.
     pub async fn healthy(&self) -> bool {
         matches!(self.request(Method::GET, "/health", None).await, Ok((s, _)) if s == StatusCode::OK)

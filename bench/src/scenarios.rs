@@ -460,7 +460,19 @@ pub async fn e2e(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
     )?;
     r.charts = vec![file_name(&cdf), file_name(&tput)];
     let ack_last = acked_at.iter().max().expect("some");
+    let store = server
+        .api
+        .counters(&[
+            "hookline_sqlite_wal_pages_total",
+            "hookline_sqlite_group_commits_total",
+            "hookline_sqlite_writes_total",
+        ])
+        .await?;
+    let per_msg = |v: f64| v / c.messages as f64;
     r.details = json!({"messages": c.messages, "elapsed_s": elapsed,
+        "sqlite_wal_pages_per_message": per_msg(store[0]),
+        "sqlite_group_commits_per_message": per_msg(store[1]),
+        "sqlite_writes_per_group_commit": store[2] / store[1].max(1.0),
         "ingest_msg_per_s": c.messages as f64 / ack_last.duration_since(t0).as_secs_f64(),
         "latency_ms": lat, "duplicates": (recv.answered() - since).saturating_sub(c.messages as u64),
         "receiver_connections": recv.connections()});

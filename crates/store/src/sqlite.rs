@@ -217,6 +217,55 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Dropping it stops the checkpoint thread.
     _checkpointer: mpsc::Sender<()>,
+    /// Applications and event types by the key they were looked up with: every create
+    /// message reads both, and they rarely change.
+    apps: LookupCache<Application>,
+    event_types: LookupCache<EventType>,
+}
+
+/// Point lookups of rarely changing records, kept in memory (misses too) so the hot path
+/// (create message) does not read them from SQLite each time. Exact, not eventually
+/// consistent: this process is the only writer of the file (the lock file sees to it),
+/// and every write of such a record clears the cache once it has committed. A lookup
+/// that raced with a write is not kept: the write bumps the generation, and a result is
+/// stored only if the generation is the one seen before the lookup started.
+struct LookupCache<T> {
+    inner: Mutex<(u64, HashMap<String, Option<T>>)>,
+    /// Entries kept at most; a full cache starts over (bounds memory under random keys).
+    max: usize,
+}
+
+impl<T: Clone> LookupCache<T> {
+    fn new(max: usize) -> Self {
+        Self {
+            inner: Mutex::new((0, HashMap::new())),
+            max,
+        }
+    }
+
+    /// The cached result for `key` (`Some(None)`: known not to exist), else the
+    /// generation to hand back to [`put`](Self::put) with what the lookup found.
+    fn get(&self, key: &str) -> Result<Option<T>, u64> {
+        let inner = self.inner.lock().expect("cache poisoned");
+        inner.1.get(key).cloned().ok_or(inner.0)
+    }
+
+    fn put(&self, generation: u64, key: String, value: Option<T>) {
+        let mut inner = self.inner.lock().expect("cache poisoned");
+        if inner.0 != generation {
+            return;
+        }
+        if inner.1.len() >= self.max {
+            inner.1.clear();
+        }
+        inner.1.insert(key, value);
+    }
+
+    fn invalidate(&self) {
+        let mut inner = self.inner.lock().expect("cache poisoned");
+        inner.0 += 1;
+        inner.1.clear();
+    }
 }
 
 impl SqliteStore {
@@ -291,6 +340,8 @@ impl SqliteStore {
             writer: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
             _checkpointer: checkpointer,
+            apps: LookupCache::new(4096),
+            event_types: LookupCache::new(1024),
         })
     }
 
@@ -1360,13 +1411,23 @@ impl DeliveryQueue for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_app(&self, app: Application) -> Result<Application> {
-        self.write(move |c| put_app(c, &app, true).map(|_| app))
-            .await
+        let out = self
+            .write(move |c| put_app(c, &app, true).map(|_| app))
+            .await;
+        self.apps.invalidate();
+        out
     }
 
     async fn get_app(&self, id_or_uid: &str) -> Result<Option<Application>> {
+        let generation = match self.apps.get(id_or_uid) {
+            Ok(hit) => return Ok(hit),
+            Err(generation) => generation,
+        };
         let key = id_or_uid.to_string();
-        self.read(move |c| find_app(c, &key)).await
+        let found = self.read(move |c| find_app(c, &key)).await?;
+        self.apps
+            .put(generation, id_or_uid.to_string(), found.clone());
+        Ok(found)
     }
 
     async fn list_apps(&self, q: &ListQuery, only: Option<&str>) -> Result<Page<Application>> {
@@ -1386,38 +1447,53 @@ impl Store for SqliteStore {
 
     async fn update_app(&self, id: &str, change: Mutator<Application>) -> Result<Application> {
         let id = id.to_string();
-        self.write(move |c| {
-            let mut app = find_app(c, &id)?
-                .filter(|a| a.id == id)
-                .ok_or(StoreError::NotFound)?;
-            change(&mut app)?;
-            put_app(c, &app, false)?;
-            Ok(app)
-        })
-        .await
+        let out = self
+            .write(move |c| {
+                let mut app = find_app(c, &id)?
+                    .filter(|a| a.id == id)
+                    .ok_or(StoreError::NotFound)?;
+                change(&mut app)?;
+                put_app(c, &app, false)?;
+                Ok(app)
+            })
+            .await;
+        self.apps.invalidate();
+        out
     }
 
     async fn delete_app(&self, id: &str) -> Result<()> {
         let id = id.to_string();
-        self.write(move |c| {
-            let n = c
-                .execute("DELETE FROM applications WHERE id = ?1", [&id])
-                .map_err(backend)?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(())
-        })
-        .await
+        let out = self
+            .write(move |c| {
+                let n = c
+                    .execute("DELETE FROM applications WHERE id = ?1", [&id])
+                    .map_err(backend)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+            .await;
+        self.apps.invalidate();
+        out
     }
 
     async fn create_event_type(&self, et: EventType) -> Result<EventType> {
-        self.write(move |c| put_et(c, &et, true).map(|_| et)).await
+        let out = self.write(move |c| put_et(c, &et, true).map(|_| et)).await;
+        self.event_types.invalidate();
+        out
     }
 
     async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
-        let name = name.to_string();
-        self.read(move |c| find_et(c, &name)).await
+        let generation = match self.event_types.get(name) {
+            Ok(hit) => return Ok(hit),
+            Err(generation) => generation,
+        };
+        let key = name.to_string();
+        let found = self.read(move |c| find_et(c, &key)).await?;
+        self.event_types
+            .put(generation, name.to_string(), found.clone());
+        Ok(found)
     }
 
     async fn list_event_types(
@@ -1438,28 +1514,34 @@ impl Store for SqliteStore {
 
     async fn update_event_type(&self, name: &str, change: Mutator<EventType>) -> Result<EventType> {
         let name = name.to_string();
-        self.write(move |c| {
-            let mut et = find_et(c, &name)?.ok_or(StoreError::NotFound)?;
-            change(&mut et)?;
-            et.name = name;
-            put_et(c, &et, false)?;
-            Ok(et)
-        })
-        .await
+        let out = self
+            .write(move |c| {
+                let mut et = find_et(c, &name)?.ok_or(StoreError::NotFound)?;
+                change(&mut et)?;
+                et.name = name;
+                put_et(c, &et, false)?;
+                Ok(et)
+            })
+            .await;
+        self.event_types.invalidate();
+        out
     }
 
     async fn expunge_event_type(&self, name: &str) -> Result<()> {
         let name = name.to_string();
-        self.write(move |c| {
-            let n = c
-                .execute("DELETE FROM event_types WHERE name = ?1", [&name])
-                .map_err(backend)?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(())
-        })
-        .await
+        let out = self
+            .write(move |c| {
+                let n = c
+                    .execute("DELETE FROM event_types WHERE name = ?1", [&name])
+                    .map_err(backend)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+            .await;
+        self.event_types.invalidate();
+        out
     }
 
     async fn create_endpoint(&self, ep: Endpoint) -> Result<Endpoint> {
@@ -2416,6 +2498,82 @@ mod tests {
             .unwrap();
         let err = write.await.unwrap().unwrap_err();
         assert!(err.to_string().contains("fsync"), "{err}");
+    }
+
+    /// Cached lookups (misses included) follow every write at once.
+    #[tokio::test]
+    async fn cached_lookups_follow_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+        assert!(store.get_app("shop").await.unwrap().is_none());
+        let a = store.create_app(app(Some("shop"))).await.unwrap();
+        assert_eq!(store.get_app("shop").await.unwrap().unwrap().id, a.id);
+        assert_eq!(store.get_app(&a.id).await.unwrap().unwrap().name, "n");
+        store
+            .update_app(
+                &a.id,
+                Box::new(|a| {
+                    a.name = "renamed".into();
+                    a.uid = Some("store".into());
+                    Ok(())
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.get_app(&a.id).await.unwrap().unwrap().name, "renamed");
+        assert!(store.get_app("shop").await.unwrap().is_none());
+        assert_eq!(store.get_app("store").await.unwrap().unwrap().id, a.id);
+        store.delete_app(&a.id).await.unwrap();
+        assert!(store.get_app(&a.id).await.unwrap().is_none());
+        assert!(store.get_app("store").await.unwrap().is_none());
+
+        assert!(store
+            .get_event_type("order.created")
+            .await
+            .unwrap()
+            .is_none());
+        let now = Utc::now();
+        let et = EventType {
+            name: "order.created".into(),
+            description: "d".into(),
+            archived: false,
+            deprecated: false,
+            schemas: None,
+            group_name: None,
+            feature_flags: None,
+            validate_payloads: false,
+            created_at: now,
+            updated_at: now,
+        };
+        store.create_event_type(et).await.unwrap();
+        let got = store
+            .get_event_type("order.created")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!got.validate_payloads);
+        store
+            .update_event_type(
+                "order.created",
+                Box::new(|e| {
+                    e.validate_payloads = true;
+                    Ok(())
+                }),
+            )
+            .await
+            .unwrap();
+        let got = store
+            .get_event_type("order.created")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got.validate_payloads);
+        store.expunge_event_type("order.created").await.unwrap();
+        assert!(store
+            .get_event_type("order.created")
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]

@@ -332,7 +332,10 @@ impl SqliteStore {
         };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, syncer))
+            .spawn({
+                let checkpointer = checkpointer.clone();
+                move || writer_loop(conn, rx, syncer, checkpointer)
+            })
             .map_err(|e| StoreError::Backend(format!("spawning writer thread: {e}")))?;
         Ok(Self {
             _lock: lock,
@@ -422,7 +425,10 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>> {
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(CHECKPOINT_EVERY) {
+            // Every CHECKPOINT_EVERY, and whenever the writer says the WAL is getting long.
+            while let Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(CHECKPOINT_EVERY)
+            {
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                     tracing::warn!(error = %e, "sqlite checkpoint failed");
                 }
@@ -528,9 +534,9 @@ fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlit
 /// bound: SQLite starts the WAL over only when a write transaction begins while every
 /// frame is already checkpointed, which under continuous load never happens by itself
 /// (the checkpoint thread always trails the writer by the frames written since its last
-/// pass). So once the WAL is past [`WAL_RESTART_FRAMES`], the writer checkpoints the few
-/// frames the checkpoint thread has not copied yet, between two groups, and the next
-/// commit rewrites the WAL from its start. Besides bounding the file, that keeps commits
+/// pass). So halfway to [`WAL_RESTART_FRAMES`] the writer asks the checkpoint thread for a
+/// pass, and once past it, checkpoints the few frames that pass did not copy itself,
+/// between two groups; the next commit then rewrites the WAL from its start. Besides bounding the file, that keeps commits
 /// overwriting blocks the file already has, which is much cheaper for the filesystem
 /// than extending it (ext4 zeroes and allocates every new block: a third of the writer's
 /// time before this, see BENCHMARKS.md).
@@ -538,8 +544,11 @@ fn writer_loop(
     conn: Connection,
     rx: mpsc::Receiver<ToWriter>,
     syncer: Option<mpsc::Sender<Vec<Finisher>>>,
+    checkpointer: mpsc::Sender<()>,
 ) {
     conn.wal_hook(Some(note_wal_frames));
+    // Whether the checkpoint thread was asked for a pass in this cycle of the WAL.
+    let mut nudged = false;
     // Whether the sync thread is busy with the previous group. While it is, the writer
     // keeps running arriving writes in the open transaction and commits once it is free:
     // as many commits as fsyncs, so a group under load is as large as with an fsync per
@@ -610,9 +619,18 @@ fn writer_loop(
                 }
             }
         }
-        if WAL_FRAMES.get() > WAL_RESTART_FRAMES {
-            // PASSIVE: never waits; if a reader still needs old frames, the WAL keeps
-            // growing a little and the next group tries again.
+        let frames = WAL_FRAMES.get();
+        if frames < WAL_RESTART_FRAMES / 2 {
+            nudged = false;
+        } else if !nudged {
+            // Halfway: the checkpoint thread copies what is there now, concurrently, so
+            // that at the limit only the frames since then are left for the writer.
+            let _ = checkpointer.send(());
+            nudged = true;
+        }
+        if frames > WAL_RESTART_FRAMES {
+            // PASSIVE: never waits; if a reader still needs old frames (or the checkpoint
+            // thread is still at it), the WAL grows a little and the next group tries again.
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::warn!(error = %e, "sqlite checkpoint in the writer failed");
             }

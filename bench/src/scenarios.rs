@@ -477,6 +477,8 @@ pub async fn e2e(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
             "hookline_sqlite_wal_pages_total",
             "hookline_sqlite_group_commits_total",
             "hookline_sqlite_writes_total",
+            "hookline_sqlite_wal_sync_seconds_sum",
+            "hookline_sqlite_wal_sync_seconds_count",
         ])
         .await?;
     let per_msg = |v: f64| v / c.messages as f64;
@@ -484,6 +486,7 @@ pub async fn e2e(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
         "sqlite_wal_pages_per_message": per_msg(store[0]),
         "sqlite_group_commits_per_message": per_msg(store[1]),
         "sqlite_writes_per_group_commit": store[2] / store[1].max(1.0),
+        "sqlite_wal_fsync_mean_ms": store[3] * 1e3 / store[4].max(1.0),
         "ingest_msg_per_s": c.messages as f64 / ack_last.duration_since(t0).as_secs_f64(),
         "latency_ms": lat, "duplicates": (recv.answered() - since).saturating_sub(c.messages as u64),
         "receiver_connections": recv.connections()});

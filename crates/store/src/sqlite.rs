@@ -688,7 +688,11 @@ fn spawn_syncer(
                 while let Ok(more) = rx.try_recv() {
                     waiting.extend(more);
                 }
-                let synced = sync().map_err(|e| {
+                let started = std::time::Instant::now();
+                let synced = sync();
+                metrics::histogram!("hookline_sqlite_wal_sync_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let synced = synced.map_err(|e| {
                     tracing::error!(error = %e, "fsync of the SQLite WAL failed");
                     format!("fsync of the write-ahead log failed: {e}")
                 });

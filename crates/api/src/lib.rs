@@ -42,8 +42,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// SHA-256 of admin tokens given in the configuration (compared in constant time).
     pub admin_token_hashes: Arc<Vec<[u8; 32]>>,
-    /// Base URL this server is reachable at, for links it hands out.
-    pub public_url: String,
+    /// Base URL this server is reachable at, for links it hands out (shared: the state
+    /// is cloned for every request).
+    pub public_url: Arc<str>,
     /// Notified after new deliveries are committed, so they are picked up at once.
     pub wake: Arc<tokio::sync::Notify>,
     /// Renders the process's metrics in Prometheus text format (`None`: no `/metrics`).

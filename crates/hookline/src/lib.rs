@@ -104,7 +104,7 @@ pub async fn run(
     let state = AppState {
         store: store.clone(),
         admin_token_hashes: Arc::new(config.admin_token.iter().map(|t| hash_token(t)).collect()),
-        public_url: format!("http://{addr}"),
+        public_url: format!("http://{addr}").into(),
         wake: dispatcher.waker(),
         metrics: install_metrics(),
     };

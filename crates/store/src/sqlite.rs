@@ -2539,10 +2539,16 @@ mod tests {
         );
         let s = store.clone();
         let write = tokio::spawn(async move { s.create_app(app(Some("a"))).await });
-        // Committed (readers see it) but not acknowledged while the fsync is held.
+        // Committed (readers see it) but not acknowledged while the fsync is held. (A
+        // listing reads the database; `get_app` may answer from the lookup cache, which
+        // a write clears only once it is acknowledged.)
+        let all = ListQuery {
+            limit: 10,
+            ..Default::default()
+        };
         let mut seen = false;
         for _ in 0..200 {
-            if store.get_app("a").await.unwrap().is_some() {
+            if !store.list_apps(&all, None).await.unwrap().data.is_empty() {
                 seen = true;
                 break;
             }

@@ -3,8 +3,29 @@
 use hookline_config::{Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    // tokio's own TOKIO_WORKER_THREADS still decides when set.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        runtime.worker_threads(default_worker_threads());
+    }
+    runtime.build()?.block_on(serve())
+}
+
+/// One core fewer than the machine has (at least one): the store's writer, sync and
+/// checkpoint threads need CPU too, and the writer, the one serial part, keeps a core
+/// busy under load. On 2 cores, one worker instead of two cut the idle create → receipt
+/// latency by a third (p50 0.64–0.67 → 0.40–0.56 ms) at the same throughput
+/// (BENCHMARKS.md, "Second pass").
+fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
+}
+
+async fn serve() -> anyhow::Result<()> {
     let (command, config) = match hookline_config::parse() {
         Ok(parsed) => parsed,
         Err(e) => {

@@ -761,6 +761,14 @@ fn spawn_syncer(
     Ok(tx)
 }
 
+/// Deletes the row `sql` selects by `key`; `NotFound` if there was none.
+fn delete_one(c: &Connection, sql: &str, key: &str) -> Result<()> {
+    match c.execute(sql, [key]).map_err(backend)? {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
 /// Runs a parameterless statement through the statement cache (no re-parsing).
 fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
@@ -1539,15 +1547,7 @@ impl Store for SqliteStore {
     async fn delete_app(&self, id: &str) -> Result<()> {
         let id = id.to_string();
         let out = self
-            .write(move |c| {
-                let n = c
-                    .execute("DELETE FROM applications WHERE id = ?1", [&id])
-                    .map_err(backend)?;
-                if n == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
-            })
+            .write(move |c| delete_one(c, "DELETE FROM applications WHERE id = ?1", &id))
             .await;
         self.apps.invalidate();
         out
@@ -1605,15 +1605,7 @@ impl Store for SqliteStore {
     async fn expunge_event_type(&self, name: &str) -> Result<()> {
         let name = name.to_string();
         let out = self
-            .write(move |c| {
-                let n = c
-                    .execute("DELETE FROM event_types WHERE name = ?1", [&name])
-                    .map_err(backend)?;
-                if n == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
-            })
+            .write(move |c| delete_one(c, "DELETE FROM event_types WHERE name = ?1", &name))
             .await;
         self.event_types.invalidate();
         out

@@ -256,17 +256,33 @@ pub struct SqliteStore {
 /// and every write of such a record clears the cache once it has committed. A lookup
 /// that raced with a write is not kept: the write bumps the generation, and a result is
 /// stored only if the generation is the one seen before the lookup started.
+///
+/// Memory is bounded by an estimate of each entry's size (its JSON text), not by a count:
+/// records can carry large metadata or schemas. An entry over a sixteenth of the budget
+/// is not kept; a full cache starts over.
 struct LookupCache<T> {
-    inner: Mutex<(u64, HashMap<String, Option<T>>)>,
-    /// Entries kept at most; a full cache starts over (bounds memory under random keys).
-    max: usize,
+    inner: Mutex<CacheInner<T>>,
+    /// Bytes the entries may take, by [`LookupCache::weigh`].
+    budget: usize,
+    weigh: fn(&T) -> usize,
+}
+
+struct CacheInner<T> {
+    generation: u64,
+    bytes: usize,
+    entries: HashMap<String, Option<T>>,
 }
 
 impl<T: Clone> LookupCache<T> {
-    fn new(max: usize) -> Self {
+    fn new(budget: usize, weigh: fn(&T) -> usize) -> Self {
         Self {
-            inner: Mutex::new((0, HashMap::new())),
-            max,
+            inner: Mutex::new(CacheInner {
+                generation: 0,
+                bytes: 0,
+                entries: HashMap::new(),
+            }),
+            budget,
+            weigh,
         }
     }
 
@@ -274,25 +290,64 @@ impl<T: Clone> LookupCache<T> {
     /// generation to hand back to [`put`](Self::put) with what the lookup found.
     fn get(&self, key: &str) -> Result<Option<T>, u64> {
         let inner = self.inner.lock().expect("cache poisoned");
-        inner.1.get(key).cloned().ok_or(inner.0)
+        inner.entries.get(key).cloned().ok_or(inner.generation)
     }
 
     fn put(&self, generation: u64, key: String, value: Option<T>) {
-        let mut inner = self.inner.lock().expect("cache poisoned");
-        if inner.0 != generation {
+        // Key, map overhead and the record itself.
+        let size = key.len() + 64 + value.as_ref().map_or(0, self.weigh);
+        if size > self.budget / 16 {
             return;
         }
-        if inner.1.len() >= self.max {
-            inner.1.clear();
+        let mut inner = self.inner.lock().expect("cache poisoned");
+        if inner.generation != generation {
+            return;
         }
-        inner.1.insert(key, value);
+        if inner.bytes + size > self.budget {
+            inner.entries.clear();
+            inner.bytes = 0;
+        }
+        if inner.entries.insert(key, value).is_none() {
+            inner.bytes += size;
+        }
     }
 
     fn invalidate(&self) {
         let mut inner = self.inner.lock().expect("cache poisoned");
-        inner.0 += 1;
-        inner.1.clear();
+        inner.generation += 1;
+        inner.entries.clear();
+        inner.bytes = 0;
     }
+}
+
+/// Each lookup cache may hold this much (estimated).
+const LOOKUP_CACHE_BYTES: usize = 8 << 20;
+
+fn json_len<T: serde::Serialize>(v: &T) -> usize {
+    serde_json::to_string(v).map_or(usize::MAX / 2, |s| s.len())
+}
+
+fn app_weight(a: &Application) -> usize {
+    a.id.len()
+        + a.uid.as_ref().map_or(0, String::len)
+        + a.name.len()
+        + a.metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 48)
+            .sum::<usize>()
+        + a.retry_policy.as_ref().map_or(0, json_len)
+        + 128
+}
+
+fn event_type_weight(e: &EventType) -> usize {
+    e.name.len()
+        + e.description.len()
+        + e.schemas.as_ref().map_or(0, json_len)
+        + e.group_name.as_ref().map_or(0, String::len)
+        + e.feature_flags
+            .as_ref()
+            .map_or(0, |f| f.iter().map(|x| x.len() + 24).sum())
+        + 128
 }
 
 impl SqliteStore {
@@ -370,8 +425,8 @@ impl SqliteStore {
             writer: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
             _checkpointer: checkpointer,
-            apps: LookupCache::new(4096),
-            event_types: LookupCache::new(1024),
+            apps: LookupCache::new(LOOKUP_CACHE_BYTES, app_weight),
+            event_types: LookupCache::new(LOOKUP_CACHE_BYTES, event_type_weight),
         })
     }
 
@@ -2647,6 +2702,28 @@ mod tests {
             .await
             .unwrap()
             .is_none());
+    }
+
+    /// The lookup cache keeps within its byte budget and skips records too big to keep.
+    #[test]
+    fn lookup_cache_is_bounded_by_size() {
+        let cache: LookupCache<String> = LookupCache::new(16_000, String::len);
+        let generation = cache.get("k").unwrap_err();
+        cache.put(generation, "big".into(), Some("x".repeat(2_000)));
+        assert!(
+            cache.get("big").is_err(),
+            "an entry over 1/16 of the budget is not kept"
+        );
+        for i in 0..1_000 {
+            cache.put(generation, format!("k{i}"), Some("x".repeat(500)));
+            assert!(cache.inner.lock().unwrap().bytes <= 16_000);
+        }
+        assert_eq!(cache.get("k999"), Ok(Some("x".repeat(500))));
+        cache.invalidate();
+        assert!(cache.get("k999").is_err());
+        // A lookup that started before the invalidation is not kept.
+        cache.put(generation, "late".into(), None);
+        assert!(cache.get("late").is_err());
     }
 
     #[tokio::test]

@@ -1869,7 +1869,11 @@ impl Store for SqliteStore {
         stale_after: chrono::Duration,
     ) -> Result<IdempotencyState> {
         let (scope, key) = (scope.to_string(), key.to_string());
-        self.write(move |c| {
+        // Acknowledged at commit, without waiting for its fsync: the request's own durable
+        // writes come after it in the WAL, so once any of them is acknowledged this is on
+        // disk too; and if none is, the caller never got an answer and the key was never
+        // used. (The Svix SDKs send a key with every POST.)
+        self.write_with(Durability::Lazy, move |c| {
             let existing = c
                 .prepare_cached(
                     "SELECT state, status, body, created_at FROM idempotency_keys
@@ -2617,6 +2621,16 @@ mod tests {
         write.await.unwrap().unwrap();
         gate_tx.send(Ok(())).unwrap();
         second.await.unwrap().unwrap();
+
+        // Claiming an idempotency key does not wait for the held fsync (the request's own
+        // durable writes come after it in the WAL); a durable write does.
+        let claim = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            store.idempotency_begin("scope", "key", Utc::now(), chrono::Duration::seconds(60)),
+        )
+        .await
+        .expect("claiming an idempotency key waited for the fsync");
+        assert!(matches!(claim.unwrap(), IdempotencyState::Claimed));
 
         // A failed fsync fails the writes it covered.
         let s = store.clone();

@@ -398,7 +398,8 @@ impl SqliteStore {
         let checkpointer = spawn_checkpointer(&path)?;
 
         // Commits need not fsync on the writer thread: the sync thread does it (see
-        // `spawn_syncer`). The WAL exists by now (the migrations wrote to it).
+        // `spawn_syncer`). The WAL file exists by now: SQLite creates it with the first
+        // transaction in WAL mode (the migrations and lease recovery above).
         let (tx, rx) = mpsc::channel::<ToWriter>();
         let wal_path = PathBuf::from(format!("{}-wal", path.display()));
         let syncer = match std::fs::File::open(&wal_path) {
@@ -462,6 +463,35 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("writer thread has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Backend("writer thread dropped a write".into()))?
+    }
+
+    /// A write of records `cache` holds; the cache is cleared once the write is done
+    /// (committed or not), before the caller hears of it.
+    async fn write_clearing<T: Send + 'static, C: Clone>(
+        &self,
+        cache: &LookupCache<C>,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let out = self.write(f).await;
+        cache.invalidate();
+        out
+    }
+
+    /// `find(key)` answered from `cache` when it can, else read and remembered.
+    async fn cached<T: Clone + Send + 'static>(
+        &self,
+        cache: &LookupCache<T>,
+        key: &str,
+        find: fn(&Connection, &str) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        let generation = match cache.get(key) {
+            Ok(hit) => return Ok(hit),
+            Err(generation) => generation,
+        };
+        let owned = key.to_string();
+        let found = self.read(move |c| find(c, &owned)).await?;
+        cache.put(generation, key.to_string(), found.clone());
+        Ok(found)
     }
 
     /// Runs `f` on a pooled read-only connection on the blocking pool.
@@ -644,9 +674,9 @@ fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlit
 /// (the checkpoint thread always trails the writer by the frames written since its last
 /// pass). So halfway to [`WAL_RESTART_FRAMES`] the writer asks the checkpoint thread for a
 /// pass, and once past it, checkpoints the few frames that pass did not copy itself,
-/// between two groups; the next commit then rewrites the WAL from its start. Besides bounding the file, that keeps commits
-/// overwriting blocks the file already has, which is much cheaper for the filesystem
-/// than extending it (ext4 zeroes and allocates every new block: a third of the writer's
+/// between two groups; the next commit then rewrites the WAL from its start. Besides
+/// bounding the file, that keeps commits overwriting blocks the file already has, which
+/// is much cheaper for the filesystem than extending it (ext4 zeroes and allocates every new block: a third of the writer's
 /// time before this, see BENCHMARKS.md).
 fn writer_loop(
     conn: Connection,
@@ -663,7 +693,7 @@ fn writer_loop(
     // commit (fewer WAL pages per write), but the writer works while the disk flushes.
     let mut syncing = false;
     loop {
-        // Ends when every sender (the store) is dropped.
+        // Ends when the store is dropped (`Stop`).
         let first = loop {
             match rx.recv() {
                 Ok(ToWriter::Write(job)) => break job,
@@ -680,12 +710,10 @@ fn writer_loop(
         let mut durable = Vec::new();
         let mut lazy = Vec::new();
         let mut next = Some(first);
-        let mut ran = 0;
         let mut stop = false;
         while let Some(job) = next.take() {
             run_job(&conn, job, &mut durable, &mut lazy);
-            ran += 1;
-            while ran < MAX_GROUP && next.is_none() && !stop {
+            while durable.len() + lazy.len() < MAX_GROUP && next.is_none() && !stop {
                 let msg = if syncing {
                     rx.recv().ok()
                 } else {
@@ -700,7 +728,8 @@ fn writer_loop(
             }
         }
         metrics::counter!("hookline_sqlite_group_commits_total").increment(1);
-        metrics::counter!("hookline_sqlite_writes_total").increment(ran as u64);
+        metrics::counter!("hookline_sqlite_writes_total")
+            .increment((durable.len() + lazy.len()) as u64);
         let commit = exec_cached(&conn, "COMMIT").map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
             format!("commit: {e}")
@@ -1549,23 +1578,12 @@ impl DeliveryQueue for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_app(&self, app: Application) -> Result<Application> {
-        let out = self
-            .write(move |c| put_app(c, &app, true).map(|_| app))
-            .await;
-        self.apps.invalidate();
-        out
+        self.write_clearing(&self.apps, move |c| put_app(c, &app, true).map(|_| app))
+            .await
     }
 
     async fn get_app(&self, id_or_uid: &str) -> Result<Option<Application>> {
-        let generation = match self.apps.get(id_or_uid) {
-            Ok(hit) => return Ok(hit),
-            Err(generation) => generation,
-        };
-        let key = id_or_uid.to_string();
-        let found = self.read(move |c| find_app(c, &key)).await?;
-        self.apps
-            .put(generation, id_or_uid.to_string(), found.clone());
-        Ok(found)
+        self.cached(&self.apps, id_or_uid, find_app).await
     }
 
     async fn list_apps(&self, q: &ListQuery, only: Option<&str>) -> Result<Page<Application>> {
@@ -1585,45 +1603,32 @@ impl Store for SqliteStore {
 
     async fn update_app(&self, id: &str, change: Mutator<Application>) -> Result<Application> {
         let id = id.to_string();
-        let out = self
-            .write(move |c| {
-                let mut app = find_app(c, &id)?
-                    .filter(|a| a.id == id)
-                    .ok_or(StoreError::NotFound)?;
-                change(&mut app)?;
-                put_app(c, &app, false)?;
-                Ok(app)
-            })
-            .await;
-        self.apps.invalidate();
-        out
+        self.write_clearing(&self.apps, move |c| {
+            let mut app = find_app(c, &id)?
+                .filter(|a| a.id == id)
+                .ok_or(StoreError::NotFound)?;
+            change(&mut app)?;
+            put_app(c, &app, false)?;
+            Ok(app)
+        })
+        .await
     }
 
     async fn delete_app(&self, id: &str) -> Result<()> {
         let id = id.to_string();
-        let out = self
-            .write(move |c| delete_one(c, "DELETE FROM applications WHERE id = ?1", &id))
-            .await;
-        self.apps.invalidate();
-        out
+        self.write_clearing(&self.apps, move |c| {
+            delete_one(c, "DELETE FROM applications WHERE id = ?1", &id)
+        })
+        .await
     }
 
     async fn create_event_type(&self, et: EventType) -> Result<EventType> {
-        let out = self.write(move |c| put_et(c, &et, true).map(|_| et)).await;
-        self.event_types.invalidate();
-        out
+        self.write_clearing(&self.event_types, move |c| put_et(c, &et, true).map(|_| et))
+            .await
     }
 
     async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
-        let generation = match self.event_types.get(name) {
-            Ok(hit) => return Ok(hit),
-            Err(generation) => generation,
-        };
-        let key = name.to_string();
-        let found = self.read(move |c| find_et(c, &key)).await?;
-        self.event_types
-            .put(generation, name.to_string(), found.clone());
-        Ok(found)
+        self.cached(&self.event_types, name, find_et).await
     }
 
     async fn list_event_types(
@@ -1644,26 +1649,22 @@ impl Store for SqliteStore {
 
     async fn update_event_type(&self, name: &str, change: Mutator<EventType>) -> Result<EventType> {
         let name = name.to_string();
-        let out = self
-            .write(move |c| {
-                let mut et = find_et(c, &name)?.ok_or(StoreError::NotFound)?;
-                change(&mut et)?;
-                et.name = name;
-                put_et(c, &et, false)?;
-                Ok(et)
-            })
-            .await;
-        self.event_types.invalidate();
-        out
+        self.write_clearing(&self.event_types, move |c| {
+            let mut et = find_et(c, &name)?.ok_or(StoreError::NotFound)?;
+            change(&mut et)?;
+            et.name = name;
+            put_et(c, &et, false)?;
+            Ok(et)
+        })
+        .await
     }
 
     async fn expunge_event_type(&self, name: &str) -> Result<()> {
         let name = name.to_string();
-        let out = self
-            .write(move |c| delete_one(c, "DELETE FROM event_types WHERE name = ?1", &name))
-            .await;
-        self.event_types.invalidate();
-        out
+        self.write_clearing(&self.event_types, move |c| {
+            delete_one(c, "DELETE FROM event_types WHERE name = ?1", &name)
+        })
+        .await
     }
 
     async fn create_endpoint(&self, ep: Endpoint) -> Result<Endpoint> {

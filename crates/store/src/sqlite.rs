@@ -200,6 +200,99 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX messages_by_event_id ON messages (app_id, event_id)
         WHERE event_id IS NOT NULL;
     "#,
+    // 6: the listings by tenant (an application's messages, an endpoint's deliveries and
+    // attempts) read key tables filled in batches instead of indexes updated with every
+    // row (see `Keyed`). Those indexes took one scattered page per row at every commit;
+    // foreign keys that needed them to find children (app -> messages, endpoint ->
+    // deliveries and attempts) go too: deleting an application or an endpoint removes
+    // its rows itself. Tables are rebuilt keeping their rowids.
+    r#"
+    CREATE TABLE keyed (
+        name TEXT PRIMARY KEY,                -- the keyed table
+        upto INTEGER NOT NULL                 -- its rows up to this rowid are in its keys
+    ) STRICT;
+    CREATE TABLE message_keys (
+        tenant TEXT NOT NULL, k TEXT NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (tenant, k)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE delivery_keys (
+        tenant TEXT NOT NULL, k TEXT NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (tenant, k)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE attempt_keys (
+        tenant TEXT NOT NULL, k TEXT NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (tenant, k)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE messages_v6 (
+        id         TEXT PRIMARY KEY,
+        app_id     TEXT NOT NULL,
+        event_id   TEXT,
+        event_type TEXT NOT NULL,
+        payload    TEXT NOT NULL,             -- the exact bytes received and delivered
+        channels   TEXT,                      -- JSON array
+        tags       TEXT,                      -- JSON array
+        created_at INTEGER NOT NULL,
+        deliver_at INTEGER                    -- NULL: deliver at once
+    ) STRICT;
+    INSERT INTO messages_v6 (rowid, id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at)
+        SELECT rowid, id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at
+        FROM messages;
+    DROP TABLE messages;
+    ALTER TABLE messages_v6 RENAME TO messages;
+    CREATE UNIQUE INDEX messages_by_event_id ON messages (app_id, event_id)
+        WHERE event_id IS NOT NULL;
+
+    CREATE TABLE deliveries_v6 (
+        id           INTEGER PRIMARY KEY,
+        app_id       TEXT NOT NULL,
+        msg_id       TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        endpoint_id  TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN ('pending', 'sending', 'succeeded', 'failed')),
+        attempts     INTEGER NOT NULL CHECK (attempts >= 0),
+        trigger      INTEGER NOT NULL CHECK (trigger IN (0, 1)),  -- 0 scheduled, 1 manual
+        scheduled_at INTEGER NOT NULL,   -- when the current/next attempt is due by policy
+        due_at       INTEGER,            -- pending: scheduled_at; sending: lease expiry
+        lease_token  TEXT,
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        UNIQUE (msg_id, endpoint_id),
+        CHECK ((status IN ('pending', 'sending')) = (due_at IS NOT NULL)),
+        CHECK ((status = 'sending') = (lease_token IS NOT NULL))
+    ) STRICT;
+    INSERT INTO deliveries_v6 SELECT * FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_v6 RENAME TO deliveries;
+    CREATE INDEX deliveries_due ON deliveries (endpoint_id, due_at) WHERE due_at IS NOT NULL;
+
+    CREATE TABLE attempts_v6 (
+        id           TEXT PRIMARY KEY,
+        app_id       TEXT NOT NULL,
+        msg_id       TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        endpoint_id  TEXT NOT NULL,
+        url          TEXT NOT NULL,
+        attempted_at INTEGER NOT NULL,
+        status_code  INTEGER,            -- NULL: no HTTP response
+        duration_ms  INTEGER NOT NULL,
+        succeeded    INTEGER NOT NULL CHECK (succeeded IN (0, 1)),
+        error_kind   TEXT,
+        response     TEXT NOT NULL,      -- excerpt of at most 4 KiB, or the error
+        trigger      INTEGER NOT NULL CHECK (trigger IN (0, 1))
+    ) STRICT;
+    INSERT INTO attempts_v6 (rowid, id, app_id, msg_id, endpoint_id, url, attempted_at, status_code,
+                             duration_ms, succeeded, error_kind, response, trigger)
+        SELECT rowid, id, app_id, msg_id, endpoint_id, url, attempted_at, status_code,
+               duration_ms, succeeded, error_kind, response, trigger
+        FROM attempts;
+    DROP TABLE attempts;
+    ALTER TABLE attempts_v6 RENAME TO attempts;
+    CREATE INDEX attempts_by_msg ON attempts (msg_id, id);
+
+    INSERT INTO message_keys SELECT app_id, id, rowid FROM messages;
+    INSERT INTO delivery_keys SELECT endpoint_id, msg_id, id FROM deliveries;
+    INSERT INTO attempt_keys SELECT endpoint_id, id, rowid FROM attempts;
+    INSERT INTO keyed (name, upto) VALUES
+        ('messages', coalesce((SELECT max(rowid) FROM messages), 0)),
+        ('deliveries', coalesce((SELECT max(rowid) FROM deliveries), 0)),
+        ('attempts', coalesce((SELECT max(rowid) FROM attempts), 0));
+    "#,
 ];
 
 type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -353,12 +446,34 @@ fn event_type_weight(e: &EventType) -> usize {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs pending migrations.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with(path.as_ref(), |wal| Box::new(move || wal.sync_data()))
+        Self::open_with(path.as_ref(), |wal| Box::new(move || wal.sync_data()), true)
+    }
+
+    /// [`open`](Self::open), but rows reach the key tables only through
+    /// [`index_keys_now`](Self::index_keys_now): tests choose where the watermark is.
+    #[cfg(test)]
+    pub(crate) fn open_manual_keys(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(
+            path.as_ref(),
+            |wal| Box::new(move || wal.sync_data()),
+            false,
+        )
+    }
+
+    /// Moves every recent row into the key tables now (see [`Keyed`]).
+    #[cfg(test)]
+    pub(crate) async fn index_keys_now(&self) -> Result<()> {
+        self.write(|c| index_keys(c, 1)).await
     }
 
     /// [`open`](Self::open), with what makes the WAL durable given as a function of the
-    /// open WAL file (tests put a gate in front of the fsync).
-    fn open_with(path: &Path, make_sync: impl FnOnce(std::fs::File) -> SyncFn) -> Result<Self> {
+    /// open WAL file (tests put a gate in front of the fsync), and whether the writer
+    /// fills the key tables by itself.
+    fn open_with(
+        path: &Path,
+        make_sync: impl FnOnce(std::fs::File) -> SyncFn,
+        auto_keys: bool,
+    ) -> Result<Self> {
         let path = path.to_path_buf();
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
@@ -417,7 +532,7 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn({
                 let checkpointer = checkpointer.clone();
-                move || writer_loop(conn, rx, syncer, checkpointer)
+                move || writer_loop(conn, rx, syncer, checkpointer, auto_keys)
             })
             .map_err(|e| StoreError::Backend(format!("spawning writer thread: {e}")))?;
         Ok(Self {
@@ -683,8 +798,11 @@ fn writer_loop(
     rx: mpsc::Receiver<ToWriter>,
     syncer: Option<mpsc::Sender<Vec<Finisher>>>,
     checkpointer: mpsc::Sender<()>,
+    auto_keys: bool,
 ) {
     conn.wal_hook(Some(note_wal_frames));
+    let mut keyed_at = std::time::Instant::now();
+    let mut keyed_all_at = keyed_at;
     // Whether the checkpoint thread was asked for a pass in this cycle of the WAL.
     let mut nudged = false;
     // Whether the sync thread is busy with the previous group. While it is, the writer
@@ -725,6 +843,29 @@ fn writer_loop(
                     Some(ToWriter::Stop) => stop = true,
                     None => break,
                 }
+            }
+        }
+        if auto_keys && keyed_at.elapsed() >= KEY_EVERY {
+            // In its own savepoint, like any job: if it fails, the group still commits.
+            let all = keyed_all_at.elapsed() >= KEY_ALL_EVERY;
+            let min_rows = if all { 1 } else { KEY_BATCH_MIN };
+            let job = WriteJob {
+                run: Box::new(move |c| {
+                    let r = index_keys(c, min_rows);
+                    let ok = r.is_ok();
+                    let fin: Finisher = Box::new(move |commit| {
+                        if let Err(e) = commit.and(r) {
+                            tracing::warn!(error = %e, "moving rows into the listing keys failed; retried later");
+                        }
+                    });
+                    (ok, fin)
+                }),
+                durable: false,
+            };
+            run_job(&conn, job, &mut durable, &mut lazy);
+            keyed_at = std::time::Instant::now();
+            if all {
+                keyed_all_at = keyed_at;
             }
         }
         metrics::counter!("hookline_sqlite_group_commits_total").increment(1);
@@ -854,6 +995,151 @@ fn delete_one(c: &Connection, sql: &str, key: &str) -> Result<()> {
 }
 
 /// Runs a parameterless statement through the statement cache (no re-parsing).
+/// A listing by tenant whose index is filled in batches. Rows up to the table's watermark
+/// (`keyed.upto`, a rowid) have a key in `keys` (tenant, sort key, rowid); newer rows, a
+/// few hundred at most, are found by scanning the rowids above the watermark. An index
+/// updated with every row would cost a page per row at every commit: a tenant's next key
+/// goes to that tenant's own leaf page, so a group of rows for many tenants writes as many
+/// scattered pages, while one batch of a thousand rows writes each tenant's leaf once.
+/// The writer thread moves recent rows into the keys every [`KEY_EVERY`] (see
+/// [`Keyed::index`]); the keys and the watermark change in one transaction, so a reader
+/// sees every row in exactly one of the two places.
+struct Keyed {
+    table: &'static str,
+    keys: &'static str,
+    /// The tenant column and the column listings sort and page by.
+    tenant: &'static str,
+    key: &'static str,
+}
+
+const MESSAGE_KEYS: Keyed = Keyed {
+    table: "messages",
+    keys: "message_keys",
+    tenant: "app_id",
+    key: "id",
+};
+const DELIVERY_KEYS: Keyed = Keyed {
+    table: "deliveries",
+    keys: "delivery_keys",
+    tenant: "endpoint_id",
+    key: "msg_id",
+};
+const ATTEMPT_KEYS: Keyed = Keyed {
+    table: "attempts",
+    keys: "attempt_keys",
+    tenant: "endpoint_id",
+    key: "id",
+};
+const KEYED: [&Keyed; 3] = [&MESSAGE_KEYS, &DELIVERY_KEYS, &ATTEMPT_KEYS];
+
+/// How often the writer moves recent rows into the key tables (when there are at least
+/// [`KEY_BATCH_MIN`] of them; all of them every [`KEY_ALL_EVERY`]).
+const KEY_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+const KEY_BATCH_MIN: i64 = 256;
+const KEY_ALL_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Keyed {
+    /// SQL for the watermark.
+    fn upto(&self) -> String {
+        format!("(SELECT upto FROM keyed WHERE name = '{}')", self.table)
+    }
+
+    /// SQL selecting the rowids of the tenant given as parameter `?{p}`. Keys are checked
+    /// against their row, so a key whose row is gone never names a row that reused its
+    /// rowid.
+    fn rowids(&self, p: usize) -> String {
+        let Keyed {
+            table,
+            keys,
+            tenant,
+            key,
+        } = self;
+        format!(
+            "SELECT {keys}.rid FROM {keys} JOIN {table} ON {table}.rowid = {keys}.rid
+                 AND {table}.{tenant} = {keys}.tenant AND {table}.{key} = {keys}.k
+             WHERE {keys}.tenant = ?{p}
+             UNION ALL
+             SELECT rowid FROM {table} NOT INDEXED WHERE rowid > {upto} AND {tenant} = ?{p}",
+            upto = self.upto()
+        )
+    }
+
+    /// Moves the rows above the watermark into the keys if there are at least `min_rows`.
+    fn index(&self, c: &Connection, min_rows: i64) -> Result<()> {
+        let Keyed {
+            table,
+            keys,
+            tenant,
+            key,
+        } = self;
+        let (upto, top): (i64, i64) = c
+            .prepare_cached(&format!(
+                "SELECT {upto}, coalesce((SELECT max(rowid) FROM {table}), 0)",
+                upto = self.upto()
+            ))
+            .map_err(backend)?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(backend)?;
+        if top - upto < min_rows.max(1) {
+            return Ok(());
+        }
+        // In key order, so the B-tree is walked once from left to right.
+        c.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO {keys} (tenant, k, rid)
+             SELECT {tenant}, {key}, rowid FROM {table} WHERE rowid > ?1 AND rowid <= ?2
+             ORDER BY 1, 2"
+        ))
+        .map_err(backend)?
+        .execute([upto, top])
+        .map_err(backend)?;
+        c.prepare_cached("UPDATE keyed SET upto = ?2 WHERE name = ?1")
+            .map_err(backend)?
+            .execute(params![table, top])
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Deletes the tenant's rows and their keys.
+    fn delete_tenant(&self, c: &Connection, tenant: &str) -> Result<()> {
+        let Keyed { table, keys, .. } = self;
+        c.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE rowid IN ({})",
+            self.rowids(1)
+        ))
+        .map_err(backend)?
+        .execute([tenant])
+        .map_err(backend)?;
+        c.prepare_cached(&format!("DELETE FROM {keys} WHERE tenant = ?1"))
+            .map_err(backend)?
+            .execute([tenant])
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+/// Moves recent rows into the key tables (see [`Keyed`]).
+fn index_keys(c: &Connection, min_rows: i64) -> Result<()> {
+    KEYED.iter().try_for_each(|k| k.index(c, min_rows))
+}
+
+/// After rows were deleted: SQLite gives a new row the highest rowid in use plus one, so
+/// once the newest rows are gone, new rows could get rowids at or below the watermark and
+/// never be listed. Lowering the watermark to the highest rowid left keeps every row
+/// above it unkeyed and every row below it keyed.
+fn lower_watermarks(c: &Connection) -> Result<()> {
+    for k in KEYED {
+        c.prepare_cached(&format!(
+            "UPDATE keyed SET upto = min(upto, coalesce((SELECT max(rowid) FROM {}), 0))
+             WHERE name = ?1",
+            k.table
+        ))
+        .map_err(backend)?
+        .execute([k.table])
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
 fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
@@ -907,6 +1193,83 @@ fn opt_json_col<T: serde::de::DeserializeOwned>(
     .transpose()
 }
 
+/// Where a listing page starts and which way it walks.
+struct Walk {
+    cursor: Option<String>,
+    /// `iterator` was a `prev_iterator`: the page before the cursor.
+    backwards: bool,
+    /// The direction of the scan: walking backwards through an ascending list is a
+    /// descending scan, and vice versa.
+    ascending: bool,
+}
+
+impl Walk {
+    fn new(q: &ListQuery) -> Self {
+        let (cursor, backwards) = match q.iterator.as_deref() {
+            Some(it) if it.starts_with('-') => (Some(it[1..].to_string()), true),
+            Some(it) => (Some(it.to_string()), false),
+            None => (None, false),
+        };
+        let ascending = (q.order == Order::Ascending) != backwards;
+        Walk {
+            cursor,
+            backwards,
+            ascending,
+        }
+    }
+
+    /// ` AND {col} > ?` (or `<`) past the cursor, with its argument; nothing without one.
+    fn past_cursor(&self, col: &str, args: &mut Vec<Value>) -> String {
+        match &self.cursor {
+            Some(c) => {
+                args.push(Value::Text(c.clone()));
+                format!(" AND {col} {} ?", if self.ascending { ">" } else { "<" })
+            }
+            None => String::new(),
+        }
+    }
+
+    fn dir(&self) -> &'static str {
+        if self.ascending {
+            "ASC"
+        } else {
+            "DESC"
+        }
+    }
+
+    /// The page from up to `limit + 1` rows in scan order.
+    fn page<T>(self, mut rows: Vec<T>, limit: usize, key_of: impl Fn(&T) -> String) -> Page<T> {
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        if self.backwards {
+            rows.reverse();
+        }
+        let first = rows.first().map(&key_of);
+        let last = rows.last().map(&key_of);
+        Page {
+            iterator: last.or_else(|| self.cursor.clone()),
+            prev_iterator: first.map(|f| format!("-{f}")),
+            done: if self.backwards { false } else { !more },
+            data: rows,
+        }
+    }
+}
+
+fn query_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<Value>,
+    map: impl Fn(&Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), map)
+        .map_err(backend)?
+        .collect::<rusqlite::Result<Vec<T>>>()
+        .map_err(backend)?;
+    Ok(rows)
+}
+
 /// Runs a cursor-paginated query. `sql` selects the rows (with `WHERE` already present,
 /// possibly `WHERE 1`), `key` is the column the cursor walks.
 fn paginate<T>(
@@ -918,46 +1281,64 @@ fn paginate<T>(
     map: impl Fn(&Row) -> rusqlite::Result<T>,
     key_of: impl Fn(&T) -> String,
 ) -> Result<Page<T>> {
-    let (cursor, backwards) = match q.iterator.as_deref() {
-        Some(it) if it.starts_with('-') => (Some(it[1..].to_string()), true),
-        Some(it) => (Some(it.to_string()), false),
-        None => (None, false),
-    };
-    // Walking backwards through an ascending list is a descending scan, and vice versa.
-    let ascending = (q.order == Order::Ascending) != backwards;
-    let mut sql = sql.to_string();
-    if let Some(c) = &cursor {
-        sql.push_str(&format!(
-            " AND {key} {} ?",
-            if ascending { ">" } else { "<" }
-        ));
-        args.push(Value::Text(c.clone()));
-    }
-    sql.push_str(&format!(
-        " ORDER BY {key} {} LIMIT ?",
-        if ascending { "ASC" } else { "DESC" }
-    ));
+    let walk = Walk::new(q);
+    let sql = format!(
+        "{sql}{} ORDER BY {key} {} LIMIT ?",
+        walk.past_cursor(key, &mut args),
+        walk.dir()
+    );
     args.push(Value::Integer(q.limit as i64 + 1));
+    let rows = query_rows(conn, &sql, args, map)?;
+    Ok(walk.page(rows, q.limit, key_of))
+}
 
-    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
-    let mut rows = stmt
-        .query_map(rusqlite::params_from_iter(args), map)
-        .map_err(backend)?
-        .collect::<rusqlite::Result<Vec<T>>>()
-        .map_err(backend)?;
-    let more = rows.len() > q.limit;
-    rows.truncate(q.limit);
-    if backwards {
-        rows.reverse();
-    }
-    let first = rows.first().map(&key_of);
-    let last = rows.last().map(&key_of);
-    Ok(Page {
-        iterator: last.or_else(|| cursor.clone()),
-        prev_iterator: first.map(|f| format!("-{f}")),
-        done: if backwards { false } else { !more },
-        data: rows,
-    })
+/// [`paginate`] over one tenant's rows of a [`Keyed`] table: selects `cols` of
+/// `k.table`'s rows of `tenant` that pass `filter` (` AND ...` on the table's columns,
+/// with `filter_args`), walking `k.key`. The keyed rows come in key order from the key
+/// table, the recent ones are sorted (a few hundred rows at most), and SQLite merges
+/// the two up to the page's limit.
+#[allow(clippy::too_many_arguments)]
+fn paginate_keyed<T>(
+    conn: &Connection,
+    k: &Keyed,
+    cols: &str,
+    tenant: &str,
+    filter: &str,
+    filter_args: Vec<Value>,
+    q: &ListQuery,
+    map: impl Fn(&Row) -> rusqlite::Result<T>,
+    key_of: impl Fn(&T) -> String,
+) -> Result<Page<T>> {
+    let Keyed {
+        table,
+        keys,
+        tenant: tenant_col,
+        key,
+    } = k;
+    let walk = Walk::new(q);
+    let mut args = vec![Value::Text(tenant.to_string())];
+    let keyed_past = walk.past_cursor(&format!("{keys}.k"), &mut args);
+    args.extend(filter_args.iter().cloned());
+    args.push(Value::Text(tenant.to_string()));
+    let recent_past = walk.past_cursor(&format!("{table}.{key}"), &mut args);
+    args.extend(filter_args);
+    args.push(Value::Integer(q.limit as i64 + 1));
+    let dir = walk.dir();
+    let sql = format!(
+        "WITH page (rid, k) AS (
+             SELECT {keys}.rid, {keys}.k FROM {keys} JOIN {table} ON {table}.rowid = {keys}.rid
+                 AND {table}.{tenant_col} = {keys}.tenant AND {table}.{key} = {keys}.k
+             WHERE {keys}.tenant = ?{keyed_past}{filter}
+             UNION ALL
+             SELECT {table}.rowid, {table}.{key} FROM {table} NOT INDEXED
+             WHERE {table}.rowid > {upto} AND {table}.{tenant_col} = ?{recent_past}{filter}
+             ORDER BY 2 {dir} LIMIT ?
+         )
+         SELECT {cols} FROM page JOIN {table} ON {table}.rowid = page.rid ORDER BY page.k {dir}",
+        upto = k.upto()
+    );
+    let rows = query_rows(conn, &sql, args, map)?;
+    Ok(walk.page(rows, q.limit, key_of))
 }
 
 // --- row mapping -------------------------------------------------------------------
@@ -1144,9 +1525,10 @@ fn find_ep(conn: &Connection, app_id: &str, id_or_uid: &str) -> Result<Option<En
 }
 
 fn insert_message(c: &Connection, msg: &Message) -> Result<()> {
-    c.prepare_cached(
+    // Only while the application exists (no foreign key checks it: see migration 6).
+    let n = c.prepare_cached(
         "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM applications WHERE id = ?2)",
     )
     .map_err(backend)?
     .execute(params![
@@ -1163,6 +1545,9 @@ fn insert_message(c: &Connection, msg: &Message) -> Result<()> {
     .map_err(unique_as_conflict(
         "a message with this eventId already exists in this application",
     ))?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
     Ok(())
 }
 
@@ -1260,6 +1645,9 @@ fn attempt_row(r: &Row) -> rusqlite::Result<Attempt> {
         trigger: trigger_of(r.get(11)?),
     })
 }
+
+const DELIVERY_VIEW_COLS: &str = "msg_id, endpoint_id, status, attempts,
+    CASE WHEN status = 'pending' THEN scheduled_at END, updated_at";
 
 fn delivery_view_row(r: &Row) -> rusqlite::Result<DeliveryView> {
     let status: String = r.get(2)?;
@@ -1428,8 +1816,10 @@ fn report(
 ) -> Result<ReportOutcome> {
     let a = &rep.attempt;
     let now = ms(a.attempted_at + chrono::Duration::milliseconds(a.duration_ms as i64));
+    // Not for an endpoint deleted meanwhile (no foreign key checks it: see migration 6).
     c.prepare_cached(&format!(
-        "INSERT INTO attempts ({ATTEMPT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        "INSERT INTO attempts ({ATTEMPT_COLS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12
+         WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = ?4)"
     ))
     .map_err(backend)?
     .execute(params![
@@ -1617,7 +2007,22 @@ impl Store for SqliteStore {
     async fn delete_app(&self, id: &str) -> Result<()> {
         let id = id.to_string();
         self.write_clearing(&self.apps, move |c| {
-            delete_one(c, "DELETE FROM applications WHERE id = ?1", &id)
+            // Rows the database does not cascade to (see migration 6): the deliveries and
+            // attempts of the app's endpoints, then its messages.
+            let endpoints = c
+                .prepare_cached("SELECT id FROM endpoints WHERE app_id = ?1")
+                .map_err(backend)?
+                .query_map([&id], |r| r.get::<_, String>(0))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            for ep in &endpoints {
+                DELIVERY_KEYS.delete_tenant(c, ep)?;
+                ATTEMPT_KEYS.delete_tenant(c, ep)?;
+            }
+            MESSAGE_KEYS.delete_tenant(c, &id)?;
+            delete_one(c, "DELETE FROM applications WHERE id = ?1", &id)?;
+            lower_watermarks(c)
         })
         .await
     }
@@ -1728,7 +2133,10 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
-            Ok(())
+            // Not cascaded by the database (see migration 6).
+            DELIVERY_KEYS.delete_tenant(c, &id)?;
+            ATTEMPT_KEYS.delete_tenant(c, &id)?;
+            lower_watermarks(c)
         })
         .await
     }
@@ -1774,8 +2182,8 @@ impl Store for SqliteStore {
     async fn list_messages(&self, app_id: &str, q: &MessageQuery) -> Result<Page<Message>> {
         let (app_id, q) = (app_id.to_string(), q.clone());
         self.read(move |c| {
-            let mut sql = format!("SELECT {MSG_COLS} FROM messages WHERE app_id = ?");
-            let mut args = vec![Value::Text(app_id)];
+            let mut sql = String::new();
+            let mut args = vec![];
             if let Some(types) = &q.event_types {
                 sql.push_str(&format!(
                     " AND event_type IN ({})",
@@ -1803,7 +2211,17 @@ impl Store for SqliteStore {
                 sql.push_str(" AND created_at > ?");
                 args.push(Value::Integer(ms(a)));
             }
-            paginate(c, &sql, args, "id", &q.list, msg_row, |m| m.id.clone())
+            paginate_keyed(
+                c,
+                &MESSAGE_KEYS,
+                MSG_COLS,
+                &app_id,
+                &sql,
+                args,
+                &q.list,
+                msg_row,
+                |m| m.id.clone(),
+            )
         })
         .await
     }
@@ -1952,15 +2370,11 @@ impl Store for SqliteStore {
     async fn list_attempts(&self, app_id: &str, q: &AttemptQuery) -> Result<Page<Attempt>> {
         let (app_id, q) = (app_id.to_string(), q.clone());
         self.read(move |c| {
-            let mut sql = format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE app_id = ?");
+            let mut sql = " AND app_id = ?".to_string();
             let mut args = vec![Value::Text(app_id)];
             if let Some(m) = &q.msg_id {
                 sql.push_str(" AND msg_id = ?");
                 args.push(Value::Text(m.clone()));
-            }
-            if let Some(e) = &q.endpoint_id {
-                sql.push_str(" AND endpoint_id = ?");
-                args.push(Value::Text(e.clone()));
             }
             if let Some(ok) = q.succeeded {
                 sql.push_str(" AND succeeded = ?");
@@ -1983,7 +2397,27 @@ impl Store for SqliteStore {
                 sql.push_str(" AND attempted_at > ?");
                 args.push(Value::Integer(ms(a)));
             }
-            paginate(c, &sql, args, "id", &q.list, attempt_row, |a| a.id.clone())
+            match (&q.msg_id, &q.endpoint_id) {
+                (None, Some(ep)) => paginate_keyed(
+                    c,
+                    &ATTEMPT_KEYS,
+                    ATTEMPT_COLS,
+                    ep,
+                    &sql,
+                    args,
+                    &q.list,
+                    attempt_row,
+                    |a| a.id.clone(),
+                ),
+                (_, ep) => {
+                    if let Some(ep) = ep {
+                        sql.push_str(" AND endpoint_id = ?");
+                        args.push(Value::Text(ep.clone()));
+                    }
+                    let sql = format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE 1{sql}");
+                    paginate(c, &sql, args, "id", &q.list, attempt_row, |a| a.id.clone())
+                }
+            }
         })
         .await
     }
@@ -2010,12 +2444,12 @@ impl Store for SqliteStore {
     ) -> Result<Page<DeliveryView>> {
         let (app_id, msg_id, q) = (app_id.to_string(), msg_id.to_string(), q.clone());
         self.read(move |c| {
-            let sql = "SELECT msg_id, endpoint_id, status, attempts,
-                           CASE WHEN status = 'pending' THEN scheduled_at END, updated_at
-                       FROM deliveries WHERE app_id = ? AND msg_id = ?";
+            let sql = format!(
+                "SELECT {DELIVERY_VIEW_COLS} FROM deliveries WHERE app_id = ? AND msg_id = ?"
+            );
             paginate(
                 c,
-                sql,
+                &sql,
                 vec![Value::Text(app_id), Value::Text(msg_id)],
                 "endpoint_id",
                 &q,
@@ -2035,18 +2469,23 @@ impl Store for SqliteStore {
     ) -> Result<Page<DeliveryView>> {
         let (app_id, ep, q) = (app_id.to_string(), endpoint_id.to_string(), q.clone());
         self.read(move |c| {
-            let mut sql = "SELECT msg_id, endpoint_id, status, attempts,
-                               CASE WHEN status = 'pending' THEN scheduled_at END, updated_at
-                           FROM deliveries WHERE app_id = ? AND endpoint_id = ?"
-                .to_string();
-            let mut args = vec![Value::Text(app_id), Value::Text(ep)];
+            let mut filter = " AND app_id = ?".to_string();
+            let mut args = vec![Value::Text(app_id)];
             if let Some(s) = status {
-                sql.push_str(" AND status = ?");
+                filter.push_str(" AND status = ?");
                 args.push(Value::Text(s.as_str().into()));
             }
-            paginate(c, &sql, args, "msg_id", &q, delivery_view_row, |d| {
-                d.msg_id.clone()
-            })
+            paginate_keyed(
+                c,
+                &DELIVERY_KEYS,
+                DELIVERY_VIEW_COLS,
+                &ep,
+                &filter,
+                args,
+                &q,
+                delivery_view_row,
+                |d| d.msg_id.clone(),
+            )
         })
         .await
     }
@@ -2088,14 +2527,21 @@ impl Store for SqliteStore {
                     .map_err(backend)?;
                 }
                 None => {
-                    c.prepare_cached(
-                        "INSERT INTO deliveries (app_id, msg_id, endpoint_id, status, attempts, trigger,
-                             scheduled_at, due_at, created_at, updated_at)
-                         VALUES (?1, ?2, ?3, 'pending', 0, 1, ?4, ?4, ?4, ?4)",
-                    )
-                    .map_err(backend)?
-                    .execute(params![app_id, msg_id, ep, now])
-                    .map_err(backend)?;
+                    // Only to an endpoint of the app that still exists (no foreign key
+                    // checks it: see migration 6).
+                    let n = c
+                        .prepare_cached(
+                            "INSERT INTO deliveries (app_id, msg_id, endpoint_id, status, attempts, trigger,
+                                 scheduled_at, due_at, created_at, updated_at)
+                             SELECT ?1, ?2, ?3, 'pending', 0, 1, ?4, ?4, ?4, ?4
+                             WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = ?3 AND app_id = ?1)",
+                        )
+                        .map_err(backend)?
+                        .execute(params![app_id, msg_id, ep, now])
+                        .map_err(backend)?;
+                    if n == 0 {
+                        return Err(StoreError::NotFound);
+                    }
                 }
             }
             refresh_next_due(c, &ep)
@@ -2114,13 +2560,14 @@ impl Store for SqliteStore {
         let (app_id, ep) = (app_id.to_string(), endpoint_id.to_string());
         self.write(move |c| {
             let n = c
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "UPDATE deliveries SET status = 'pending', due_at = ?5, scheduled_at = ?5,
                          trigger = 1, updated_at = ?5
-                     WHERE app_id = ?1 AND endpoint_id = ?2 AND status = 'failed'
-                       AND msg_id IN (SELECT id FROM messages WHERE app_id = ?1
-                                      AND created_at >= ?3 AND (?4 IS NULL OR created_at < ?4))",
-                )
+                     WHERE rowid IN ({}) AND app_id = ?1 AND status = 'failed'
+                       AND EXISTS (SELECT 1 FROM messages WHERE messages.id = deliveries.msg_id
+                                   AND created_at >= ?3 AND (?4 IS NULL OR created_at < ?4))",
+                    DELIVERY_KEYS.rowids(2)
+                ))
                 .map_err(backend)?
                 .execute(params![app_id, ep, ms(since), until.map(ms), ms(now)])
                 .map_err(backend)?;
@@ -2160,10 +2607,11 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut counts = DeliveryCounts::default();
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT status, count(*) FROM deliveries WHERE app_id = ?1 AND endpoint_id = ?2
-                     GROUP BY status",
-                )
+                .prepare_cached(&format!(
+                    "SELECT status, count(*) FROM deliveries
+                     WHERE rowid IN ({}) AND app_id = ?1 GROUP BY status",
+                    DELIVERY_KEYS.rowids(2)
+                ))
                 .map_err(backend)?;
             let rows = stmt
                 .query_map([&app_id, &ep], |r| {
@@ -2200,10 +2648,13 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
+mod keyed_tests;
+
+#[cfg(test)]
+pub(super) mod tests {
     use super::*;
 
-    fn app(uid: Option<&str>) -> Application {
+    pub(super) fn app(uid: Option<&str>) -> Application {
         let now = Utc::now();
         Application {
             id: new_id("app"),
@@ -2289,7 +2740,7 @@ mod tests {
         assert_eq!(back.data, p2.data);
     }
 
-    fn endpoint(app_id: &str, max_concurrency: u32) -> Endpoint {
+    pub(super) fn endpoint(app_id: &str, max_concurrency: u32) -> Endpoint {
         let now = Utc::now();
         Endpoint {
             id: new_id("ep"),
@@ -2306,7 +2757,7 @@ mod tests {
         }
     }
 
-    fn message(app_id: &str) -> Message {
+    pub(super) fn message(app_id: &str) -> Message {
         Message {
             id: new_id("msg"),
             app_id: app_id.into(),
@@ -2320,7 +2771,7 @@ mod tests {
         }
     }
 
-    fn report_for(d: &ClaimedDelivery, next: NextStep) -> AttemptReport {
+    pub(super) fn report_for(d: &ClaimedDelivery, next: NextStep) -> AttemptReport {
         AttemptReport {
             attempt: Attempt {
                 id: new_id("atmpt"),
@@ -2581,12 +3032,16 @@ mod tests {
         let (gate_tx, gate_rx) = mpsc::channel::<std::io::Result<()>>();
         let gate_rx = Mutex::new(gate_rx);
         let store = Arc::new(
-            SqliteStore::open_with(&dir.path().join("db.sqlite"), move |wal| {
-                Box::new(move || {
-                    let outcome = gate_rx.lock().unwrap().recv().unwrap();
-                    wal.sync_data().and(outcome)
-                })
-            })
+            SqliteStore::open_with(
+                &dir.path().join("db.sqlite"),
+                move |wal| {
+                    Box::new(move || {
+                        let outcome = gate_rx.lock().unwrap().recv().unwrap();
+                        wal.sync_data().and(outcome)
+                    })
+                },
+                true,
+            )
             .unwrap(),
         );
         let s = store.clone();
@@ -2759,7 +3214,7 @@ mod tests {
     /// deliveries and attempts survive, eventId stays unique per app (and only where
     /// given), and foreign keys are back on (deleting the app cascades).
     #[tokio::test]
-    async fn migration_5_keeps_messages_and_their_references() {
+    async fn migrations_5_and_6_keep_messages_and_their_references() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         {
@@ -2792,7 +3247,8 @@ mod tests {
             )
             .unwrap();
         }
-        let store = SqliteStore::open(&path).unwrap();
+        // Migration 6 keys the rows there are; the ones created below stay recent.
+        let store = SqliteStore::open_manual_keys(&path).unwrap();
         let by_event = store.get_message("app_1", "e1").await.unwrap().unwrap();
         assert_eq!(
             (by_event.id.as_str(), by_event.payload.as_str()),
@@ -2826,6 +3282,30 @@ mod tests {
             store.list_attempts("app_1", &q).await.unwrap().data.len(),
             1
         );
+        let by_endpoint = AttemptQuery {
+            endpoint_id: Some("ep_1".into()),
+            ..q.clone()
+        };
+        let attempts = store.list_attempts("app_1", &by_endpoint).await.unwrap();
+        assert_eq!(attempts.data[0].id, "atmpt_1");
+        let messages = store
+            .list_messages(
+                "app_1",
+                &MessageQuery {
+                    list: q.list.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let ids: Vec<&str> = messages.data.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids.len(), 5, "{ids:?}");
+        assert!(["msg_1", "msg_2", "msg_3"].iter().all(|m| ids.contains(m)));
+        let deliveries = store
+            .list_endpoint_deliveries("app_1", "ep_1", &q.list, None)
+            .await
+            .unwrap();
+        assert_eq!(deliveries.data.len(), 3, "one migrated, two new");
 
         store.delete_app("app_1").await.unwrap();
         drop(store);
@@ -2836,6 +3316,14 @@ mod tests {
         };
         assert_eq!(
             (count("messages"), count("deliveries"), count("attempts")),
+            (0, 0, 0)
+        );
+        assert_eq!(
+            (
+                count("message_keys"),
+                count("delivery_keys"),
+                count("attempt_keys")
+            ),
             (0, 0, 0)
         );
         let version: i64 = conn

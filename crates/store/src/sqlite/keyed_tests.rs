@@ -608,3 +608,28 @@ async fn deleting_removes_rows_and_keys_and_new_rows_still_list() {
         model.check_per_message(&z.id, phase).await;
     }
 }
+
+#[tokio::test]
+async fn the_writer_keys_recent_rows_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+    let keyed = || {
+        store.read(|c| {
+            c.query_row("SELECT count(*) FROM message_keys", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(backend)
+        })
+    };
+    let a = store.create_app(app()).await.unwrap();
+    store.create_message(message(&a.id, "a")).await.unwrap();
+    assert_eq!(
+        keyed().await.unwrap(),
+        0,
+        "fewer than a batch, and too soon"
+    );
+    // Past KEY_ALL_EVERY, the next group keys whatever is recent, itself included.
+    tokio::time::sleep(KEY_ALL_EVERY + std::time::Duration::from_millis(100)).await;
+    store.create_message(message(&a.id, "a")).await.unwrap();
+    assert_eq!(keyed().await.unwrap(), 2);
+}

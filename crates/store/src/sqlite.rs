@@ -1047,10 +1047,9 @@ impl Keyed {
         format!("(SELECT upto FROM keyed WHERE name = '{}')", self.table)
     }
 
-    /// SQL selecting the rowids of the tenant given as parameter `?{p}`. Keys are checked
-    /// against their row, so a key whose row is gone never names a row that reused its
-    /// rowid.
-    fn rowids(&self, p: usize) -> String {
+    /// SQL: `FROM` the keys joined to their rows. Keys are checked against their row, so
+    /// a key whose row is gone never names a row that reused its rowid.
+    fn keyed_rows(&self) -> String {
         let Keyed {
             table,
             keys,
@@ -1058,11 +1057,24 @@ impl Keyed {
             key,
         } = self;
         format!(
-            "SELECT {keys}.rid FROM {keys} JOIN {table} ON {table}.rowid = {keys}.rid
-                 AND {table}.{tenant} = {keys}.tenant AND {table}.{key} = {keys}.k
-             WHERE {keys}.tenant = ?{p}
+            "{keys} JOIN {table} ON {table}.rowid = {keys}.rid
+                 AND {table}.{tenant} = {keys}.tenant AND {table}.{key} = {keys}.k"
+        )
+    }
+
+    /// SQL selecting the rowids of the tenant given as parameter `?{p}`.
+    fn rowids(&self, p: usize) -> String {
+        let Keyed {
+            table,
+            keys,
+            tenant,
+            ..
+        } = self;
+        format!(
+            "SELECT {keys}.rid FROM {keyed_rows} WHERE {keys}.tenant = ?{p}
              UNION ALL
              SELECT rowid FROM {table} NOT INDEXED WHERE rowid > {upto} AND {tenant} = ?{p}",
+            keyed_rows = self.keyed_rows(),
             upto = self.upto()
         )
     }
@@ -1330,8 +1342,7 @@ fn paginate_keyed<T>(
     let dir = walk.dir();
     let sql = format!(
         "WITH page (rid, k) AS (
-             SELECT {keys}.rid, {keys}.k FROM {keys} JOIN {table} ON {table}.rowid = {keys}.rid
-                 AND {table}.{tenant_col} = {keys}.tenant AND {table}.{key} = {keys}.k
+             SELECT {keys}.rid, {keys}.k FROM {keyed_rows}
              WHERE {keys}.tenant = ?{keyed_past}{filter}
              UNION ALL
              SELECT {table}.rowid, {table}.{key} FROM {table} NOT INDEXED
@@ -1339,6 +1350,7 @@ fn paginate_keyed<T>(
              ORDER BY 2 {dir} LIMIT ?
          )
          SELECT {cols} FROM page JOIN {table} ON {table}.rowid = page.rid ORDER BY page.k {dir}",
+        keyed_rows = k.keyed_rows(),
         upto = k.upto()
     );
     let rows = query_rows(conn, &sql, args, map)?;

@@ -36,19 +36,37 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
 
-/// Everything handlers share. Cheap to clone.
+/// Everything handlers share: one `Arc`, since axum clones the state for every request
+/// and every middleware (cloning and dropping five `Arc`s per clone was about 3 % of the
+/// tokio worker's time under load; BENCHMARKS.md, "Fourth pass").
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     /// SHA-256 of admin tokens given in the configuration (compared in constant time).
     pub admin_token_hashes: Arc<Vec<[u8; 32]>>,
-    /// Base URL this server is reachable at, for links it hands out (shared: the state
-    /// is cloned for every request).
+    /// Base URL this server is reachable at, for links it hands out.
     pub public_url: Arc<str>,
     /// Notified after new deliveries are committed, so they are picked up at once.
     pub wake: Arc<tokio::sync::Notify>,
     /// Renders the process's metrics in Prometheus text format (`None`: no `/metrics`).
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 #[derive(OpenApi)]

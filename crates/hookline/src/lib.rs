@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use hookline_api::auth::{generate_token, hash_token};
-use hookline_api::AppState;
+use hookline_api::{AppState, Shared};
 use hookline_config::{Config, Database};
 use hookline_delivery::dispatcher::AttemptObserver;
 use hookline_delivery::{Client, Dispatcher, DispatcherConfig, Guard};
@@ -101,13 +101,13 @@ pub async fn run(
         observers,
         wake,
     );
-    let state = AppState {
+    let state = AppState::new(Shared {
         store: store.clone(),
         admin_token_hashes: Arc::new(config.admin_token.iter().map(|t| hash_token(t)).collect()),
         public_url: format!("http://{addr}").into(),
         wake: dispatcher.waker(),
         metrics: install_metrics(),
-    };
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stopping = stop_rx.clone();
     let delivering = tokio::spawn(dispatcher.run(stop_rx));

@@ -14,9 +14,21 @@ use serde::{Deserialize, Serialize};
 ///
 /// KSUIDs with millisecond precision sort by creation time, which makes id order a good
 /// pagination order and keeps inserts at the right edge of the primary-key index.
+///
+/// The random part comes from the thread's CSPRNG rather than the crate's default of one
+/// `getrandom` system call per id: two ids per delivered message made that about 4 % of
+/// the tokio worker's time under load (BENCHMARKS.md, "Fourth pass").
 pub fn new_id(prefix: &str) -> String {
+    use rand::RngCore;
     use svix_ksuid::KsuidLike;
-    format!("{prefix}_{}", svix_ksuid::KsuidMs::new(None, None))
+    let mut payload = [0u8; svix_ksuid::KsuidMs::PAYLOAD_BYTES];
+    rand::rng().fill_bytes(&mut payload);
+    let ksuid = svix_ksuid::KsuidMs::from_millis(None, Some(&payload)).to_base62();
+    let mut id = String::with_capacity(prefix.len() + 1 + ksuid.len());
+    id.push_str(prefix);
+    id.push('_');
+    id.push_str(&ksuid);
+    id
 }
 
 /// The current time at the precision the store keeps (milliseconds), so a record reads
@@ -435,5 +447,29 @@ mod tests {
         let both = settings(Some(&["a"]), Some(&["x"]));
         assert!(both.wants("a", Some(&ch(&["x"]))));
         assert!(!both.wants("b", Some(&ch(&["x"]))));
+    }
+
+    #[test]
+    fn ids_are_prefixed_ksuids_unique_and_ordered_by_time() {
+        use std::str::FromStr;
+        use svix_ksuid::KsuidLike;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let id = new_id("msg");
+            let ksuid = id.strip_prefix("msg_").expect("prefix");
+            assert_eq!(ksuid.len(), 27, "{id}");
+            let parsed = svix_ksuid::KsuidMs::from_str(ksuid).expect("a valid KSUID");
+            assert_eq!(parsed.to_base62(), ksuid);
+            assert!(seen.insert(id), "duplicate id");
+        }
+        // KsuidMs has 4 ms resolution: ids made further apart sort by creation.
+        let earlier = new_id("msg");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let later = new_id("msg");
+        assert!(earlier < later, "{earlier} !< {later}");
+        // The random part really varies (not a fixed or zero payload).
+        let a = svix_ksuid::KsuidMs::from_str(&new_id("x")[2..]).unwrap();
+        let b = svix_ksuid::KsuidMs::from_str(&new_id("x")[2..]).unwrap();
+        assert_ne!(a.payload(), b.payload());
     }
 }

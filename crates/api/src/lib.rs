@@ -46,9 +46,9 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub store: Arc<dyn Store>,
     /// SHA-256 of admin tokens given in the configuration (compared in constant time).
-    pub admin_token_hashes: Arc<Vec<[u8; 32]>>,
+    pub admin_token_hashes: Vec<[u8; 32]>,
     /// Base URL this server is reachable at, for links it hands out.
-    pub public_url: Arc<str>,
+    pub public_url: String,
     /// Notified after new deliveries are committed, so they are picked up at once.
     pub wake: Arc<tokio::sync::Notify>,
     /// Renders the process's metrics in Prometheus text format (`None`: no `/metrics`).

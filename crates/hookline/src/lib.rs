@@ -103,8 +103,8 @@ pub async fn run(
     );
     let state = AppState::new(Shared {
         store: store.clone(),
-        admin_token_hashes: Arc::new(config.admin_token.iter().map(|t| hash_token(t)).collect()),
-        public_url: format!("http://{addr}").into(),
+        admin_token_hashes: config.admin_token.iter().map(|t| hash_token(t)).collect(),
+        public_url: format!("http://{addr}"),
         wake: dispatcher.waker(),
         metrics: install_metrics(),
     });

@@ -5,8 +5,8 @@ use tracing_subscriber::EnvFilter;
 
 /// jemalloc instead of glibc's malloc: under the e2e load glibc's allocator took about
 /// two fifths of the tokio worker's time (`_int_malloc`, `_int_free`, fastbin
-/// consolidation); jemalloc cut the server's CPU per message by about 13 % for 1.5 MB more
-/// idle RSS. mimalloc saved as much CPU but added 10 MB idle and 30 MB peak RSS
+/// consolidation); jemalloc cut the server's CPU for the e2e load by 13-19 % in alternating
+/// runs, for about 1.5 MB more idle RSS. mimalloc saved as much CPU but added 10 MB idle and 30 MB peak RSS
 /// (BENCHMARKS.md, "Fourth pass"). SQLite keeps glibc's allocator (overriding it too saved
 /// nothing measurable and added 10 MB peak RSS).
 #[global_allocator]

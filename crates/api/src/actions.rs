@@ -221,7 +221,6 @@ async fn send_example(
         deliver_at: None,
     };
     let msg = state.store.create_message_for_endpoint(msg, &ep.id).await?;
-    state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
         Json(crate::messages::MessageOut::new(msg, true)),

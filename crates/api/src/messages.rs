@@ -221,8 +221,8 @@ async fn create(
         created_at: hookline_store::now(),
         deliver_at: input.deliver_at,
     };
+    // The store tells the dispatcher about the new deliveries itself (its intake).
     let msg = state.store.create_message(msg).await?;
-    state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
         Json(MessageOut::new(msg, params.with_content)),

@@ -11,17 +11,26 @@
 //! on attempts in flight. Nothing is kept in memory beyond the claimed work: the backlog
 //! stays on disk and is found by index.
 //!
+//! Fresh work: the dispatcher is the store's [`Intake`]. While a message is fanned out, the
+//! store asks it for a free slot for each endpoint that has nothing else due; the slot is
+//! counted at once (so claims see it), the delivery is written already leased, and once
+//! the message is durable it arrives here through a channel and starts without a claim.
+//!
 //! Wake-ups: a new message notifies [`Dispatcher::waker`] so it is picked up at once;
 //! polling (at least every `poll_interval`, sooner when the store says something falls
 //! due) is the safety net, so correctness never depends on the notification.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hookline_retry::RetryPolicy;
-use hookline_store::{new_id, Attempt, AttemptReport, ClaimedDelivery, DeliveryQueue};
+use hookline_store::{
+    new_id, Attempt, AttemptReport, ClaimedDelivery, DeliveryQueue, Endpoint, Intake,
+};
 use rand::Rng;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
@@ -104,6 +113,31 @@ pub struct Dispatcher {
     /// Claimed deliveries not yet reported, for handing back on shutdown.
     leases: Mutex<HashMap<i64, String>>,
     observers: Vec<Arc<dyn AttemptObserver>>,
+    /// Deliveries handed over by the store's creates ([`Intake::take`]); the receiver is
+    /// taken by [`Dispatcher::run`].
+    fresh_tx: UnboundedSender<ClaimedDelivery>,
+    fresh_rx: Mutex<Option<UnboundedReceiver<ClaimedDelivery>>>,
+    /// Slots reserved by creates whose deliveries have not arrived (or been cancelled) yet.
+    reserved: AtomicUsize,
+    /// Set when draining starts: no more reservations.
+    stopping: AtomicBool,
+}
+
+/// One attempt's hold on its endpoint's slot and on a global permit, given back when
+/// dropped: when the attempt is done, and also when its task is aborted.
+struct Slot {
+    dispatcher: Arc<Dispatcher>,
+    endpoint_id: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.dispatcher.release_slot(&self.endpoint_id);
+        self.dispatcher.slots.add_permits(1);
+        metrics::gauge!("hookline_attempts_in_flight").decrement(1.0);
+        // A freed slot may unblock this endpoint's queued work.
+        self.dispatcher.wake.notify_one();
+    }
 }
 
 impl Dispatcher {
@@ -139,6 +173,7 @@ impl Dispatcher {
         observers: Vec<Arc<dyn AttemptObserver>>,
         wake: Arc<Notify>,
     ) -> Arc<Self> {
+        let (fresh_tx, fresh_rx) = unbounded_channel();
         Arc::new(Self {
             store,
             client,
@@ -150,6 +185,10 @@ impl Dispatcher {
             pacing: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
             observers,
+            fresh_tx,
+            fresh_rx: Mutex::new(Some(fresh_rx)),
+            reserved: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -161,23 +200,41 @@ impl Dispatcher {
     /// Runs until `stop` turns true, then drains: no new claims, in-flight attempts get
     /// `shutdown_grace` to finish, the rest are handed back to the store.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut fresh = self
+            .fresh_rx
+            .lock()
+            .expect("fresh receiver")
+            .take()
+            .expect("a dispatcher runs once");
+        let me: Arc<dyn Intake> = self.clone();
+        self.store.attach_intake(Arc::downgrade(&me));
         let mut tasks = JoinSet::new();
         loop {
             if *stop.borrow() {
                 break;
             }
             while tasks.try_join_next().is_some() {}
+            while let Ok(d) = fresh.try_recv() {
+                self.start_fresh(&mut tasks, d);
+            }
             let free = self.slots.available_permits();
             let claimed = if free == 0 {
                 Vec::new()
             } else {
                 let busy = self.busy();
                 let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
-                match self
-                    .store
-                    .claim_deliveries(self.clock.now(), lease, free.min(256), &busy)
-                    .await
-                {
+                let claim =
+                    self.store
+                        .claim_deliveries(self.clock.now(), lease, free.min(256), &busy);
+                tokio::pin!(claim);
+                // Deliveries handed over meanwhile start without waiting for the claim.
+                let claimed = loop {
+                    tokio::select! {
+                        claimed = &mut claim => break claimed,
+                        Some(d) = fresh.recv() => self.start_fresh(&mut tasks, d),
+                    }
+                };
+                match claimed {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed");
@@ -187,38 +244,27 @@ impl Dispatcher {
             };
             let got = claimed.len();
             for d in claimed {
-                let permit = self
-                    .slots
-                    .clone()
-                    .acquire_owned()
+                self.slots
+                    .acquire()
                     .await
-                    .expect("semaphore never closed");
-                {
-                    let mut map = self.in_flight.lock().expect("in-flight map");
-                    let entry = map.entry(d.endpoint.id.clone()).or_default();
-                    entry.attempts += 1;
-                    entry.cap = d.endpoint.settings.max_concurrency.unwrap_or(8) as usize;
+                    .expect("semaphore never closed")
+                    .forget();
+                if !self.take_slot(&d.endpoint) {
+                    // A create took the endpoint's last slot between this claim's look at
+                    // the busy list and the claim itself: back to the queue, due now.
+                    self.slots.add_permits(1);
+                    if let Err(e) = self
+                        .store
+                        .release_delivery(d.id, &d.lease_token, self.clock.now())
+                        .await
+                    {
+                        tracing::warn!(delivery = d.id, error = %e, "could not hand back delivery");
+                    }
+                    continue;
                 }
                 // Booked now, so the next claim already sees how far ahead it reaches.
                 let start_at = self.book_pace(&d);
-                self.leases
-                    .lock()
-                    .expect("lease map")
-                    .insert(d.id, d.lease_token.clone());
-                metrics::gauge!("hookline_attempts_in_flight").increment(1.0);
-                let me = self.clone();
-                tasks.spawn(async move {
-                    let ep = d.endpoint.id.clone();
-                    if let Some(t) = start_at {
-                        tokio::time::sleep_until(t).await;
-                    }
-                    me.attempt(d).await;
-                    me.release_slot(&ep);
-                    metrics::gauge!("hookline_attempts_in_flight").decrement(1.0);
-                    drop(permit);
-                    // A freed slot may unblock this endpoint's queued work.
-                    me.wake.notify_one();
-                });
+                self.start(&mut tasks, d, start_at);
             }
             if got > 0 {
                 continue;
@@ -226,11 +272,60 @@ impl Dispatcher {
             let sleep = self.idle_wait().await;
             tokio::select! {
                 _ = self.wake.notified() => {}
+                Some(d) = fresh.recv() => self.start_fresh(&mut tasks, d),
                 _ = tokio::time::sleep(sleep) => {}
                 _ = stop.changed() => {}
             }
         }
-        self.drain(tasks).await;
+        self.drain(tasks, fresh).await;
+    }
+
+    /// Counts an attempt to `endpoint` against its `maxConcurrency`, if it has room.
+    fn take_slot(&self, endpoint: &Endpoint) -> bool {
+        let cap = endpoint.settings.max_concurrency.unwrap_or(8) as usize;
+        let mut map = self.in_flight.lock().expect("in-flight map");
+        if map
+            .get(&endpoint.id)
+            .map_or(cap == 0, |f| f.attempts >= cap)
+        {
+            return false;
+        }
+        let entry = map.entry(endpoint.id.clone()).or_default();
+        entry.attempts += 1;
+        entry.cap = cap;
+        true
+    }
+
+    /// Starts a delivery a create handed over; its slots were taken when it was reserved.
+    fn start_fresh(self: &Arc<Self>, tasks: &mut JoinSet<()>, d: ClaimedDelivery) {
+        self.reserved.fetch_sub(1, Ordering::SeqCst);
+        self.start(tasks, d, None);
+    }
+
+    /// Runs the attempt of `d` (at `start_at`, if paced) as its own task. The caller has
+    /// taken its endpoint slot and a global permit; the task gives them back.
+    fn start(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        d: ClaimedDelivery,
+        start_at: Option<tokio::time::Instant>,
+    ) {
+        self.leases
+            .lock()
+            .expect("lease map")
+            .insert(d.id, d.lease_token.clone());
+        metrics::gauge!("hookline_attempts_in_flight").increment(1.0);
+        let slot = Slot {
+            dispatcher: self.clone(),
+            endpoint_id: d.endpoint.id.clone(),
+        };
+        tasks.spawn(async move {
+            if let Some(t) = start_at {
+                tokio::time::sleep_until(t).await;
+            }
+            slot.dispatcher.attempt(d).await;
+            drop(slot);
+        });
     }
 
     /// How long to sleep when there was nothing to claim: until the next delivery falls
@@ -245,12 +340,28 @@ impl Dispatcher {
         }
     }
 
-    async fn drain(&self, mut tasks: JoinSet<()>) {
+    async fn drain(
+        self: &Arc<Self>,
+        mut tasks: JoinSet<()>,
+        mut fresh: UnboundedReceiver<ClaimedDelivery>,
+    ) {
+        self.stopping.store(true, Ordering::SeqCst);
         let grace = tokio::time::sleep(self.cfg.shutdown_grace);
         tokio::pin!(grace);
-        loop {
+        // Deliveries creates still hand over are not started: they go back with the rest.
+        let park = |d: ClaimedDelivery| {
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            self.leases
+                .lock()
+                .expect("lease map")
+                .insert(d.id, d.lease_token.clone());
+            self.release_slot(&d.endpoint.id);
+            self.slots.add_permits(1);
+        };
+        while !tasks.is_empty() || self.reserved.load(Ordering::SeqCst) > 0 {
             tokio::select! {
-                next = tasks.join_next() => if next.is_none() { break },
+                _ = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(d) = fresh.recv() => park(d),
                 _ = &mut grace => {
                     tasks.abort_all();
                     break;
@@ -258,6 +369,9 @@ impl Dispatcher {
             }
         }
         while tasks.join_next().await.is_some() {}
+        while let Ok(d) = fresh.try_recv() {
+            park(d);
+        }
         let left: Vec<(i64, String)> = self.leases.lock().expect("lease map").drain().collect();
         for (id, token) in left {
             if let Err(e) = self
@@ -442,6 +556,60 @@ impl Dispatcher {
                 tracing::error!(delivery = d.id, error = %e, "recording attempt failed");
             }
         }
+    }
+}
+
+/// Reservations run on the store's writer thread, inside the create's transaction: they
+/// only look at and update in-memory counts.
+impl Intake for Dispatcher {
+    fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.cfg.lease).unwrap_or_default()
+    }
+
+    fn reserve(&self, endpoint: &Endpoint, app_throttle_rate: Option<u32>) -> bool {
+        // Paced endpoints and applications go through the claim, which books their turns.
+        if endpoint.settings.throttle_rate.is_some_and(|r| r > 0)
+            || app_throttle_rate.is_some_and(|r| r > 0)
+        {
+            return false;
+        }
+        // Counted before looking at `stopping` (and the drain sets `stopping` before it
+        // reads the count), so the drain either sees this reservation or it is refused.
+        self.reserved.fetch_add(1, Ordering::SeqCst);
+        if self.stopping.load(Ordering::SeqCst) {
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        let Ok(permit) = self.slots.try_acquire() else {
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        };
+        if !self.take_slot(endpoint) {
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        permit.forget();
+        true
+    }
+
+    fn take(&self, claimed: Vec<ClaimedDelivery>) {
+        for d in claimed {
+            // Fails only once `run` has returned; the lease then brings it back.
+            let _ = self.fresh_tx.send(d);
+        }
+    }
+
+    fn cancel(&self, endpoint_ids: Vec<String>) {
+        for id in endpoint_ids {
+            self.release_slot(&id);
+            self.slots.add_permits(1);
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.wake.notify_one();
+    }
+
+    fn queued(&self) {
+        self.wake.notify_one();
     }
 }
 

@@ -69,7 +69,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    // The waker is shared so the operational notifier can announce its own messages.
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut observers: Vec<Arc<dyn AttemptObserver>> = Vec::new();
     if let Some(url) = &config.operational_webhook_url {
@@ -82,7 +81,6 @@ pub async fn run(
         observers.push(Arc::new(operational::Notifier {
             store: store.clone(),
             app_id,
-            wake: wake.clone(),
         }));
     }
     let dispatcher = Dispatcher::with_observers(

@@ -16,7 +16,6 @@ use hookline_store::{
     NextStep, SecretEntry, Store,
 };
 use serde_json::json;
-use tokio::sync::Notify;
 
 pub const APP_UID: &str = "hookline-operational";
 const ENDPOINT_UID: &str = "operator";
@@ -106,7 +105,6 @@ pub async fn setup(store: &dyn Store, url: &str, secret: Option<&str>) -> anyhow
 pub struct Notifier {
     pub store: Arc<dyn Store>,
     pub app_id: String,
-    pub wake: Arc<Notify>,
 }
 
 impl Notifier {
@@ -167,7 +165,6 @@ impl AttemptObserver for Notifier {
         }
         let store = self.store.clone();
         let app_id = self.app_id.clone();
-        let wake = self.wake.clone();
         tokio::spawn(async move {
             for (kind, data) in events {
                 let t = now();
@@ -187,7 +184,6 @@ impl AttemptObserver for Notifier {
                     tracing::error!(error = %e, event = kind, "could not queue operational webhook");
                 }
             }
-            wake.notify_one();
         });
     }
 }

@@ -57,6 +57,32 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// so concurrent PATCHes never lose each other's writes, on any backend.
 pub type Mutator<T> = Box<dyn FnOnce(&mut T) -> std::result::Result<(), Rejected> + Send>;
 
+/// A worker that takes fresh deliveries straight from the transaction that creates them.
+///
+/// A delivery that could start at once would otherwise be written `pending`, found by the
+/// worker's next claim (a second write, and a read of the message back) and only then
+/// attempted. With an intake attached ([`DeliveryQueue::attach_intake`]), the store asks
+/// it, while fanning a message out, whether it has a free slot for the endpoint; on a yes
+/// the delivery is written already `sending` under a lease, and the worker is handed it
+/// once the message is durable. Nothing depends on the hand-over for correctness: the
+/// lease is in the database like any claim's, so a worker that dies before attempting it
+/// only delays the delivery until the lease expires (or the next start hands it back).
+pub trait Intake: Send + Sync + 'static {
+    /// How long a handed-over delivery is leased for, as a claim's lease.
+    fn lease(&self) -> chrono::Duration;
+    /// Reserves a slot for an attempt to `endpoint` right after commit, if the worker
+    /// has one free (within the endpoint's `maxConcurrency` and the worker's global cap).
+    /// Called inside the write transaction: it must not block or wait.
+    fn reserve(&self, endpoint: &Endpoint, app_throttle_rate: Option<u32>) -> bool;
+    /// The reserved deliveries, leased, once their message is durable.
+    fn take(&self, claimed: Vec<ClaimedDelivery>);
+    /// The write that reserved these slots (one endpoint id per slot) did not commit.
+    fn cancel(&self, endpoint_ids: Vec<String>);
+    /// A committed write queued deliveries `pending` without handing them over
+    /// (scheduled for later, or the endpoint had no free slot): time to look at the queue.
+    fn queued(&self);
+}
+
 /// The part of the store the delivery engine works through: claiming due work under a
 /// lease, reporting attempts, handing work back, and when the next work falls due. Kept
 /// apart so the dispatcher depends on nothing else (and tests can wrap just this).
@@ -93,6 +119,12 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// When the earliest queued delivery (or lease expiry) falls due, if any, leaving
     /// out endpoints and applications `busy` marks full (`usize::MAX`), as the claim does.
     async fn next_due(&self, busy: &[(String, usize)]) -> Result<Option<DateTime<Utc>>>;
+    /// Hands fresh deliveries that can start at once straight to `intake` (see
+    /// [`Intake`]). Held weakly: the worker holds the store, not the other way round. A
+    /// backend that cannot do this ignores it; the deliveries are then claimed as usual.
+    fn attach_intake(&self, intake: std::sync::Weak<dyn Intake>) {
+        let _ = intake;
+    }
 }
 
 /// The storage interface. Every method is one transaction.
@@ -136,7 +168,8 @@ pub trait Store: DeliveryQueue {
 
     // --- messages -----------------------------------------------------------------
     /// Commits a message durably before returning; `Conflict` if its `event_id` is
-    /// already used within the app.
+    /// already used within the app. The attached [`Intake`], if any, hears of its
+    /// deliveries (handed over, or `queued`): callers need not wake the worker.
     async fn create_message(&self, msg: Message) -> Result<Message>;
     /// Commits a message with one delivery, to this endpoint only, whatever its filters
     /// (an example sent from a dashboard).

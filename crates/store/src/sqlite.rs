@@ -7,8 +7,9 @@
 //! after it and only then acknowledges the group's durable writes, while the writer
 //! already runs the next group. So a burst of N writes costs one fsync, not N, the disk
 //! flush never stalls the writer, and no durable write is acknowledged before it is on
-//! disk. Delivery claims are acknowledged at commit: a lost claim just makes its
-//! delivery due again. Reads run on a small pool
+//! disk. Delivery claims are acknowledged at commit (a lost claim just makes its
+//! delivery due again), unless they could have seen a write that is not on disk yet: no
+//! delivery leaves before its message is durable. Reads run on a small pool
 //! of read-only connections on the blocking thread pool; WAL lets them proceed while the
 //! writer writes.
 //!
@@ -16,7 +17,7 @@
 //! may assume a single writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, RwLock, Weak};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
@@ -308,7 +309,9 @@ struct WriteJob {
     /// hand-backs need not: losing one only makes the delivery due again (at-least-once
     /// holds; a restart hands back every claim anyway), so they are acknowledged at
     /// commit, before the fsync. Any later fsync makes them durable too: WAL commits
-    /// reach the disk in order.
+    /// reach the disk in order. But a claim may have picked deliveries of a message
+    /// committed in the same group, and those must not be attempted before that message
+    /// is durable: in a group with durable writes, the others wait for its fsync too.
     durable: bool,
 }
 
@@ -341,6 +344,8 @@ pub struct SqliteStore {
     /// message reads both, and they rarely change.
     apps: LookupCache<Application>,
     event_types: LookupCache<EventType>,
+    /// The worker fresh deliveries are handed to, if one is attached.
+    intake: RwLock<Option<Weak<dyn Intake>>>,
 }
 
 /// Point lookups of rarely changing records, kept in memory (misses too) so the hot path
@@ -543,6 +548,7 @@ impl SqliteStore {
             _checkpointer: checkpointer,
             apps: LookupCache::new(LOOKUP_CACHE_BYTES, app_weight),
             event_types: LookupCache::new(LOOKUP_CACHE_BYTES, event_type_weight),
+            intake: RwLock::new(None),
         })
     }
 
@@ -572,6 +578,47 @@ impl SqliteStore {
                 (ok, finish)
             }),
             durable: sync == Durability::Full,
+        };
+        self.writer
+            .send(ToWriter::Write(job))
+            .map_err(|_| StoreError::Backend("writer thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("writer thread dropped a write".into()))?
+    }
+
+    /// Commits a message and its deliveries (to `only` that endpoint, if given). The
+    /// deliveries the attached intake reserved slots for are handed to it once the commit
+    /// is durable, from the finisher, so they reach the worker even if the caller has gone
+    /// away meanwhile; if the write does not commit, the slots are given back.
+    async fn write_message(&self, msg: Message, only: Option<String>) -> Result<Message> {
+        let intake = self
+            .intake
+            .read()
+            .expect("intake lock")
+            .as_ref()
+            .and_then(Weak::upgrade);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = WriteJob {
+            run: Box::new(move |conn| {
+                let mut fresh = Fresh {
+                    intake,
+                    claimed: Vec::new(),
+                    queued: false,
+                };
+                let outcome = insert_message(conn, &msg)
+                    .and_then(|()| fan_out(conn, &msg, only.as_deref(), &mut fresh))
+                    .map(|()| msg);
+                let ok = outcome.is_ok();
+                let finish: Finisher = Box::new(move |commit| {
+                    let result = commit.and(outcome);
+                    if result.is_ok() {
+                        fresh.hand_over();
+                    }
+                    let _ = tx.send(result);
+                });
+                (ok, finish)
+            }),
+            durable: true,
         };
         self.writer
             .send(ToWriter::Write(job))
@@ -875,8 +922,14 @@ fn writer_loop(
             let _ = conn.execute_batch("ROLLBACK");
             format!("commit: {e}")
         });
-        for fin in lazy {
-            fin(commit.clone().map_err(StoreError::Backend));
+        // Everything committed before this group is durable unless the sync thread is
+        // still at it (a group that reached MAX_GROUP commits without waiting for it).
+        if durable.is_empty() && !syncing {
+            for fin in lazy.drain(..) {
+                fin(commit.clone().map_err(StoreError::Backend));
+            }
+        } else {
+            durable.append(&mut lazy);
         }
         match (&commit, &syncer) {
             // Acknowledged once the sync thread's next fsync of the WAL returns.
@@ -1567,18 +1620,57 @@ fn insert_message(c: &Connection, msg: &Message) -> Result<()> {
     Ok(())
 }
 
-/// Commits one pending delivery per matching, enabled endpoint (or to `only` that one,
-/// whatever its filters), in the message's own transaction: there is no moment where a
-/// message is stored but not queued.
-fn fan_out(c: &Connection, msg: &Message, only: Option<&str>) -> Result<()> {
+/// Fresh deliveries of one create on their way from the transaction to the worker. Each
+/// one in `claimed` holds a slot the intake reserved; dropped without
+/// [`Fresh::hand_over`] (the write failed or did not commit), it gives them back.
+struct Fresh {
+    intake: Option<Arc<dyn Intake>>,
+    claimed: Vec<ClaimedDelivery>,
+    /// Whether a delivery was queued `pending` instead of handed over.
+    queued: bool,
+}
+
+impl Fresh {
+    /// The message is durable: the worker gets its deliveries.
+    fn hand_over(mut self) {
+        if let Some(intake) = &self.intake {
+            if !self.claimed.is_empty() {
+                intake.take(std::mem::take(&mut self.claimed));
+            }
+            if self.queued {
+                intake.queued();
+            }
+        }
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        if let (Some(intake), false) = (&self.intake, self.claimed.is_empty()) {
+            intake.cancel(self.claimed.drain(..).map(|d| d.endpoint.id).collect());
+        }
+    }
+}
+
+/// Commits one delivery per matching, enabled endpoint (or to `only` that one, whatever
+/// its filters), in the message's own transaction: there is no moment where a message is
+/// stored but not queued. A delivery that can start now, to an endpoint with nothing else
+/// due, is offered to the intake; if it reserves a slot, the delivery is written already
+/// `sending` under a lease (as a claim would leave it) and goes into `fresh`. Endpoints
+/// with work already due keep their order: new deliveries queue behind it.
+fn fan_out(c: &Connection, msg: &Message, only: Option<&str>, fresh: &mut Fresh) -> Result<()> {
     // A scheduled message's deliveries start their life (and retry clock) at deliverAt.
-    let now = ms(msg.deliver_at.unwrap_or(msg.created_at).max(msg.created_at));
+    let start = msg.deliver_at.unwrap_or(msg.created_at).max(msg.created_at);
+    let now = ms(start);
+    let immediate = start == msg.created_at;
     let mut eps = c
-        .prepare_cached("SELECT id, settings FROM endpoints WHERE app_id = ?1 AND disabled = 0")
+        .prepare_cached(&format!(
+            "SELECT {EP_COLS}, next_due_at FROM endpoints WHERE app_id = ?1 AND disabled = 0"
+        ))
         .map_err(backend)?;
     let targets = eps
         .query_map([&msg.app_id], |r| {
-            Ok((r.get::<_, String>(0)?, json_col::<EndpointSettings>(r, 1)?))
+            Ok((ep_row(r)?, r.get::<_, Option<i64>>(8)?))
         })
         .map_err(backend)?
         .collect::<rusqlite::Result<Vec<_>>>()
@@ -1586,8 +1678,8 @@ fn fan_out(c: &Connection, msg: &Message, only: Option<&str>) -> Result<()> {
     let mut insert = c
         .prepare_cached(
             "INSERT INTO deliveries (app_id, msg_id, endpoint_id, status, attempts, trigger,
-                 scheduled_at, due_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'pending', 0, 0, ?4, ?4, ?4, ?4)",
+                 scheduled_at, due_at, lease_token, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 0, 0, ?5, ?6, ?7, ?5, ?5)",
         )
         .map_err(backend)?;
     let mut bump = c
@@ -1595,19 +1687,98 @@ fn fan_out(c: &Connection, msg: &Message, only: Option<&str>) -> Result<()> {
             "UPDATE endpoints SET next_due_at = min(coalesce(next_due_at, ?2), ?2) WHERE id = ?1",
         )
         .map_err(backend)?;
-    for (ep_id, settings) in targets {
+    // The application's delivery settings, read once and only if a delivery is offered.
+    let mut app: Option<AppLimits> = None;
+    let token = lease_token();
+    for (ep, next_due) in targets {
         let wanted = match only {
-            Some(id) => id == ep_id,
-            None => settings.wants(&msg.event_type, msg.channels.as_deref()),
+            Some(id) => id == ep.id,
+            None => ep.settings.wants(&msg.event_type, msg.channels.as_deref()),
         };
-        if wanted {
-            insert
-                .execute(params![msg.app_id, msg.id, ep_id, now])
-                .map_err(backend)?;
-            bump.execute(params![ep_id, now]).map_err(backend)?;
+        if !wanted {
+            continue;
         }
+        let intake = fresh
+            .intake
+            .clone()
+            .filter(|_| immediate && next_due.is_none_or(|t| t > now));
+        let reserved = match intake {
+            Some(intake) => {
+                let limits = match app.take() {
+                    Some(limits) => limits,
+                    None => app_limits(c, &msg.app_id)?,
+                };
+                let yes = intake.reserve(&ep, limits.rate);
+                let lease = intake.lease();
+                if yes {
+                    // Filed before the insert, so a failure from here on gives the slot back.
+                    fresh.claimed.push(ClaimedDelivery {
+                        id: 0,
+                        lease_token: token.clone(),
+                        attempts: 0,
+                        scheduled_at: start,
+                        created_at: start,
+                        trigger: Trigger::Scheduled,
+                        message: msg.clone(),
+                        endpoint: ep.clone(),
+                        app_retry_policy: limits.policy.clone(),
+                        app_throttle_rate: limits.rate,
+                    });
+                }
+                app = Some(limits);
+                yes.then(|| ms(start + lease))
+            }
+            None => None,
+        };
+        let due = match reserved {
+            Some(until) => {
+                insert
+                    .execute(params![
+                        msg.app_id, msg.id, ep.id, "sending", now, until, token
+                    ])
+                    .map_err(backend)?;
+                let last = fresh.claimed.last_mut().expect("filed above");
+                last.id = c.last_insert_rowid();
+                until
+            }
+            None => {
+                insert
+                    .execute(params![
+                        msg.app_id,
+                        msg.id,
+                        ep.id,
+                        "pending",
+                        now,
+                        now,
+                        None::<String>
+                    ])
+                    .map_err(backend)?;
+                fresh.queued = true;
+                now
+            }
+        };
+        bump.execute(params![ep.id, due]).map_err(backend)?;
     }
     Ok(())
+}
+
+/// An application's retry policy and throttle, as a claim needs them (defaults if the
+/// application is gone: the caller's own statements then find nothing to do).
+fn app_limits(c: &Connection, app_id: &str) -> Result<AppLimits> {
+    Ok(
+        c.prepare_cached("SELECT retry_policy, throttle_rate FROM applications WHERE id = ?1")
+            .map_err(backend)?
+            .query_row([app_id], |r| {
+                Ok(AppLimits {
+                    policy: opt_json_col(r, 0)?,
+                    rate: r.get::<_, Option<u32>>(1)?.filter(|r| *r > 0),
+                    claimed: 0,
+                })
+            })
+            .optional()
+            .map_err(backend)?
+            .unwrap_or_default(),
+    )
 }
 
 /// Sets an endpoint's `next_due_at` to its earliest queued delivery (an index lookup).
@@ -1733,22 +1904,7 @@ fn claim(
             break;
         }
         if !apps.contains_key(&ep.app_id) {
-            let limits = c
-                .prepare_cached(
-                    "SELECT retry_policy, throttle_rate FROM applications WHERE id = ?1",
-                )
-                .map_err(backend)?
-                .query_row([&ep.app_id], |r| {
-                    Ok(AppLimits {
-                        policy: opt_json_col(r, 0)?,
-                        rate: r.get::<_, Option<u32>>(1)?.filter(|r| *r > 0),
-                        claimed: 0,
-                    })
-                })
-                .optional()
-                .map_err(backend)?
-                .unwrap_or_default();
-            apps.insert(ep.app_id.clone(), limits);
+            apps.insert(ep.app_id.clone(), app_limits(c, &ep.app_id)?);
         }
         let app = apps.get_mut(&ep.app_id).expect("inserted above");
         let cap = ep.settings.max_concurrency.unwrap_or(8) as usize;
@@ -1899,7 +2055,19 @@ fn report(
             .map_err(backend)?;
         endpoint_disabled = n > 0;
     }
-    refresh_next_due(c, &a.endpoint_id)?;
+    // The endpoint's `next_due_at` may now be early (it was this lease's expiry, or the
+    // lease's expiry of a delivery that is done): never late, which is what matters. An
+    // early one costs the next claim of the endpoint one index lookup and corrects it,
+    // which is far cheaper than recomputing it on every report. A retry must not be
+    // later than it, though.
+    if let (Some(due), Some(_)) = (due, attempts) {
+        c.prepare_cached(
+            "UPDATE endpoints SET next_due_at = min(coalesce(next_due_at, ?2), ?2) WHERE id = ?1",
+        )
+        .map_err(backend)?
+        .execute(params![a.endpoint_id, due])
+        .map_err(backend)?;
+    }
     Ok(ReportOutcome {
         applied: attempts.is_some(),
         endpoint_disabled,
@@ -1978,6 +2146,10 @@ impl DeliveryQueue for SqliteStore {
             .map_err(backend)
         })
         .await
+    }
+
+    fn attach_intake(&self, intake: Weak<dyn Intake>) {
+        *self.intake.write().expect("intake lock") = Some(intake);
     }
 }
 
@@ -2158,12 +2330,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_message(&self, msg: Message) -> Result<Message> {
-        self.write(move |c| {
-            insert_message(c, &msg)?;
-            fan_out(c, &msg, None)?;
-            Ok(msg)
-        })
-        .await
+        self.write_message(msg, None).await
     }
 
     async fn create_message_for_endpoint(
@@ -2171,13 +2338,7 @@ impl Store for SqliteStore {
         msg: Message,
         endpoint_id: &str,
     ) -> Result<Message> {
-        let ep = endpoint_id.to_string();
-        self.write(move |c| {
-            insert_message(c, &msg)?;
-            fan_out(c, &msg, Some(&ep))?;
-            Ok(msg)
-        })
-        .await
+        self.write_message(msg, Some(endpoint_id.to_string())).await
     }
 
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> Result<Option<Message>> {
@@ -2665,6 +2826,9 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod keyed_tests;
+
+#[cfg(test)]
+mod intake_tests;
 
 #[cfg(test)]
 pub(super) mod tests {

@@ -16,9 +16,12 @@
 //! counted at once (so claims see it), the delivery is written already leased, and once
 //! the message is durable it arrives here through a channel and starts without a claim.
 //!
-//! Wake-ups: a new message notifies [`Dispatcher::waker`] so it is picked up at once;
-//! polling (at least every `poll_interval`, sooner when the store says something falls
-//! due) is the safety net, so correctness never depends on the notification.
+//! Wake-ups: work queued without a hand-over (a create the dispatcher had no slot for,
+//! through [`Intake::queued`]; a resend or recovery, through [`Dispatcher::waker`]) wakes
+//! the loop so it is claimed at once, and so does every finished attempt (its slot may be
+//! what queued work waits for). Polling (at least every `poll_interval`, sooner when the
+//! store says something falls due) is the safety net, so correctness never depends on
+//! a notification.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -269,12 +272,16 @@ impl Dispatcher {
             if got > 0 {
                 continue;
             }
-            let sleep = self.idle_wait().await;
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                Some(d) = fresh.recv() => self.start_fresh(&mut tasks, d),
-                _ = tokio::time::sleep(sleep) => {}
-                _ = stop.changed() => {}
+            let sleep = tokio::time::sleep(self.idle_wait().await);
+            tokio::pin!(sleep);
+            // A delivery handed over needs no claim: it starts, and the wait goes on.
+            loop {
+                tokio::select! {
+                    _ = self.wake.notified() => break,
+                    Some(d) = fresh.recv() => self.start_fresh(&mut tasks, d),
+                    _ = &mut sleep => break,
+                    _ = stop.changed() => break,
+                }
             }
         }
         self.drain(tasks, fresh).await;

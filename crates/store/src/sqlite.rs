@@ -567,13 +567,31 @@ impl SqliteStore {
         sync: Durability,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.write_then(sync, move |c| Ok((f(c)?, ())), |()| {})
+            .await
+    }
+
+    /// Like [`Self::write_with`], for a write that leaves something (`A`) for once it has
+    /// committed: `then` gets it, from the thread that acknowledges the write and before
+    /// the caller hears of it, so it runs even if the caller has gone away meanwhile. If
+    /// the write fails or does not commit, `A` is dropped instead.
+    async fn write_then<T: Send + 'static, A: Send + 'static>(
+        &self,
+        sync: Durability,
+        f: impl FnOnce(&Connection) -> Result<(T, A)> + Send + 'static,
+        then: impl FnOnce(A) + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = WriteJob {
             run: Box::new(move |conn| {
                 let outcome = f(conn);
                 let ok = outcome.is_ok();
                 let finish: Finisher = Box::new(move |commit| {
-                    let _ = tx.send(commit.and(outcome));
+                    let result = commit.and(outcome).map(|(out, after)| {
+                        then(after);
+                        out
+                    });
+                    let _ = tx.send(result);
                 });
                 (ok, finish)
             }),
@@ -586,10 +604,9 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("writer thread dropped a write".into()))?
     }
 
-    /// Commits a message and its deliveries (to `only` that endpoint, if given). The
-    /// deliveries the attached intake reserved slots for are handed to it once the commit
-    /// is durable, from the finisher, so they reach the worker even if the caller has gone
-    /// away meanwhile; if the write does not commit, the slots are given back.
+    /// Commits a message and its deliveries (to `only` that endpoint, if given); the
+    /// attached intake gets those it reserved slots for once the commit is durable (if it
+    /// does not commit, the slots are given back).
     async fn write_message(&self, msg: Message, only: Option<String>) -> Result<Message> {
         let intake = self
             .intake
@@ -597,34 +614,21 @@ impl SqliteStore {
             .expect("intake lock")
             .as_ref()
             .and_then(Weak::upgrade);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job = WriteJob {
-            run: Box::new(move |conn| {
+        self.write_then(
+            Durability::Full,
+            move |c| {
                 let mut fresh = Fresh {
                     intake,
                     claimed: Vec::new(),
                     queued: false,
                 };
-                let outcome = insert_message(conn, &msg)
-                    .and_then(|()| fan_out(conn, &msg, only.as_deref(), &mut fresh))
-                    .map(|()| msg);
-                let ok = outcome.is_ok();
-                let finish: Finisher = Box::new(move |commit| {
-                    let result = commit.and(outcome);
-                    if result.is_ok() {
-                        fresh.hand_over();
-                    }
-                    let _ = tx.send(result);
-                });
-                (ok, finish)
-            }),
-            durable: true,
-        };
-        self.writer
-            .send(ToWriter::Write(job))
-            .map_err(|_| StoreError::Backend("writer thread has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Backend("writer thread dropped a write".into()))?
+                insert_message(c, &msg)?;
+                fan_out(c, &msg, only.as_deref(), &mut fresh)?;
+                Ok((msg, fresh))
+            },
+            Fresh::hand_over,
+        )
+        .await
     }
 
     /// A write of records `cache` holds; the cache is cleared once the write is done

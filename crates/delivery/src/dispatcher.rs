@@ -621,4 +621,6 @@ impl Intake for Dispatcher {
 }
 
 #[cfg(test)]
+mod intake_tests;
+#[cfg(test)]
 mod timing_tests;

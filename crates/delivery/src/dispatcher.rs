@@ -225,10 +225,12 @@ impl Dispatcher {
                 Vec::new()
             } else {
                 let busy = self.busy();
-                let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
-                let claim =
-                    self.store
-                        .claim_deliveries(self.clock.now(), lease, free.min(256), &busy);
+                let claim = self.store.claim_deliveries(
+                    self.clock.now(),
+                    self.lease(),
+                    free.min(256),
+                    &busy,
+                );
                 tokio::pin!(claim);
                 // Deliveries handed over meanwhile start without waiting for the claim.
                 let claimed = loop {

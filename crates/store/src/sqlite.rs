@@ -1708,10 +1708,10 @@ fn fan_out(c: &Connection, msg: &Message, only: Option<&str>, fresh: &mut Fresh)
             .filter(|_| immediate && next_due.is_none_or(|t| t > now));
         let reserved = match intake {
             Some(intake) => {
-                let limits = match app.take() {
-                    Some(limits) => limits,
-                    None => app_limits(c, &msg.app_id)?,
-                };
+                if app.is_none() {
+                    app = Some(app_limits(c, &msg.app_id)?);
+                }
+                let limits = app.as_ref().expect("read above");
                 let yes = intake.reserve(&ep, limits.rate);
                 let lease = intake.lease();
                 if yes {
@@ -1729,7 +1729,6 @@ fn fan_out(c: &Connection, msg: &Message, only: Option<&str>, fresh: &mut Fresh)
                         app_throttle_rate: limits.rate,
                     });
                 }
-                app = Some(limits);
                 yes.then(|| ms(start + lease))
             }
             None => None,

@@ -29,7 +29,12 @@ for _ in $(seq 1 2400); do
 done
 [ -n "$pid" ] || { echo "no busy hookline server appeared" >&2; wait $harness; exit 1; }
 if [ -n "$thread" ]; then
-    tid=$(grep -lx "$thread" /proc/"$pid"/task/*/comm | head -1 | cut -d/ -f5)
+    # Several threads may share the name (tokio's blocking pool is also "tokio-rt-worker"):
+    # take the one that has used the most CPU so far.
+    tid=$(for f in $(grep -lx "$thread" /proc/"$pid"/task/*/comm); do
+        t=$(echo "$f" | cut -d/ -f5)
+        echo "$(awk '{print $14 + $15}' /proc/"$pid"/task/"$t"/stat) $t"
+    done | sort -rn | head -1 | cut -d' ' -f2)
     echo "sampling thread $thread ($tid) of server $pid for ${secs}s"
     perf record -F 499 --call-graph dwarf,16384 -t "$tid" -o "$out/perf.data" -- sleep "$secs" 2>/dev/null
 else

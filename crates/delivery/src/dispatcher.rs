@@ -477,7 +477,7 @@ impl Dispatcher {
             .post(
                 &ep.url,
                 headers,
-                d.message.payload.clone().into_bytes(),
+                bytes::Bytes::from(d.message.payload.clone().into_bytes()),
                 timeout,
             )
             .await;

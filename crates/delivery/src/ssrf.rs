@@ -6,8 +6,13 @@
 //! resolved address at connect time ([`GuardedResolver`]) and the connection goes to
 //! exactly the vetted address, so a DNS answer cannot change between check and use.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper_util::client::legacy::connect::dns::Name;
 
 use ipnet::IpNet;
 
@@ -141,13 +146,20 @@ pub struct GuardedResolver {
     pub guard: Guard,
 }
 
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let guard = self.guard.clone();
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let host = name.as_str();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
             let mut allowed = Vec::new();
             let mut first_block = None;
             for a in addrs {
@@ -159,13 +171,13 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 }
             }
             if allowed.is_empty() {
-                let err: Box<dyn std::error::Error + Send + Sync> = match first_block {
+                let err: Self::Error = match first_block {
                     Some(b) => Box::new(b),
                     None => format!("{host} resolved to no address").into(),
                 };
                 return Err(err);
             }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+            Ok(allowed.into_iter())
         })
     }
 }

@@ -84,13 +84,7 @@ struct Scripted {
 
 #[async_trait::async_trait]
 impl Transport for Scripted {
-    async fn post(
-        &self,
-        _: &str,
-        _: reqwest::header::HeaderMap,
-        _: Vec<u8>,
-        _: Duration,
-    ) -> HttpResult {
+    async fn post(&self, _: &str, _: http::HeaderMap, _: bytes::Bytes, _: Duration) -> HttpResult {
         self.arrivals.lock().unwrap().push(self.clock.now());
         let mut answers = self.answers.lock().unwrap();
         let (status, retry_after) = if answers.len() > 1 {

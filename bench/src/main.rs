@@ -3,6 +3,7 @@
 //! to the goals of issue 5. See BENCHMARKS.md.
 
 mod charts;
+mod disk;
 mod http;
 mod receiver;
 mod results;
@@ -230,6 +231,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         baseline_rps: None,
     };
 
+    // The disk before and after: durable writes are part of every hookline figure.
+    let probes = if cli.quick { 20 } else { 200 };
+    let disk_before = tokio::task::spawn_blocking(move || disk::fsync_probe(probes))
+        .await?
+        .context("probing the disk's fsync latency")?;
+    eprintln!("==> {}", disk::describe("before", &disk_before));
     let mut results: Vec<ScenarioResult> = Vec::new();
     for (i, which) in selected.iter().enumerate() {
         let name = which.name();
@@ -270,8 +277,17 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         results.push(r);
     }
 
+    settle(cli.quick).await;
+    let disk_after = tokio::task::spawn_blocking(move || disk::fsync_probe(probes))
+        .await?
+        .context("probing the disk's fsync latency")?;
+    let disk_lines = format!(
+        "{}\n{}\n",
+        disk::describe("before", &disk_before),
+        disk::describe("after", &disk_after)
+    );
     let table = results::text_table(&results);
-    println!("\n{table}");
+    println!("\n{table}\n{disk_lines}");
     let report = serde_json::json!({
         "date": chrono::Local::now().to_rfc3339(),
         "commit": commit(),
@@ -280,6 +296,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         "machine": {
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "mem_total_gib": mem_total_gib(),
+            "disk_fsync_before_ms": disk_before,
+            "disk_fsync_after_ms": disk_after,
         },
         "server_flags": {
             "max_in_flight": scenarios::SERVER_MAX_IN_FLIGHT,
@@ -295,7 +313,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         out.join("results.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
-    std::fs::write(out.join("results.md"), results::markdown_table(&results))?;
+    std::fs::write(
+        out.join("results.md"),
+        format!("{}\n{disk_lines}", results::markdown_table(&results)),
+    )?;
     println!(
         "results: {} (charts and server logs beside it); {:.0} s in all",
         out.join("results.json").display(),

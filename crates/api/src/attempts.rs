@@ -55,8 +55,11 @@ pub struct MessageAttemptOut {
     /// 0 scheduled, 1 manual.
     pub trigger_type: u8,
     pub timestamp: DateTime<Utc>,
-    /// hookline extension: why there was no usable response (`timeout`,
-    /// `connection_refused`, `ssrf_blocked`, ...).
+    /// hookline extension: why there was no usable response: `timeout`,
+    /// `connection_refused`, `connection_reset`, `connect` (another failure to connect),
+    /// `tls`, `ssrf_blocked`, `invalid_url`, `io` (another I/O failure, such as a host
+    /// name that does not resolve) or `http` (a response that is not valid HTTP). Absent
+    /// when a response arrived, whatever its status.
     pub error_kind: Option<String>,
 }
 

@@ -248,6 +248,11 @@ fn describe(e: &hyper_util::client::legacy::Error) -> (&'static str, String) {
             return ("ssrf_blocked", b.to_string());
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            // TLS failures (a bad certificate, a server that does not speak TLS) arrive as
+            // an I/O error that carries the rustls error.
+            if carries_tls_error(io) {
+                return ("tls", format!("tls: {io}"));
+            }
             use std::io::ErrorKind::*;
             let kind = match io.kind() {
                 ConnectionRefused => "connection_refused",
@@ -274,6 +279,22 @@ fn describe(e: &hyper_util::client::legacy::Error) -> (&'static str, String) {
         _ => "http",
     };
     (kind, format!("{kind}: {}", error_chain(e)))
+}
+
+/// Whether a rustls error is inside `io` (possibly in further I/O errors around it:
+/// `io::Error::source` skips the error an I/O error wraps, so look with `get_ref`).
+fn carries_tls_error(io: &std::io::Error) -> bool {
+    let mut inner: Option<&(dyn std::error::Error + 'static)> = io.get_ref().map(|e| e as _);
+    while let Some(e) = inner {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        inner = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|e| e as _),
+            None => e.source(),
+        };
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -381,6 +402,38 @@ mod tests {
         for bad in ["ftp://example.com/", "/relative", "http://", "not a url"] {
             assert!(target_uri(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    /// The TLS stack is wired in (its crypto provider chosen without a panic), and a
+    /// failed handshake is named as such: here an `https` URL whose server speaks plain
+    /// HTTP.
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_a_tls_failure() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        let client = Client::new(Guard::new(vec!["127.0.0.0/8".parse().unwrap()]), 4);
+        let r = client
+            .post(
+                &format!("https://{addr}/hook"),
+                HeaderMap::new(),
+                Bytes::from_static(b"{}"),
+                Duration::from_secs(5),
+            )
+            .await;
+        assert_eq!(r.status, None);
+        assert_eq!(r.error_kind, Some("tls"), "{}", r.response);
     }
 
     #[test]

@@ -172,13 +172,15 @@ impl Client {
 }
 
 /// The endpoint URL as a request target: `http` or `https` with a host. URLs the plain
-/// parser refuses (a Unicode host name, say) are read with the WHATWG parser, which
-/// writes the host in its ASCII form.
+/// parser refuses (a Unicode host name, a fragment, a space in the path) are read with
+/// the WHATWG parser, which writes the host in its ASCII form and escapes the rest; the
+/// fragment is not sent, as browsers and other clients do.
 fn target_uri(url: &str) -> Result<Uri, String> {
     let uri = match url.parse::<Uri>() {
         Ok(u) => u,
         Err(_) => {
-            let parsed = url::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+            let mut parsed = url::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+            parsed.set_fragment(None);
             parsed
                 .as_str()
                 .parse::<Uri>()
@@ -399,6 +401,8 @@ mod tests {
         // A Unicode host name is sent in its ASCII (punycode) form.
         let uri = target_uri("https://bücher.example/hook").unwrap();
         assert_eq!(uri.host(), Some("xn--bcher-kva.example"));
+        let uri = target_uri("http://127.0.0.1:9/a b?q=1#part").unwrap();
+        assert_eq!(uri.path_and_query().unwrap().as_str(), "/a%20b?q=1");
         for bad in ["ftp://example.com/", "/relative", "http://", "not a url"] {
             assert!(target_uri(bad).is_err(), "{bad} should be refused");
         }

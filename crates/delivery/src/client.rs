@@ -408,34 +408,52 @@ mod tests {
         }
     }
 
-    /// The TLS stack is wired in (its crypto provider chosen without a panic), and a
-    /// failed handshake is named as such: here an `https` URL whose server speaks plain
-    /// HTTP.
-    #[tokio::test]
-    async fn a_failed_tls_handshake_is_a_tls_failure() {
+    /// Starts a loopback server that reads one request per connection and answers
+    /// `reply` verbatim.
+    async fn raw_server(reply: &'static [u8]) -> std::net::SocketAddr {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
+                    let mut buf = [0u8; 4096];
                     let _ = s.read(&mut buf).await;
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await;
+                    let _ = s.write_all(reply).await;
                 });
             }
         });
+        addr
+    }
+
+    async fn post_to(url: &str) -> HttpResult {
         let client = Client::new(Guard::new(vec!["127.0.0.0/8".parse().unwrap()]), 4);
-        let r = client
+        client
             .post(
-                &format!("https://{addr}/hook"),
+                url,
                 HeaderMap::new(),
                 Bytes::from_static(b"{}"),
                 Duration::from_secs(5),
             )
-            .await;
+            .await
+    }
+
+    /// A reply that is not HTTP is a failed attempt of kind `http`, without a status.
+    #[tokio::test]
+    async fn a_reply_that_is_not_http_is_an_http_failure() {
+        let addr = raw_server(b"SMTP ready\r\n\r\n").await;
+        let r = post_to(&format!("http://{addr}/hook")).await;
+        assert_eq!(r.status, None);
+        assert_eq!(r.error_kind, Some("http"), "{}", r.response);
+    }
+
+    /// The TLS stack is wired in (its crypto provider chosen without a panic), and a
+    /// failed handshake is named as such: here an `https` URL whose server speaks plain
+    /// HTTP.
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_a_tls_failure() {
+        let addr = raw_server(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        let r = post_to(&format!("https://{addr}/hook")).await;
         assert_eq!(r.status, None);
         assert_eq!(r.error_kind, Some("tls"), "{}", r.response);
     }

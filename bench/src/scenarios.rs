@@ -619,10 +619,18 @@ pub async fn fanout(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
                 paths.len()
             );
         }
-        let last = arrivals.iter().map(|a| a.at).max().expect("some");
+        // When the receipts came, not only the last: the first shows how soon delivery
+        // starts after the create, the median how the bulk of the fan-out went.
+        let mut at_ms: Vec<f64> = arrivals
+            .iter()
+            .map(|a| a.at.duration_since(start).as_secs_f64() * 1e3)
+            .collect();
+        at_ms.sort_unstable_by(f64::total_cmp);
         runs.push(json!({
-            "all_received_ms": last.duration_since(start).as_secs_f64() * 1e3,
+            "all_received_ms": at_ms[at_ms.len() - 1],
             "ack_ms": acked.duration_since(start).as_secs_f64() * 1e3,
+            "first_received_ms": at_ms[0],
+            "half_received_ms": at_ms[at_ms.len() / 2],
         }));
     }
     let first_ms = runs[0]["all_received_ms"].as_f64().expect("number");

@@ -55,7 +55,8 @@ pub struct EndpointIn {
     pub retry_policy: Option<RetryPolicy>,
     /// hookline extension: per-attempt timeout, 100 to 60000 ms (default 15000).
     pub timeout_ms: Option<u32>,
-    /// hookline extension: concurrent deliveries at most (default 8).
+    /// hookline extension: concurrent deliveries at most (default 8; one at a time while
+    /// the endpoint is failing, until an attempt succeeds).
     pub max_concurrency: Option<u32>,
     /// hookline extension: `{"scheme": "standard" | "hmac-sha256-hex" | "none", ...}`.
     #[schema(value_type = Option<Object>)]
@@ -262,6 +263,7 @@ async fn create_endpoint(
         ),
         created_at: now,
         updated_at: now,
+        failing_since: None,
     };
     check_whole(&ep)?;
     Ok(state.store.create_endpoint(ep).await?)

@@ -8,8 +8,11 @@
 //! [`PACE_AHEAD`] ahead (and at most a second's worth per claim, from the store), so the
 //! deliveries waiting for their turn are few, wait briefly (well within their lease) and
 //! do not sit on the global slots other endpoints need. A global semaphore is a hard cap
-//! on attempts in flight. Nothing is kept in memory beyond the claimed work: the backlog
-//! stays on disk and is found by index.
+//! on attempts in flight. Many dead endpoints together could still fill that cap, each
+//! holding its slots until its timeout: so a failing endpoint (its last attempt failed)
+//! gets one slot instead of its `maxConcurrency`, and failing endpoints together get at
+//! most half the cap, leaving the other half to endpoints that answer. Nothing is kept in
+//! memory beyond the claimed work: the backlog stays on disk and is found by index.
 //!
 //! Fresh work: the dispatcher is the store's [`Intake`]. While a message is fanned out, the
 //! store asks it for a free slot for each endpoint that has nothing else due; the slot is
@@ -98,6 +101,17 @@ pub struct Observed {
 struct InFlight {
     attempts: usize,
     cap: usize,
+    /// The endpoint was failing when its slot was taken. A failing endpoint gets one
+    /// attempt at a time, and only once nothing else of it is in flight, so its slots are
+    /// either all taken while it was healthy or this one.
+    failing: bool,
+}
+
+/// Attempts in flight in this process, per endpoint id and to failing endpoints in all.
+#[derive(Debug, Default)]
+struct Slots {
+    endpoints: HashMap<String, InFlight>,
+    failing: usize,
 }
 
 pub struct Dispatcher {
@@ -107,9 +121,9 @@ pub struct Dispatcher {
     cfg: DispatcherConfig,
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
-    /// Per endpoint id: attempts in flight and its `maxConcurrency` (a std mutex: held
-    /// only for a map update).
-    in_flight: Mutex<HashMap<String, InFlight>>,
+    /// Per endpoint id: attempts in flight and its `maxConcurrency`; and how many go to
+    /// failing endpoints (a std mutex: held only for a map update).
+    in_flight: Mutex<Slots>,
     /// Per endpoint and per application id: the earliest time the next attempt may
     /// start (throttleRate pacing).
     pacing: Mutex<HashMap<String, tokio::time::Instant>>,
@@ -184,7 +198,7 @@ impl Dispatcher {
             slots: Arc::new(Semaphore::new(cfg.max_in_flight)),
             cfg,
             wake,
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(Slots::default()),
             pacing: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
             observers,
@@ -229,6 +243,7 @@ impl Dispatcher {
                     self.clock.now(),
                     self.lease(),
                     free.min(256),
+                    self.failing_room(),
                     &busy,
                 );
                 tokio::pin!(claim);
@@ -255,8 +270,9 @@ impl Dispatcher {
                     .expect("semaphore never closed")
                     .forget();
                 if !self.take_slot(&d.endpoint) {
-                    // A create took the endpoint's last slot between this claim's look at
-                    // the busy list and the claim itself: back to the queue, due now.
+                    // A create took the endpoint's last slot (or the failing endpoints'
+                    // last one) between this claim's look at the counts and the claim
+                    // itself: back to the queue, due now.
                     self.slots.add_permits(1);
                     if let Err(e) = self
                         .store
@@ -289,20 +305,39 @@ impl Dispatcher {
         self.drain(tasks, fresh).await;
     }
 
-    /// Counts an attempt to `endpoint` against its `maxConcurrency`, if it has room.
+    /// Counts an attempt to `endpoint` against its concurrency cap (one while it is
+    /// failing) and, if it is failing, against the slots failing endpoints may hold; if
+    /// it has room in both.
     fn take_slot(&self, endpoint: &Endpoint) -> bool {
-        let cap = endpoint.settings.max_concurrency.unwrap_or(8) as usize;
-        let mut map = self.in_flight.lock().expect("in-flight map");
-        if map
-            .get(&endpoint.id)
-            .map_or(cap == 0, |f| f.attempts >= cap)
-        {
+        let cap = endpoint.concurrency_cap();
+        let failing = endpoint.is_failing();
+        let mut slots = self.in_flight.lock().expect("in-flight map");
+        let attempts = slots.endpoints.get(&endpoint.id).map_or(0, |f| f.attempts);
+        if attempts >= cap || (failing && slots.failing >= self.failing_cap()) {
             return false;
         }
-        let entry = map.entry(endpoint.id.clone()).or_default();
+        let entry = slots.endpoints.entry(endpoint.id.clone()).or_default();
         entry.attempts += 1;
         entry.cap = cap;
+        if failing {
+            // The cap of one means nothing else of this endpoint is in flight.
+            entry.failing = true;
+            slots.failing += 1;
+        }
         true
+    }
+
+    /// How many attempts may go to failing endpoints at once: half the global cap. Dead
+    /// endpoints each hold a slot until their timeout; however many there are, they can
+    /// fill only this part, and healthy endpoints always have the other half.
+    fn failing_cap(&self) -> usize {
+        (self.cfg.max_in_flight / 2).max(1)
+    }
+
+    /// How many more attempts to failing endpoints may start now.
+    fn failing_room(&self) -> usize {
+        let failing = self.in_flight.lock().expect("in-flight map").failing;
+        self.failing_cap().saturating_sub(failing)
     }
 
     /// Starts a delivery a create handed over; its slots were taken when it was reserved.
@@ -340,7 +375,11 @@ impl Dispatcher {
     /// How long to sleep when there was nothing to claim: until the next delivery falls
     /// due on an endpoint with room (a freed slot wakes the loop anyway).
     async fn idle_wait(&self) -> Duration {
-        match self.store.next_due(&self.busy()).await {
+        match self
+            .store
+            .next_due(&self.busy(), self.failing_room() > 0)
+            .await
+        {
             Ok(Some(t)) => (t - self.clock.now())
                 .to_std()
                 .unwrap_or(Duration::from_millis(5))
@@ -403,6 +442,7 @@ impl Dispatcher {
             .in_flight
             .lock()
             .expect("in-flight map")
+            .endpoints
             .iter()
             .map(|(id, f)| {
                 let n = if f.attempts >= f.cap {
@@ -426,11 +466,15 @@ impl Dispatcher {
     }
 
     fn release_slot(&self, endpoint_id: &str) {
-        let mut map = self.in_flight.lock().expect("in-flight map");
-        if let Some(f) = map.get_mut(endpoint_id) {
+        let mut slots = self.in_flight.lock().expect("in-flight map");
+        if let Some(f) = slots.endpoints.get_mut(endpoint_id) {
             f.attempts -= 1;
             if f.attempts == 0 {
-                map.remove(endpoint_id);
+                let failing = f.failing;
+                slots.endpoints.remove(endpoint_id);
+                if failing {
+                    slots.failing -= 1;
+                }
             }
         }
     }

@@ -93,6 +93,7 @@ pub async fn setup(store: &dyn Store, url: &str, secret: Option<&str>) -> anyhow
                     },
                     created_at: t,
                     updated_at: t,
+                    failing_since: None,
                 })
                 .await
                 .context("creating the operational webhooks endpoint")?;

@@ -94,12 +94,17 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// more than its `maxConcurrency` (`usize::MAX`: the endpoint is full for now, and is
     /// not even looked at; an application id with `usize::MAX`: all its endpoints are). A throttled endpoint
     /// gets at most `throttleRate` per claim, and a throttled application at most its
-    /// `throttleRate` over all its endpoints. Work is found through indexes only.
+    /// `throttleRate` over all its endpoints. A failing endpoint (one whose last attempt
+    /// failed) gets one attempt at a time ([`Endpoint::concurrency_cap`]), and at most
+    /// `max_failing` of the deliveries claimed go to failing endpoints, so that dead ones
+    /// can only ever hold the part of the worker's slots it sets aside for them. Work is
+    /// found through indexes only.
     async fn claim_deliveries(
         &self,
         now: DateTime<Utc>,
         lease: chrono::Duration,
         max: usize,
+        max_failing: usize,
         busy: &[(String, usize)],
     ) -> Result<Vec<ClaimedDelivery>>;
     /// Logs the attempt and, if `lease_token` still holds the delivery, moves it on.
@@ -117,8 +122,13 @@ pub trait DeliveryQueue: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<()>;
     /// When the earliest queued delivery (or lease expiry) falls due, if any, leaving
-    /// out endpoints and applications `busy` marks full (`usize::MAX`), as the claim does.
-    async fn next_due(&self, busy: &[(String, usize)]) -> Result<Option<DateTime<Utc>>>;
+    /// out endpoints and applications `busy` marks full (`usize::MAX`), as the claim does,
+    /// and failing endpoints unless `failing` (the worker has room for them).
+    async fn next_due(
+        &self,
+        busy: &[(String, usize)],
+        failing: bool,
+    ) -> Result<Option<DateTime<Utc>>>;
     /// Hands fresh deliveries that can start at once straight to `intake` (see
     /// [`Intake`]). Held weakly: the worker holds the store, not the other way round. A
     /// backend that cannot do this ignores it; the deliveries are then claimed as usual.

@@ -135,12 +135,40 @@ pub struct Endpoint {
     pub settings: EndpointSettings,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the endpoint's current run of failed attempts began (`None`: its last attempt
+    /// succeeded, or it has had none). Kept by the store as attempts are reported; what
+    /// callers set here is ignored on writes.
+    pub failing_since: Option<DateTime<Utc>>,
 }
+
+/// `maxConcurrency` when an endpoint sets none.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 8;
 
 impl Endpoint {
     /// The current signing secret.
     pub fn current_secret(&self) -> Option<&str> {
         self.settings.secrets.first().map(|s| s.key.as_str())
+    }
+
+    /// Whether the endpoint has failed since its last success.
+    pub fn is_failing(&self) -> bool {
+        self.failing_since.is_some()
+    }
+
+    /// How many attempts to this endpoint may be in flight at once: its `maxConcurrency`,
+    /// but only one while it is failing. A dead endpoint then ties up one slot waiting for
+    /// its timeout instead of eight, and a struggling receiver gets one request at a time
+    /// until it answers 2xx again, when its full concurrency comes back.
+    pub fn concurrency_cap(&self) -> usize {
+        let cap = self
+            .settings
+            .max_concurrency
+            .unwrap_or(DEFAULT_MAX_CONCURRENCY) as usize;
+        if self.is_failing() {
+            cap.min(1)
+        } else {
+            cap
+        }
     }
 }
 

@@ -294,6 +294,18 @@ const MIGRATIONS: &[&str] = &[
         ('deliveries', coalesce((SELECT max(rowid) FROM deliveries), 0)),
         ('attempts', coalesce((SELECT max(rowid) FROM attempts), 0));
     "#,
+    // 7: failing endpoints (an attempt failed since their last success) are claimed
+    // apart from healthy ones, within the room the worker has for them: each kind gets
+    // its own walk by next_due_at, so however many failing endpoints are due, they never
+    // stand in the healthy ones' walk (nor the other way round). An endpoint is in one of
+    // the two indexes, so keeping next_due_at up to date costs what it did.
+    r#"
+    DROP INDEX endpoints_due;
+    CREATE INDEX endpoints_due ON endpoints (next_due_at)
+        WHERE next_due_at IS NOT NULL AND disabled = 0 AND failing_since IS NULL;
+    CREATE INDEX endpoints_due_failing ON endpoints (next_due_at)
+        WHERE next_due_at IS NOT NULL AND disabled = 0 AND failing_since IS NOT NULL;
+    "#,
 ];
 
 type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -1506,7 +1518,8 @@ fn put_et(conn: &Connection, e: &EventType, insert: bool) -> Result<()> {
     Ok(())
 }
 
-const EP_COLS: &str = "id, app_id, uid, url, disabled, settings, created_at, updated_at";
+const EP_COLS: &str =
+    "id, app_id, uid, url, disabled, settings, created_at, updated_at, failing_since";
 
 fn ep_row(r: &Row) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -1518,6 +1531,7 @@ fn ep_row(r: &Row) -> rusqlite::Result<Endpoint> {
         settings: json_col(r, 5)?,
         created_at: from_ms(r.get(6)?),
         updated_at: from_ms(r.get(7)?),
+        failing_since: r.get::<_, Option<i64>>(8)?.map(from_ms),
     })
 }
 
@@ -1674,7 +1688,7 @@ fn fan_out(c: &Connection, msg: &Message, only: Option<&str>, fresh: &mut Fresh)
         .map_err(backend)?;
     let targets = eps
         .query_map([&msg.app_id], |r| {
-            Ok((ep_row(r)?, r.get::<_, Option<i64>>(8)?))
+            Ok((ep_row(r)?, r.get::<_, Option<i64>>(9)?))
         })
         .map_err(backend)?
         .collect::<rusqlite::Result<Vec<_>>>()
@@ -1873,6 +1887,7 @@ fn claim(
     now: DateTime<Utc>,
     lease: chrono::Duration,
     max: usize,
+    max_failing: usize,
     busy: &[(String, usize)],
 ) -> Result<Vec<ClaimedDelivery>> {
     let now_ms = ms(now);
@@ -1883,25 +1898,21 @@ fn claim(
     // walk itself, so they neither crowd out the others nor need parking: the worker
     // claims again as soon as one of their slots frees.
     let full = full_ids_json(busy.iter().map(|(id, n)| (*id, *n)));
-    // Look at a few more endpoints than slots: some may be throttled.
-    let candidates = c
-        .prepare_cached(&format!(
-            "SELECT {EP_COLS} FROM endpoints WHERE disabled = 0 AND next_due_at <= ?1
-               AND id NOT IN (SELECT value FROM json_each(?3))
-               AND app_id NOT IN (SELECT value FROM json_each(?3))
-             ORDER BY next_due_at LIMIT ?2"
-        ))
-        .map_err(backend)?
-        .query_map(params![now_ms, (max * 2).max(16) as i64, full], ep_row)
-        .map_err(backend)?
-        .collect::<rusqlite::Result<Vec<Endpoint>>>()
-        .map_err(backend)?;
+    // Look at a few more endpoints than slots: some may be throttled. Failing endpoints
+    // (one delivery each at most) have their own walk, and none when the worker has no
+    // room for them; both walks merge in due order.
+    let mut candidates = due_endpoints(c, HEALTHY, now_ms, (max * 2).max(16), &full)?;
+    if max_failing > 0 {
+        candidates.extend(due_endpoints(c, FAILING, now_ms, max_failing * 2, &full)?);
+        candidates.sort_by_key(|(_, due)| *due);
+    }
     let token = lease_token();
     let mut out = Vec::new();
     // Per application seen in this claim: its retry policy, throttle and claims so far.
     let mut apps: HashMap<String, AppLimits> = HashMap::new();
     let mut messages: HashMap<String, Message> = HashMap::new();
-    for ep in candidates {
+    let mut failing_claimed = 0;
+    for (ep, _) in candidates {
         let remaining = max.saturating_sub(out.len());
         if remaining == 0 {
             break;
@@ -1910,8 +1921,13 @@ fn claim(
             apps.insert(ep.app_id.clone(), app_limits(c, &ep.app_id)?);
         }
         let app = apps.get_mut(&ep.app_id).expect("inserted above");
-        let cap = ep.settings.max_concurrency.unwrap_or(8) as usize;
-        let mut free = cap.saturating_sub(busy_of(&ep.id)).min(remaining);
+        let mut free = ep
+            .concurrency_cap()
+            .saturating_sub(busy_of(&ep.id))
+            .min(remaining);
+        if ep.is_failing() {
+            free = free.min(max_failing.saturating_sub(failing_claimed));
+        }
         // A throttled endpoint (or application) gets at most a second's worth of its rate
         // at a time: the dispatcher paces them, and what waits for its turn holds a lease
         // and a slot.
@@ -1952,6 +1968,9 @@ fn claim(
             .map_err(backend)?;
         refresh_next_due(c, &ep.id)?;
         app.claimed += rows.len();
+        if ep.is_failing() {
+            failing_claimed += rows.len();
+        }
         for (id, msg_id, attempts, scheduled_at, created_at, trigger) in rows {
             // A fanned-out message is read once per claim, not once per endpoint.
             let message = match messages.get(&msg_id) {
@@ -1981,6 +2000,44 @@ fn claim(
         }
     }
     Ok(out)
+}
+
+/// The earlier of two times, either of which may be missing.
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The two kinds of endpoint a claim walks apart, as conditions that select the
+/// matching partial index (migration 7).
+const HEALTHY: &str = "failing_since IS NULL";
+const FAILING: &str = "failing_since IS NOT NULL";
+
+/// Up to `limit` enabled endpoints of one kind with work due by `now_ms`, earliest first,
+/// leaving out those `full` names (a JSON array of endpoint and application ids).
+fn due_endpoints(
+    c: &Connection,
+    kind: &str,
+    now_ms: i64,
+    limit: usize,
+    full: &str,
+) -> Result<Vec<(Endpoint, i64)>> {
+    c.prepare_cached(&format!(
+        "SELECT {EP_COLS}, next_due_at FROM endpoints
+         WHERE disabled = 0 AND {kind} AND next_due_at <= ?1
+           AND id NOT IN (SELECT value FROM json_each(?3))
+           AND app_id NOT IN (SELECT value FROM json_each(?3))
+         ORDER BY next_due_at LIMIT ?2"
+    ))
+    .map_err(backend)?
+    .query_map(params![now_ms, limit as i64, full], |r| {
+        Ok((ep_row(r)?, r.get::<_, i64>(9)?))
+    })
+    .map_err(backend)?
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .map_err(backend)
 }
 
 fn report(
@@ -2089,11 +2146,14 @@ impl DeliveryQueue for SqliteStore {
         now: DateTime<Utc>,
         lease: chrono::Duration,
         max: usize,
+        max_failing: usize,
         busy: &[(String, usize)],
     ) -> Result<Vec<ClaimedDelivery>> {
         let busy = busy.to_vec();
-        self.write_with(Durability::Lazy, move |c| claim(c, now, lease, max, &busy))
-            .await
+        self.write_with(Durability::Lazy, move |c| {
+            claim(c, now, lease, max, max_failing, &busy)
+        })
+        .await
     }
 
     async fn report_attempt(
@@ -2133,20 +2193,35 @@ impl DeliveryQueue for SqliteStore {
         .await
     }
 
-    async fn next_due(&self, busy: &[(String, usize)]) -> Result<Option<DateTime<Utc>>> {
+    async fn next_due(
+        &self,
+        busy: &[(String, usize)],
+        failing: bool,
+    ) -> Result<Option<DateTime<Utc>>> {
         let full = full_ids_json(busy.iter().map(|(id, n)| (id.as_str(), *n)));
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT next_due_at FROM endpoints WHERE disabled = 0 AND next_due_at IS NOT NULL
-                   AND id NOT IN (SELECT value FROM json_each(?1))
-                   AND app_id NOT IN (SELECT value FROM json_each(?1))
-                 ORDER BY next_due_at LIMIT 1",
-            )
-            .map_err(backend)?
-            .query_row([full], |r| r.get::<_, i64>(0))
-            .optional()
-            .map(|v| v.map(from_ms))
-            .map_err(backend)
+            let kinds: &[&str] = if failing {
+                &[HEALTHY, FAILING]
+            } else {
+                &[HEALTHY]
+            };
+            let mut next: Option<i64> = None;
+            for kind in kinds {
+                let due = c
+                    .prepare_cached(&format!(
+                        "SELECT next_due_at FROM endpoints
+                         WHERE disabled = 0 AND {kind} AND next_due_at IS NOT NULL
+                           AND id NOT IN (SELECT value FROM json_each(?1))
+                           AND app_id NOT IN (SELECT value FROM json_each(?1))
+                         ORDER BY next_due_at LIMIT 1"
+                    ))
+                    .map_err(backend)?
+                    .query_row([&full], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map_err(backend)?;
+                next = earliest(next, due);
+            }
+            Ok(next.map(from_ms))
         })
         .await
     }
@@ -2305,6 +2380,7 @@ impl Store for SqliteStore {
                     .map_err(backend)?
                     .execute([&ep.id])
                     .map_err(backend)?;
+                ep.failing_since = None;
                 refresh_next_due(c, &ep.id)?;
             }
             Ok(ep)
@@ -2766,13 +2842,19 @@ impl Store for SqliteStore {
                 .map_err(backend)?
                 .query_row([ms(now)], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(backend)?;
-            let oldest: Option<i64> = c
-                .prepare_cached(
-                    "SELECT min(next_due_at) FROM endpoints WHERE disabled = 0 AND next_due_at IS NOT NULL",
-                )
-                .map_err(backend)?
-                .query_row([], |r| r.get(0))
-                .map_err(backend)?;
+            // One look per kind of endpoint: each is an index's first entry.
+            let mut oldest: Option<i64> = None;
+            for kind in [HEALTHY, FAILING] {
+                let due: Option<i64> = c
+                    .prepare_cached(&format!(
+                        "SELECT min(next_due_at) FROM endpoints
+                         WHERE disabled = 0 AND {kind} AND next_due_at IS NOT NULL"
+                    ))
+                    .map_err(backend)?
+                    .query_row([], |r| r.get(0))
+                    .map_err(backend)?;
+                oldest = earliest(oldest, due);
+            }
             Ok(QueueStats {
                 queued: queued as u64,
                 due: due as u64,
@@ -2937,6 +3019,7 @@ pub(super) mod tests {
             },
             created_at: now,
             updated_at: now,
+            failing_since: None,
         }
     }
 
@@ -2985,17 +3068,23 @@ pub(super) mod tests {
         store.create_message(message(&a.id)).await.unwrap();
         let lease = chrono::Duration::seconds(30);
         let t0 = Utc::now();
-        let first = store.claim_deliveries(t0, lease, 10, &[]).await.unwrap();
+        let first = store
+            .claim_deliveries(t0, lease, 10, 10, &[])
+            .await
+            .unwrap();
         assert_eq!(first.len(), 1);
         // Claimed work is not handed out twice while its lease holds...
         assert!(store
-            .claim_deliveries(t0, lease, 10, &[])
+            .claim_deliveries(t0, lease, 10, 10, &[])
             .await
             .unwrap()
             .is_empty());
         // ...but is taken over once it expires (a crashed worker).
         let later = t0 + chrono::Duration::seconds(31);
-        let second = store.claim_deliveries(later, lease, 10, &[]).await.unwrap();
+        let second = store
+            .claim_deliveries(later, lease, 10, 10, &[])
+            .await
+            .unwrap();
         assert_eq!(second.len(), 1);
         assert_ne!(first[0].lease_token, second[0].lease_token);
         // The first worker's late report is logged but changes nothing.
@@ -3057,13 +3146,16 @@ pub(super) mod tests {
         let lease = chrono::Duration::seconds(30);
         let now = Utc::now();
         let busy = vec![(full.id.clone(), usize::MAX)];
-        let got = store.claim_deliveries(now, lease, 10, &busy).await.unwrap();
+        let got = store
+            .claim_deliveries(now, lease, 10, 10, &busy)
+            .await
+            .unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].endpoint.id, other.id, "the full endpoint is skipped");
         // Nothing else is due on an endpoint with room: the next wake-up is the other
         // delivery's lease expiry, not the full endpoint's due work.
         let next = store
-            .next_due(&busy)
+            .next_due(&busy, true)
             .await
             .unwrap()
             .expect("a lease expires");
@@ -3072,7 +3164,10 @@ pub(super) mod tests {
             "{next} vs {now}"
         );
         // Once it has room, its work is claimable at once (it was not parked).
-        let got = store.claim_deliveries(now, lease, 10, &[]).await.unwrap();
+        let got = store
+            .claim_deliveries(now, lease, 10, 10, &[])
+            .await
+            .unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].endpoint.id, full.id);
         // A full application counts for all its endpoints.
@@ -3080,7 +3175,7 @@ pub(super) mod tests {
         let later = now + chrono::Duration::milliseconds(10);
         let busy = vec![(a.id.clone(), usize::MAX)];
         assert!(store
-            .claim_deliveries(later, lease, 10, &busy)
+            .claim_deliveries(later, lease, 10, 10, &busy)
             .await
             .unwrap()
             .is_empty());
@@ -3099,7 +3194,7 @@ pub(super) mod tests {
         let now = Utc::now();
         assert_eq!(
             store
-                .claim_deliveries(now, lease, 10, &[])
+                .claim_deliveries(now, lease, 10, 10, &[])
                 .await
                 .unwrap()
                 .len(),
@@ -3107,7 +3202,7 @@ pub(super) mod tests {
         );
         let busy = vec![(ep.id.clone(), 2)];
         assert!(store
-            .claim_deliveries(now, lease, 10, &busy)
+            .claim_deliveries(now, lease, 10, 10, &busy)
             .await
             .unwrap()
             .is_empty());
@@ -3115,12 +3210,87 @@ pub(super) mod tests {
         let soon = now + chrono::Duration::seconds(2);
         assert_eq!(
             store
-                .claim_deliveries(soon, lease, 10, &busy)
+                .claim_deliveries(soon, lease, 10, 10, &busy)
                 .await
                 .unwrap()
                 .len(),
             1
         );
+    }
+
+    /// A failed attempt makes the endpoint failing: one delivery at a time, claimed only
+    /// while the worker has room for failing endpoints; a success gives its full
+    /// `maxConcurrency` back.
+    #[tokio::test]
+    async fn failing_endpoints_are_claimed_one_at_a_time_within_the_room_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+        let a = store.create_app(app(None)).await.unwrap();
+        let dead = store.create_endpoint(endpoint(&a.id, 8)).await.unwrap();
+        let b = store.create_app(app(None)).await.unwrap();
+        let healthy = store.create_endpoint(endpoint(&b.id, 8)).await.unwrap();
+        for _ in 0..5 {
+            store.create_message(message(&a.id)).await.unwrap();
+            store.create_message(message(&b.id)).await.unwrap();
+        }
+        let lease = chrono::Duration::seconds(30);
+        let now = Utc::now();
+        // Before any failure the endpoint is not failing: all five at once. One fails and
+        // is retried at once; the other four are handed back.
+        let healthy_full = vec![(healthy.id.clone(), usize::MAX)];
+        let first = store
+            .claim_deliveries(now, lease, 5, 5, &healthy_full)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 5);
+        assert!(first
+            .iter()
+            .all(|d| d.endpoint.id == dead.id && !d.endpoint.is_failing()));
+        let t1 = now + chrono::Duration::milliseconds(1);
+        store
+            .report_attempt(
+                first[0].id,
+                &first[0].lease_token,
+                report_for(&first[0], NextStep::RetryAt(t1)),
+            )
+            .await
+            .unwrap();
+        for d in &first[1..] {
+            store
+                .release_delivery(d.id, &d.lease_token, t1)
+                .await
+                .unwrap();
+        }
+        let t2 = now + chrono::Duration::seconds(1);
+        // With the healthy endpoint full, the only due work is the failing endpoint's:
+        // it counts for the next wake-up only when there is room for failing endpoints.
+        let none = store.next_due(&healthy_full, false).await.unwrap();
+        assert_eq!(none, None);
+        let next = store.next_due(&healthy_full, true).await.unwrap();
+        assert!(next.is_some_and(|t| t <= t2), "{next:?}");
+        // No room for failing endpoints: only the healthy one's work is claimed.
+        let got = store.claim_deliveries(t2, lease, 20, 0, &[]).await.unwrap();
+        assert_eq!(got.len(), 5);
+        assert!(got.iter().all(|d| d.endpoint.id == healthy.id), "{got:?}");
+        // With room: the failing endpoint gets one delivery, marked failing.
+        let got = store.claim_deliveries(t2, lease, 20, 3, &[]).await.unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].endpoint.is_failing());
+        assert_eq!(got[0].endpoint.concurrency_cap(), 1);
+        // It succeeds: the endpoint is healthy again and gets its full concurrency.
+        store
+            .report_attempt(
+                got[0].id,
+                &got[0].lease_token,
+                report_for(&got[0], NextStep::Succeeded),
+            )
+            .await
+            .unwrap();
+        let got = store.claim_deliveries(t2, lease, 20, 0, &[]).await.unwrap();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got
+            .iter()
+            .all(|d| d.endpoint.id == dead.id && !d.endpoint.is_failing()));
     }
 
     #[tokio::test]
@@ -3136,13 +3306,16 @@ pub(super) mod tests {
         }
         let lease = chrono::Duration::seconds(30);
         let now = Utc::now();
-        let claimed = store.claim_deliveries(now, lease, 50, &[]).await.unwrap();
+        let claimed = store
+            .claim_deliveries(now, lease, 50, 50, &[])
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 3, "at most throttleRate per claim");
         // The dispatcher's "full for now" (pacing booked ahead) gets nothing.
         let full = vec![(ep.id.clone(), usize::MAX)];
         let soon = now + chrono::Duration::seconds(2);
         assert!(store
-            .claim_deliveries(soon, lease, 50, &full)
+            .claim_deliveries(soon, lease, 50, 50, &full)
             .await
             .unwrap()
             .is_empty());
@@ -3150,7 +3323,7 @@ pub(super) mod tests {
         let later = now + chrono::Duration::seconds(4);
         assert_eq!(
             store
-                .claim_deliveries(later, lease, 50, &busy)
+                .claim_deliveries(later, lease, 50, 50, &busy)
                 .await
                 .unwrap()
                 .len(),

@@ -37,6 +37,7 @@ fn endpoint(id: &str, settings: EndpointSettings) -> Endpoint {
         settings,
         created_at: now,
         updated_at: now,
+        failing_since: None,
     }
 }
 
@@ -53,7 +54,7 @@ fn capped(id: &str, max_concurrency: u32) -> Endpoint {
 /// Nothing reserved, nothing in flight, every global slot free.
 fn assert_idle(d: &Dispatcher, max_in_flight: usize) {
     assert_eq!(d.slots.available_permits(), max_in_flight);
-    assert!(d.in_flight.lock().unwrap().is_empty());
+    assert!(d.in_flight.lock().unwrap().endpoints.is_empty());
     assert_eq!(d.reserved.load(Ordering::SeqCst), 0);
 }
 
@@ -106,5 +107,66 @@ async fn no_reservations_once_draining() {
     let (d, _dir) = dispatcher(8);
     d.stopping.store(true, Ordering::SeqCst);
     assert!(!d.reserve(&capped("ep_1", 8), None));
+    assert_idle(&d, 8);
+}
+
+#[tokio::test]
+async fn failing_endpoints_get_one_slot_each_and_half_the_cap_together() {
+    let (d, _dir) = dispatcher(8);
+    let failing = |id: &str| Endpoint {
+        failing_since: Some(chrono::Utc::now()),
+        ..capped(id, 8)
+    };
+    let dead: Vec<Endpoint> = (0..6).map(|i| failing(&format!("ep_dead{i}"))).collect();
+    assert_eq!(d.failing_room(), 4);
+    assert!(d.reserve(&dead[0], None));
+    assert!(
+        !d.reserve(&dead[0], None),
+        "a failing endpoint gets one slot"
+    );
+    for ep in &dead[1..4] {
+        assert!(d.reserve(ep, None));
+    }
+    assert_eq!(d.failing_room(), 0);
+    assert!(
+        !d.reserve(&dead[4], None),
+        "failing endpoints hold at most half of the 8 slots"
+    );
+    // The other half is left to endpoints that answer, at their full concurrency.
+    let healthy = capped("ep_healthy", 8);
+    for _ in 0..4 {
+        assert!(d.reserve(&healthy, None));
+    }
+    assert!(!d.reserve(&healthy, None), "global cap of 8 exceeded");
+    // A claim is told there is no room for failing endpoints, and each failing one with
+    // its slot is full.
+    let busy = d.busy();
+    assert!(
+        busy.contains(&("ep_dead0".to_string(), usize::MAX)),
+        "{busy:?}"
+    );
+    // A failing endpoint's slot coming back makes room for another one.
+    d.cancel(vec!["ep_dead0".into()]);
+    assert_eq!(d.failing_room(), 1);
+    assert!(d.reserve(&dead[4], None));
+    // Once it succeeds again, an endpoint has its full concurrency back.
+    d.cancel(vec![
+        "ep_dead1".into(),
+        "ep_healthy".into(),
+        "ep_healthy".into(),
+    ]);
+    let recovered = capped("ep_dead1", 8);
+    for _ in 0..3 {
+        assert!(d.reserve(&recovered, None));
+    }
+    assert!(!d.reserve(&recovered, None), "global cap of 8 exceeded");
+    d.cancel(
+        ["ep_dead1"; 3]
+            .into_iter()
+            .chain(["ep_dead2", "ep_dead3", "ep_dead4"])
+            .chain(["ep_healthy"; 2])
+            .map(String::from)
+            .collect(),
+    );
     assert_idle(&d, 8);
 }

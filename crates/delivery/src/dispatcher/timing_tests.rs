@@ -39,10 +39,15 @@ impl DeliveryQueue for Held {
         now: DateTime<Utc>,
         lease: chrono::Duration,
         max: usize,
+        max_failing: usize,
         busy: &[(String, usize)],
     ) -> hookline_store::Result<Vec<ClaimedDelivery>> {
         let (s, busy) = (self.0.clone(), busy.to_vec());
-        held(async move { s.claim_deliveries(now, lease, max, &busy).await }).await
+        held(async move {
+            s.claim_deliveries(now, lease, max, max_failing, &busy)
+                .await
+        })
+        .await
     }
 
     async fn report_attempt(
@@ -68,9 +73,10 @@ impl DeliveryQueue for Held {
     async fn next_due(
         &self,
         busy: &[(String, usize)],
+        failing: bool,
     ) -> hookline_store::Result<Option<DateTime<Utc>>> {
         let (s, busy) = (self.0.clone(), busy.to_vec());
-        held(async move { s.next_due(&busy).await }).await
+        held(async move { s.next_due(&busy, failing).await }).await
     }
 }
 
@@ -159,6 +165,7 @@ async fn run(
             },
             created_at: now,
             updated_at: now,
+            failing_since: None,
         })
         .await
         .unwrap();

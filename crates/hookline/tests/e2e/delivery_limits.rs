@@ -330,6 +330,108 @@ async fn dead_endpoints_do_not_block_healthy_ones() {
     );
 }
 
+/// Twenty endpoints that already failed and now hang until their 10 s timeout, with
+/// work queued for each, under `--max-in-flight 16`: a failing endpoint gets one request
+/// at a time (not its eight), failing endpoints together at most half the slots, and a
+/// healthy endpoint gets its 100 messages while they all still hang. Without those two
+/// limits the dead endpoints would take all sixteen slots for ten seconds at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_endpoints_hold_at_most_half_the_slots() {
+    let server = loopback_server(&["--max-in-flight", "16"]).await;
+    let api = server.client();
+    let rx = Receiver::start().await;
+    let dead_paths: Vec<String> = (0..20).map(|i| format!("/down{i}")).collect();
+    let mut dead = Vec::new();
+    for path in &dead_paths {
+        rx.set(path, Behavior::Status(500, vec![]));
+        let app = new_app(&api, &format!("down {path}")).await;
+        let ep = new_endpoint(
+            &api,
+            &app,
+            json!({"url": rx.url(path), "timeoutMs": 10_000,
+                   "retryPolicy": {"kind": "none"}}),
+        )
+        .await;
+        dead.push((app, ep));
+    }
+    let healthy = new_app(&api, "healthy").await;
+    new_endpoint(&api, &healthy, json!({"url": rx.url("/up")})).await;
+
+    // One failed attempt each makes them failing; then they stop answering at all.
+    for (app, _) in &dead {
+        send_many(&api, app, 1, 1).await;
+    }
+    for (app, ep) in &dead {
+        let logged = tokio::time::timeout(SETTLE, async {
+            loop {
+                let (_, page) = api
+                    .get(&format!("/api/v1/app/{app}/attempt/endpoint/{ep}"))
+                    .await;
+                if page["data"].as_array().is_some_and(|a| !a.is_empty()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(logged.is_ok(), "no attempt logged for {ep}");
+    }
+    for path in &dead_paths {
+        rx.set(path, Behavior::Hang);
+    }
+    for (app, _) in &dead {
+        send_many(&api, app, 5, 2).await;
+    }
+    let dead_in_flight = |r: &Receiver| dead_paths.iter().map(|p| r.in_flight(p)).sum::<usize>();
+    assert!(
+        rx.wait_for(SETTLE, |r| dead_in_flight(r) >= 8).await,
+        "failing endpoints never held their half of the slots: {} in flight",
+        dead_in_flight(&rx)
+    );
+    // Time for any more of them to start, if anything let them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = |r: &Receiver| {
+        dead_paths
+            .iter()
+            .map(|p| r.requests_to(p).len())
+            .sum::<usize>()
+    };
+    let seen_before = seen(&rx);
+
+    let ids = send_many(&api, &healthy, 100, 8).await;
+    let all = rx
+        .wait_for(SETTLE, |r| delivered_ids(r, "/up").len() >= 100)
+        .await;
+    let got = delivered_ids(&rx, "/up");
+    let per_dead: Vec<usize> = dead_paths.iter().map(|p| rx.max_concurrent(p)).collect();
+    let held_now = dead_in_flight(&rx);
+    eprintln!(
+        "failing endpoints: {held_now} requests hanging, at most {per_dead:?} at once each; \
+         healthy got {} of 100",
+        got.len()
+    );
+    assert!(all, "healthy endpoint got only {} of 100", got.len());
+    assert!(
+        ids.iter().all(|id| got.contains(id)),
+        "a message is missing"
+    );
+    assert_eq!(
+        seen(&rx),
+        seen_before,
+        "a failing endpoint's request timed out and the next started before the healthy \
+         endpoint got its messages: it waited for their slots"
+    );
+    // Phase one's 500s were one at a time too (one message each); these are the hangs.
+    assert!(
+        per_dead.iter().all(|&n| n <= 1),
+        "a failing endpoint had more than one request at once: {per_dead:?}"
+    );
+    assert!(
+        held_now <= 8,
+        "failing endpoints hold {held_now} of 16 slots, more than half"
+    );
+}
+
 /// `--max-in-flight 4`: ten endpoints, each answering after 300 ms, never see more than
 /// four requests in progress between them, and four are used.
 #[tokio::test(flavor = "multi_thread")]

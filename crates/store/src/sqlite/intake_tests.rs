@@ -77,7 +77,7 @@ async fn a_free_endpoint_gets_its_delivery_leased_without_a_claim() {
     let t0 = Utc::now();
     let lease = chrono::Duration::seconds(30);
     assert!(store
-        .claim_deliveries(t0, lease, 10, &[])
+        .claim_deliveries(t0, lease, 10, 10, &[])
         .await
         .unwrap()
         .is_empty());
@@ -104,7 +104,7 @@ async fn a_handed_over_delivery_whose_worker_died_is_claimed_after_its_lease() {
     // The worker never reports. Once the lease (30 s) is over, a claim takes it over.
     let later = Utc::now() + chrono::Duration::seconds(31);
     let claimed = store
-        .claim_deliveries(later, chrono::Duration::seconds(30), 10, &[])
+        .claim_deliveries(later, chrono::Duration::seconds(30), 10, 10, &[])
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
@@ -142,7 +142,7 @@ async fn refused_backlogged_and_scheduled_deliveries_queue_as_pending() {
         [DeliveryStatus::Pending]
     );
     let claimed = store
-        .claim_deliveries(Utc::now(), chrono::Duration::seconds(30), 10, &[])
+        .claim_deliveries(Utc::now(), chrono::Duration::seconds(30), 10, 10, &[])
         .await
         .unwrap();
     let mut ids: Vec<_> = claimed.iter().map(|d| d.message.id.clone()).collect();
@@ -298,7 +298,7 @@ async fn claims_that_may_see_unsynced_messages_wait_for_the_fsync() {
     pause().await;
     let s = store.clone();
     let claim = tokio::spawn(async move {
-        s.claim_deliveries(Utc::now(), chrono::Duration::seconds(30), 10, &[])
+        s.claim_deliveries(Utc::now(), chrono::Duration::seconds(30), 10, 10, &[])
             .await
     });
     pause().await;

@@ -176,7 +176,9 @@ impl<'a> Model<'a> {
         at: DateTime<Utc>,
         outcome: impl Fn(usize, &ClaimedDelivery) -> Option<NextStep>,
     ) {
-        let claimed = self.store.claim_deliveries(at, minutes(1), 10_000, &[]);
+        let claimed = self
+            .store
+            .claim_deliveries(at, minutes(1), 10_000, 10_000, &[]);
         for (k, d) in claimed.await.unwrap().iter().enumerate() {
             let key = (d.endpoint.id.clone(), d.message.id.clone());
             let state = self
@@ -535,6 +537,12 @@ async fn deleting_removes_rows_and_keys_and_new_rows_still_list() {
         &[(&DELIVERY_KEYS, &ep1.id), (&ATTEMPT_KEYS, &ep1.id)],
     )
     .await;
+    // ep1's rows were the newest: the next rows written get rowids its keyed ones had.
+    let (deliveries_left, attempts_left) = (top("deliveries").await, top("attempts").await);
+    assert!(
+        deliveries_left < deliveries_top && attempts_left < attempts_top,
+        "ep1's rows were not the newest"
+    );
     // The same endpoint id again, and new (unkeyed) deliveries and attempts that get the
     // rowids of ep1's keyed ones: they list, and nothing of the old ep1 does.
     let ep1 = Endpoint {
@@ -547,12 +555,8 @@ async fn deleting_removes_rows_and_keys_and_new_rows_still_list() {
     }
     model.claim_and_report(later(), alternate).await;
     assert!(
-        top("deliveries").await <= deliveries_top,
-        "delivery rowids reused"
-    );
-    assert!(
-        top("attempts").await <= attempts_top,
-        "attempt rowids reused"
+        top("deliveries").await > deliveries_left && top("attempts").await > attempts_left,
+        "no new deliveries or attempts were written over ep1's rowids"
     );
     for ep in [&ep1, &ep2] {
         model.check_endpoint(ep, "endpoint deleted").await;

@@ -16,6 +16,7 @@ use hookline_store::{IdempotencyState, StoredResponse};
 
 use crate::auth::Auth;
 use crate::error::ApiError;
+use crate::extract::BodyLimit;
 use crate::AppState;
 
 /// How long a claimed key may stay unfinished before another request takes it over.
@@ -35,10 +36,10 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let key = match key.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= 256 => k.to_string(),
         _ => {
-            return ApiError::BadRequest(
+            let refused = ApiError::BadRequest(
                 "idempotency-key must be 1 to 256 visible ASCII characters".into(),
-            )
-            .into_response()
+            );
+            return answer_unread(req, refused.into_response()).await;
         }
     };
     let Some(auth) = req.extensions().get::<Auth>() else {
@@ -54,14 +55,14 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         .idempotency_begin(&scope, &key, Utc::now(), STALE_AFTER)
         .await
     {
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return answer_unread(req, ApiError::from(e).into_response()).await,
         Ok(IdempotencyState::InProgress) => {
-            return ApiError::Conflict(
+            let busy = ApiError::Conflict(
                 "a request with this idempotency-key is still being processed".into(),
-            )
-            .into_response()
+            );
+            return answer_unread(req, busy.into_response()).await;
         }
-        Ok(IdempotencyState::Done(stored)) => return replay(stored),
+        Ok(IdempotencyState::Done(stored)) => return answer_unread(req, replay(stored)).await,
         Ok(IdempotencyState::Claimed) => {}
     }
 
@@ -93,6 +94,22 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         tracing::warn!(error = %e, "could not record idempotency key");
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Answers `req` with `resp` without running its handler, once its body is read (up to
+/// the body limit, and dropped). hyper closes a keep-alive connection whose request body
+/// was left unread, if the body had not all arrived yet; a client that reuses the
+/// connection for its next request then finds it closed ("Server disconnected without
+/// sending a response", from the Svix Python SDK under load).
+async fn answer_unread(req: Request, resp: Response) -> Response {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(MAX_STORED_BODY, |l| l.0);
+    // A body over the limit, or one that breaks off, is not worth an error here: the
+    // answer is decided already, and hyper closes the connection as it would have.
+    let _ = axum::body::to_bytes(req.into_body(), limit).await;
+    resp
 }
 
 fn replay(stored: StoredResponse) -> Response {

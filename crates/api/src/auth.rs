@@ -8,7 +8,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
 use chrono::Utc;
@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::OptionalJsonBody;
+use crate::extract::{answer_unread, OptionalJsonBody};
 use crate::AppState;
 
 /// Who is calling, decided by the token.
@@ -74,12 +74,16 @@ pub fn generate_token(prefix: &str) -> String {
     )
 }
 
-/// Middleware: resolves the bearer token to an [`Auth`] in the request extensions.
-pub async fn require_auth(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+/// Middleware: resolves the bearer token to an [`Auth`] in the request extensions, or
+/// refuses the request (after reading its body, so the connection stays usable).
+pub async fn require_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match authenticate(&state, &mut req).await {
+        Ok(()) => next.run(req).await,
+        Err(refused) => answer_unread(req, refused.into_response()).await,
+    }
+}
+
+async fn authenticate(state: &AppState, req: &mut Request) -> Result<(), ApiError> {
     let header = req
         .headers()
         .get(AUTHORIZATION)
@@ -125,7 +129,7 @@ pub async fn require_auth(
         read_only,
         fingerprint,
     });
-    Ok(next.run(req).await)
+    Ok(())
 }
 
 fn hex_prefix(hash: &[u8; 32]) -> String {

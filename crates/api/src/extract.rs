@@ -7,6 +7,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
@@ -188,4 +189,24 @@ impl<T> Patch<T> {
             _ => None,
         }
     }
+}
+
+/// Bodies read to be dropped are read up to this when no [`BodyLimit`] is set.
+const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Answers `req` with `resp` without running its handler (a middleware's refusal or
+/// replay), once its body is read (up to the body limit, and dropped). hyper closes a
+/// keep-alive connection whose request body was left unread, if the body had not all
+/// arrived yet; a client that reuses the connection for its next request then finds it
+/// closed ("Server disconnected without sending a response", from the Svix Python SDK
+/// under load).
+pub async fn answer_unread(req: Request, resp: Response) -> Response {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(DEFAULT_BODY_LIMIT, |l| l.0);
+    // A body over the limit, or one that breaks off, is not worth an error here: the
+    // answer is decided already, and hyper closes the connection as it would have.
+    let _ = axum::body::to_bytes(req.into_body(), limit).await;
+    resp
 }

@@ -16,7 +16,7 @@ use hookline_store::{IdempotencyState, StoredResponse};
 
 use crate::auth::Auth;
 use crate::error::ApiError;
-use crate::extract::BodyLimit;
+use crate::extract::answer_unread;
 use crate::AppState;
 
 /// How long a claimed key may stay unfinished before another request takes it over.
@@ -94,22 +94,6 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         tracing::warn!(error = %e, "could not record idempotency key");
     }
     Response::from_parts(parts, Body::from(bytes))
-}
-
-/// Answers `req` with `resp` without running its handler, once its body is read (up to
-/// the body limit, and dropped). hyper closes a keep-alive connection whose request body
-/// was left unread, if the body had not all arrived yet; a client that reuses the
-/// connection for its next request then finds it closed ("Server disconnected without
-/// sending a response", from the Svix Python SDK under load).
-async fn answer_unread(req: Request, resp: Response) -> Response {
-    let limit = req
-        .extensions()
-        .get::<BodyLimit>()
-        .map_or(MAX_STORED_BODY, |l| l.0);
-    // A body over the limit, or one that breaks off, is not worth an error here: the
-    // answer is decided already, and hyper closes the connection as it would have.
-    let _ = axum::body::to_bytes(req.into_body(), limit).await;
-    resp
 }
 
 fn replay(stored: StoredResponse) -> Response {

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{Api, Server};
+use crate::support::{self, Api, Server};
 
 /// One application with an endpoint and a message, as the admin created it.
 struct Tenant {
@@ -284,4 +284,27 @@ fn ids_by(list: &Value, key: &str) -> Vec<String> {
         .iter()
         .map(|v| v[key].as_str().expect("string key").to_string())
         .collect()
+}
+
+/// A request refused for its token is refused after its body is read, so the client's
+/// keep-alive connection still serves its next request even when the body came after
+/// the headers.
+#[tokio::test]
+async fn a_refused_request_keeps_the_connection_usable() {
+    let server = Server::start().await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let body = json!({"name": "Nope"}).to_string();
+    let head = format!(
+        "POST /api/v1/app HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer not-a-token\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let (status, refusal) = support::exchange(&mut conn, &head, &body).await;
+    assert!(status.contains(" 401 "), "{status}: {refusal}");
+    let next = format!("GET /api/v1/health HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    let (status, _) = support::exchange(&mut conn, &next, "").await;
+    assert!(status.contains(" 200 "), "{status}");
 }

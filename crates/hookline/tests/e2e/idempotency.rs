@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::restart::list_all;
-use crate::support::{Api, Server};
+use crate::support::{self, Api, Server};
 
 /// POSTs JSON with an idempotency key; returns the status and the raw body text.
 async fn post_with_key(api: &Api, path: &str, key: &str, body: &Value) -> (u16, String) {
@@ -196,50 +196,6 @@ async fn concurrent_repeats_create_one_object() {
     );
 }
 
-/// Sends `head` and then, after a pause, `body` on `conn`, and reads one response: its
-/// status line and body (by content-length).
-async fn exchange(conn: &mut tokio::net::TcpStream, head: &str, body: &str) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    conn.write_all(head.as_bytes()).await.expect("send head");
-    if !body.is_empty() {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        conn.write_all(body.as_bytes()).await.expect("send body");
-    }
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = conn.read(&mut buf).await.expect("read response");
-        assert!(
-            n > 0,
-            "the server closed the connection without answering; so far: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-    };
-    let head_text = String::from_utf8_lossy(&got[..end]).to_string();
-    let len: usize = head_text
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while got.len() < end + len {
-        let n = conn.read(&mut buf).await.expect("read body");
-        assert!(n > 0, "the server closed the connection in a response body");
-        got.extend_from_slice(&buf[..n]);
-    }
-    let status = head_text.lines().next().unwrap_or("").to_string();
-    (
-        status,
-        String::from_utf8_lossy(&got[end..end + len]).to_string(),
-    )
-}
-
 /// A repeat is answered from the stored response without running its handler, but its
 /// request body is still read first: a client that sent the body after the headers can
 /// use the same keep-alive connection for its next request. (Answering before the body
@@ -267,12 +223,12 @@ async fn a_replay_reads_the_request_body_and_keeps_the_connection() {
         server.token,
         body.len()
     );
-    let (status, replayed) = exchange(&mut conn, &head, &body).await;
+    let (status, replayed) = support::exchange(&mut conn, &head, &body).await;
     assert!(status.contains(" 202 "), "{status}: {replayed}");
     assert_eq!(replayed, first, "the repeat gets the first response");
     // The same connection answers the next request.
     let next = format!("GET /api/v1/health HTTP/1.1\r\nhost: {addr}\r\n\r\n");
-    let (status, _) = exchange(&mut conn, &next, "").await;
+    let (status, _) = support::exchange(&mut conn, &next, "").await;
     assert!(status.contains(" 200 "), "{status}");
     assert_eq!(message_count(&api, "acme").await, 1);
 }

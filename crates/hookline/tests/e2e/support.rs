@@ -291,3 +291,52 @@ pub fn example_json(platform: &str, file: &str) -> Value {
     serde_json::from_str(&example_text(platform, file))
         .unwrap_or_else(|e| panic!("{platform}/{file}: {e}"))
 }
+
+/// Sends `head` and then, after a pause, `body` on `conn` (raw HTTP/1.1, to control when
+/// the body arrives), and reads one response: its status line and body (by
+/// content-length).
+pub async fn exchange(
+    conn: &mut tokio::net::TcpStream,
+    head: &str,
+    body: &str,
+) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(head.as_bytes()).await.expect("send head");
+    if !body.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        conn.write_all(body.as_bytes()).await.expect("send body");
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut buf).await.expect("read response");
+        assert!(
+            n > 0,
+            "the server closed the connection without answering; so far: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head_text = String::from_utf8_lossy(&got[..end]).to_string();
+    let len: usize = head_text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while got.len() < end + len {
+        let n = conn.read(&mut buf).await.expect("read body");
+        assert!(n > 0, "the server closed the connection in a response body");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let status = head_text.lines().next().unwrap_or("").to_string();
+    (
+        status,
+        String::from_utf8_lossy(&got[end..end + len]).to_string(),
+    )
+}

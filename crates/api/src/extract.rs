@@ -1,8 +1,11 @@
 //! Request extractors that turn every kind of bad input into a specific [`ApiError`]:
 //! a JSON body whose errors name the offending field, query strings likewise, and the
-//! `Patch` type that tells "absent" from "null".
+//! `Patch` type that tells "absent" from "null"; and, for middleware that answers
+//! before any extractor runs, [`answer_unread`].
 
-use axum::body::Bytes;
+use std::pin::Pin;
+
+use axum::body::{Bytes, HttpBody};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -205,8 +208,18 @@ pub async fn answer_unread(req: Request, resp: Response) -> Response {
         .extensions()
         .get::<BodyLimit>()
         .map_or(DEFAULT_BODY_LIMIT, |l| l.0);
-    // A body over the limit, or one that breaks off, is not worth an error here: the
-    // answer is decided already, and hyper closes the connection as it would have.
-    let _ = axum::body::to_bytes(req.into_body(), limit).await;
+    // Read and dropped frame by frame: nothing is kept, so a caller without a valid token
+    // costs no memory. A body over the limit, or one that breaks off, is not worth an
+    // error here: the answer is decided already, and hyper closes the connection as it
+    // would have.
+    let mut body = req.into_body();
+    let mut read = 0;
+    while let Some(Ok(frame)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+    {
+        read += frame.data_ref().map_or(0, |d| d.len());
+        if read > limit {
+            break;
+        }
+    }
     resp
 }

@@ -89,7 +89,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKLINE_ENDPOINT_DISABLE_AFTER_SECS", default_value_t = 5 * 24 * 3600)]
     pub endpoint_disable_after_secs: u64,
 
-    /// Hard cap on delivery attempts in flight in this process.
+    /// Hard cap on delivery attempts in flight in this process; attempts to failing
+    /// endpoints get at most half of it.
     #[arg(long, env = "HOOKLINE_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
 

@@ -142,7 +142,7 @@ impl From<Endpoint> for EndpointOut {
             timeout_ms: s.timeout_ms.unwrap_or(validate::DEFAULT_TIMEOUT_MS),
             max_concurrency: s
                 .max_concurrency
-                .unwrap_or(validate::DEFAULT_MAX_CONCURRENCY),
+                .unwrap_or(hookline_store::DEFAULT_MAX_CONCURRENCY),
             signature: s
                 .signature
                 .unwrap_or(SignatureConfig::Standard { svix_headers: None }),

@@ -17,7 +17,6 @@ pub const MAX_HEADERS: usize = 50;
 pub const MIN_TIMEOUT_MS: u32 = 100;
 pub const MAX_TIMEOUT_MS: u32 = 60_000;
 pub const DEFAULT_TIMEOUT_MS: u32 = 15_000;
-pub const DEFAULT_MAX_CONCURRENCY: u32 = 8;
 pub const MAX_CONCURRENCY: u32 = 1_000;
 
 /// Collects every field error of one request, so a client fixes them all at once.

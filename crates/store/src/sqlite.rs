@@ -2002,14 +2002,6 @@ fn claim(
     Ok(out)
 }
 
-/// The earlier of two times, either of which may be missing.
-fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 /// The two kinds of endpoint a claim walks apart, as conditions that select the
 /// matching partial index (migration 7).
 const HEALTHY: &str = "failing_since IS NULL";
@@ -2219,7 +2211,7 @@ impl DeliveryQueue for SqliteStore {
                     .query_row([&full], |r| r.get::<_, i64>(0))
                     .optional()
                     .map_err(backend)?;
-                next = earliest(next, due);
+                next = next.into_iter().chain(due).min();
             }
             Ok(next.map(from_ms))
         })
@@ -2853,7 +2845,7 @@ impl Store for SqliteStore {
                     .map_err(backend)?
                     .query_row([], |r| r.get(0))
                     .map_err(backend)?;
-                oldest = earliest(oldest, due);
+                oldest = oldest.into_iter().chain(due).min();
             }
             Ok(QueueStats {
                 queued: queued as u64,

@@ -18,6 +18,8 @@ pub enum ApiError {
     NotFound(&'static str),
     Conflict(String),
     PayloadTooLarge(usize),
+    /// The request body did not arrive within the body timeout.
+    RequestTimeout(std::time::Duration),
     /// One or more fields are invalid; `loc` names each.
     Validation(Vec<FieldError>),
     /// Something broke on our side; the detail is logged, never sent.
@@ -86,6 +88,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -114,6 +117,13 @@ impl IntoResponse for ApiError {
             Self::PayloadTooLarge(limit) => (
                 "payload_too_large",
                 format!("request body is larger than the limit of {limit} bytes"),
+            ),
+            Self::RequestTimeout(limit) => (
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    limit.as_secs()
+                ),
             ),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

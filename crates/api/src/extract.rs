@@ -72,10 +72,43 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
         .map_err(|e: BytesRejection| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(limit)
+            } else if let Some(t) = find_cause::<BodyTimedOut>(&e) {
+                ApiError::RequestTimeout(t.0)
             } else {
                 ApiError::BadRequest(format!("could not read request body: {e}"))
             }
         })
+}
+
+/// Reading a request body failed because it did not arrive within the API's body
+/// timeout (`--api-body-timeout-secs`); the listener's body wrapper raises it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimedOut(pub std::time::Duration);
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body did not arrive within {} s",
+            self.0.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+/// The first error of type `T` in `e`'s chain of causes.
+fn find_cause<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(t) = c.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// Parses JSON, naming the path of the first field that does not fit `T`.

@@ -226,9 +226,12 @@ fn qualify_operation_ids(spec: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// The complete API service, as [`router`] builds it.
+pub type ApiService = NormalizePath<Router>;
+
 /// The complete API service: routes, limits, JSON errors for unknown paths and methods,
 /// and trailing slashes accepted everywhere.
-pub fn router(state: AppState, body_limit: usize) -> NormalizePath<Router> {
+pub fn router(state: AppState, body_limit: usize) -> ApiService {
     let (router, spec) = routes_and_spec(state.clone());
     let doc = Arc::new(spec.to_json().expect("OpenAPI document serializes"));
     let router = router

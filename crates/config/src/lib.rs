@@ -80,6 +80,26 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKLINE_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
     pub body_limit_bytes: usize,
 
+    /// Seconds an API connection may sit idle (no request in progress, nothing arriving)
+    /// before it is closed.
+    #[arg(long, env = "HOOKLINE_API_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub api_idle_timeout_secs: u64,
+
+    /// Seconds a client has to send a whole request head (request line and headers) once
+    /// its first byte arrived; slower clients are disconnected.
+    #[arg(long, env = "HOOKLINE_API_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub api_header_timeout_secs: u64,
+
+    /// Seconds a client has to send a request body once its head arrived; slower clients
+    /// get 408 and are disconnected.
+    #[arg(long, env = "HOOKLINE_API_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub api_body_timeout_secs: u64,
+
+    /// Most API connections open at once; further ones wait in the listen backlog until
+    /// one closes (lowered at start to fit the process's open-file limit).
+    #[arg(long, env = "HOOKLINE_API_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub api_max_connections: usize,
+
     /// Log format: `text` or `json` (filter with RUST_LOG, default `info`).
     #[arg(long, env = "HOOKLINE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -132,6 +152,10 @@ struct FileConfig {
     admin_token: Option<String>,
     svix_headers: Option<bool>,
     body_limit_bytes: Option<usize>,
+    api_idle_timeout_secs: Option<u64>,
+    api_header_timeout_secs: Option<u64>,
+    api_body_timeout_secs: Option<u64>,
+    api_max_connections: Option<usize>,
     log_format: Option<LogFormat>,
     endpoint_disable_after_secs: Option<u64>,
     max_in_flight: Option<usize>,
@@ -157,6 +181,10 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub svix_headers: bool,
     pub body_limit_bytes: usize,
+    pub api_idle_timeout_secs: u64,
+    pub api_header_timeout_secs: u64,
+    pub api_body_timeout_secs: u64,
+    pub api_max_connections: usize,
     pub log_format: LogFormat,
     pub endpoint_disable_after_secs: u64,
     pub max_in_flight: usize,
@@ -176,6 +204,10 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("svix_headers", &self.svix_headers)
             .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("api_idle_timeout_secs", &self.api_idle_timeout_secs)
+            .field("api_header_timeout_secs", &self.api_header_timeout_secs)
+            .field("api_body_timeout_secs", &self.api_body_timeout_secs)
+            .field("api_max_connections", &self.api_max_connections)
             .field("log_format", &self.log_format)
             .field(
                 "endpoint_disable_after_secs",
@@ -307,6 +339,56 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
             message: "must be between 1 and 100000".into(),
         });
     }
+    let in_range = |field: &'static str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(ConfigError::Invalid {
+                field,
+                message: format!("must be between {lo} and {hi}"),
+            })
+        }
+    };
+    let api_idle_timeout_secs = in_range(
+        "api_idle_timeout_secs",
+        pick(
+            explicit("api_idle_timeout_secs"),
+            args.api_idle_timeout_secs,
+            file.api_idle_timeout_secs,
+        ),
+        1,
+        3600,
+    )?;
+    let api_header_timeout_secs = in_range(
+        "api_header_timeout_secs",
+        pick(
+            explicit("api_header_timeout_secs"),
+            args.api_header_timeout_secs,
+            file.api_header_timeout_secs,
+        ),
+        1,
+        600,
+    )?;
+    let api_body_timeout_secs = in_range(
+        "api_body_timeout_secs",
+        pick(
+            explicit("api_body_timeout_secs"),
+            args.api_body_timeout_secs,
+            file.api_body_timeout_secs,
+        ),
+        1,
+        3600,
+    )?;
+    let api_max_connections = in_range(
+        "api_max_connections",
+        pick(
+            explicit("api_max_connections"),
+            args.api_max_connections,
+            file.api_max_connections,
+        ) as u64,
+        1,
+        1_000_000,
+    )? as usize;
     let endpoint_disable_after_secs = pick(
         explicit("endpoint_disable_after_secs"),
         args.endpoint_disable_after_secs,
@@ -363,6 +445,10 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
             file.svix_headers,
         ),
         body_limit_bytes,
+        api_idle_timeout_secs,
+        api_header_timeout_secs,
+        api_body_timeout_secs,
+        api_max_connections,
         log_format: pick(explicit("log_format"), args.log_format, file.log_format),
     })
 }

@@ -19,6 +19,7 @@ use hookline_store::sqlite::SqliteStore;
 use hookline_store::{ApiToken, Store};
 use tokio::net::TcpListener;
 
+pub mod listener;
 pub mod operational;
 
 /// Opens the configured store, running migrations.
@@ -107,39 +108,36 @@ pub async fn run(
         metrics: install_metrics(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut stopping = stop_rx.clone();
-    let delivering = tokio::spawn(dispatcher.run(stop_rx));
+    let delivering = tokio::spawn(dispatcher.run(stop_rx.clone()));
     let service = hookline_api::router(state, config.body_limit_bytes);
     let purge = tokio::spawn(purge_idempotency_keys(store));
-    tracing::info!(%addr, "hookline API listening");
+    let limits = listener::Limits {
+        idle_timeout: Duration::from_secs(config.api_idle_timeout_secs),
+        header_timeout: Duration::from_secs(config.api_header_timeout_secs),
+        body_timeout: Duration::from_secs(config.api_body_timeout_secs),
+        max_connections: listener::fit_connection_cap(
+            config.api_max_connections,
+            config.max_in_flight,
+        ),
+    };
+    tracing::info!(%addr, max_connections = limits.max_connections, "hookline API listening");
     // One stop signal for both halves: the API stops taking requests, the dispatcher
     // stops claiming and drains.
-    let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
-        let _ = signal_tx.send(());
     });
-    let serving = axum::serve(
+    // Draining waits for open connections to finish their requests, for at most the same
+    // grace period as in-flight deliveries; a client stalled halfway through a request
+    // cannot keep the process alive.
+    listener::serve(
         listener,
-        axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
+        service,
+        limits,
+        stop_rx,
+        Duration::from_secs(config.shutdown_grace_secs),
     )
-    .with_graceful_shutdown(async {
-        let _ = signal_rx.await;
-    });
-    // Draining waits for every open connection, so a client stalled halfway through a
-    // request would keep the process alive forever: the API gets the same grace period
-    // as in-flight deliveries, then the remaining connections are dropped.
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    tokio::select! {
-        served = std::future::IntoFuture::into_future(serving) => served?,
-        () = async {
-            if stopping.wait_for(|stop| *stop).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(grace).await;
-        } => tracing::warn!("API connections still open after the shutdown grace period; closing them"),
-    }
+    .await;
     delivering.await?;
     purge.abort();
     tracing::info!("hookline stopped");

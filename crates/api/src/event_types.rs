@@ -135,6 +135,13 @@ fn check_schemas(errs: &mut Errors, schemas: &serde_json::Value) {
             errs.add(&field, format!("is not a valid JSON Schema: {e}"));
             continue;
         }
+        if let Err(why) = crate::schema_bounds::check(schema) {
+            errs.add(
+                &field,
+                format!("cannot be used to validate payloads: it {why}"),
+            );
+            continue;
+        }
         if let Err(e) = jsonschema::validator_for(schema) {
             errs.add(&field, format!("is not a usable JSON Schema: {e}"));
         }

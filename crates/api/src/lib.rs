@@ -18,6 +18,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod messages;
 pub mod pagination;
+pub mod schema_bounds;
 pub mod validate;
 
 use std::sync::Arc;

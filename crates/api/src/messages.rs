@@ -136,13 +136,32 @@ async fn check_payload(
     let Some(schema) = crate::event_types::newest_schema(et.schemas.as_ref()) else {
         return Ok(());
     };
+    // Schemas stored before their bounds were checked are checked here too, so none can
+    // make validation run away.
+    if let Err(why) = crate::schema_bounds::check(schema) {
+        return Err(ApiError::field(
+            "eventType",
+            format!("the schema of {event_type} cannot be validated: it {why}; fix the event type's schema"),
+        ));
+    }
     let validator = jsonschema::validator_for(schema).map_err(|e| {
         ApiError::Internal(format!(
             "stored schema of {event_type} does not compile: {e}"
         ))
     })?;
-    let value: serde_json::Value = serde_json::from_str(payload.get())
-        .map_err(|e| ApiError::Internal(format!("payload re-parse: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(payload.get()).map_err(|e| {
+        if e.to_string().starts_with("recursion limit exceeded") {
+            ApiError::field(
+                "payload",
+                format!(
+                    "nests deeper than {} levels, the most that payload validation supports",
+                    crate::schema_bounds::MAX_PAYLOAD_DEPTH
+                ),
+            )
+        } else {
+            ApiError::Internal(format!("payload re-parse: {e}"))
+        }
+    })?;
     let errors: Vec<FieldError> = validator
         .iter_errors(&value)
         .take(20)

@@ -8,6 +8,7 @@ mod delivery_limits;
 mod delivery_outcomes;
 mod delivery_signing;
 mod hostile_clients;
+mod hostile_schemas;
 mod idempotency;
 mod openapi;
 mod operations;

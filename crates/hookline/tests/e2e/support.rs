@@ -55,6 +55,14 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// The server process's id (for reading its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("server running")
+    }
+
     /// Kills the process with SIGKILL (no chance to clean up).
     pub async fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

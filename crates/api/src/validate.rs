@@ -142,6 +142,14 @@ pub fn url(field: &str, v: &str) -> Result<(), ApiError> {
     if v.len() > 2048 {
         return Err(ApiError::field(field, "must be at most 2048 characters"));
     }
+    // The URL parser would silently drop a CR, LF or tab; what is stored must be what is
+    // used.
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            field,
+            "must not contain control characters (CR, LF, tab, ...)",
+        ));
+    }
     let parsed = url::Url::parse(v)
         .map_err(|e| ApiError::field(field, format!("must be an absolute http(s) URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -224,6 +232,7 @@ pub fn headers(
         Some(SignatureConfig::HmacSha256Hex { header }) => Some(header.to_ascii_lowercase()),
         _ => None,
     };
+    let mut seen = std::collections::HashMap::new();
     for (k, val) in v {
         let f = format!("{field}.{k}");
         if HeaderName::from_bytes(k.as_bytes()).is_err() {
@@ -231,8 +240,22 @@ pub fn headers(
         } else if reserved_header(k) || sig_header.as_deref() == Some(&k.to_ascii_lowercase()) {
             errs.add(&f, "is set by hookline and cannot be overridden");
         }
-        if HeaderValue::from_str(val).is_err() || val.len() > 4096 {
-            errs.add(&f, "value must be visible ASCII, at most 4096 characters");
+        if let Some(first) = seen.insert(k.to_ascii_lowercase(), k) {
+            errs.add(
+                &f,
+                format!("is the same header as {first:?}: header names are case-insensitive"),
+            );
+        }
+        // HTTP allows bytes above 0x7f in values (obs-text), but receivers read them in
+        // different encodings: only what every receiver reads the same is accepted.
+        let visible = val
+            .bytes()
+            .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+        if !visible || HeaderValue::from_str(val).is_err() || val.len() > 4096 {
+            errs.add(
+                &f,
+                "value must be visible ASCII (spaces and tabs allowed, no control or non-ASCII characters), at most 4096 characters",
+            );
         }
     }
     errs.finish()

@@ -513,6 +513,22 @@ fn rows(f: &Fixture) -> Vec<Row> {
         row("reserved header webhook-id", "POST", &eps)
             .json(endpoint(json!({"headers": {"webhook-id": "x"}})))
             .invalid("body.headers.webhook-id"),
+        row("non-ASCII header value", "POST", &eps)
+            .json(endpoint(json!({"headers": {"X-Cafe": "café"}})))
+            .invalid("body.headers.X-Cafe"),
+        row("header names that differ only in case", "POST", &eps)
+            .json(endpoint(json!({"headers": {"X-D": "1", "x-d": "2"}})))
+            .invalid("body.headers.x-d"),
+        row(
+            "header names that differ only in case in a headers PUT",
+            "PUT",
+            format!("{ep_path}/headers"),
+        )
+        .json(json!({"headers": {"X-Tenant": "1", "x-tenant": "2"}}))
+        .invalid("body.headers.x-tenant"),
+        row("endpoint URL with a raw CR LF", "POST", &eps)
+            .json(json!({"url": "http://127.0.0.1:9/a\r\nX-Injected: 1"}))
+            .invalid("body.url"),
         row(
             "reserved header in a headers PUT",
             "PUT",

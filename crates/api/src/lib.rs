@@ -54,7 +54,13 @@ pub struct Shared {
     pub wake: Arc<tokio::sync::Notify>,
     /// Renders the process's metrics in Prometheus text format (`None`: no `/metrics`).
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// The queue's figures for `/metrics`, read at most once a second however often it is
+    /// scraped: counting a large backlog takes a while, and `/metrics` needs no token.
+    pub queue_stats: tokio::sync::Mutex<Option<(std::time::Instant, hookline_store::QueueStats)>>,
 }
+
+/// How long `/metrics` reuses the queue's figures.
+const QUEUE_STATS_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl AppState {
     pub fn new(shared: Shared) -> Self {
@@ -138,7 +144,16 @@ async fn metrics_text(State(state): State<AppState>) -> axum::response::Response
         return ApiError::NotFound("metrics are not enabled").into_response();
     };
     let now = hookline_store::now();
-    match state.store.queue_stats(now).await {
+    // One reader at a time; the others wait for its figures instead of counting again.
+    let mut cached = state.queue_stats.lock().await;
+    let fresh = match &*cached {
+        Some((at, q)) if at.elapsed() < QUEUE_STATS_FOR => Ok(q.clone()),
+        _ => state.store.queue_stats(now).await.inspect(|q| {
+            *cached = Some((std::time::Instant::now(), q.clone()));
+        }),
+    };
+    drop(cached);
+    match fresh {
         Ok(q) => {
             metrics::gauge!("hookline_deliveries_queued").set(q.queued as f64);
             metrics::gauge!("hookline_deliveries_due").set(q.due as f64);

@@ -106,6 +106,7 @@ pub async fn run(
         public_url: format!("http://{addr}"),
         wake: dispatcher.waker(),
         metrics: install_metrics(),
+        queue_stats: Default::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let delivering = tokio::spawn(dispatcher.run(stop_rx.clone()));

@@ -10,6 +10,7 @@
 //! This crate knows neither HTTP nor delivery; it must not import them.
 
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

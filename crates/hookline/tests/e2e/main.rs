@@ -7,6 +7,7 @@ mod crash;
 mod delivery_limits;
 mod delivery_outcomes;
 mod delivery_signing;
+mod full_disk;
 mod idempotency;
 mod openapi;
 mod operations;

@@ -1,6 +1,8 @@
 //! The API's one error type: it knows its status code and renders the one JSON error shape
 //! (`{"code", "detail"}`; for 422 `detail` is a list of `{loc, msg, type}` as the Svix SDKs
-//! expect). Store failures become a generic 500 whose detail goes to the log only.
+//! expect). Store failures become a generic 500 whose detail goes to the log only, except
+//! a full disk: that is 503 `storage_full` with `Retry-After`, since the same request
+//! succeeds once space is freed.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,9 +24,19 @@ pub enum ApiError {
     RequestTimeout(std::time::Duration),
     /// One or more fields are invalid; `loc` names each.
     Validation(Vec<FieldError>),
+    /// The disk holding the store is full: nothing was written; retry later. The detail
+    /// is not logged per request (the store logs each episode once).
+    StorageFull,
     /// Something broke on our side; the detail is logged, never sent.
     Internal(String),
 }
+
+/// Seconds a client is asked to wait before retrying a write refused for a full disk.
+pub const STORAGE_FULL_RETRY_AFTER_SECS: u32 = 5;
+
+/// The `detail` of a 503 `storage_full`.
+pub const STORAGE_FULL_DETAIL: &str =
+    "the server's storage is full: nothing was written; retry later, writes resume once space is freed";
 
 /// One invalid field. `loc` is the path, e.g. `["body", "retryPolicy", "factor"]`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -90,6 +102,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -125,6 +138,20 @@ impl IntoResponse for ApiError {
                     limit.as_secs()
                 ),
             ),
+            Self::StorageFull => {
+                return (
+                    status,
+                    [(
+                        axum::http::header::RETRY_AFTER,
+                        STORAGE_FULL_RETRY_AFTER_SECS.to_string(),
+                    )],
+                    Json(HttpErrorOut {
+                        code: "storage_full".into(),
+                        detail: STORAGE_FULL_DETAIL.into(),
+                    }),
+                )
+                    .into_response()
+            }
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 ("internal", "internal server error".into())
@@ -147,6 +174,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => Self::NotFound("not found"),
             StoreError::Conflict(what) => Self::Conflict(what),
             StoreError::Rejected(r) => r.into(),
+            StoreError::StorageFull(_) => Self::StorageFull,
             StoreError::Backend(detail) => Self::Internal(detail),
         }
     }

@@ -103,25 +103,63 @@ impl utoipa::Modify for BearerAuth {
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct HealthOut {
+    /// `ok`; with a 503, `degraded` (the disk is full: reads work, writes are refused) or
+    /// `unavailable` (the store cannot be read).
     status: &'static str,
+    /// With a 503: `storage_full` or `unavailable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'static str>,
 }
 
-/// Health check: 200 when the server can read its store. No auth.
+/// Health check: 200 when the server can read its store and write to it. No auth.
+///
+/// A full disk answers 503 (`degraded`, `storage_full`) although reads still work: every
+/// create would be refused, so a load balancer should send traffic elsewhere, and an
+/// operator's probe should notice. The store finds out by itself when space is back, so
+/// taking the instance out of rotation does not keep it degraded.
 #[utoipa::path(get, path = "/api/v1/health", tag = "Health",
-    responses((status = 200, body = HealthOut), (status = 503, body = error::HttpErrorOut)))]
+    responses((status = 200, body = HealthOut),
+        (status = 503, body = HealthOut, description = "storage full (`degraded`) or unreachable (`unavailable`)")))]
 async fn health(State(state): State<AppState>) -> axum::response::Response {
+    let unhealthy = |status, code, detail, retry_after: Option<u32>| {
+        let mut resp = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(HealthOut {
+                status,
+                code: Some(code),
+                detail: Some(detail),
+            }),
+        )
+            .into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
+    };
     match state.store.has_admin_token().await {
-        Ok(_) => Json(HealthOut { status: "ok" }).into_response(),
+        Ok(_) if state.store.storage_full() => unhealthy(
+            "degraded",
+            "storage_full",
+            error::STORAGE_FULL_DETAIL,
+            Some(error::STORAGE_FULL_RETRY_AFTER_SECS),
+        ),
+        Ok(_) => Json(HealthOut {
+            status: "ok",
+            code: None,
+            detail: None,
+        })
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(error::HttpErrorOut {
-                    code: "unavailable".into(),
-                    detail: "storage is not reachable".into(),
-                }),
+            unhealthy(
+                "unavailable",
+                "unavailable",
+                "storage is not reachable",
+                None,
             )
-                .into_response()
         }
     }
 }
@@ -137,12 +175,20 @@ async fn openapi_json(Extension(doc): Extension<Arc<String>>) -> impl IntoRespon
 }
 
 /// Prometheus metrics: attempts by outcome, attempt durations, in-flight attempts,
-/// queued and due deliveries, and delivery lag (age of the oldest due work). No auth,
+/// queued and due deliveries, delivery lag (age of the oldest due work), and whether the
+/// disk is full (`hookline_storage_full`, with the writes it refused). No auth,
 /// like `/api/v1/health`: bind `--listen` to a private address or filter at the proxy.
 async fn metrics_text(State(state): State<AppState>) -> axum::response::Response {
     let Some(render) = state.metrics.clone() else {
         return ApiError::NotFound("metrics are not enabled").into_response();
     };
+    // Set at each scrape, so both are there (at 0) before the first full disk.
+    metrics::gauge!("hookline_storage_full").set(if state.store.storage_full() {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::counter!("hookline_storage_full_writes_refused_total").increment(0);
     let now = hookline_store::now();
     // One reader at a time; the others wait for its figures instead of counting again.
     let mut cached = state.queue_stats.lock().await;
@@ -173,6 +219,23 @@ async fn metrics_text(State(state): State<AppState>) -> axum::response::Response
         render(),
     )
         .into_response()
+}
+
+/// tower-http's failure log, except for 503s: those are a full disk (or a store that
+/// cannot be read), which the store logs once per episode, not once per refused request.
+fn log_failure(
+    failure: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass::StatusCode as Status;
+    let latency_ms = latency.as_millis();
+    match failure {
+        Status(StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::debug!(classification = %failure, latency_ms, "response failed")
+        }
+        _ => tracing::error!(classification = %failure, latency_ms, "response failed"),
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -260,7 +323,7 @@ pub fn router(state: AppState, body_limit: usize) -> ApiService {
         .layer(Extension(doc))
         .layer(Extension(BodyLimit(body_limit)))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+        .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(log_failure));
     // Routing happens inside the router, so the slash must be trimmed before it.
     NormalizePathLayer::trim_trailing_slash().layer(router)
 }

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use hookline_retry::RetryPolicy;
 use hookline_store::{
-    new_id, Attempt, AttemptReport, ClaimedDelivery, DeliveryQueue, Endpoint, Intake,
+    new_id, Attempt, AttemptReport, ClaimedDelivery, DeliveryQueue, Endpoint, Intake, StoreError,
 };
 use rand::Rng;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -235,6 +235,7 @@ impl Dispatcher {
                 self.start_fresh(&mut tasks, d);
             }
             let free = self.slots.available_permits();
+            let mut claim_failed = false;
             let claimed = if free == 0 {
                 Vec::new()
             } else {
@@ -257,7 +258,13 @@ impl Dispatcher {
                 match claimed {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::error!(error = %e, "claiming deliveries failed");
+                        claim_failed = true;
+                        // The store logs a full disk once per episode.
+                        if matches!(e, StoreError::StorageFull(_)) {
+                            tracing::debug!(error = %e, "claiming deliveries failed");
+                        } else {
+                            tracing::error!(error = %e, "claiming deliveries failed");
+                        }
                         Vec::new()
                     }
                 }
@@ -290,7 +297,14 @@ impl Dispatcher {
             if got > 0 {
                 continue;
             }
-            let sleep = tokio::time::sleep(self.idle_wait().await);
+            // After a failed claim the next waits a poll interval, not for the work that
+            // is due now (that would retry at once, in a loop).
+            let wait = if claim_failed {
+                self.cfg.poll_interval
+            } else {
+                self.idle_wait().await
+            };
+            let sleep = tokio::time::sleep(wait);
             tokio::pin!(sleep);
             // A delivery handed over needs no claim: it starts, and the wait goes on.
             loop {
@@ -604,8 +618,12 @@ impl Dispatcher {
                     o.attempted(&d, &attempt, &observed);
                 }
             }
+            // The lease will expire and the delivery will be tried again. On a full disk
+            // every attempt fails this way: the store's one line per episode says so.
+            Err(e @ StoreError::StorageFull(_)) => {
+                tracing::debug!(delivery = d.id, error = %e, "recording attempt failed");
+            }
             Err(e) => {
-                // The lease will expire and the delivery will be tried again.
                 tracing::error!(delivery = d.id, error = %e, "recording attempt failed");
             }
         }

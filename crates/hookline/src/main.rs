@@ -1,6 +1,7 @@
 //! The `hookline` binary: parse flags, set up logs, serve until SIGTERM or SIGINT.
 
-use hookline_config::{Command, LogFormat};
+use hookline_config::{Command, Config, Database, LogFormat};
+use hookline_store::StoreError;
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc instead of glibc's malloc: under the e2e load glibc's allocator took about
@@ -46,17 +47,54 @@ async fn serve() -> anyhow::Result<()> {
         Command::Serve(_) => {
             let config = config.expect("serve has a config");
             init_logs(config.log_format);
-            let store = hookline::open_store(&config).await?;
-            if let Some(token) = hookline::ensure_admin_token(store.as_ref(), &config).await? {
+            let store = hookline::open_store(&config)
+                .await
+                .map_err(|e| disk_full_exits(&config, e))?;
+            let token = hookline::ensure_admin_token(store.as_ref(), &config)
+                .await
+                .map_err(|e| disk_full_exits(&config, e))?;
+            if let Some(token) = token {
                 // Printed once, to stdout, never logged: only its hash is kept.
                 println!("hookline: created an admin API token; it is shown only this once:");
                 println!("{token}");
             }
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             println!("hookline: listening on http://{}", listener.local_addr()?);
-            hookline::run(config, store, listener, shutdown_signal()).await
+            // `run` meets the store before serving only (setting up operational webhooks).
+            let dir = database_dir(&config);
+            hookline::run(config, store, listener, shutdown_signal())
+                .await
+                .map_err(|e| disk_full_exits_in(&dir, e))
         }
     }
+}
+
+/// The folder of the SQLite file (the data dir unless `--database-url` says otherwise).
+fn database_dir(config: &Config) -> std::path::PathBuf {
+    match &config.database {
+        Database::Sqlite(path) => path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| config.data_dir.clone(), |p| p.to_path_buf()),
+        Database::Postgres(_) => config.data_dir.clone(),
+    }
+}
+
+/// A full disk at startup is the operator's to fix, and says so in one line (not an error
+/// chain) before exiting 1; any other error is handed back.
+fn disk_full_exits(config: &Config, e: anyhow::Error) -> anyhow::Error {
+    disk_full_exits_in(&database_dir(config), e)
+}
+
+fn disk_full_exits_in(dir: &std::path::Path, e: anyhow::Error) -> anyhow::Error {
+    if let Some(StoreError::StorageFull(_)) = e.downcast_ref::<StoreError>() {
+        eprintln!(
+            "hookline: cannot start: the disk holding {} is full",
+            dir.display()
+        );
+        std::process::exit(1);
+    }
+    e
 }
 
 fn init_logs(format: LogFormat) {

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 pub use model::*;
 
 /// What can go wrong in a store call, in terms a caller can act on.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
@@ -29,6 +29,12 @@ pub enum StoreError {
     /// A [`Mutator`] refused the change.
     #[error("{0}")]
     Rejected(#[from] Rejected),
+    /// The disk holding the database is full: nothing was written. Reads still work, and
+    /// writes succeed again by themselves once space is freed, so callers answer "try
+    /// again later" (the API: 503 `storage_full`) instead of a failure. The text is for
+    /// the log.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     /// Anything else: the database failed. Callers answer 500 and log the detail.
     #[error("storage failure: {0}")]
     Backend(String),
@@ -141,6 +147,13 @@ pub trait DeliveryQueue: Send + Sync + 'static {
 /// The storage interface. Every method is one transaction.
 #[async_trait]
 pub trait Store: DeliveryQueue {
+    /// Whether writes are being refused because the disk is full (since the last write
+    /// that failed for it, and until one succeeds again). For health checks and metrics:
+    /// no lookup, no I/O.
+    fn storage_full(&self) -> bool {
+        false
+    }
+
     // --- applications -------------------------------------------------------------
     /// Inserts a new application; `Conflict` if its uid is taken.
     async fn create_app(&self, app: Application) -> Result<Application>;

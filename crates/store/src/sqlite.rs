@@ -17,6 +17,7 @@
 //! may assume a single writer.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock, Weak};
 
 use async_trait::async_trait;
@@ -34,6 +35,9 @@ const MAX_GROUP: usize = 512;
 const MAX_IDLE_READERS: usize = 32;
 /// How often the checkpoint thread copies the WAL back into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// While the disk is full and no write comes, how often the writer tries a small write of
+/// its own to find out whether space is back (see [`DiskState`]).
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// WAL length (frames, ~4 KiB each) past which the writer itself finishes the checkpoint
 /// so that its next commit starts the WAL over from the beginning, see [`writer_loop`].
 const WAL_RESTART_FRAMES: i32 = 2048;
@@ -311,7 +315,78 @@ const MIGRATIONS: &[&str] = &[
 type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// Makes everything written to the WAL so far durable (`fdatasync` of the WAL file).
 type SyncFn = Box<dyn FnMut() -> std::io::Result<()> + Send>;
-type JobFn = Box<dyn FnOnce(&Connection) -> (bool, Finisher) + Send>;
+type JobFn = Box<dyn FnOnce(&Connection) -> (Ran, Finisher) + Send>;
+
+/// How a write's statements went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    Ok,
+    Failed,
+    /// Failed because the disk is full.
+    Full,
+}
+
+impl Ran {
+    fn of<T>(r: &Result<T>) -> Self {
+        match r {
+            Ok(_) => Self::Ok,
+            Err(StoreError::StorageFull(_)) => Self::Full,
+            Err(_) => Self::Failed,
+        }
+    }
+}
+
+/// Whether the disk holding the database is full, as the writes found it: set by a write
+/// refused for lack of space (SQLite's `SQLITE_FULL`, an I/O error while the disk has no
+/// room, `ENOSPC` from the WAL's fsync), cleared by the next commit that wrote to the WAL.
+/// Logged once per episode, a WARN when writes start failing and an INFO when they
+/// succeed again, never per refused write: a full disk refuses every write, and a line
+/// each would bury the one that matters.
+struct DiskState {
+    full: AtomicBool,
+    /// The database file, for the log lines.
+    path: PathBuf,
+}
+
+impl DiskState {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            full: AtomicBool::new(false),
+            path,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.full.load(Ordering::SeqCst)
+    }
+
+    /// `writes` writes were refused because the disk is full.
+    fn refused(&self, writes: usize, cause: &str) {
+        metrics::counter!("hookline_storage_full_writes_refused_total").increment(writes as u64);
+        if !self.full.swap(true, Ordering::SeqCst) {
+            metrics::gauge!("hookline_storage_full").set(1.0);
+            tracing::warn!(
+                database = %self.path.display(),
+                error = cause,
+                "the disk holding the database is full: writes are refused (the API answers \
+                 503 storage_full) until space is freed, then resume by themselves. Attempts \
+                 made meanwhile cannot be recorded: their deliveries are tried again once their \
+                 lease expires (at-least-once: a receiver may see them twice)"
+            );
+        }
+    }
+
+    /// A commit wrote to the WAL: there is room again.
+    fn wrote(&self) {
+        if self.full.swap(false, Ordering::SeqCst) {
+            metrics::gauge!("hookline_storage_full").set(0.0);
+            tracing::info!(
+                database = %self.path.display(),
+                "writes succeed again: the disk holding the database has room"
+            );
+        }
+    }
+}
 
 /// A write: runs its statements, reports whether they succeeded (else its savepoint is
 /// rolled back) and returns what to do once the group's commit is known.
@@ -358,6 +433,7 @@ pub struct SqliteStore {
     event_types: LookupCache<EventType>,
     /// The worker fresh deliveries are handed to, if one is attached.
     intake: RwLock<Option<Weak<dyn Intake>>>,
+    disk: Arc<DiskState>,
 }
 
 /// Point lookups of rarely changing records, kept in memory (misses too) so the hot path
@@ -495,7 +571,7 @@ impl SqliteStore {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+                    .map_err(|e| io_error(format!("creating {}", dir.display()), &e))?;
             }
         }
         // One process per SQLite file: the writer thread's group commit and the startup
@@ -506,7 +582,7 @@ impl SqliteStore {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", lock_path.display())))?;
+            .map_err(|e| io_error(format!("opening {}", lock_path.display()), &e))?;
         lock.try_lock().map_err(|_| {
             StoreError::Backend(format!(
                 "another hookline process is using {} (lock {} is held); run several processes on PostgreSQL instead",
@@ -528,6 +604,7 @@ impl SqliteStore {
         migrate(&mut conn)?;
         recover_leases(&conn)?;
         let checkpointer = spawn_checkpointer(&path)?;
+        let disk = Arc::new(DiskState::new(path.clone()));
 
         // Commits need not fsync on the writer thread: the sync thread does it (see
         // `spawn_syncer`). The WAL file exists by now: SQLite creates it with the first
@@ -538,7 +615,7 @@ impl SqliteStore {
             Ok(wal) => {
                 conn.execute_batch("PRAGMA synchronous = NORMAL")
                     .map_err(backend)?;
-                Some(spawn_syncer(make_sync(wal), tx.clone())?)
+                Some(spawn_syncer(make_sync(wal), tx.clone(), disk.clone())?)
             }
             Err(e) => {
                 tracing::warn!(error = %e, wal = %wal_path.display(), "cannot open the WAL to sync it; every commit syncs on the writer thread");
@@ -549,7 +626,8 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn({
                 let checkpointer = checkpointer.clone();
-                move || writer_loop(conn, rx, syncer, checkpointer, auto_keys)
+                let disk = disk.clone();
+                move || writer_loop(conn, rx, syncer, checkpointer, auto_keys, &disk)
             })
             .map_err(|e| StoreError::Backend(format!("spawning writer thread: {e}")))?;
         Ok(Self {
@@ -561,6 +639,7 @@ impl SqliteStore {
             apps: LookupCache::new(LOOKUP_CACHE_BYTES, app_weight),
             event_types: LookupCache::new(LOOKUP_CACHE_BYTES, event_type_weight),
             intake: RwLock::new(None),
+            disk,
         })
     }
 
@@ -597,7 +676,7 @@ impl SqliteStore {
         let job = WriteJob {
             run: Box::new(move |conn| {
                 let outcome = f(conn);
-                let ok = outcome.is_ok();
+                let ran = Ran::of(&outcome);
                 let finish: Finisher = Box::new(move |commit| {
                     let result = commit.and(outcome).map(|(out, after)| {
                         then(after);
@@ -605,7 +684,7 @@ impl SqliteStore {
                     });
                     let _ = tx.send(result);
                 });
-                (ok, finish)
+                (ran, finish)
             }),
             durable: sync == Durability::Full,
         };
@@ -719,8 +798,13 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>> {
             while let Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) =
                 rx.recv_timeout(CHECKPOINT_EVERY)
             {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "sqlite checkpoint failed");
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    Ok(()) => {}
+                    // The writer logs a full disk once per episode.
+                    Err(e) if is_disk_full(&e) => {
+                        tracing::debug!(error = %e, "sqlite checkpoint failed")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
                 }
             }
         })
@@ -830,6 +914,8 @@ fn recover_leases(conn: &Connection) -> Result<()> {
 thread_local! {
     /// Frames in the WAL after the writer thread's latest commit (set by [`note_wal_frames`]).
     static WAL_FRAMES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+    /// Commits of the writer thread that wrote to the WAL (counted by [`note_wal_frames`]).
+    static WAL_COMMITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// SQLite's WAL hook: called on the committing (writer) thread after every commit.
@@ -842,8 +928,18 @@ fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlit
     } else {
         frames
     };
+    WAL_COMMITS.set(WAL_COMMITS.get() + 1);
     metrics::counter!("hookline_sqlite_wal_pages_total").increment(written as u64);
     Ok(())
+}
+
+/// Why a group did not commit, before it is known whether the disk is full.
+enum GroupFailure {
+    /// COMMIT failed.
+    Commit(rusqlite::Error),
+    /// A write's error made SQLite roll back the whole transaction (it does on a full
+    /// disk or an I/O error, unless the failed statement could be undone alone).
+    RolledBack { full: bool },
 }
 
 /// The writer thread. Besides group-committing, it keeps the WAL from growing without
@@ -856,12 +952,18 @@ fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlit
 /// bounding the file, that keeps commits overwriting blocks the file already has, which
 /// is much cheaper for the filesystem than extending it (ext4 zeroes and allocates every new block: a third of the writer's
 /// time before this, see BENCHMARKS.md).
+///
+/// It also keeps [`DiskState`]: a group refused for lack of space marks the disk full,
+/// the next commit that writes marks it free; while it is full and no write comes, the
+/// writer tries a small write of its own every [`PROBE_EVERY`] ([`probe_room`]), so the
+/// store (and the health check) notices by itself that space is back.
 fn writer_loop(
     conn: Connection,
     rx: mpsc::Receiver<ToWriter>,
     syncer: Option<mpsc::Sender<Vec<Finisher>>>,
     checkpointer: mpsc::Sender<()>,
     auto_keys: bool,
+    disk: &DiskState,
 ) {
     conn.wal_hook(Some(note_wal_frames));
     let mut keyed_at = std::time::Instant::now();
@@ -876,10 +978,22 @@ fn writer_loop(
     loop {
         // Ends when the store is dropped (`Stop`).
         let first = loop {
-            match rx.recv() {
+            let msg = if disk.is_full() {
+                match rx.recv_timeout(PROBE_EVERY) {
+                    Ok(msg) => Ok(msg),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        probe_room(&conn, disk);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                }
+            } else {
+                rx.recv().map_err(|_| ())
+            };
+            match msg {
                 Ok(ToWriter::Write(job)) => break job,
                 Ok(ToWriter::Synced) => syncing = false,
-                Ok(ToWriter::Stop) | Err(_) => return,
+                Ok(ToWriter::Stop) | Err(()) => return,
             }
         };
         if let Err(e) = exec_cached(&conn, "BEGIN IMMEDIATE") {
@@ -892,8 +1006,21 @@ fn writer_loop(
         let mut lazy = Vec::new();
         let mut next = Some(first);
         let mut stop = false;
+        // Callers' writes in this group, and whether one was refused for lack of space.
+        let mut writes = 0;
+        let mut refused = 0;
+        let mut rolled_back = false;
         while let Some(job) = next.take() {
-            run_job(&conn, job, &mut durable, &mut lazy);
+            writes += 1;
+            if run_job(&conn, job, &mut durable, &mut lazy) == Ran::Full {
+                refused += 1;
+            }
+            if conn.is_autocommit() {
+                // The whole transaction is gone, with the writes before this one: the
+                // group ends here (the next write would run outside a transaction).
+                rolled_back = true;
+                break;
+            }
             while durable.len() + lazy.len() < MAX_GROUP && next.is_none() && !stop {
                 let msg = if syncing {
                     rx.recv().ok()
@@ -908,24 +1035,30 @@ fn writer_loop(
                 }
             }
         }
-        if auto_keys && keyed_at.elapsed() >= KEY_EVERY {
+        if !rolled_back && refused == 0 && auto_keys && keyed_at.elapsed() >= KEY_EVERY {
             // In its own savepoint, like any job: if it fails, the group still commits.
             let all = keyed_all_at.elapsed() >= KEY_ALL_EVERY;
             let min_rows = if all { 1 } else { KEY_BATCH_MIN };
             let job = WriteJob {
                 run: Box::new(move |c| {
                     let r = index_keys(c, min_rows);
-                    let ok = r.is_ok();
-                    let fin: Finisher = Box::new(move |commit| {
-                        if let Err(e) = commit.and(r) {
-                            tracing::warn!(error = %e, "moving rows into the listing keys failed; retried later");
+                    let ran = Ran::of(&r);
+                    let fin: Finisher = Box::new(move |commit| match commit.and(r) {
+                        Ok(()) => {}
+                        // Logged once per episode by the writer.
+                        Err(e @ StoreError::StorageFull(_)) => {
+                            tracing::debug!(error = %e, "moving rows into the listing keys failed; retried later")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "moving rows into the listing keys failed; retried later")
                         }
                     });
-                    (ok, fin)
+                    (ran, fin)
                 }),
                 durable: false,
             };
-            run_job(&conn, job, &mut durable, &mut lazy);
+            let _ = run_job(&conn, job, &mut durable, &mut lazy);
+            rolled_back = conn.is_autocommit();
             keyed_at = std::time::Instant::now();
             if all {
                 keyed_all_at = keyed_at;
@@ -934,15 +1067,35 @@ fn writer_loop(
         metrics::counter!("hookline_sqlite_group_commits_total").increment(1);
         metrics::counter!("hookline_sqlite_writes_total")
             .increment((durable.len() + lazy.len()) as u64);
-        let commit = exec_cached(&conn, "COMMIT").map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            format!("commit: {e}")
+        let commits_before = WAL_COMMITS.get();
+        let committed = if rolled_back {
+            Err(GroupFailure::RolledBack { full: refused > 0 })
+        } else {
+            exec_cached(&conn, "COMMIT").map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                GroupFailure::Commit(e)
+            })
+        };
+        let commit = committed.map_err(|failure| {
+            let e = group_error(failure, &disk.path);
+            if let StoreError::StorageFull(cause) = &e {
+                disk.refused(writes, cause);
+            }
+            e
         });
+        if commit.is_ok() {
+            if refused > 0 {
+                // Writes were refused (each statement undone alone), the others committed.
+                disk.refused(refused, "a write found the disk full");
+            } else if WAL_COMMITS.get() != commits_before {
+                disk.wrote();
+            }
+        }
         // Everything committed before this group is durable unless the sync thread is
         // still at it (a group that reached MAX_GROUP commits without waiting for it).
         if durable.is_empty() && !syncing {
             for fin in lazy.drain(..) {
-                fin(commit.clone().map_err(StoreError::Backend));
+                fin(commit.clone());
             }
         } else {
             durable.append(&mut lazy);
@@ -962,7 +1115,7 @@ fn writer_loop(
             // Without a sync thread the connection syncs every commit itself.
             _ => {
                 for fin in durable {
-                    fin(commit.clone().map_err(StoreError::Backend));
+                    fin(commit.clone());
                 }
             }
         }
@@ -979,11 +1132,78 @@ fn writer_loop(
             // PASSIVE: never waits; if a reader still needs old frames (or the checkpoint
             // thread is still at it), the WAL grows a little and the next group tries again.
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "sqlite checkpoint in the writer failed");
+                if is_disk_full(&e) {
+                    tracing::debug!(error = %e, "sqlite checkpoint in the writer failed");
+                } else {
+                    tracing::warn!(error = %e, "sqlite checkpoint in the writer failed");
+                }
             }
         }
         if stop {
             return;
+        }
+    }
+}
+
+/// What the writes of a group that did not commit are told. A full disk is reported as
+/// such, also when SQLite calls it an I/O error (as it does when growing the WAL index,
+/// or a file size hint, fails for lack of space) or when the write that rolled the
+/// transaction back is not known: then the disk is asked ([`no_room`]).
+fn group_error(failure: GroupFailure, db: &Path) -> StoreError {
+    match failure {
+        GroupFailure::Commit(e) if is_disk_full(&e) => {
+            StoreError::StorageFull(format!("commit: {e}"))
+        }
+        GroupFailure::Commit(e) if is_io_error(&e) && no_room(db) => {
+            StoreError::StorageFull(format!("commit: {e} (the disk has no room)"))
+        }
+        GroupFailure::Commit(e) => StoreError::Backend(format!("commit: {e}")),
+        GroupFailure::RolledBack { full: true } => StoreError::StorageFull(
+            "the transaction was rolled back: a write in it found the disk full".into(),
+        ),
+        GroupFailure::RolledBack { full: false } if no_room(db) => StoreError::StorageFull(
+            "the transaction was rolled back after a write failed; the disk has no room".into(),
+        ),
+        GroupFailure::RolledBack { full: false } => StoreError::Backend(
+            "the transaction was rolled back after a write in the same group failed".into(),
+        ),
+    }
+}
+
+/// Whether the disk holding `db` has no room left: writes (and syncs) 64 KiB beside it
+/// and sees whether that fails with `ENOSPC` (or a quota). For errors whose cause SQLite
+/// does not tell (an I/O error, a rolled back transaction); never on a write's path.
+fn no_room(db: &Path) -> bool {
+    use std::io::Write;
+    let probe = db.with_extension("space-probe");
+    let wrote = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(&[0u8; 64 * 1024])?;
+        f.sync_data()
+    });
+    let _ = std::fs::remove_file(&probe);
+    matches!(wrote, Err(e) if is_no_space(&e))
+}
+
+/// While the disk is full and nothing else writes: a one-page write that changes nothing
+/// (`user_version` set to what it is), to find out whether there is room again. A commit
+/// that reaches the WAL ends the episode ([`DiskState::wrote`]).
+fn probe_room(conn: &Connection, disk: &DiskState) {
+    let commits_before = WAL_COMMITS.get();
+    let probe = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .and_then(|v| {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; PRAGMA user_version = {v}; COMMIT"
+            ))
+        });
+    match probe {
+        Ok(()) if WAL_COMMITS.get() != commits_before => disk.wrote(),
+        Ok(()) => {}
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            tracing::debug!(error = %e, "the disk is still full");
         }
     }
 }
@@ -995,17 +1215,18 @@ fn run_job(
     job: WriteJob,
     durable: &mut Vec<Finisher>,
     lazy: &mut Vec<Finisher>,
-) {
+) -> Ran {
     if let Err(e) = exec_cached(conn, "SAVEPOINT job") {
         tracing::error!(error = %e, "sqlite savepoint failed");
     }
-    let (ok, fin) = (job.run)(conn);
-    let end = if ok {
+    let (ran, fin) = (job.run)(conn);
+    let end = if ran == Ran::Ok {
         exec_cached(conn, "RELEASE job")
     } else {
         exec_cached(conn, "ROLLBACK TO job").and_then(|_| exec_cached(conn, "RELEASE job"))
     };
-    if let Err(e) = end {
+    // With the transaction rolled back (see `writer_loop`) there is no savepoint left.
+    if let (Err(e), false) = (end, conn.is_autocommit()) {
         tracing::error!(error = %e, "sqlite savepoint release failed");
     }
     if job.durable {
@@ -1013,6 +1234,7 @@ fn run_job(
     } else {
         lazy.push(fin);
     }
+    ran
 }
 
 /// Makes committed groups durable off the writer thread: waits for committed groups,
@@ -1025,6 +1247,7 @@ fn run_job(
 fn spawn_syncer(
     mut sync: SyncFn,
     writer: mpsc::Sender<ToWriter>,
+    disk: Arc<DiskState>,
 ) -> Result<mpsc::Sender<Vec<Finisher>>> {
     let (tx, rx) = mpsc::channel::<Vec<Finisher>>();
     std::thread::Builder::new()
@@ -1040,11 +1263,16 @@ fn spawn_syncer(
                 metrics::histogram!("hookline_sqlite_wal_sync_seconds")
                     .record(started.elapsed().as_secs_f64());
                 let synced = synced.map_err(|e| {
-                    tracing::error!(error = %e, "fsync of the SQLite WAL failed");
-                    format!("fsync of the write-ahead log failed: {e}")
+                    // Some filesystems (delayed allocation, NFS) report a full disk only here.
+                    let e = io_error("fsync of the write-ahead log".into(), &e);
+                    match &e {
+                        StoreError::StorageFull(cause) => disk.refused(waiting.len(), cause),
+                        _ => tracing::error!(error = %e, "fsync of the SQLite WAL failed"),
+                    }
+                    e
                 });
                 for fin in waiting {
-                    fin(synced.clone().map_err(StoreError::Backend));
+                    fin(synced.clone());
                 }
                 if writer.send(ToWriter::Synced).is_err() {
                     return;
@@ -1229,8 +1457,41 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// A database error as a [`StoreError`]: `StorageFull` when SQLite says the disk is full.
 fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    if is_disk_full(&e) {
+        StoreError::StorageFull(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// `SQLITE_FULL`: a write found no room on the disk (SQLite's own limit on the file's
+/// page count says the same, and needs the same answer).
+fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
+/// `SQLITE_IOERR` in any of its variants.
+fn is_io_error(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::SystemIoFailure)
+}
+
+/// `ENOSPC`, or `EDQUOT` (a quota is a full disk for whoever hits it).
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// A file-system error while `doing` something, as a [`StoreError`].
+fn io_error(doing: String, e: &std::io::Error) -> StoreError {
+    if is_no_space(e) {
+        StoreError::StorageFull(format!("{doing}: {e}"))
+    } else {
+        StoreError::Backend(format!("{doing}: {e}"))
+    }
 }
 
 /// Maps a UNIQUE violation to `Conflict(what)`, anything else to `Backend`.
@@ -2225,6 +2486,10 @@ impl DeliveryQueue for SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn storage_full(&self) -> bool {
+        self.disk.is_full()
+    }
+
     async fn create_app(&self, app: Application) -> Result<Application> {
         self.write_clearing(&self.apps, move |c| put_app(c, &app, true).map(|_| app))
             .await
@@ -2906,6 +3171,9 @@ mod keyed_tests;
 
 #[cfg(test)]
 mod intake_tests;
+
+#[cfg(test)]
+mod full_disk_tests;
 
 #[cfg(test)]
 pub(super) mod tests {

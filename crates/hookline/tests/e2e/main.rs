@@ -7,6 +7,7 @@ mod crash;
 mod delivery_limits;
 mod delivery_outcomes;
 mod delivery_signing;
+mod full_disk;
 mod hostile_clients;
 mod hostile_schemas;
 mod idempotency;

@@ -39,8 +39,14 @@ impl Server {
 
     /// Starts a server on the given data dir (which survives the server).
     pub async fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
+        Self::start_logging(data_dir, extra_args, None).await
+    }
+
+    /// [`start_in`](Self::start_in), with the server's log (at `info`, unless
+    /// `HOOKLINE_TEST_LOG` says otherwise) written to `log` instead of the test's stderr.
+    pub async fn start_logging(data_dir: &Path, extra_args: &[&str], log: Option<&Path>) -> Server {
         let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let (child, base) = spawn(data_dir, &extra).await;
+        let (child, base) = spawn(data_dir, &extra, log).await;
         Server {
             base,
             token: ADMIN_TOKEN.to_string(),
@@ -87,7 +93,7 @@ impl Server {
     /// Stops (SIGKILL) and starts again on the same data dir and flags; the port changes.
     pub async fn restart(&mut self) {
         self.kill().await;
-        let (child, base) = spawn(&self.data_dir, &self.extra_args).await;
+        let (child, base) = spawn(&self.data_dir, &self.extra_args, None).await;
         self.child = Some(child);
         self.base = base;
     }
@@ -109,7 +115,7 @@ impl Drop for Server {
     }
 }
 
-async fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
+async fn spawn(data_dir: &Path, extra: &[String], log: Option<&Path>) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookline"));
     cmd.arg("serve")
         .arg("--listen")
@@ -123,10 +129,14 @@ async fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
         .env_remove("HOOKLINE_CONFIG")
         .env(
             "RUST_LOG",
-            std::env::var("HOOKLINE_TEST_LOG").unwrap_or("warn".into()),
+            std::env::var("HOOKLINE_TEST_LOG")
+                .unwrap_or(if log.is_some() { "info" } else { "warn" }.into()),
         )
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
+            None => Stdio::inherit(),
+        })
         .kill_on_drop(true);
     let mut child = cmd.spawn().expect("spawn hookline");
     let stdout = child.stdout.take().expect("stdout");

@@ -11,6 +11,7 @@
 //! would have vetted the proxy's address instead of the endpoint's.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -310,6 +311,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The payload as a request body, without a copy: the bytes stay in the message's one
+/// shared buffer, however many attempts are sending it at once.
+pub fn payload_body(payload: &Arc<str>) -> Bytes {
+    struct Shared(Arc<str>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    Bytes::from_owner(Shared(payload.clone()))
+}
+
 /// Builds a delivery's headers: the endpoint's custom headers, then hookline's own
 /// (`webhook-id` stays the message id across retries so receivers can deduplicate).
 pub fn delivery_headers(
@@ -456,6 +469,18 @@ mod tests {
         let r = post_to(&format!("https://{addr}/hook")).await;
         assert_eq!(r.status, None);
         assert_eq!(r.error_kind, Some("tls"), "{}", r.response);
+    }
+
+    #[test]
+    fn the_body_shares_the_payload_buffer() {
+        let payload: Arc<str> = Arc::from(r#"{"big":"payload"}"#);
+        let body = payload_body(&payload);
+        assert_eq!(&body[..], payload.as_bytes());
+        // The same bytes in memory, not a copy of them.
+        assert_eq!(body.as_ptr(), payload.as_ptr());
+        assert_eq!(Arc::strong_count(&payload), 2);
+        drop(body);
+        assert_eq!(Arc::strong_count(&payload), 1);
     }
 
     #[test]

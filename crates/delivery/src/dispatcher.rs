@@ -40,7 +40,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::client::{delivery_headers, Client, Transport};
+use crate::client::{delivery_headers, payload_body, Client, Transport};
 use crate::clock::{Clock, SystemClock};
 use crate::outcome::{classify, next_step, parse_retry_after, Verdict};
 
@@ -518,12 +518,7 @@ impl Dispatcher {
         let headers = delivery_headers(ep, &d.message, now, self.cfg.svix_headers);
         let result = self
             .client
-            .post(
-                &ep.url,
-                headers,
-                bytes::Bytes::from(d.message.payload.clone().into_bytes()),
-                timeout,
-            )
+            .post(&ep.url, headers, payload_body(&d.message.payload), timeout)
             .await;
 
         let verdict = match result.status {

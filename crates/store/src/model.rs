@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hookline_retry::RetryPolicy;
@@ -179,8 +180,9 @@ pub struct Message {
     pub event_id: Option<String>,
     pub event_type: String,
     /// The payload bytes exactly as received, which are exactly the bytes delivered and
-    /// signed; never re-serialized.
-    pub payload: String,
+    /// signed; never re-serialized. Shared, never copied, by every delivery of the message
+    /// in flight: a large payload fanned out to thousands of endpoints is held once.
+    pub payload: Arc<str>,
     pub channels: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
     pub created_at: DateTime<Utc>,

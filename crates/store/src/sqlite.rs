@@ -3599,7 +3599,7 @@ pub(super) mod tests {
         let store = SqliteStore::open_manual_keys(&path).unwrap();
         let by_event = store.get_message("app_1", "e1").await.unwrap().unwrap();
         assert_eq!(
-            (by_event.id.as_str(), by_event.payload.as_str()),
+            (by_event.id.as_str(), &*by_event.payload),
             ("msg_1", r#"{"a":1}"#)
         );
         assert_eq!(

@@ -13,7 +13,7 @@
 //! An attempt must end at its timeout whatever the receiver sends, and so must its
 //! connection: hyper-util drives each connection in a task of its own, which would go on
 //! reading a peer that never stops (a body trickling in, `100 Continue` without end). So
-//! every connection can be closed from outside its task ([`Closable`]), and an attempt
+//! every connection can be closed from outside its task (`Closable`), and an attempt
 //! closes its own when it gives up on it; informational responses are bounded
 //! ([`MAX_INFORMATIONAL`]).
 

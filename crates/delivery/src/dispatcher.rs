@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use hookline_retry::RetryPolicy;
 use hookline_store::{
-    new_id, Attempt, AttemptReport, ClaimedDelivery, DeliveryQueue, Endpoint, Intake,
+    new_id, Applied, Attempt, AttemptReport, ClaimedDelivery, DeliveryQueue, Endpoint, Intake,
 };
 use rand::Rng;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -583,11 +583,23 @@ impl Dispatcher {
         {
             Ok(outcome) => {
                 self.leases.lock().expect("lease map").remove(&d.id);
-                if !outcome.applied {
-                    tracing::warn!(
+                match outcome.applied {
+                    Applied::Yes => {}
+                    Applied::DeliveryGone => {
+                        // Deleting an endpoint with attempts in flight is ordinary, and
+                        // there is nothing left to tell observers about.
+                        tracing::debug!(
+                            delivery = d.id,
+                            endpoint = %ep.id,
+                            "attempt not recorded: the endpoint (or its application) was deleted while it ran"
+                        );
+                        return;
+                    }
+                    Applied::LeaseLost => tracing::warn!(
                         delivery = d.id,
-                        "lease lost before the attempt was reported; another worker owns it"
-                    );
+                        "attempt logged, delivery left alone: its lease expired before the \
+                         attempt was reported and the delivery was claimed again"
+                    ),
                 }
                 let observed = Observed {
                     verdict,

@@ -7,6 +7,7 @@ mod crash;
 mod delivery_limits;
 mod delivery_outcomes;
 mod delivery_signing;
+mod hostile_receivers;
 mod idempotency;
 mod openapi;
 mod operations;

@@ -51,6 +51,11 @@ impl Server {
         }
     }
 
+    /// The server's process id (for reading its memory use from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref()?.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

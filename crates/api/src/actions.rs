@@ -214,7 +214,7 @@ async fn send_example(
         app_id: app.id,
         event_id: None,
         event_type: input.event_type,
-        payload,
+        payload: payload.into(),
         channels: None,
         tags: None,
         created_at: hookline_store::now(),

@@ -398,7 +398,11 @@ async fn endpoint_messages(
 }
 
 fn endpoint_message(m: Message, d: &DeliveryView, with_content: bool) -> EndpointMessageOut {
-    let payload = if with_content { m.payload } else { "{}".into() };
+    let payload = if with_content {
+        m.payload.to_string()
+    } else {
+        "{}".into()
+    };
     EndpointMessageOut {
         id: m.id,
         event_type: m.event_type,

@@ -57,7 +57,7 @@ pub struct MessageOut {
 impl MessageOut {
     pub(crate) fn new(m: Message, with_content: bool) -> Self {
         let payload = if with_content {
-            RawValue::from_string(m.payload)
+            RawValue::from_string(m.payload.to_string())
         } else {
             RawValue::from_string("{}".into())
         }
@@ -234,7 +234,7 @@ async fn create(
         app_id: app.id,
         event_id: input.event_id,
         event_type: input.event_type,
-        payload: input.payload.get().to_string(),
+        payload: input.payload.get().into(),
         channels: input.channels,
         tags: input.tags,
         created_at: hookline_store::now(),

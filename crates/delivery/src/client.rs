@@ -9,8 +9,20 @@
 //! boxed pending future) was about a tenth of the tokio worker's time. Dropping it also
 //! drops reqwest's default of honouring `HTTP_PROXY` variables, under which the guard
 //! would have vetted the proxy's address instead of the endpoint's.
+//!
+//! An attempt must end at its timeout whatever the receiver sends, and so must its
+//! connection: hyper-util drives each connection in a task of its own, which would go on
+//! reading a peer that never stops (a body trickling in, `100 Continue` without end). So
+//! every connection can be closed from outside its task (`Closable`), and an attempt
+//! closes its own when it gives up on it; informational responses are bounded
+//! ([`MAX_INFORMATIONAL`]).
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +32,9 @@ use hookline_store::{Endpoint, Message, SignatureConfig};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{
+    capture_connection, CaptureConnection, Connected, Connection, HttpConnector,
+};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::ssrf::{Blocked, Guard, GuardedResolver};
@@ -29,6 +43,11 @@ use crate::ssrf::{Blocked, Guard, GuardedResolver};
 pub const EXCERPT_BYTES: usize = 4096;
 /// Reading stops here; a receiver cannot make us download an unbounded body.
 pub const READ_CAP_BYTES: usize = 64 * 1024;
+/// Informational (1xx) responses allowed before the final one. A receiver may
+/// legitimately send a few (`100 Continue`, `102 Processing`, `103 Early Hints`); one that
+/// streams them without end would keep hyper parsing on a runtime worker for as long as
+/// the connection lives, so beyond this the attempt fails and its connection is closed.
+pub const MAX_INFORMATIONAL: u32 = 10;
 
 const USER_AGENT: &str = concat!("hookline/", env!("CARGO_PKG_VERSION"));
 
@@ -69,7 +88,7 @@ impl Transport for Client {
     }
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
+type Connector = Closable<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>>;
 
 #[derive(Clone)]
 pub struct Client {
@@ -95,6 +114,7 @@ impl Client {
             .enable_http1()
             .enable_http2()
             .wrap_connector(tcp);
+        let connector = Closable(connector);
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(max_idle_per_host)
@@ -138,17 +158,42 @@ impl Client {
             http::header::USER_AGENT,
             HeaderValue::from_static(USER_AGENT),
         );
+        // hyper-util drives each connection in a task of its own, which goes on reading
+        // whatever the peer sends after this attempt stops waiting for it: the attempt
+        // closes its connection itself when it gives up on it.
+        let conn = capture_connection(&mut req);
+        let informational = Arc::new(AtomicU32::new(0));
+        hyper::ext::on_informational(&mut req, {
+            let (count, conn) = (informational.clone(), conn.clone());
+            move |_| {
+                if count.fetch_add(1, Ordering::Relaxed) + 1 > MAX_INFORMATIONAL {
+                    close_connection(&conn);
+                }
+            }
+        });
+        let too_many_informational = || {
+            (informational.load(Ordering::Relaxed) > MAX_INFORMATIONAL).then(|| {
+                format!(
+                    "http: too many informational (1xx) responses (more than {MAX_INFORMATIONAL})"
+                )
+            })
+        };
         let resp = match tokio::time::timeout(timeout, self.http.request(req)).await {
+            Ok(_) if too_many_informational().is_some() => {
+                close_connection(&conn);
+                return fail("http", too_many_informational().unwrap_or_default());
+            }
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 let (kind, detail) = describe(&e);
                 return fail(kind, detail);
             }
             Err(_) => {
+                close_connection(&conn);
                 return fail(
                     "timeout",
                     format!("timeout: no response within {} ms", timeout.as_millis()),
-                )
+                );
             }
         };
         let status = resp.status().as_u16();
@@ -158,16 +203,173 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let remaining = timeout.saturating_sub(start.elapsed());
-        let excerpt = tokio::time::timeout(remaining, read_capped(resp.into_body()))
+        let mut body = resp.into_body();
+        let mut excerpt = Vec::with_capacity(1024);
+        // A body still arriving at the timeout keeps what came: the excerpt so far.
+        let whole = tokio::time::timeout(remaining, read_capped(&mut body, &mut excerpt))
             .await
-            .unwrap_or_default();
+            .unwrap_or(false);
+        if !whole {
+            // Cut short (timeout, cap, error): the connection cannot carry another request.
+            close_connection(&conn);
+        }
         HttpResult {
             status: Some(status),
             retry_after,
-            response: excerpt,
+            response: excerpt_text(&excerpt),
             error_kind: None,
             duration: start.elapsed(),
         }
+    }
+}
+
+/// Closes the HTTP/1 connection an attempt was given, whatever its task is doing: it
+/// is taken out of the pool, and its next read or write fails, which ends its task and
+/// drops the socket. An HTTP/2 connection is left alone: it carries other attempts, and
+/// dropping a response already resets that one stream.
+fn close_connection(conn: &CaptureConnection) {
+    let closer = {
+        let metadata = conn.connection_metadata();
+        let Some(connected) = metadata.as_ref().filter(|c| !c.is_negotiated_h2()) else {
+            return;
+        };
+        connected.poison();
+        let mut extras = http::Extensions::new();
+        connected.get_extras(&mut extras);
+        extras.remove::<Closer>()
+    };
+    if let Some(closer) = closer {
+        closer.close();
+    }
+}
+
+/// A connector whose connections can be closed from outside their task: each comes with
+/// a [`Closer`] in its connection metadata, which attempts reach through
+/// [`capture_connection`].
+#[derive(Clone)]
+struct Closable<C>(C);
+
+impl<C> tower_service::Service<Uri> for Closable<C>
+where
+    C: tower_service::Service<Uri>,
+    C::Future: Send + 'static,
+{
+    type Response = ClosableIo<C::Response>;
+    type Error = C::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, C::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), C::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            Ok(ClosableIo {
+                io: connecting.await?,
+                closer: Closer::default(),
+            })
+        })
+    }
+}
+
+/// Shared by a connection and whoever may close it.
+#[derive(Clone, Default)]
+struct Closer(Arc<CloserState>);
+
+#[derive(Default)]
+struct CloserState {
+    closed: AtomicBool,
+    /// The connection task's last read, woken on close: a task waiting for bytes that
+    /// never come must wake up to see it is closed.
+    reader: Mutex<Option<Waker>>,
+}
+
+impl Closer {
+    fn close(&self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+        if let Some(w) = self.0.reader.lock().expect("closer waker").take() {
+            w.wake();
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::SeqCst)
+    }
+}
+
+fn closed_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "connection closed by hookline",
+    )
+}
+
+/// A connection's I/O that fails once its [`Closer`] is closed.
+struct ClosableIo<T> {
+    io: T,
+    closer: Closer,
+}
+
+impl<T: Connection> Connection for ClosableIo<T> {
+    fn connected(&self) -> Connected {
+        self.io.connected().extra(self.closer.clone())
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for ClosableIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        {
+            let mut reader = self.closer.0.reader.lock().expect("closer waker");
+            if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *reader = Some(cx.waker().clone());
+            }
+        }
+        // Looked at after the waker is in place, so a close in between is not missed.
+        if self.closer.is_closed() {
+            return Poll::Ready(Err(closed_error()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for ClosableIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.closer.is_closed() {
+            return Poll::Ready(Err(closed_error()));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.closer.is_closed() {
+            return Poll::Ready(Err(closed_error()));
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -206,24 +408,29 @@ fn ip_literal(host: &str) -> Option<IpAddr> {
     bare.parse().ok()
 }
 
-/// Reads at most [`READ_CAP_BYTES`] and keeps the first [`EXCERPT_BYTES`] as text.
-async fn read_capped(mut body: hyper::body::Incoming) -> String {
-    let mut buf = Vec::with_capacity(1024);
+/// Reads at most [`READ_CAP_BYTES`], keeping the first [`EXCERPT_BYTES`] in `excerpt`
+/// as they arrive (so a read cut short by the timeout still has them). True if the body
+/// was read to its end.
+async fn read_capped(body: &mut hyper::body::Incoming, excerpt: &mut Vec<u8>) -> bool {
     let mut read = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        let Ok(chunk) = frame.into_data() else {
-            continue;
+    loop {
+        let chunk = match body.frame().await {
+            None => return true,
+            Some(Err(_)) => return false,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(chunk) => chunk,
+                Err(_) => continue,
+            },
         };
         read += chunk.len();
-        if buf.len() < EXCERPT_BYTES {
-            let take = (EXCERPT_BYTES - buf.len()).min(chunk.len());
-            buf.extend_from_slice(&chunk[..take]);
+        if excerpt.len() < EXCERPT_BYTES {
+            let take = (EXCERPT_BYTES - excerpt.len()).min(chunk.len());
+            excerpt.extend_from_slice(&chunk[..take]);
         }
         if read >= READ_CAP_BYTES {
-            break;
+            return hyper::body::Body::is_end_stream(body);
         }
     }
-    excerpt_text(&buf)
 }
 
 /// The excerpt as text of at most [`EXCERPT_BYTES`]: replacement characters for invalid
@@ -308,6 +515,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+/// The payload as a request body, without a copy: the bytes stay in the message's one
+/// shared buffer, however many attempts are sending it at once.
+pub fn payload_body(payload: &Arc<str>) -> Bytes {
+    struct Shared(Arc<str>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    Bytes::from_owner(Shared(payload.clone()))
 }
 
 /// Builds a delivery's headers: the endpoint's custom headers, then hookline's own
@@ -438,6 +657,156 @@ mod tests {
             .await
     }
 
+    /// A loopback server for one hostile connection: it reads the request, then writes
+    /// `first` once and `each` again and again every `pace` (a flood when zero), until
+    /// its peer goes away. Answers with its address and when it saw the peer close.
+    async fn hostile_server(
+        first: &'static [u8],
+        each: &'static [u8],
+        pace: Duration,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Receiver<tokio::time::Instant>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (mut r, mut w) = s.into_split();
+            let mut buf = [0u8; 4096];
+            let _ = r.read(&mut buf).await;
+            let writes = async {
+                if w.write_all(first).await.is_err() {
+                    return;
+                }
+                loop {
+                    if w.write_all(each).await.is_err() {
+                        return;
+                    }
+                    if !pace.is_zero() {
+                        tokio::time::sleep(pace).await;
+                    }
+                }
+            };
+            // The peer closed: a read sees EOF (or a reset), or a write fails.
+            let eof = async { while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {} };
+            tokio::select! {
+                _ = writes => {}
+                _ = eof => {}
+            }
+            let _ = closed_tx.send(tokio::time::Instant::now());
+        });
+        (addr, closed_rx)
+    }
+
+    async fn post_within(addr: std::net::SocketAddr, timeout: Duration) -> HttpResult {
+        let client = Client::new(Guard::new(vec!["127.0.0.0/8".parse().unwrap()]), 4);
+        client
+            .post(
+                &format!("http://{addr}/hook"),
+                HeaderMap::new(),
+                Bytes::from_static(b"{}"),
+                timeout,
+            )
+            .await
+    }
+
+    /// Waits for the server to see its connection closed, at most `within` from `since`.
+    async fn closed_by(
+        closed: tokio::sync::oneshot::Receiver<tokio::time::Instant>,
+        since: tokio::time::Instant,
+        within: Duration,
+    ) -> Duration {
+        let at = tokio::time::timeout_at(since + within, closed)
+            .await
+            .expect("the connection is still open")
+            .unwrap();
+        at - since
+    }
+
+    /// A receiver streaming `100 Continue` without end fails the attempt at once, well
+    /// before its timeout, and the connection is closed (not left to its own task, which
+    /// would go on parsing the flood).
+    #[tokio::test]
+    async fn an_informational_flood_fails_the_attempt_and_closes_the_connection() {
+        let (addr, closed) =
+            hostile_server(b"", b"HTTP/1.1 100 Continue\r\n\r\n", Duration::ZERO).await;
+        let start = tokio::time::Instant::now();
+        let r = post_within(addr, Duration::from_secs(5)).await;
+        assert_eq!(r.status, None);
+        assert_eq!(r.error_kind, Some("http"), "{}", r.response);
+        assert!(
+            r.response
+                .contains("too many informational (1xx) responses"),
+            "{}",
+            r.response
+        );
+        assert!(r.duration < Duration::from_secs(1), "{:?}", r.duration);
+        closed_by(closed, start, Duration::from_secs(1)).await;
+    }
+
+    /// A few informational responses before the final one are fine.
+    #[tokio::test]
+    async fn a_few_informational_responses_are_allowed() {
+        let addr = raw_server(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+              HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        )
+        .await;
+        let r = post_to(&format!("http://{addr}/hook")).await;
+        assert_eq!(r.status, Some(200), "{:?}", r.error_kind);
+        assert_eq!(r.response, "ok");
+    }
+
+    /// Status line or headers that trickle in without end: the attempt ends at its
+    /// timeout, and so does the connection.
+    #[tokio::test]
+    async fn a_head_trickling_in_ends_at_the_timeout_with_its_connection() {
+        let heads: [(&[u8], &[u8]); 2] = [
+            (b"HTTP/1.1 2", b"0"),
+            (b"HTTP/1.1 200 OK\r\nx-slow: ", b"a"),
+        ];
+        for (first, each) in heads {
+            let (addr, closed) = hostile_server(first, each, Duration::from_millis(50)).await;
+            let start = tokio::time::Instant::now();
+            let timeout = Duration::from_millis(500);
+            let r = post_within(addr, timeout).await;
+            assert_eq!(r.error_kind, Some("timeout"), "{}", r.response);
+            assert!(
+                r.duration < timeout + Duration::from_millis(200),
+                "{:?}",
+                r.duration
+            );
+            closed_by(closed, start, timeout + Duration::from_millis(500)).await;
+        }
+    }
+
+    /// A body trickling in past the timeout: the attempt ends at the timeout, keeps the
+    /// bytes that arrived as its excerpt, and closes the connection.
+    #[tokio::test]
+    async fn a_body_trickling_in_keeps_what_arrived_by_the_timeout() {
+        let (addr, closed) = hostile_server(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nfirst bytes;",
+            b"x",
+            Duration::from_millis(50),
+        )
+        .await;
+        let start = tokio::time::Instant::now();
+        let timeout = Duration::from_millis(500);
+        let r = post_within(addr, timeout).await;
+        assert_eq!(r.status, Some(200));
+        assert!(r.response.starts_with("first bytes;x"), "{:?}", r.response);
+        assert!(
+            r.duration < timeout + Duration::from_millis(200),
+            "{:?}",
+            r.duration
+        );
+        closed_by(closed, start, timeout + Duration::from_millis(500)).await;
+    }
+
     /// A reply that is not HTTP is a failed attempt of kind `http`, without a status.
     #[tokio::test]
     async fn a_reply_that_is_not_http_is_an_http_failure() {
@@ -456,6 +825,18 @@ mod tests {
         let r = post_to(&format!("https://{addr}/hook")).await;
         assert_eq!(r.status, None);
         assert_eq!(r.error_kind, Some("tls"), "{}", r.response);
+    }
+
+    #[test]
+    fn the_body_shares_the_payload_buffer() {
+        let payload: Arc<str> = Arc::from(r#"{"big":"payload"}"#);
+        let body = payload_body(&payload);
+        assert_eq!(&body[..], payload.as_bytes());
+        // The same bytes in memory, not a copy of them.
+        assert_eq!(body.as_ptr(), payload.as_ptr());
+        assert_eq!(Arc::strong_count(&payload), 2);
+        drop(body);
+        assert_eq!(Arc::strong_count(&payload), 1);
     }
 
     #[test]

@@ -33,14 +33,15 @@ use std::time::Duration;
 
 use hookline_retry::RetryPolicy;
 use hookline_store::{
-    new_id, Attempt, AttemptReport, ClaimedDelivery, DeliveryQueue, Endpoint, Intake, StoreError,
+    new_id, Applied, Attempt, AttemptReport, ClaimedDelivery, DeliveryQueue, Endpoint, Intake,
+    StoreError,
 };
 use rand::Rng;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::client::{delivery_headers, Client, Transport};
+use crate::client::{delivery_headers, payload_body, Client, Transport};
 use crate::clock::{Clock, SystemClock};
 use crate::outcome::{classify, next_step, parse_retry_after, Verdict};
 
@@ -532,12 +533,7 @@ impl Dispatcher {
         let headers = delivery_headers(ep, &d.message, now, self.cfg.svix_headers);
         let result = self
             .client
-            .post(
-                &ep.url,
-                headers,
-                bytes::Bytes::from(d.message.payload.clone().into_bytes()),
-                timeout,
-            )
+            .post(&ep.url, headers, payload_body(&d.message.payload), timeout)
             .await;
 
         let verdict = match result.status {
@@ -595,18 +591,32 @@ impl Dispatcher {
             disable_endpoint: verdict == Verdict::Gone,
             disable_if_failing_since: Some(finished - disable_after),
         };
-        match self
+        let reported = self
             .store
             .report_attempt(d.id, &d.lease_token, report)
-            .await
-        {
+            .await;
+        // Reported or not, this worker is done with the lease: a report that failed
+        // leaves the delivery to come due again when the lease expires.
+        self.leases.lock().expect("lease map").remove(&d.id);
+        match reported {
             Ok(outcome) => {
-                self.leases.lock().expect("lease map").remove(&d.id);
-                if !outcome.applied {
-                    tracing::warn!(
+                match outcome.applied {
+                    Applied::Yes => {}
+                    Applied::DeliveryGone => {
+                        // Deleting an endpoint with attempts in flight is ordinary, and
+                        // there is nothing left to tell observers about.
+                        tracing::debug!(
+                            delivery = d.id,
+                            endpoint = %ep.id,
+                            "attempt not recorded: the endpoint (or its application) was deleted while it ran"
+                        );
+                        return;
+                    }
+                    Applied::LeaseLost => tracing::warn!(
                         delivery = d.id,
-                        "lease lost before the attempt was reported; another worker owns it"
-                    );
+                        "attempt logged, delivery left alone: its lease expired before the \
+                         attempt was reported and the delivery was claimed again"
+                    ),
                 }
                 let observed = Observed {
                     verdict,

@@ -175,7 +175,7 @@ impl AttemptObserver for Notifier {
                     app_id: app_id.clone(),
                     event_id: None,
                     event_type: kind.into(),
-                    payload: payload.to_string(),
+                    payload: payload.to_string().into(),
                     channels: None,
                     tags: None,
                     created_at: t,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hookline_retry::RetryPolicy;
@@ -179,8 +180,9 @@ pub struct Message {
     pub event_id: Option<String>,
     pub event_type: String,
     /// The payload bytes exactly as received, which are exactly the bytes delivered and
-    /// signed; never re-serialized.
-    pub payload: String,
+    /// signed; never re-serialized. Shared, never copied, by every delivery of the message
+    /// in flight: a large payload fanned out to thousands of endpoints is held once.
+    pub payload: Arc<str>,
     pub channels: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
     pub created_at: DateTime<Utc>,
@@ -392,13 +394,25 @@ pub struct AttemptReport {
 /// What the store did with an [`AttemptReport`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportOutcome {
-    /// False when the lease had been lost (another worker took over): the attempt was
-    /// still logged, but the delivery's state was left to the new owner.
-    pub applied: bool,
+    /// Whether the report moved the delivery on, and if not, why.
+    pub applied: Applied,
     /// The endpoint was disabled by this report.
     pub endpoint_disabled: bool,
     /// Consecutive failures of this delivery, including this attempt (0 on success).
     pub consecutive_failures: u32,
+}
+
+/// Whether an [`AttemptReport`] moved its delivery on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Yes,
+    /// The delivery is no longer there: its endpoint (or application) was deleted while
+    /// the attempt ran. Nothing was recorded, the attempt included.
+    DeliveryGone,
+    /// The delivery is held under another lease: this one expired and the delivery was
+    /// claimed again (by another worker, or by this one), or it was handed back. The
+    /// attempt was still logged; the delivery's state is left to its new owner.
+    LeaseLost,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -2381,8 +2381,25 @@ fn report(
         .execute(params![a.endpoint_id, due])
         .map_err(backend)?;
     }
+    let applied = if attempts.is_some() {
+        Applied::Yes
+    } else {
+        // Both leave the delivery alone, for different reasons: the log should say which.
+        let exists = c
+            .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1")
+            .map_err(backend)?
+            .query_row([delivery_id], |_| Ok(()))
+            .optional()
+            .map_err(backend)?
+            .is_some();
+        if exists {
+            Applied::LeaseLost
+        } else {
+            Applied::DeliveryGone
+        }
+    };
     Ok(ReportOutcome {
-        applied: attempts.is_some(),
+        applied,
         endpoint_disabled,
         consecutive_failures: if a.succeeded {
             0
@@ -3356,7 +3373,7 @@ pub(super) mod tests {
             )
             .await
             .unwrap();
-        assert!(!out.applied);
+        assert_eq!(out.applied, Applied::LeaseLost);
         let out = store
             .report_attempt(
                 second[0].id,
@@ -3365,7 +3382,7 @@ pub(super) mod tests {
             )
             .await
             .unwrap();
-        assert!(out.applied);
+        assert_eq!(out.applied, Applied::Yes);
         let views = store
             .list_message_deliveries(
                 &a.id,
@@ -3393,6 +3410,30 @@ pub(super) mod tests {
             .await
             .unwrap();
         assert_eq!(attempts.data.len(), 2, "both attempts are in the log");
+    }
+
+    /// An endpoint deleted while its attempt ran: the report applies to nothing, and says
+    /// so apart from a lease taken over (which only another claim can cause).
+    #[tokio::test]
+    async fn a_report_for_a_deleted_endpoint_finds_its_delivery_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+        let a = store.create_app(app(None)).await.unwrap();
+        let ep = store.create_endpoint(endpoint(&a.id, 8)).await.unwrap();
+        store.create_message(message(&a.id)).await.unwrap();
+        let claimed = store
+            .claim_deliveries(Utc::now(), chrono::Duration::seconds(30), 10, 10, &[])
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        store.delete_endpoint(&a.id, &ep.id).await.unwrap();
+        let d = &claimed[0];
+        let out = store
+            .report_attempt(d.id, &d.lease_token, report_for(d, NextStep::Failed))
+            .await
+            .unwrap();
+        assert_eq!(out.applied, Applied::DeliveryGone);
+        assert!(!out.endpoint_disabled);
     }
 
     #[tokio::test]
@@ -3867,7 +3908,7 @@ pub(super) mod tests {
         let store = SqliteStore::open_manual_keys(&path).unwrap();
         let by_event = store.get_message("app_1", "e1").await.unwrap().unwrap();
         assert_eq!(
-            (by_event.id.as_str(), by_event.payload.as_str()),
+            (by_event.id.as_str(), &*by_event.payload),
             ("msg_1", r#"{"a":1}"#)
         );
         assert_eq!(

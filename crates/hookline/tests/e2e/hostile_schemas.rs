@@ -134,7 +134,7 @@ async fn a_stored_cyclic_schema_is_never_run() {
     }
     server.restart().await;
     let api = server.client();
-    let pid = server.pid();
+    let pid = server.pid().expect("pid");
     let before = rss_kib(pid);
     // Before the check, this request never came back (the process grew until it died).
     let (status, err) = tokio::time::timeout(

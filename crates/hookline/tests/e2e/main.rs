@@ -9,6 +9,7 @@ mod delivery_outcomes;
 mod delivery_signing;
 mod full_disk;
 mod hostile_clients;
+mod hostile_receivers;
 mod hostile_schemas;
 mod idempotency;
 mod openapi;

@@ -64,7 +64,7 @@ impl Drop for Tmpfs {
 fn event(m: &str, size: usize) -> Message {
     let mut msg = message(m);
     msg.event_id = Some(new_id("evt"));
-    msg.payload = format!("{{\"pad\":\"{}\"}}", "x".repeat(size));
+    msg.payload = format!("{{\"pad\":\"{}\"}}", "x".repeat(size)).into();
     msg
 }
 

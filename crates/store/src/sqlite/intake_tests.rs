@@ -85,7 +85,7 @@ async fn a_free_endpoint_gets_its_delivery_leased_without_a_claim() {
         .report_attempt(d.id, &d.lease_token, report_for(d, NextStep::Succeeded))
         .await
         .unwrap();
-    assert!(out.applied);
+    assert_eq!(out.applied, Applied::Yes);
     assert_eq!(
         status_of(&store, &a.id, &msg.id).await,
         [DeliveryStatus::Succeeded]

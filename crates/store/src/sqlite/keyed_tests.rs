@@ -191,7 +191,7 @@ impl<'a> Model<'a> {
             let out = self
                 .store
                 .report_attempt(d.id, &d.lease_token, report.clone());
-            assert!(out.await.unwrap().applied);
+            assert_eq!(out.await.unwrap().applied, Applied::Yes);
             state.0 = match next {
                 NextStep::Succeeded => Succeeded,
                 NextStep::Failed => Failed,

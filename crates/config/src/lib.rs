@@ -28,6 +28,25 @@ pub struct Cli {
 pub enum Command {
     /// Start the API server and the delivery workers.
     Serve(ServeArgs),
+    /// Apply the database's schema migrations without serving (`serve` applies them at
+    /// start too); safe to run while other hookline processes start.
+    Migrate(MigrateArgs),
+}
+
+/// Flags of `hookline migrate`: which database, as for `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// TOML file; its `data_dir` and `database_url` are used, flags and env vars win.
+    #[arg(long, env = "HOOKLINE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory of the embedded SQLite database.
+    #[arg(long, env = "HOOKLINE_DATA_DIR", default_value = "./hookline-data")]
+    pub data_dir: PathBuf,
+
+    /// `sqlite://PATH` or `postgres://...`; default: the SQLite file in the data dir.
+    #[arg(long, env = "HOOKLINE_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 /// Flags of `hookline serve`. Every flag is also an environment variable and a key of the
@@ -269,8 +288,28 @@ where
                 .expect("serve subcommand present");
             Some(resolve(serve.clone(), sub)?)
         }
+        Command::Migrate(_) => None,
     };
     Ok((cli.command, config))
+}
+
+/// The database `hookline migrate` works on: flag or env var, then the file, then the
+/// SQLite file in the data dir.
+pub fn migrate_database(args: &MigrateArgs) -> Result<Database, ConfigError> {
+    let file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => FileConfig::default(),
+    };
+    match args.database_url.clone().or(file.database_url) {
+        Some(url) => parse_database_url(&url),
+        None => {
+            let dir = file
+                .data_dir
+                .filter(|_| args.data_dir == Path::new("./hookline-data"))
+                .unwrap_or_else(|| args.data_dir.clone());
+            Ok(Database::Sqlite(dir.join("hookline.sqlite")))
+        }
+    }
 }
 
 /// Merges flags/env (in `args`, with their sources in `m`) over the file over defaults.

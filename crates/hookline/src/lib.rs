@@ -40,6 +40,45 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+/// Applies the database's migrations without serving; says what it did, in one line.
+pub async fn migrate(database: &Database) -> Result<String, String> {
+    match database {
+        Database::Sqlite(path) => {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || SqliteStore::open(&p))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot open the SQLite database {}: {e}", path.display()))?;
+            Ok(format!(
+                "the SQLite database {} is at the current schema",
+                path.display()
+            ))
+        }
+        Database::Postgres(url) => {
+            use hookline_store::postgres;
+            let settings =
+                postgres::PgSettings::parse(url).map_err(|e| format!("--database-url: {e}"))?;
+            let pool = postgres::connect(&settings, 1).await?;
+            let applied = postgres::migrate(&pool).await?;
+            let version = postgres::schema_version(&pool).await?;
+            Ok(match applied.as_slice() {
+                [] => format!(
+                    "PostgreSQL at {} is up to date (schema version {version})",
+                    settings.target()
+                ),
+                [one] => format!(
+                    "applied migration {one} to PostgreSQL at {}",
+                    settings.target()
+                ),
+                [first, .., last] => format!(
+                    "applied migrations {first} to {last} to PostgreSQL at {}",
+                    settings.target()
+                ),
+            })
+        }
+    }
+}
+
 /// With no admin token configured and none stored, creates one and returns its text so
 /// the caller can show it once. Only its hash is stored.
 pub async fn ensure_admin_token(

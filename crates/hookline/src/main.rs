@@ -66,6 +66,26 @@ async fn serve() -> anyhow::Result<()> {
                 .await
                 .map_err(|e| disk_full_exits_in(&dir, e))
         }
+        Command::Migrate(args) => {
+            init_logs(LogFormat::Text);
+            let database = match hookline_config::migrate_database(&args) {
+                Ok(db) => db,
+                Err(e) => {
+                    eprintln!("hookline: {e}");
+                    std::process::exit(2);
+                }
+            };
+            match hookline::migrate(&database).await {
+                Ok(report) => {
+                    println!("hookline: {report}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("hookline: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod hostile_schemas;
 mod idempotency;
 mod openapi;
 mod operations;
+mod postgres;
 mod receiver;
 mod restart;
 mod seed_cabaprop;

@@ -1,0 +1,156 @@
+//! Cursor pagination (`iterator`, `prevIterator`, `done`) over indexes and key tables.
+
+use super::*;
+
+/// Where a listing page starts and which way it walks.
+pub(super) struct Walk {
+    pub(super) cursor: Option<String>,
+    /// `iterator` was a `prev_iterator`: the page before the cursor.
+    pub(super) backwards: bool,
+    /// The direction of the scan: walking backwards through an ascending list is a
+    /// descending scan, and vice versa.
+    pub(super) ascending: bool,
+}
+
+impl Walk {
+    pub(super) fn new(q: &ListQuery) -> Self {
+        let (cursor, backwards) = match q.iterator.as_deref() {
+            Some(it) if it.starts_with('-') => (Some(it[1..].to_string()), true),
+            Some(it) => (Some(it.to_string()), false),
+            None => (None, false),
+        };
+        let ascending = (q.order == Order::Ascending) != backwards;
+        Walk {
+            cursor,
+            backwards,
+            ascending,
+        }
+    }
+
+    /// ` AND {col} > ?` (or `<`) past the cursor, with its argument; nothing without one.
+    pub(super) fn past_cursor(&self, col: &str, args: &mut Vec<Value>) -> String {
+        match &self.cursor {
+            Some(c) => {
+                args.push(Value::Text(c.clone()));
+                format!(" AND {col} {} ?", if self.ascending { ">" } else { "<" })
+            }
+            None => String::new(),
+        }
+    }
+
+    pub(super) fn dir(&self) -> &'static str {
+        if self.ascending {
+            "ASC"
+        } else {
+            "DESC"
+        }
+    }
+
+    /// The page from up to `limit + 1` rows in scan order.
+    pub(super) fn page<T>(
+        self,
+        mut rows: Vec<T>,
+        limit: usize,
+        key_of: impl Fn(&T) -> String,
+    ) -> Page<T> {
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        if self.backwards {
+            rows.reverse();
+        }
+        let first = rows.first().map(&key_of);
+        let last = rows.last().map(&key_of);
+        Page {
+            iterator: last.or_else(|| self.cursor.clone()),
+            prev_iterator: first.map(|f| format!("-{f}")),
+            done: if self.backwards { false } else { !more },
+            data: rows,
+        }
+    }
+}
+
+pub(super) fn query_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<Value>,
+    map: impl Fn(&Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), map)
+        .map_err(backend)?
+        .collect::<rusqlite::Result<Vec<T>>>()
+        .map_err(backend)?;
+    Ok(rows)
+}
+
+/// Runs a cursor-paginated query. `sql` selects the rows (with `WHERE` already present,
+/// possibly `WHERE 1`), `key` is the column the cursor walks.
+pub(super) fn paginate<T>(
+    conn: &Connection,
+    sql: &str,
+    mut args: Vec<Value>,
+    key: &str,
+    q: &ListQuery,
+    map: impl Fn(&Row) -> rusqlite::Result<T>,
+    key_of: impl Fn(&T) -> String,
+) -> Result<Page<T>> {
+    let walk = Walk::new(q);
+    let sql = format!(
+        "{sql}{} ORDER BY {key} {} LIMIT ?",
+        walk.past_cursor(key, &mut args),
+        walk.dir()
+    );
+    args.push(Value::Integer(q.limit as i64 + 1));
+    let rows = query_rows(conn, &sql, args, map)?;
+    Ok(walk.page(rows, q.limit, key_of))
+}
+
+/// [`paginate`] over one tenant's rows of a [`Keyed`] table: selects `cols` of
+/// `k.table`'s rows of `tenant` that pass `filter` (` AND ...` on the table's columns,
+/// with `filter_args`), walking `k.key`. The keyed rows come in key order from the key
+/// table, the recent ones are sorted (a few thousand rows at most), and SQLite merges
+/// the two up to the page's limit.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn paginate_keyed<T>(
+    conn: &Connection,
+    k: &Keyed,
+    cols: &str,
+    tenant: &str,
+    filter: &str,
+    filter_args: Vec<Value>,
+    q: &ListQuery,
+    map: impl Fn(&Row) -> rusqlite::Result<T>,
+    key_of: impl Fn(&T) -> String,
+) -> Result<Page<T>> {
+    let Keyed {
+        table,
+        keys,
+        tenant: tenant_col,
+        key,
+    } = k;
+    let walk = Walk::new(q);
+    let mut args = vec![Value::Text(tenant.to_string())];
+    let keyed_past = walk.past_cursor(&format!("{keys}.k"), &mut args);
+    args.extend(filter_args.iter().cloned());
+    args.push(Value::Text(tenant.to_string()));
+    let recent_past = walk.past_cursor(&format!("{table}.{key}"), &mut args);
+    args.extend(filter_args);
+    args.push(Value::Integer(q.limit as i64 + 1));
+    let dir = walk.dir();
+    let sql = format!(
+        "WITH page (rid, k) AS (
+             SELECT {keys}.rid, {keys}.k FROM {keyed_rows}
+             WHERE {keys}.tenant = ?{keyed_past}{filter}
+             UNION ALL
+             SELECT {table}.rowid, {table}.{key} FROM {table} NOT INDEXED
+             WHERE {table}.rowid > {upto} AND {table}.{tenant_col} = ?{recent_past}{filter}
+             ORDER BY 2 {dir} LIMIT ?
+         )
+         SELECT {cols} FROM page JOIN {table} ON {table}.rowid = page.rid ORDER BY page.k {dir}",
+        keyed_rows = k.keyed_rows(),
+        upto = k.upto()
+    );
+    let rows = query_rows(conn, &sql, args, map)?;
+    Ok(walk.page(rows, q.limit, key_of))
+}

@@ -39,7 +39,7 @@ use crate::extract::BodyLimit;
 
 /// Everything handlers share: one `Arc`, since axum clones the state for every request
 /// and every middleware (cloning and dropping five `Arc`s per clone was about 3 % of the
-/// tokio worker's time under load; BENCHMARKS.md, "Fourth pass").
+/// tokio worker's time under load; docs/benchmark-journal.md, "Fourth pass").
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 

@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 /// two fifths of the tokio worker's time (`_int_malloc`, `_int_free`, fastbin
 /// consolidation); jemalloc cut the server's CPU for the e2e load by 13-19 % in alternating
 /// runs, for about 1.5 MB more idle RSS. mimalloc saved as much CPU but added 10 MB idle and 30 MB peak RSS
-/// (BENCHMARKS.md, "Fourth pass"). SQLite keeps glibc's allocator (overriding it too saved
+/// (docs/benchmark-journal.md, "Fourth pass"). SQLite keeps glibc's allocator (overriding it too saved
 /// nothing measurable and added 10 MB peak RSS).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
 /// checkpoint threads need CPU too, and the writer, the one serial part, keeps a core
 /// busy under load. On 2 cores, one worker instead of two cut the idle create → receipt
 /// latency by a third (p50 0.64–0.67 → 0.40–0.56 ms) at the same throughput
-/// (BENCHMARKS.md, "Second pass").
+/// (docs/benchmark-journal.md, "Second pass").
 fn default_worker_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get().saturating_sub(1))

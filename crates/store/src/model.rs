@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// The random part comes from the thread's CSPRNG rather than the crate's default of one
 /// `getrandom` system call per id: two ids per delivered message made that about 4 % of
-/// the tokio worker's time under load (BENCHMARKS.md, "Fourth pass").
+/// the tokio worker's time under load (docs/benchmark-journal.md, "Fourth pass").
 pub fn new_id(prefix: &str) -> String {
     use rand::RngCore;
     use svix_ksuid::KsuidLike;

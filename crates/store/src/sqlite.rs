@@ -327,7 +327,7 @@ fn open_reader(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Settings that keep hot statements cheap (measured with `perf`, see BENCHMARKS.md):
+/// Settings that keep hot statements cheap (measured with `perf`, see docs/benchmark-journal.md):
 /// - a query plan that does not depend on bound values, so a cached statement is not
 ///   re-planned on every run (the bundled SQLite has STAT4, which otherwise re-prepares
 ///   statements such as the claim's range scan whenever a parameter changes);

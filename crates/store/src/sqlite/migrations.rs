@@ -140,7 +140,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "#,
     // 5: eventId uniqueness only where there is an eventId. The table constraint also
     // indexed every message without one, under its app: a page written per message for
-    // nothing (a sixth of the WAL pages of a delivered message, see BENCHMARKS.md).
+    // nothing (a sixth of the WAL pages of a delivered message, see docs/benchmark-journal.md).
     // SQLite cannot drop a table constraint, so the table is rebuilt (foreign keys are
     // off while migrations run, and checked before each commits).
     r#"

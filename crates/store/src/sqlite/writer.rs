@@ -182,7 +182,7 @@ pub(super) enum GroupFailure {
 /// between two groups; the next commit then rewrites the WAL from its start. Besides
 /// bounding the file, that keeps commits overwriting blocks the file already has, which
 /// is much cheaper for the filesystem than extending it (ext4 zeroes and allocates every new block: a third of the writer's
-/// time before this, see BENCHMARKS.md).
+/// time before this, see docs/benchmark-journal.md).
 ///
 /// It also keeps [`DiskState`]: a group refused for lack of space marks the disk full,
 /// the next commit that writes marks it free; while it is full and no write comes, the

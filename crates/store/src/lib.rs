@@ -9,6 +9,8 @@
 //!
 //! This crate knows neither HTTP nor delivery; it must not import them.
 
+#[cfg(test)]
+mod conformance;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;

@@ -1,0 +1,480 @@
+//! The store's conformance suite: the behaviours of the [`Store`] contract, written
+//! once against `dyn Store` and run on every backend (the way River tests its drivers),
+//! so a behaviour is tested once and checked twice. Backend-specific tests (SQLite's
+//! group commit and WAL, PostgreSQL's connection handling) stay with their backend.
+//!
+//! `suite!` lists each test under the backends it runs on: `both`, or `sqlite` alone
+//! while the PostgreSQL backend does not implement that part yet. PostgreSQL runs need
+//! `HOOKLINE_TEST_POSTGRES_URL` (each test gets a database of its own) and are skipped,
+//! saying so, without it.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::sqlite::SqliteStore;
+use crate::*;
+
+/// A store for one test, with whatever keeps it alive (its directory).
+pub(crate) struct Opened {
+    pub store: Arc<dyn Store>,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+pub(crate) fn open_sqlite() -> Opened {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+    Opened {
+        store: Arc::new(store),
+        _keep: Box::new(dir),
+    }
+}
+
+macro_rules! suite {
+    (both: [$($both:ident),* $(,)?], sqlite: [$($sqlite:ident),* $(,)?] $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $both() {
+                    let opened = super::open_sqlite();
+                    super::$both(opened.store.clone()).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $sqlite() {
+                    let opened = super::open_sqlite();
+                    super::$sqlite(opened.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+suite! {
+    both: [concurrent_creates_collide_alone, pagination_walks_forward_and_back],
+    sqlite: [
+        leases_guard_finishing_writes_and_expire,
+        a_report_for_a_deleted_endpoint_finds_its_delivery_gone,
+        full_endpoints_are_skipped_not_parked,
+        claims_respect_endpoint_concurrency,
+        failing_endpoints_are_claimed_one_at_a_time_within_the_room_given,
+        claims_give_a_throttled_endpoint_a_second_of_work,
+    ],
+}
+
+// --- fixtures ------------------------------------------------------------------------
+
+pub(crate) fn app(uid: Option<&str>) -> Application {
+    let now = Utc::now();
+    Application {
+        id: new_id("app"),
+        uid: uid.map(str::to_string),
+        name: "n".into(),
+        throttle_rate: None,
+        metadata: Default::default(),
+        retry_policy: None,
+        validate_payloads: false,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+pub(crate) fn endpoint(app_id: &str, max_concurrency: u32) -> Endpoint {
+    let now = Utc::now();
+    Endpoint {
+        id: new_id("ep"),
+        app_id: app_id.into(),
+        uid: None,
+        url: "http://127.0.0.1:1/".into(),
+        disabled: false,
+        settings: EndpointSettings {
+            max_concurrency: Some(max_concurrency),
+            ..Default::default()
+        },
+        created_at: now,
+        updated_at: now,
+        failing_since: None,
+    }
+}
+
+pub(crate) fn message(app_id: &str) -> Message {
+    Message {
+        id: new_id("msg"),
+        app_id: app_id.into(),
+        event_id: None,
+        event_type: "t".into(),
+        payload: "{}".into(),
+        channels: None,
+        tags: None,
+        created_at: now(),
+        deliver_at: None,
+    }
+}
+
+pub(crate) fn report_for(d: &ClaimedDelivery, next: NextStep) -> AttemptReport {
+    AttemptReport {
+        attempt: Attempt {
+            id: new_id("atmpt"),
+            app_id: d.message.app_id.clone(),
+            msg_id: d.message.id.clone(),
+            endpoint_id: d.endpoint.id.clone(),
+            url: d.endpoint.url.clone(),
+            attempted_at: Utc::now(),
+            status_code: Some(500),
+            duration_ms: 1,
+            succeeded: next == NextStep::Succeeded,
+            error_kind: None,
+            response: String::new(),
+            trigger: Trigger::Scheduled,
+        },
+        next,
+        disable_endpoint: false,
+        disable_if_failing_since: None,
+    }
+}
+
+// --- the suite -----------------------------------------------------------------------
+
+async fn concurrent_creates_collide_alone(store: Arc<dyn Store>) {
+    // Many concurrent writes, some colliding on uid: the collisions fail alone.
+    let mut tasks = vec![];
+    for i in 0..200 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.create_app(app(Some(&format!("u{}", i % 100)))).await
+        }));
+    }
+    let mut ok = 0;
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (100, 100));
+    let page = store
+        .list_apps(
+            &ListQuery {
+                limit: 250,
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.data.len(), 100);
+}
+
+async fn pagination_walks_forward_and_back(store: Arc<dyn Store>) {
+    let mut ids = vec![];
+    for _ in 0..7 {
+        ids.push(store.create_app(app(None)).await.unwrap().id);
+    }
+    ids.sort();
+    let q = |it: Option<String>| ListQuery {
+        limit: 3,
+        iterator: it,
+        order: Order::Ascending,
+    };
+    let p1 = store.list_apps(&q(None), None).await.unwrap();
+    let p2 = store
+        .list_apps(&q(p1.iterator.clone()), None)
+        .await
+        .unwrap();
+    let p3 = store
+        .list_apps(&q(p2.iterator.clone()), None)
+        .await
+        .unwrap();
+    let got: Vec<_> = [&p1, &p2, &p3]
+        .iter()
+        .flat_map(|p| p.data.iter().map(|a| a.id.clone()))
+        .collect();
+    assert_eq!(got, ids);
+    assert!(!p1.done && !p2.done && p3.done);
+    let back = store
+        .list_apps(&q(p3.prev_iterator.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(back.data, p2.data);
+}
+
+async fn leases_guard_finishing_writes_and_expire(store: Arc<dyn Store>) {
+    let a = store.create_app(app(None)).await.unwrap();
+    let ep = store.create_endpoint(endpoint(&a.id, 8)).await.unwrap();
+    store.create_message(message(&a.id)).await.unwrap();
+    let lease = chrono::Duration::seconds(30);
+    let t0 = Utc::now();
+    let first = store
+        .claim_deliveries(t0, lease, 10, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    // Claimed work is not handed out twice while its lease holds...
+    assert!(store
+        .claim_deliveries(t0, lease, 10, 10, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    // ...but is taken over once it expires (a crashed worker).
+    let later = t0 + chrono::Duration::seconds(31);
+    let second = store
+        .claim_deliveries(later, lease, 10, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert_ne!(first[0].lease_token, second[0].lease_token);
+    // The first worker's late report is logged but changes nothing.
+    let out = store
+        .report_attempt(
+            first[0].id,
+            &first[0].lease_token,
+            report_for(&first[0], NextStep::Failed),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.applied, Applied::LeaseLost);
+    let out = store
+        .report_attempt(
+            second[0].id,
+            &second[0].lease_token,
+            report_for(&second[0], NextStep::Succeeded),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.applied, Applied::Yes);
+    let views = store
+        .list_message_deliveries(
+            &a.id,
+            &first[0].message.id,
+            &ListQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(views.data[0].status, DeliveryStatus::Succeeded);
+    assert_eq!(views.data[0].endpoint_id, ep.id);
+    let attempts = store
+        .list_attempts(
+            &a.id,
+            &AttemptQuery {
+                list: ListQuery {
+                    limit: 10,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(attempts.data.len(), 2, "both attempts are in the log");
+}
+
+/// An endpoint deleted while its attempt ran: the report applies to nothing, and says
+/// so apart from a lease taken over (which only another claim can cause).
+async fn a_report_for_a_deleted_endpoint_finds_its_delivery_gone(store: Arc<dyn Store>) {
+    let a = store.create_app(app(None)).await.unwrap();
+    let ep = store.create_endpoint(endpoint(&a.id, 8)).await.unwrap();
+    store.create_message(message(&a.id)).await.unwrap();
+    let claimed = store
+        .claim_deliveries(Utc::now(), chrono::Duration::seconds(30), 10, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    store.delete_endpoint(&a.id, &ep.id).await.unwrap();
+    let d = &claimed[0];
+    let out = store
+        .report_attempt(d.id, &d.lease_token, report_for(d, NextStep::Failed))
+        .await
+        .unwrap();
+    assert_eq!(out.applied, Applied::DeliveryGone);
+    assert!(!out.endpoint_disabled);
+}
+
+async fn full_endpoints_are_skipped_not_parked(store: Arc<dyn Store>) {
+    let a = store.create_app(app(None)).await.unwrap();
+    let full = store.create_endpoint(endpoint(&a.id, 1)).await.unwrap();
+    let other = store.create_endpoint(endpoint(&a.id, 1)).await.unwrap();
+    store.create_message(message(&a.id)).await.unwrap();
+    let lease = chrono::Duration::seconds(30);
+    let now = Utc::now();
+    let busy = vec![(full.id.clone(), usize::MAX)];
+    let got = store
+        .claim_deliveries(now, lease, 10, 10, &busy)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].endpoint.id, other.id, "the full endpoint is skipped");
+    // Nothing else is due on an endpoint with room: the next wake-up is the other
+    // delivery's lease expiry, not the full endpoint's due work.
+    let next = store
+        .next_due(&busy, true)
+        .await
+        .unwrap()
+        .expect("a lease expires");
+    assert!(
+        next > now + chrono::Duration::seconds(29),
+        "{next} vs {now}"
+    );
+    // Once it has room, its work is claimable at once (it was not parked).
+    let got = store
+        .claim_deliveries(now, lease, 10, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].endpoint.id, full.id);
+    // A full application counts for all its endpoints.
+    store.create_message(message(&a.id)).await.unwrap();
+    let later = now + chrono::Duration::milliseconds(10);
+    let busy = vec![(a.id.clone(), usize::MAX)];
+    assert!(store
+        .claim_deliveries(later, lease, 10, 10, &busy)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn claims_respect_endpoint_concurrency(store: Arc<dyn Store>) {
+    let a = store.create_app(app(None)).await.unwrap();
+    let ep = store.create_endpoint(endpoint(&a.id, 2)).await.unwrap();
+    for _ in 0..5 {
+        store.create_message(message(&a.id)).await.unwrap();
+    }
+    let lease = chrono::Duration::seconds(30);
+    let now = Utc::now();
+    assert_eq!(
+        store
+            .claim_deliveries(now, lease, 10, 10, &[])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let busy = vec![(ep.id.clone(), 2)];
+    assert!(store
+        .claim_deliveries(now, lease, 10, 10, &busy)
+        .await
+        .unwrap()
+        .is_empty());
+    let busy = vec![(ep.id.clone(), 1)];
+    let soon = now + chrono::Duration::seconds(2);
+    assert_eq!(
+        store
+            .claim_deliveries(soon, lease, 10, 10, &busy)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// A failed attempt makes the endpoint failing: one delivery at a time, claimed only
+/// while the worker has room for failing endpoints; a success gives its full
+/// `maxConcurrency` back.
+async fn failing_endpoints_are_claimed_one_at_a_time_within_the_room_given(store: Arc<dyn Store>) {
+    let a = store.create_app(app(None)).await.unwrap();
+    let dead = store.create_endpoint(endpoint(&a.id, 8)).await.unwrap();
+    let b = store.create_app(app(None)).await.unwrap();
+    let healthy = store.create_endpoint(endpoint(&b.id, 8)).await.unwrap();
+    for _ in 0..5 {
+        store.create_message(message(&a.id)).await.unwrap();
+        store.create_message(message(&b.id)).await.unwrap();
+    }
+    let lease = chrono::Duration::seconds(30);
+    let now = Utc::now();
+    // Before any failure the endpoint is not failing: all five at once. One fails and
+    // is retried at once; the other four are handed back.
+    let healthy_full = vec![(healthy.id.clone(), usize::MAX)];
+    let first = store
+        .claim_deliveries(now, lease, 5, 5, &healthy_full)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 5);
+    assert!(first
+        .iter()
+        .all(|d| d.endpoint.id == dead.id && !d.endpoint.is_failing()));
+    let t1 = now + chrono::Duration::milliseconds(1);
+    store
+        .report_attempt(
+            first[0].id,
+            &first[0].lease_token,
+            report_for(&first[0], NextStep::RetryAt(t1)),
+        )
+        .await
+        .unwrap();
+    for d in &first[1..] {
+        store
+            .release_delivery(d.id, &d.lease_token, t1)
+            .await
+            .unwrap();
+    }
+    let t2 = now + chrono::Duration::seconds(1);
+    // With the healthy endpoint full, the only due work is the failing endpoint's:
+    // it counts for the next wake-up only when there is room for failing endpoints.
+    let none = store.next_due(&healthy_full, false).await.unwrap();
+    assert_eq!(none, None);
+    let next = store.next_due(&healthy_full, true).await.unwrap();
+    assert!(next.is_some_and(|t| t <= t2), "{next:?}");
+    // No room for failing endpoints: only the healthy one's work is claimed.
+    let got = store.claim_deliveries(t2, lease, 20, 0, &[]).await.unwrap();
+    assert_eq!(got.len(), 5);
+    assert!(got.iter().all(|d| d.endpoint.id == healthy.id), "{got:?}");
+    // With room: the failing endpoint gets one delivery, marked failing.
+    let got = store.claim_deliveries(t2, lease, 20, 3, &[]).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].endpoint.is_failing());
+    assert_eq!(got[0].endpoint.concurrency_cap(), 1);
+    // It succeeds: the endpoint is healthy again and gets its full concurrency.
+    store
+        .report_attempt(
+            got[0].id,
+            &got[0].lease_token,
+            report_for(&got[0], NextStep::Succeeded),
+        )
+        .await
+        .unwrap();
+    let got = store.claim_deliveries(t2, lease, 20, 0, &[]).await.unwrap();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(got
+        .iter()
+        .all(|d| d.endpoint.id == dead.id && !d.endpoint.is_failing()));
+}
+
+async fn claims_give_a_throttled_endpoint_a_second_of_work(store: Arc<dyn Store>) {
+    let a = store.create_app(app(None)).await.unwrap();
+    let mut ep = endpoint(&a.id, 100);
+    ep.settings.throttle_rate = Some(3);
+    let ep = store.create_endpoint(ep).await.unwrap();
+    for _ in 0..10 {
+        store.create_message(message(&a.id)).await.unwrap();
+    }
+    let lease = chrono::Duration::seconds(30);
+    let now = Utc::now();
+    let claimed = store
+        .claim_deliveries(now, lease, 50, 50, &[])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3, "at most throttleRate per claim");
+    // The dispatcher's "full for now" (pacing booked ahead) gets nothing.
+    let full = vec![(ep.id.clone(), usize::MAX)];
+    let soon = now + chrono::Duration::seconds(2);
+    assert!(store
+        .claim_deliveries(soon, lease, 50, 50, &full)
+        .await
+        .unwrap()
+        .is_empty());
+    let busy = vec![(ep.id.clone(), 3)];
+    let later = now + chrono::Duration::seconds(4);
+    assert_eq!(
+        store
+            .claim_deliveries(later, lease, 50, 50, &busy)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}

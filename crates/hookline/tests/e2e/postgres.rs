@@ -3,65 +3,7 @@
 
 use std::process::Output;
 
-/// A database of the test's own, dropped at the end.
-pub struct TestDb {
-    admin: String,
-    name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create(test: &str) -> Option<TestDb> {
-        let Ok(admin) = std::env::var("HOOKLINE_TEST_POSTGRES_URL") else {
-            eprintln!("skipped {test}: HOOKLINE_TEST_POSTGRES_URL is not set");
-            return None;
-        };
-        let name = format!("hookline_e2e_{}_{}", std::process::id(), rand_suffix());
-        admin_client(&admin)
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create the test database");
-        let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-        let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
-        let url = if query.is_empty() {
-            format!("{server}/{name}")
-        } else {
-            format!("{server}/{name}?{query}")
-        };
-        Some(TestDb { admin, name, url })
-    }
-
-    pub async fn drop_db(self) {
-        let _ = admin_client(&self.admin)
-            .await
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await;
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .elapsed()
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish() % 1_000_000_000
-}
-
-async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to HOOKLINE_TEST_POSTGRES_URL");
-    tokio::spawn(conn);
-    client
-}
+use crate::support::TestDb;
 
 async fn hookline(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))

@@ -21,6 +21,8 @@ pub struct Server {
     extra_args: Vec<String>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
+    /// The PostgreSQL database of a run on PostgreSQL, dropped with the server.
+    db: Option<TestDb>,
 }
 
 impl Server {
@@ -44,8 +46,20 @@ impl Server {
 
     /// [`start_in`](Self::start_in), with the server's log (at `info`, unless
     /// `HOOKLINE_TEST_LOG` says otherwise) written to `log` instead of the test's stderr.
+    ///
+    /// With `HOOKLINE_TEST_E2E_DATABASE=postgres` (and `HOOKLINE_TEST_POSTGRES_URL`), every
+    /// server runs on a PostgreSQL database of its own instead of SQLite: that is how the
+    /// same e2e tests check both backends (`scripts/test` runs a set of them twice).
     pub async fn start_logging(data_dir: &Path, extra_args: &[&str], log: Option<&Path>) -> Server {
-        let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let mut db = None;
+        if on_postgres() && !extra.iter().any(|a| a == "--database-url") {
+            let created = TestDb::create("this server")
+                .await
+                .expect("HOOKLINE_TEST_E2E_DATABASE=postgres needs HOOKLINE_TEST_POSTGRES_URL");
+            extra.extend(["--database-url".to_string(), created.url.clone()]);
+            db = Some(created);
+        }
         let (child, base) = spawn(data_dir, &extra, log).await;
         Server {
             base,
@@ -54,6 +68,7 @@ impl Server {
             extra_args: extra,
             child: Some(child),
             _tmp: None,
+            db,
         }
     }
 
@@ -109,7 +124,84 @@ impl Drop for Server {
         if let Some(c) = self.child.as_mut() {
             let _ = c.start_kill();
         }
+        if let Some(db) = self.db.take() {
+            // Dropped from a thread of its own: this may run inside the test's runtime.
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(db.drop_db());
+                }
+            })
+            .join();
+        }
     }
+}
+
+/// Whether e2e servers run on PostgreSQL (`HOOKLINE_TEST_E2E_DATABASE=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("HOOKLINE_TEST_E2E_DATABASE").is_ok_and(|v| v == "postgres")
+}
+
+/// A PostgreSQL database of the test's own on the server named by
+/// `HOOKLINE_TEST_POSTGRES_URL`, dropped at the end.
+pub struct TestDb {
+    admin: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// `None` (after saying so) when no PostgreSQL is configured for tests.
+    pub async fn create(test: &str) -> Option<TestDb> {
+        let Ok(admin) = std::env::var("HOOKLINE_TEST_POSTGRES_URL") else {
+            eprintln!("skipped {test} on PostgreSQL: HOOKLINE_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let name = format!("hookline_e2e_{}_{}", std::process::id(), unique());
+        admin_client(&admin)
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+        let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
+        let url = if query.is_empty() {
+            format!("{server}/{name}")
+        } else {
+            format!("{server}/{name}?{query}")
+        };
+        Some(TestDb { admin, name, url })
+    }
+
+    pub async fn drop_db(self) {
+        let _ = admin_client(&self.admin)
+            .await
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+}
+
+/// A number no other database of this process has had.
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    nanos * 1000 + NEXT.fetch_add(1, Ordering::Relaxed) % 1000
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to HOOKLINE_TEST_POSTGRES_URL");
+    tokio::spawn(conn);
+    client
 }
 
 async fn spawn(data_dir: &Path, extra: &[String], log: Option<&Path>) -> (Child, String) {

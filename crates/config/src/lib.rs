@@ -69,6 +69,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKLINE_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
 
+    /// Most connections to PostgreSQL this process holds (ignored on SQLite).
+    #[arg(long, env = "HOOKLINE_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
+
     /// CIDRs that outbound deliveries may reach although they are loopback, private or
     /// otherwise special (comma-separated, repeatable), e.g. `127.0.0.0/8`.
     #[arg(
@@ -167,6 +171,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    database_pool_size: Option<usize>,
     allow_targets: Option<Vec<IpNet>>,
     admin_token: Option<String>,
     svix_headers: Option<bool>,
@@ -196,6 +201,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database: Database,
+    pub database_pool_size: usize,
     pub allow_targets: Vec<IpNet>,
     pub admin_token: Option<String>,
     pub svix_headers: bool,
@@ -219,6 +225,7 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("database", &redact_db(&self.database))
+            .field("database_pool_size", &self.database_pool_size)
             .field("allow_targets", &self.allow_targets)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("svix_headers", &self.svix_headers)
@@ -418,6 +425,16 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         1,
         3600,
     )?;
+    let database_pool_size = in_range(
+        "database_pool_size",
+        pick(
+            explicit("database_pool_size"),
+            args.database_pool_size,
+            file.database_pool_size,
+        ) as u64,
+        1,
+        1000,
+    )? as usize;
     let api_max_connections = in_range(
         "api_max_connections",
         pick(
@@ -472,6 +489,7 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         listen: pick(explicit("listen"), args.listen, file.listen),
         data_dir,
         database,
+        database_pool_size,
         allow_targets: pick(
             explicit("allow_targets"),
             args.allow_targets,

@@ -40,11 +40,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6c69_6e65; // "hookline"
 
 /// The schema, one file per version; never edit one that has shipped, add the next.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("postgres/migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("postgres/migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "byte_order_ids",
+        include_str!("postgres/migrations/0002_byte_order_ids.sql"),
+    ),
+];
 
 /// How TLS is used, after libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,7 @@
-//! The PostgreSQL backend: several hookline processes on one database (being built; this
-//! part connects, checks TLS and applies the schema).
+//! The PostgreSQL backend: several hookline processes on one database (being built: this
+//! part connects, checks TLS and applies the schema; [`PgStore`] keeps the management
+//! records, tokens, idempotency keys and messages, and says which queue methods it does
+//! not have yet).
 //!
 //! **Driver.** tokio-postgres with a deadpool pool, not sqlx: hookline's hot paths are a
 //! handful of fixed statements it wants prepared once per connection, pipelined and
@@ -20,6 +22,13 @@
 //! against the roots) and `verify-full` (and its host name too). The roots are the
 //! Mozilla set, or only the PEM file given as `sslrootcert` (a managed database's CA).
 //! Other parameters are tokio-postgres's (`connect_timeout`, `application_name`, ...).
+
+mod errors;
+mod listing;
+mod rows;
+mod store;
+
+pub use store::PgStore;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1309,3 +1309,45 @@ async fn a_lost_database_is_a_backend_error_naming_the_cause() {
     drop(store);
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_race_endpoint_deletes_without_failing() {
+    let Some((db, one)) = open("messages_race_deletes").await else {
+        return;
+    };
+    let two = PgStore::connect(&db.url, 4).await.unwrap();
+    let a = one.create_app(app(None)).await.unwrap();
+    let (one, two) = (Arc::new(one), Arc::new(two));
+    // One process churns the application's endpoints while the other sends messages:
+    // an endpoint deleted mid-fan-out is skipped or waits, never fails the message.
+    let churn = {
+        let (store, app_id) = (two.clone(), a.id.clone());
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                let ep = store
+                    .create_endpoint(endpoint(&app_id, None))
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+                store.delete_endpoint(&app_id, &ep.id).await.unwrap();
+            }
+        })
+    };
+    let mut sent = vec![];
+    for _ in 0..4 {
+        let (store, app_id) = (one.clone(), a.id.clone());
+        sent.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                store.create_message(message(&app_id, "t")).await.unwrap();
+            }
+        }));
+    }
+    for t in sent {
+        t.await.unwrap();
+    }
+    churn.await.unwrap();
+    assert_eq!(count(&one, "SELECT count(*) FROM messages").await, 100);
+    assert_eq!(count(&one, "SELECT count(*) FROM deliveries").await, 0);
+    drop((one, two));
+    db.drop_db().await;
+}

@@ -1,5 +1,7 @@
-//! The PostgreSQL backend: several hookline processes on one database (being built; this
-//! part connects, checks TLS and applies the schema).
+//! The PostgreSQL backend: several hookline processes on one database (being built: this
+//! part connects, checks TLS and applies the schema; [`PgStore`] keeps the management
+//! records, tokens, idempotency keys and messages, and says which queue methods it does
+//! not have yet).
 //!
 //! **Driver.** tokio-postgres with a deadpool pool, not sqlx: hookline's hot paths are a
 //! handful of fixed statements it wants prepared once per connection, pipelined and
@@ -21,6 +23,13 @@
 //! Mozilla set, or only the PEM file given as `sslrootcert` (a managed database's CA).
 //! Other parameters are tokio-postgres's (`connect_timeout`, `application_name`, ...).
 
+mod errors;
+mod listing;
+mod rows;
+mod store;
+
+pub use store::PgStore;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,11 +49,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6c69_6e65; // "hookline"
 
 /// The schema, one file per version; never edit one that has shipped, add the next.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("postgres/migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("postgres/migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "byte_order_ids",
+        include_str!("postgres/migrations/0002_byte_order_ids.sql"),
+    ),
+];
 
 /// How TLS is used, after libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

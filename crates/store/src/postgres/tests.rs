@@ -59,6 +59,11 @@ pub(crate) struct TestDb {
 impl TestDb {
     /// `None` (after saying so) when no PostgreSQL is configured for tests.
     pub(crate) async fn create(test: &str) -> Option<TestDb> {
+        Self::create_with(test, "").await
+    }
+
+    /// Like [`TestDb::create`], with `CREATE DATABASE` options (a collation, ...).
+    pub(crate) async fn create_with(test: &str, options: &str) -> Option<TestDb> {
         let Ok(admin) = std::env::var("HOOKLINE_TEST_POSTGRES_URL") else {
             eprintln!("skipped {test}: HOOKLINE_TEST_POSTGRES_URL is not set");
             return None;
@@ -70,7 +75,7 @@ impl TestDb {
         );
         let client = admin_client(&admin).await;
         client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!("CREATE DATABASE {name} {options}"))
             .await
             .expect("create the test database");
         let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
@@ -94,7 +99,7 @@ impl TestDb {
     }
 }
 
-async fn admin_client(url: &str) -> tokio_postgres::Client {
+pub(crate) async fn admin_client(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect to HOOKLINE_TEST_POSTGRES_URL");

@@ -1,0 +1,847 @@
+//! [`PgStore`]: the [`Store`] on PostgreSQL, for several hookline processes sharing one
+//! database.
+//!
+//! Implemented so far: the management records (applications, event types, endpoints),
+//! API tokens, idempotency keys, and messages (creating one writes its `pending`
+//! deliveries in the same transaction, as SQLite's fan-out does; reading and listing
+//! them). Everything else, the delivery queue (claims, reports, releases, `next_due`),
+//! attempts, delivery listings, resend, recover and the stats, answers
+//! `StoreError::Backend("<method> is not implemented on PostgreSQL yet")` until the
+//! queue is ported; an attached [`Intake`] is ignored, so fresh deliveries wait for a
+//! claim.
+//!
+//! The semantics are the SQLite backend's, method for method: the same errors and
+//! `Conflict` texts, lookups by id then uid, ordering and pagination
+//! ([`super::listing`]), and what a delete takes with it. What differs is how they are
+//! kept with many writers instead of one:
+//! - uniqueness is the constraints', a violation mapped to `Conflict` by SQLSTATE and
+//!   constraint name ([`super::errors`]);
+//! - a read-modify-write ([`Mutator`]) reads the row `FOR NO KEY UPDATE` and writes it
+//!   back in the same transaction, so a concurrent PATCH (from any process) waits and
+//!   then applies its change to this one's result (`NO KEY`: the id never changes, so
+//!   inserts that only reference the row, a message for the application, need not wait);
+//! - deletes cascade by foreign key (every child table references its parent
+//!   `ON DELETE CASCADE`), so one `DELETE` takes an application's endpoints, messages,
+//!   deliveries, attempts and tokens, and cannot miss a row a concurrent write adds;
+//! - nothing is cached in the process: another process may have changed anything.
+//!
+//! Every statement is prepared once per connection (`prepare_cached`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use super::errors::{self, backend, is_foreign_key, unique_as_conflict};
+use super::listing::{paginate, Params};
+use super::rows::*;
+use super::{connect, migrate, PgSettings};
+use crate::*;
+
+/// The PostgreSQL [`Store`]: a connection pool, and nothing else that correctness could
+/// depend on.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// Parses `url` ([`PgSettings::parse`]), opens a pool of up to `pool_size`
+    /// connections and brings the schema up to date ([`migrate`]). The error is one line
+    /// naming what failed, never the password.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<PgStore, String> {
+        let settings = PgSettings::parse(url)?;
+        let pool = connect(&settings, pool_size).await?;
+        migrate(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(errors::pool)
+    }
+
+    /// Creates a message and its deliveries (to `only` that endpoint, if given).
+    async fn write_message(&self, mut msg: Message, only: Option<&str>) -> Result<Message> {
+        msg.created_at = ms(msg.created_at);
+        msg.deliver_at = msg.deliver_at.map(ms);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        insert_message(&tx, &msg).await?;
+        fan_out(&tx, &msg, only).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(msg)
+    }
+}
+
+fn not_yet(method: &str) -> StoreError {
+    StoreError::Backend(format!("{method} is not implemented on PostgreSQL yet"))
+}
+
+// --- statements --------------------------------------------------------------------
+
+type Args<'a> = [&'a (dyn ToSql + Sync)];
+
+async fn exec(c: &impl GenericClient, sql: &str, p: &Args<'_>) -> Result<u64, PgError> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.execute(&stmt, p).await
+}
+
+async fn opt(c: &impl GenericClient, sql: &str, p: &Args<'_>) -> Result<Option<Row>, PgError> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query_opt(&stmt, p).await
+}
+
+async fn all(c: &impl GenericClient, sql: &str, p: &Args<'_>) -> Result<Vec<Row>, PgError> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query(&stmt, p).await
+}
+
+type PgError = tokio_postgres::Error;
+
+/// `Ok` if `n` rows were affected, `NotFound` if none.
+fn found(n: u64) -> Result<()> {
+    if n == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+// --- records -----------------------------------------------------------------------
+
+async fn find_app(c: &impl GenericClient, id_or_uid: &str) -> Result<Option<Application>> {
+    // An id match wins over a uid match, as in Svix.
+    opt(
+        c,
+        &format!(
+            "SELECT {APP_COLS} FROM applications WHERE id = $1 OR uid = $1
+             ORDER BY id = $1 DESC LIMIT 1"
+        ),
+        &[&id_or_uid],
+    )
+    .await
+    .map_err(backend)?
+    .map(|r| app_row(&r))
+    .transpose()
+}
+
+async fn put_app(c: &impl GenericClient, a: &Application, insert: bool) -> Result<()> {
+    let sql = if insert {
+        "INSERT INTO applications (id, uid, name, throttle_rate, metadata, retry_policy, created_at, updated_at, validate_payloads)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    } else {
+        "UPDATE applications SET uid = $2, name = $3, throttle_rate = $4, metadata = $5,
+         retry_policy = $6, created_at = $7, updated_at = $8, validate_payloads = $9 WHERE id = $1"
+    };
+    exec(
+        c,
+        sql,
+        &[
+            &a.id,
+            &a.uid,
+            &a.name,
+            &rate_param(a.throttle_rate)?,
+            &to_json(&a.metadata),
+            &a.retry_policy.as_ref().map(to_json),
+            &a.created_at,
+            &a.updated_at,
+            &a.validate_payloads,
+        ],
+    )
+    .await
+    .map_err(unique_as_conflict(errors::APP_CONFLICT))?;
+    Ok(())
+}
+
+async fn find_et(c: &impl GenericClient, name: &str, lock: bool) -> Result<Option<EventType>> {
+    let sql = if lock {
+        format!("SELECT {ET_COLS} FROM event_types WHERE name = $1 FOR NO KEY UPDATE")
+    } else {
+        format!("SELECT {ET_COLS} FROM event_types WHERE name = $1")
+    };
+    opt(c, &sql, &[&name])
+        .await
+        .map_err(backend)?
+        .map(|r| et_row(&r))
+        .transpose()
+}
+
+async fn put_et(c: &impl GenericClient, e: &EventType, insert: bool) -> Result<()> {
+    let sql = if insert {
+        "INSERT INTO event_types (name, description, archived, deprecated, schemas, group_name, feature_flags, created_at, updated_at, validate_payloads)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    } else {
+        "UPDATE event_types SET description = $2, archived = $3, deprecated = $4, schemas = $5,
+         group_name = $6, feature_flags = $7, created_at = $8, updated_at = $9, validate_payloads = $10
+         WHERE name = $1"
+    };
+    exec(
+        c,
+        sql,
+        &[
+            &e.name,
+            &e.description,
+            &e.archived,
+            &e.deprecated,
+            &e.schemas.as_ref().map(to_json),
+            &e.group_name,
+            &e.feature_flags.as_ref().map(to_json),
+            &e.created_at,
+            &e.updated_at,
+            &e.validate_payloads,
+        ],
+    )
+    .await
+    .map_err(unique_as_conflict(errors::EVENT_TYPE_CONFLICT))?;
+    Ok(())
+}
+
+async fn find_ep(
+    c: &impl GenericClient,
+    app_id: &str,
+    id_or_uid: &str,
+) -> Result<Option<Endpoint>> {
+    opt(
+        c,
+        &format!(
+            "SELECT {EP_COLS} FROM endpoints WHERE app_id = $1 AND (id = $2 OR uid = $2)
+             ORDER BY id = $2 DESC LIMIT 1"
+        ),
+        &[&app_id, &id_or_uid],
+    )
+    .await
+    .map_err(backend)?
+    .map(|r| ep_row(&r))
+    .transpose()
+}
+
+/// Writes an endpoint; `failing_since` is the store's own and never written from here.
+async fn put_ep(c: &impl GenericClient, e: &Endpoint, insert: bool) -> Result<()> {
+    let sql = if insert {
+        "INSERT INTO endpoints (id, app_id, uid, url, disabled, settings, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    } else {
+        "UPDATE endpoints SET app_id = $2, uid = $3, url = $4, disabled = $5, settings = $6,
+         created_at = $7, updated_at = $8 WHERE id = $1"
+    };
+    exec(
+        c,
+        sql,
+        &[
+            &e.id,
+            &e.app_id,
+            &e.uid,
+            &e.url,
+            &e.disabled,
+            &to_json(&e.settings),
+            &e.created_at,
+            &e.updated_at,
+        ],
+    )
+    .await
+    .map_err(unique_as_conflict(errors::ENDPOINT_CONFLICT))?;
+    Ok(())
+}
+
+async fn insert_message(c: &impl GenericClient, msg: &Message) -> Result<()> {
+    exec(
+        c,
+        "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &msg.id,
+            &msg.app_id,
+            &msg.event_id,
+            &msg.event_type,
+            &&*msg.payload,
+            &msg.channels.as_ref().map(to_json),
+            &msg.tags.as_ref().map(to_json),
+            &msg.created_at,
+            &msg.deliver_at,
+        ],
+    )
+    .await
+    .map_err(|e| {
+        // No such application (or it was deleted before this committed): as SQLite.
+        if is_foreign_key(&e, "messages_app_id_fkey") {
+            StoreError::NotFound
+        } else {
+            unique_as_conflict(errors::MESSAGE_CONFLICT)(e)
+        }
+    })?;
+    Ok(())
+}
+
+/// Queues one `pending` delivery per matching, enabled endpoint of the message's
+/// application (or to `only` that one, whatever its filters), in the message's own
+/// transaction, and brings each endpoint's `next_due_at` forward to it. Deliveries start
+/// their life (and retry clock) at `deliverAt` for a scheduled message.
+///
+/// The endpoints are matched first, then locked (in id order, so concurrent fan-outs to
+/// one application never deadlock) by the update of `next_due_at`: one deleted or
+/// disabled meanwhile is skipped rather than failing the message, and one deleted later
+/// waits for this commit. Its filters are those read first; a PATCH racing the message
+/// may or may not apply to it, as with any two concurrent requests.
+async fn fan_out(c: &impl GenericClient, msg: &Message, only: Option<&str>) -> Result<()> {
+    let start = msg.deliver_at.unwrap_or(msg.created_at).max(msg.created_at);
+    let rows = all(
+        c,
+        &format!("SELECT {EP_COLS} FROM endpoints WHERE app_id = $1 AND NOT disabled"),
+        &[&msg.app_id],
+    )
+    .await
+    .map_err(backend)?;
+    let mut targets = Vec::new();
+    for r in &rows {
+        let ep = ep_row(r)?;
+        let wanted = match only {
+            Some(id) => id == ep.id,
+            None => ep.settings.wants(&msg.event_type, msg.channels.as_deref()),
+        };
+        if wanted {
+            targets.push(ep.id);
+        }
+    }
+    if targets.is_empty() {
+        return Ok(());
+    }
+    // LEAST ignores NULL: an endpoint with nothing queued gets `start`.
+    let locked: Vec<String> = all(
+        c,
+        "UPDATE endpoints SET next_due_at = least(next_due_at, $2)
+         WHERE id IN (SELECT id FROM endpoints WHERE id = ANY($1) AND NOT disabled
+                      ORDER BY id FOR NO KEY UPDATE)
+         RETURNING id",
+        &[&targets, &start],
+    )
+    .await
+    .map_err(backend)?
+    .iter()
+    .map(|r| r.try_get(0).map_err(backend))
+    .collect::<Result<_>>()?;
+    exec(
+        c,
+        "INSERT INTO deliveries (app_id, msg_id, endpoint_id, status, attempts, manual,
+             scheduled_at, due_at, lease_token, created_at, updated_at)
+         SELECT $1::text, $2::text, e, 'pending', 0, false, $3::timestamptz, $3, NULL, $3, $3
+         FROM unnest($4::text[]) AS e",
+        &[&msg.app_id, &msg.id, &start, &locked],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+// --- the queue: part 2 -------------------------------------------------------------
+
+#[async_trait]
+impl DeliveryQueue for PgStore {
+    async fn claim_deliveries(
+        &self,
+        _now: DateTime<Utc>,
+        _lease: chrono::Duration,
+        _max: usize,
+        _max_failing: usize,
+        _busy: &[(String, usize)],
+    ) -> Result<Vec<ClaimedDelivery>> {
+        Err(not_yet("claim_deliveries"))
+    }
+
+    async fn report_attempt(
+        &self,
+        _delivery_id: i64,
+        _lease_token: &str,
+        _report: AttemptReport,
+    ) -> Result<ReportOutcome> {
+        Err(not_yet("report_attempt"))
+    }
+
+    async fn release_delivery(
+        &self,
+        _delivery_id: i64,
+        _lease_token: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<()> {
+        Err(not_yet("release_delivery"))
+    }
+
+    async fn next_due(
+        &self,
+        _busy: &[(String, usize)],
+        _failing: bool,
+    ) -> Result<Option<DateTime<Utc>>> {
+        Err(not_yet("next_due"))
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    // --- applications ------------------------------------------------------------
+
+    async fn create_app(&self, mut app: Application) -> Result<Application> {
+        app.created_at = ms(app.created_at);
+        app.updated_at = ms(app.updated_at);
+        let client = self.client().await?;
+        put_app(&client, &app, true).await?;
+        Ok(app)
+    }
+
+    async fn get_app(&self, id_or_uid: &str) -> Result<Option<Application>> {
+        let client = self.client().await?;
+        find_app(&client, id_or_uid).await
+    }
+
+    async fn list_apps(&self, q: &ListQuery, only: Option<&str>) -> Result<Page<Application>> {
+        let client = self.client().await?;
+        let mut params = Params::default();
+        let mut sql = format!("SELECT {APP_COLS} FROM applications WHERE true");
+        if let Some(id) = only {
+            sql.push_str(&format!(" AND id = {}", params.push(id.to_string())));
+        }
+        paginate(&client, &sql, params, "id", q, app_row, |a| a.id.clone()).await
+    }
+
+    async fn update_app(&self, id: &str, change: Mutator<Application>) -> Result<Application> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let row = opt(
+            &tx,
+            &format!("SELECT {APP_COLS} FROM applications WHERE id = $1 FOR NO KEY UPDATE"),
+            &[&id],
+        )
+        .await
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound)?;
+        let mut app = app_row(&row)?;
+        change(&mut app)?;
+        app.id = id.to_string();
+        app.created_at = ms(app.created_at);
+        app.updated_at = ms(app.updated_at);
+        put_app(&tx, &app, false).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(app)
+    }
+
+    async fn delete_app(&self, id: &str) -> Result<()> {
+        // Endpoints, messages and tokens reference the application, deliveries and
+        // attempts its endpoints and messages, all ON DELETE CASCADE.
+        let client = self.client().await?;
+        found(
+            exec(&client, "DELETE FROM applications WHERE id = $1", &[&id])
+                .await
+                .map_err(backend)?,
+        )
+    }
+
+    // --- event types -------------------------------------------------------------
+
+    async fn create_event_type(&self, mut et: EventType) -> Result<EventType> {
+        et.created_at = ms(et.created_at);
+        et.updated_at = ms(et.updated_at);
+        let client = self.client().await?;
+        put_et(&client, &et, true).await?;
+        Ok(et)
+    }
+
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
+        let client = self.client().await?;
+        find_et(&client, name, false).await
+    }
+
+    async fn list_event_types(
+        &self,
+        q: &ListQuery,
+        include_archived: bool,
+    ) -> Result<Page<EventType>> {
+        let client = self.client().await?;
+        let mut sql = format!("SELECT {ET_COLS} FROM event_types WHERE true");
+        if !include_archived {
+            sql.push_str(" AND NOT archived");
+        }
+        paginate(&client, &sql, Params::default(), "name", q, et_row, |e| {
+            e.name.clone()
+        })
+        .await
+    }
+
+    async fn update_event_type(&self, name: &str, change: Mutator<EventType>) -> Result<EventType> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let mut et = find_et(&tx, name, true)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        change(&mut et)?;
+        et.name = name.to_string();
+        et.created_at = ms(et.created_at);
+        et.updated_at = ms(et.updated_at);
+        put_et(&tx, &et, false).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(et)
+    }
+
+    async fn expunge_event_type(&self, name: &str) -> Result<()> {
+        let client = self.client().await?;
+        found(
+            exec(&client, "DELETE FROM event_types WHERE name = $1", &[&name])
+                .await
+                .map_err(backend)?,
+        )
+    }
+
+    // --- endpoints ---------------------------------------------------------------
+
+    async fn create_endpoint(&self, mut ep: Endpoint) -> Result<Endpoint> {
+        ep.created_at = ms(ep.created_at);
+        ep.updated_at = ms(ep.updated_at);
+        // Kept by the store as attempts are reported; a new endpoint has had none.
+        ep.failing_since = None;
+        let client = self.client().await?;
+        put_ep(&client, &ep, true).await?;
+        Ok(ep)
+    }
+
+    async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> Result<Option<Endpoint>> {
+        let client = self.client().await?;
+        find_ep(&client, app_id, id_or_uid).await
+    }
+
+    async fn list_endpoints(&self, app_id: &str, q: &ListQuery) -> Result<Page<Endpoint>> {
+        let client = self.client().await?;
+        let mut params = Params::default();
+        let sql = format!(
+            "SELECT {EP_COLS} FROM endpoints WHERE app_id = {}",
+            params.push(app_id.to_string())
+        );
+        paginate(&client, &sql, params, "id", q, ep_row, |e| e.id.clone()).await
+    }
+
+    async fn update_endpoint(
+        &self,
+        app_id: &str,
+        id: &str,
+        change: Mutator<Endpoint>,
+    ) -> Result<Endpoint> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let row = opt(
+            &tx,
+            &format!(
+                "SELECT {EP_COLS} FROM endpoints WHERE app_id = $1 AND id = $2 FOR NO KEY UPDATE"
+            ),
+            &[&app_id, &id],
+        )
+        .await
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound)?;
+        let mut ep = ep_row(&row)?;
+        let was_disabled = ep.disabled;
+        let failing_since = ep.failing_since;
+        change(&mut ep)?;
+        ep.id = id.to_string();
+        ep.app_id = app_id.to_string();
+        ep.failing_since = failing_since;
+        ep.created_at = ms(ep.created_at);
+        ep.updated_at = ms(ep.updated_at);
+        put_ep(&tx, &ep, false).await?;
+        if was_disabled && !ep.disabled {
+            // A re-enabled endpoint starts with a clean record and its queued work due.
+            exec(
+                &tx,
+                "UPDATE endpoints SET failing_since = NULL, next_due_at =
+                     (SELECT min(due_at) FROM deliveries WHERE endpoint_id = $1 AND due_at IS NOT NULL)
+                 WHERE id = $1",
+                &[&ep.id],
+            )
+            .await
+            .map_err(backend)?;
+            ep.failing_since = None;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(ep)
+    }
+
+    async fn delete_endpoint(&self, app_id: &str, id: &str) -> Result<()> {
+        // Its deliveries and attempts go with it (ON DELETE CASCADE).
+        let client = self.client().await?;
+        found(
+            exec(
+                &client,
+                "DELETE FROM endpoints WHERE app_id = $1 AND id = $2",
+                &[&app_id, &id],
+            )
+            .await
+            .map_err(backend)?,
+        )
+    }
+
+    // --- messages ----------------------------------------------------------------
+
+    async fn create_message(&self, msg: Message) -> Result<Message> {
+        self.write_message(msg, None).await
+    }
+
+    async fn create_message_for_endpoint(
+        &self,
+        msg: Message,
+        endpoint_id: &str,
+    ) -> Result<Message> {
+        self.write_message(msg, Some(endpoint_id)).await
+    }
+
+    async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> Result<Option<Message>> {
+        let client = self.client().await?;
+        opt(
+            &client,
+            &format!(
+                "SELECT {MSG_COLS} FROM messages WHERE app_id = $1 AND (id = $2 OR event_id = $2)
+                 ORDER BY id = $2 DESC LIMIT 1"
+            ),
+            &[&app_id, &id_or_event_id],
+        )
+        .await
+        .map_err(backend)?
+        .map(|r| msg_row(&r))
+        .transpose()
+    }
+
+    async fn list_messages(&self, app_id: &str, q: &MessageQuery) -> Result<Page<Message>> {
+        let client = self.client().await?;
+        let mut params = Params::default();
+        let mut sql = format!(
+            "SELECT {MSG_COLS} FROM messages WHERE app_id = {}",
+            params.push(app_id.to_string())
+        );
+        if let Some(types) = &q.event_types {
+            let p = params.push(types.clone());
+            sql.push_str(&format!(" AND event_type = ANY({p})"));
+        }
+        if let Some(ch) = &q.channel {
+            let p = params.push(ch.clone());
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM json_array_elements_text(messages.channels::json) AS c (v) WHERE c.v = {p})"
+            ));
+        }
+        if let Some(tag) = &q.tag {
+            let p = params.push(tag.clone());
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM json_array_elements_text(messages.tags::json) AS t (v) WHERE t.v = {p})"
+            ));
+        }
+        if let Some(b) = q.before {
+            sql.push_str(&format!(" AND created_at < {}", params.push(ms(b))));
+        }
+        if let Some(a) = q.after {
+            sql.push_str(&format!(" AND created_at > {}", params.push(ms(a))));
+        }
+        paginate(&client, &sql, params, "id", &q.list, msg_row, |m| {
+            m.id.clone()
+        })
+        .await
+    }
+
+    // --- auth --------------------------------------------------------------------
+
+    async fn insert_token(&self, token: ApiToken) -> Result<()> {
+        let client = self.client().await?;
+        exec(
+            &client,
+            "INSERT INTO api_tokens (token_hash, app_id, expires_at, created_at, read_only)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &&token.hash[..],
+                &token.app_id,
+                &token.expires_at.map(ms),
+                &ms(token.created_at),
+                &token.read_only,
+            ],
+        )
+        .await
+        .map_err(unique_as_conflict(errors::TOKEN_CONFLICT))?;
+        Ok(())
+    }
+
+    async fn find_token(&self, hash: &[u8; 32], now: DateTime<Utc>) -> Result<Option<ApiToken>> {
+        let client = self.client().await?;
+        opt(
+            &client,
+            "SELECT app_id, expires_at, created_at, read_only FROM api_tokens
+             WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)",
+            &[&&hash[..], &ms(now)],
+        )
+        .await
+        .map_err(backend)?
+        .map(|r| token_row(*hash, &r))
+        .transpose()
+    }
+
+    async fn has_admin_token(&self) -> Result<bool> {
+        let client = self.client().await?;
+        let row = opt(
+            &client,
+            "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE app_id IS NULL)",
+            &[],
+        )
+        .await
+        .map_err(backend)?;
+        row.map_or(Ok(false), |r| r.try_get(0).map_err(backend))
+    }
+
+    // --- idempotency -------------------------------------------------------------
+
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        now: DateTime<Utc>,
+        stale_after: chrono::Duration,
+    ) -> Result<IdempotencyState> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        // Claims the key if it is new, or takes it over if its holder's claim went stale
+        // (and it was never finished). Either way the row is locked until commit (ON
+        // CONFLICT locks it even when the WHERE refuses the update), so of concurrent
+        // requests exactly one claims, and the others see its claim or its answer.
+        let claimed = opt(
+            &tx,
+            "INSERT INTO idempotency_keys (scope, key, state, created_at) VALUES ($1, $2, 'pending', $3)
+             ON CONFLICT (scope, key) DO UPDATE SET state = 'pending', status = NULL, body = NULL,
+                 created_at = excluded.created_at
+             WHERE NOT (idempotency_keys.state = 'done' AND idempotency_keys.status IS NOT NULL)
+                 AND idempotency_keys.created_at <= $4
+             RETURNING true",
+            &[&scope, &key, &ms(now), &(now - stale_after)],
+        )
+        .await
+        .map_err(backend)?
+        .is_some();
+        let state = if claimed {
+            IdempotencyState::Claimed
+        } else {
+            let row = opt(
+                &tx,
+                "SELECT state, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+                &[&scope, &key],
+            )
+            .await
+            .map_err(backend)?;
+            match row {
+                Some(r) => idempotency_row(&r)?,
+                None => IdempotencyState::InProgress,
+            }
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(state)
+    }
+
+    async fn idempotency_finish(
+        &self,
+        scope: &str,
+        key: &str,
+        response: StoredResponse,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        exec(
+            &client,
+            "UPDATE idempotency_keys SET state = 'done', status = $3, body = $4
+             WHERE scope = $1 AND key = $2",
+            &[&scope, &key, &i32::from(response.status), &response.body],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn idempotency_abandon(&self, scope: &str, key: &str) -> Result<()> {
+        let client = self.client().await?;
+        exec(
+            &client,
+            "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND state = 'pending'",
+            &[&scope, &key],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn idempotency_purge(&self, before: DateTime<Utc>) -> Result<u64> {
+        let client = self.client().await?;
+        exec(
+            &client,
+            "DELETE FROM idempotency_keys WHERE created_at < $1",
+            &[&ms(before)],
+        )
+        .await
+        .map_err(backend)
+    }
+
+    // --- delivery: part 2 --------------------------------------------------------
+
+    async fn list_attempts(&self, _app_id: &str, _q: &AttemptQuery) -> Result<Page<Attempt>> {
+        Err(not_yet("list_attempts"))
+    }
+
+    async fn get_attempt(&self, _app_id: &str, _attempt_id: &str) -> Result<Option<Attempt>> {
+        Err(not_yet("get_attempt"))
+    }
+
+    async fn list_message_deliveries(
+        &self,
+        _app_id: &str,
+        _msg_id: &str,
+        _q: &ListQuery,
+    ) -> Result<Page<DeliveryView>> {
+        Err(not_yet("list_message_deliveries"))
+    }
+
+    async fn resend(
+        &self,
+        _app_id: &str,
+        _msg_id: &str,
+        _endpoint_id: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<()> {
+        Err(not_yet("resend"))
+    }
+
+    async fn recover(
+        &self,
+        _app_id: &str,
+        _endpoint_id: &str,
+        _since: DateTime<Utc>,
+        _until: Option<DateTime<Utc>>,
+        _now: DateTime<Utc>,
+    ) -> Result<u64> {
+        Err(not_yet("recover"))
+    }
+
+    async fn queue_stats(&self, _now: DateTime<Utc>) -> Result<QueueStats> {
+        Err(not_yet("queue_stats"))
+    }
+
+    async fn endpoint_stats(&self, _app_id: &str, _endpoint_id: &str) -> Result<DeliveryCounts> {
+        Err(not_yet("endpoint_stats"))
+    }
+
+    async fn list_endpoint_deliveries(
+        &self,
+        _app_id: &str,
+        _endpoint_id: &str,
+        _q: &ListQuery,
+        _status: Option<DeliveryStatus>,
+    ) -> Result<Page<DeliveryView>> {
+        Err(not_yet("list_endpoint_deliveries"))
+    }
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

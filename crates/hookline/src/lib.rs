@@ -32,10 +32,11 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 .context("opening the SQLite database")?;
             Ok(Arc::new(store))
         }
-        Database::Postgres(_) => {
-            anyhow::bail!(
-                "the PostgreSQL backend is not available in this build yet; use sqlite://"
-            )
+        Database::Postgres(url) => {
+            let store = hookline_store::postgres::PgStore::connect(url, config.database_pool_size)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            Ok(Arc::new(store))
         }
     }
 }

@@ -47,9 +47,15 @@ async fn serve() -> anyhow::Result<()> {
         Command::Serve(_) => {
             let config = config.expect("serve has a config");
             init_logs(config.log_format);
-            let store = hookline::open_store(&config)
-                .await
-                .map_err(|e| disk_full_exits(&config, e))?;
+            let store = match hookline::open_store(&config).await {
+                Ok(store) => store,
+                Err(e) => {
+                    let e = disk_full_exits(&config, e);
+                    // One line a person can act on (where, and why), not a backtrace.
+                    eprintln!("hookline: cannot start: {e:#}");
+                    std::process::exit(1);
+                }
+            };
             let token = hookline::ensure_admin_token(store.as_ref(), &config)
                 .await
                 .map_err(|e| disk_full_exits(&config, e))?;

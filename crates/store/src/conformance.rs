@@ -30,6 +30,39 @@ pub(crate) fn open_sqlite() -> Opened {
     }
 }
 
+/// A PostgreSQL store on a database of its own, dropped with the returned guard; `None`
+/// (saying so) without `HOOKLINE_TEST_POSTGRES_URL`.
+pub(crate) async fn open_postgres(test: &str) -> Option<Opened> {
+    let db = crate::postgres::tests::TestDb::create(test).await?;
+    let store = crate::postgres::PgStore::connect(&db.url, 4)
+        .await
+        .expect("open the PostgreSQL store");
+    Some(Opened {
+        store: Arc::new(store),
+        _keep: Box::new(DropDb(Some(db))),
+    })
+}
+
+/// Drops a test database when the test is done with it (from a thread of its own: the
+/// test's runtime may be the one dropping it).
+struct DropDb(Option<crate::postgres::tests::TestDb>);
+
+impl Drop for DropDb {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(db.drop_db());
+                }
+            })
+            .join();
+        }
+    }
+}
+
 macro_rules! suite {
     (both: [$($both:ident),* $(,)?], sqlite: [$($sqlite:ident),* $(,)?] $(,)?) => {
         mod on_sqlite {
@@ -48,12 +81,24 @@ macro_rules! suite {
                 }
             )*
         }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $both() {
+                    let Some(opened) = super::open_postgres(stringify!($both)).await else {
+                        return;
+                    };
+                    super::$both(opened.store.clone()).await;
+                }
+            )*
+        }
     };
 }
 
 suite! {
-    both: [concurrent_creates_collide_alone, pagination_walks_forward_and_back],
-    sqlite: [
+    both: [
+        concurrent_creates_collide_alone,
+        pagination_walks_forward_and_back,
         leases_guard_finishing_writes_and_expire,
         a_report_for_a_deleted_endpoint_finds_its_delivery_gone,
         full_endpoints_are_skipped_not_parked,
@@ -61,6 +106,7 @@ suite! {
         failing_endpoints_are_claimed_one_at_a_time_within_the_room_given,
         claims_give_a_throttled_endpoint_a_second_of_work,
     ],
+    sqlite: [],
 }
 
 // --- fixtures ------------------------------------------------------------------------

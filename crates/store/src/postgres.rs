@@ -23,8 +23,10 @@
 //! Mozilla set, or only the PEM file given as `sslrootcert` (a managed database's CA).
 //! Other parameters are tokio-postgres's (`connect_timeout`, `application_name`, ...).
 
+mod deliveries;
 mod errors;
 mod listing;
+mod queue;
 mod rows;
 mod store;
 
@@ -461,4 +463,4 @@ impl ServerCertVerifier for AnyName {
 
 #[cfg(test)]
 #[path = "postgres/tests.rs"]
-mod tests;
+pub(crate) mod tests;

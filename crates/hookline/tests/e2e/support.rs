@@ -54,11 +54,28 @@ impl Server {
         let mut extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let mut db = None;
         if on_postgres() && !extra.iter().any(|a| a == "--database-url") {
-            let created = TestDb::create("this server")
-                .await
-                .expect("HOOKLINE_TEST_E2E_DATABASE=postgres needs HOOKLINE_TEST_POSTGRES_URL");
-            extra.extend(["--database-url".to_string(), created.url.clone()]);
-            db = Some(created);
+            // A server started again on the same data dir finds the same database.
+            let known = DATABASES
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(data_dir)
+                .cloned();
+            let url = match known {
+                Some(url) => url,
+                None => {
+                    let created = TestDb::create("this server").await.expect(
+                        "HOOKLINE_TEST_E2E_DATABASE=postgres needs HOOKLINE_TEST_POSTGRES_URL",
+                    );
+                    let url = created.url.clone();
+                    DATABASES
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(data_dir.to_path_buf(), url.clone());
+                    db = Some(created);
+                    url
+                }
+            };
+            extra.extend(["--database-url".to_string(), url]);
         }
         let (child, base) = spawn(data_dir, &extra, log).await;
         Server {
@@ -138,6 +155,10 @@ impl Drop for Server {
         }
     }
 }
+
+/// The PostgreSQL database of each data dir, on PostgreSQL runs.
+static DATABASES: std::sync::Mutex<std::collections::BTreeMap<PathBuf, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// Whether e2e servers run on PostgreSQL (`HOOKLINE_TEST_E2E_DATABASE=postgres`).
 pub fn on_postgres() -> bool {

@@ -1,14 +1,11 @@
 //! [`PgStore`]: the [`Store`] on PostgreSQL, for several hookline processes sharing one
 //! database.
 //!
-//! Implemented so far: the management records (applications, event types, endpoints),
-//! API tokens, idempotency keys, and messages (creating one writes its `pending`
-//! deliveries in the same transaction, as SQLite's fan-out does; reading and listing
-//! them). Everything else, the delivery queue (claims, reports, releases, `next_due`),
-//! attempts, delivery listings, resend, recover and the stats, answers
-//! `StoreError::Backend("<method> is not implemented on PostgreSQL yet")` until the
-//! queue is ported; an attached [`Intake`] is ignored, so fresh deliveries wait for a
-//! claim.
+//! Every method of [`Store`] and [`DeliveryQueue`] is here: the management records
+//! (applications, event types, endpoints), API tokens, idempotency keys, messages with
+//! their fan-out ([`super::queue`]), the queue itself (claims, reports, hand-backs,
+//! `next_due`, with the hand-over of fresh deliveries to an attached [`Intake`]) and the
+//! delivery log ([`super::deliveries`]).
 //!
 //! The semantics are the SQLite backend's, method for method: the same errors and
 //! `Conflict` texts, lookups by id then uid, ordering and pagination
@@ -33,17 +30,22 @@ use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use std::sync::{Arc, RwLock, Weak};
+
+use super::deliveries;
 use super::errors::{self, backend, is_foreign_key, unique_as_conflict};
 use super::listing::{paginate, Params};
+use super::queue::{self, Fresh};
 use super::rows::*;
 use super::{connect, migrate, PgSettings};
 use crate::*;
 
 /// The PostgreSQL [`Store`]: a connection pool, and nothing else that correctness could
-/// depend on.
+/// depend on (the intake only lets fresh deliveries skip a claim).
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    intake: Arc<RwLock<Option<Weak<dyn Intake>>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -62,7 +64,10 @@ impl PgStore {
         let settings = PgSettings::parse(url)?;
         let pool = connect(&settings, pool_size).await?;
         migrate(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            intake: Arc::new(RwLock::new(None)),
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client> {
@@ -73,17 +78,38 @@ impl PgStore {
     async fn write_message(&self, mut msg: Message, only: Option<&str>) -> Result<Message> {
         msg.created_at = ms(msg.created_at);
         msg.deliver_at = msg.deliver_at.map(ms);
+        let intake = self
+            .intake
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(Weak::upgrade);
+        let mut fresh = Fresh::new(intake);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         insert_message(&tx, &msg).await?;
-        fan_out(&tx, &msg, only).await?;
+        queue::fan_out(&tx, &msg, only, &mut fresh).await?;
         tx.commit().await.map_err(backend)?;
+        // Committed (and, with synchronous_commit on, durable): the worker may start.
+        fresh.hand_over();
         Ok(msg)
     }
-}
 
-fn not_yet(method: &str) -> StoreError {
-    StoreError::Backend(format!("{method} is not implemented on PostgreSQL yet"))
+    /// Runs `f` in a transaction of its own, committed if it succeeds.
+    async fn in_tx<T, F>(&self, f: F) -> Result<T>
+    where
+        F: for<'t> FnOnce(
+            &'t deadpool_postgres::Transaction<'t>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T>> + Send + 't>,
+        >,
+    {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let out = f(&tx).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
 }
 
 // --- statements --------------------------------------------------------------------
@@ -98,11 +124,6 @@ async fn exec(c: &impl GenericClient, sql: &str, p: &Args<'_>) -> Result<u64, Pg
 async fn opt(c: &impl GenericClient, sql: &str, p: &Args<'_>) -> Result<Option<Row>, PgError> {
     let stmt = c.prepare_cached(sql).await?;
     c.query_opt(&stmt, p).await
-}
-
-async fn all(c: &impl GenericClient, sql: &str, p: &Args<'_>) -> Result<Vec<Row>, PgError> {
-    let stmt = c.prepare_cached(sql).await?;
-    c.query(&stmt, p).await
 }
 
 type PgError = tokio_postgres::Error;
@@ -281,105 +302,62 @@ async fn insert_message(c: &impl GenericClient, msg: &Message) -> Result<()> {
     Ok(())
 }
 
-/// Queues one `pending` delivery per matching, enabled endpoint of the message's
-/// application (or to `only` that one, whatever its filters), in the message's own
-/// transaction, and brings each endpoint's `next_due_at` forward to it. Deliveries start
-/// their life (and retry clock) at `deliverAt` for a scheduled message.
-///
-/// The endpoints are matched first, then locked (in id order, so concurrent fan-outs to
-/// one application never deadlock) by the update of `next_due_at`: one deleted or
-/// disabled meanwhile is skipped rather than failing the message, and one deleted later
-/// waits for this commit. Its filters are those read first; a PATCH racing the message
-/// may or may not apply to it, as with any two concurrent requests.
-async fn fan_out(c: &impl GenericClient, msg: &Message, only: Option<&str>) -> Result<()> {
-    let start = msg.deliver_at.unwrap_or(msg.created_at).max(msg.created_at);
-    let rows = all(
-        c,
-        &format!("SELECT {EP_COLS} FROM endpoints WHERE app_id = $1 AND NOT disabled"),
-        &[&msg.app_id],
-    )
-    .await
-    .map_err(backend)?;
-    let mut targets = Vec::new();
-    for r in &rows {
-        let ep = ep_row(r)?;
-        let wanted = match only {
-            Some(id) => id == ep.id,
-            None => ep.settings.wants(&msg.event_type, msg.channels.as_deref()),
-        };
-        if wanted {
-            targets.push(ep.id);
-        }
-    }
-    if targets.is_empty() {
-        return Ok(());
-    }
-    // LEAST ignores NULL: an endpoint with nothing queued gets `start`.
-    let locked: Vec<String> = all(
-        c,
-        "UPDATE endpoints SET next_due_at = least(next_due_at, $2)
-         WHERE id IN (SELECT id FROM endpoints WHERE id = ANY($1) AND NOT disabled
-                      ORDER BY id FOR NO KEY UPDATE)
-         RETURNING id",
-        &[&targets, &start],
-    )
-    .await
-    .map_err(backend)?
-    .iter()
-    .map(|r| r.try_get(0).map_err(backend))
-    .collect::<Result<_>>()?;
-    exec(
-        c,
-        "INSERT INTO deliveries (app_id, msg_id, endpoint_id, status, attempts, manual,
-             scheduled_at, due_at, lease_token, created_at, updated_at)
-         SELECT $1::text, $2::text, e, 'pending', 0, false, $3::timestamptz, $3, NULL, $3, $3
-         FROM unnest($4::text[]) AS e",
-        &[&msg.app_id, &msg.id, &start, &locked],
-    )
-    .await
-    .map_err(backend)?;
-    Ok(())
-}
-
-// --- the queue: part 2 -------------------------------------------------------------
+// --- the queue ---------------------------------------------------------------------
 
 #[async_trait]
 impl DeliveryQueue for PgStore {
     async fn claim_deliveries(
         &self,
-        _now: DateTime<Utc>,
-        _lease: chrono::Duration,
-        _max: usize,
-        _max_failing: usize,
-        _busy: &[(String, usize)],
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        max: usize,
+        max_failing: usize,
+        busy: &[(String, usize)],
     ) -> Result<Vec<ClaimedDelivery>> {
-        Err(not_yet("claim_deliveries"))
+        let busy = busy.to_vec();
+        self.in_tx(move |tx| {
+            Box::pin(async move { queue::claim(tx, now, lease, max, max_failing, &busy).await })
+        })
+        .await
     }
 
     async fn report_attempt(
         &self,
-        _delivery_id: i64,
-        _lease_token: &str,
-        _report: AttemptReport,
+        delivery_id: i64,
+        lease_token: &str,
+        report: AttemptReport,
     ) -> Result<ReportOutcome> {
-        Err(not_yet("report_attempt"))
+        let token = lease_token.to_string();
+        self.in_tx(move |tx| {
+            Box::pin(async move { queue::report(tx, delivery_id, &token, report).await })
+        })
+        .await
     }
 
     async fn release_delivery(
         &self,
-        _delivery_id: i64,
-        _lease_token: &str,
-        _now: DateTime<Utc>,
+        delivery_id: i64,
+        lease_token: &str,
+        now: DateTime<Utc>,
     ) -> Result<()> {
-        Err(not_yet("release_delivery"))
+        let token = lease_token.to_string();
+        self.in_tx(move |tx| {
+            Box::pin(async move { queue::release(tx, delivery_id, &token, now).await })
+        })
+        .await
     }
 
     async fn next_due(
         &self,
-        _busy: &[(String, usize)],
-        _failing: bool,
+        busy: &[(String, usize)],
+        failing: bool,
     ) -> Result<Option<DateTime<Utc>>> {
-        Err(not_yet("next_due"))
+        let client = self.client().await?;
+        queue::next_due(&client, busy, failing).await
+    }
+
+    fn attach_intake(&self, intake: Weak<dyn Intake>) {
+        *self.intake.write().unwrap_or_else(|e| e.into_inner()) = Some(intake);
     }
 }
 
@@ -783,62 +761,84 @@ impl Store for PgStore {
         .map_err(backend)
     }
 
-    // --- delivery: part 2 --------------------------------------------------------
+    // --- delivery ----------------------------------------------------------------
 
-    async fn list_attempts(&self, _app_id: &str, _q: &AttemptQuery) -> Result<Page<Attempt>> {
-        Err(not_yet("list_attempts"))
+    async fn list_attempts(&self, app_id: &str, q: &AttemptQuery) -> Result<Page<Attempt>> {
+        let client = self.client().await?;
+        deliveries::list_attempts(&client, app_id, q).await
     }
 
-    async fn get_attempt(&self, _app_id: &str, _attempt_id: &str) -> Result<Option<Attempt>> {
-        Err(not_yet("get_attempt"))
+    async fn get_attempt(&self, app_id: &str, attempt_id: &str) -> Result<Option<Attempt>> {
+        let client = self.client().await?;
+        deliveries::get_attempt(&client, app_id, attempt_id).await
     }
 
     async fn list_message_deliveries(
         &self,
-        _app_id: &str,
-        _msg_id: &str,
-        _q: &ListQuery,
+        app_id: &str,
+        msg_id: &str,
+        q: &ListQuery,
     ) -> Result<Page<DeliveryView>> {
-        Err(not_yet("list_message_deliveries"))
+        let client = self.client().await?;
+        deliveries::list_message_deliveries(&client, app_id, msg_id, q).await
     }
 
     async fn resend(
         &self,
-        _app_id: &str,
-        _msg_id: &str,
-        _endpoint_id: &str,
-        _now: DateTime<Utc>,
+        app_id: &str,
+        msg_id: &str,
+        endpoint_id: &str,
+        now: DateTime<Utc>,
     ) -> Result<()> {
-        Err(not_yet("resend"))
+        let (app_id, msg_id, endpoint_id) = (
+            app_id.to_string(),
+            msg_id.to_string(),
+            endpoint_id.to_string(),
+        );
+        self.in_tx(move |tx| {
+            Box::pin(
+                async move { deliveries::resend(tx, &app_id, &msg_id, &endpoint_id, now).await },
+            )
+        })
+        .await
     }
 
     async fn recover(
         &self,
-        _app_id: &str,
-        _endpoint_id: &str,
-        _since: DateTime<Utc>,
-        _until: Option<DateTime<Utc>>,
-        _now: DateTime<Utc>,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
     ) -> Result<u64> {
-        Err(not_yet("recover"))
+        let (app_id, endpoint_id) = (app_id.to_string(), endpoint_id.to_string());
+        self.in_tx(move |tx| {
+            Box::pin(async move {
+                deliveries::recover(tx, &app_id, &endpoint_id, since, until, now).await
+            })
+        })
+        .await
     }
 
-    async fn queue_stats(&self, _now: DateTime<Utc>) -> Result<QueueStats> {
-        Err(not_yet("queue_stats"))
+    async fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats> {
+        let client = self.client().await?;
+        deliveries::queue_stats(&client, now).await
     }
 
-    async fn endpoint_stats(&self, _app_id: &str, _endpoint_id: &str) -> Result<DeliveryCounts> {
-        Err(not_yet("endpoint_stats"))
+    async fn endpoint_stats(&self, app_id: &str, endpoint_id: &str) -> Result<DeliveryCounts> {
+        let client = self.client().await?;
+        deliveries::endpoint_stats(&client, app_id, endpoint_id).await
     }
 
     async fn list_endpoint_deliveries(
         &self,
-        _app_id: &str,
-        _endpoint_id: &str,
-        _q: &ListQuery,
-        _status: Option<DeliveryStatus>,
+        app_id: &str,
+        endpoint_id: &str,
+        q: &ListQuery,
+        status: Option<DeliveryStatus>,
     ) -> Result<Page<DeliveryView>> {
-        Err(not_yet("list_endpoint_deliveries"))
+        let client = self.client().await?;
+        deliveries::list_endpoint_deliveries(&client, app_id, endpoint_id, q, status).await
     }
 }
 

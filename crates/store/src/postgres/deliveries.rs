@@ -1,0 +1,332 @@
+//! The delivery log on PostgreSQL: attempts and per-endpoint delivery state as the API
+//! lists them, manual resends and recovers, and the counts behind stats and metrics.
+//! Each listing walks an index in its key's order (attempts by `(endpoint_id, id)` or
+//! `(msg_id, id)`, deliveries by `(endpoint_id, msg_id)` or `(msg_id, endpoint_id)`).
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::Transaction;
+use tokio_postgres::Row;
+
+use super::errors::backend;
+use super::listing::{paginate, Params};
+use super::rows::ms;
+use crate::*;
+
+const ATTEMPT_COLS: &str = "id, app_id, msg_id, endpoint_id, url, attempted_at, status_code, duration_ms, succeeded, error_kind, response, manual";
+
+fn attempt_row(r: &Row) -> Result<Attempt> {
+    let status: Option<i32> = r.try_get(6).map_err(backend)?;
+    let duration: i64 = r.try_get(7).map_err(backend)?;
+    Ok(Attempt {
+        id: r.try_get(0).map_err(backend)?,
+        app_id: r.try_get(1).map_err(backend)?,
+        msg_id: r.try_get(2).map_err(backend)?,
+        endpoint_id: r.try_get(3).map_err(backend)?,
+        url: r.try_get(4).map_err(backend)?,
+        attempted_at: r.try_get(5).map_err(backend)?,
+        status_code: status.and_then(|s| u16::try_from(s).ok()),
+        duration_ms: u64::try_from(duration).unwrap_or(0),
+        succeeded: r.try_get(8).map_err(backend)?,
+        error_kind: r.try_get(9).map_err(backend)?,
+        response: r.try_get(10).map_err(backend)?,
+        trigger: if r.try_get(11).map_err(backend)? {
+            Trigger::Manual
+        } else {
+            Trigger::Scheduled
+        },
+    })
+}
+
+const DELIVERY_VIEW_COLS: &str = "msg_id, endpoint_id, status, attempts,
+    CASE WHEN status = 'pending' THEN scheduled_at END, updated_at";
+
+fn delivery_view_row(r: &Row) -> Result<DeliveryView> {
+    let status: &str = r.try_get(2).map_err(backend)?;
+    let attempts: i32 = r.try_get(3).map_err(backend)?;
+    Ok(DeliveryView {
+        msg_id: r.try_get(0).map_err(backend)?,
+        endpoint_id: r.try_get(1).map_err(backend)?,
+        status: DeliveryStatus::parse(status).unwrap_or(DeliveryStatus::Pending),
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        next_attempt: r.try_get(4).map_err(backend)?,
+        updated_at: r.try_get(5).map_err(backend)?,
+    })
+}
+
+pub(super) async fn list_attempts(
+    c: &impl GenericClient,
+    app_id: &str,
+    q: &AttemptQuery,
+) -> Result<Page<Attempt>> {
+    let mut p = Params::default();
+    let mut sql = format!(
+        "SELECT {ATTEMPT_COLS} FROM attempts WHERE app_id = {}",
+        p.push(app_id.to_string())
+    );
+    if let Some(m) = &q.msg_id {
+        sql.push_str(&format!(" AND msg_id = {}", p.push(m.clone())));
+    }
+    if let Some(ep) = &q.endpoint_id {
+        sql.push_str(&format!(" AND endpoint_id = {}", p.push(ep.clone())));
+    }
+    if let Some(ok) = q.succeeded {
+        sql.push_str(&format!(" AND succeeded = {}", p.push(ok)));
+    }
+    match q.status_code_class {
+        Some(0) => sql.push_str(" AND status_code IS NULL"),
+        Some(class) => {
+            let lo = p.push(i32::from(class) * 100);
+            let hi = p.push(i32::from(class) * 100 + 100);
+            sql.push_str(&format!(" AND status_code >= {lo} AND status_code < {hi}"));
+        }
+        None => {}
+    }
+    if let Some(b) = q.before {
+        sql.push_str(&format!(" AND attempted_at < {}", p.push(ms(b))));
+    }
+    if let Some(a) = q.after {
+        sql.push_str(&format!(" AND attempted_at > {}", p.push(ms(a))));
+    }
+    paginate(c, &sql, p, "id", &q.list, attempt_row, |a| a.id.clone()).await
+}
+
+pub(super) async fn get_attempt(
+    c: &impl GenericClient,
+    app_id: &str,
+    attempt_id: &str,
+) -> Result<Option<Attempt>> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts WHERE app_id = $1 AND id = $2"
+        ))
+        .await
+        .map_err(backend)?;
+    c.query_opt(&stmt, &[&app_id, &attempt_id])
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(attempt_row)
+        .transpose()
+}
+
+pub(super) async fn list_message_deliveries(
+    c: &impl GenericClient,
+    app_id: &str,
+    msg_id: &str,
+    q: &ListQuery,
+) -> Result<Page<DeliveryView>> {
+    let mut p = Params::default();
+    let sql = format!(
+        "SELECT {DELIVERY_VIEW_COLS} FROM deliveries WHERE app_id = {} AND msg_id = {}",
+        p.push(app_id.to_string()),
+        p.push(msg_id.to_string())
+    );
+    paginate(c, &sql, p, "endpoint_id", q, delivery_view_row, |d| {
+        d.endpoint_id.clone()
+    })
+    .await
+}
+
+pub(super) async fn list_endpoint_deliveries(
+    c: &impl GenericClient,
+    app_id: &str,
+    endpoint_id: &str,
+    q: &ListQuery,
+    status: Option<DeliveryStatus>,
+) -> Result<Page<DeliveryView>> {
+    let mut p = Params::default();
+    let mut sql = format!(
+        "SELECT {DELIVERY_VIEW_COLS} FROM deliveries WHERE endpoint_id = {} AND app_id = {}",
+        p.push(endpoint_id.to_string()),
+        p.push(app_id.to_string())
+    );
+    if let Some(s) = status {
+        sql.push_str(&format!(" AND status = {}", p.push(s.as_str())));
+    }
+    paginate(c, &sql, p, "msg_id", q, delivery_view_row, |d| {
+        d.msg_id.clone()
+    })
+    .await
+}
+
+/// Sets an endpoint's `next_due_at` to its earliest queued delivery (an index lookup).
+async fn refresh_next_due(tx: &Transaction<'_>, endpoint_id: &str) -> Result<()> {
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE endpoints SET next_due_at =
+                 (SELECT min(due_at) FROM deliveries WHERE endpoint_id = $1 AND due_at IS NOT NULL)
+             WHERE id = $1",
+        )
+        .await
+        .map_err(backend)?;
+    tx.execute(&stmt, &[&endpoint_id]).await.map_err(backend)?;
+    Ok(())
+}
+
+pub(super) async fn resend(
+    tx: &Transaction<'_>,
+    app_id: &str,
+    msg_id: &str,
+    endpoint_id: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let now = ms(now);
+    // Locked, so a claim cannot start an attempt between this look and the update.
+    let state = tx
+        .query_opt(
+            &tx.prepare_cached(
+                "SELECT status FROM deliveries WHERE msg_id = $1 AND endpoint_id = $2 FOR UPDATE",
+            )
+            .await
+            .map_err(backend)?,
+            &[&msg_id, &endpoint_id],
+        )
+        .await
+        .map_err(backend)?;
+    let status: Option<String> = state.map(|r| r.try_get(0)).transpose().map_err(backend)?;
+    match status.as_deref() {
+        Some("sending") => {
+            return Err(StoreError::Conflict(
+                "an attempt of this message to this endpoint is in flight".into(),
+            ))
+        }
+        Some(_) => {
+            tx.execute(
+                &tx.prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', due_at = $3, scheduled_at = $3,
+                         manual = true, updated_at = $3
+                     WHERE msg_id = $1 AND endpoint_id = $2",
+                )
+                .await
+                .map_err(backend)?,
+                &[&msg_id, &endpoint_id, &now],
+            )
+            .await
+            .map_err(backend)?;
+        }
+        None => {
+            // Only to an endpoint of this application, for a message of it.
+            let n = tx
+                .execute(
+                    &tx.prepare_cached(
+                        "INSERT INTO deliveries (app_id, msg_id, endpoint_id, status, attempts, manual,
+                             scheduled_at, due_at, created_at, updated_at)
+                         SELECT $1, $2, $3, 'pending', 0, true, $4, $4, $4, $4
+                         WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = $3 AND app_id = $1)
+                           AND EXISTS (SELECT 1 FROM messages WHERE id = $2 AND app_id = $1)",
+                    )
+                    .await
+                    .map_err(backend)?,
+                    &[&app_id, &msg_id, &endpoint_id, &now],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+        }
+    }
+    refresh_next_due(tx, endpoint_id).await
+}
+
+pub(super) async fn recover(
+    tx: &Transaction<'_>,
+    app_id: &str,
+    endpoint_id: &str,
+    since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let n = tx
+        .execute(
+            &tx.prepare_cached(
+                "UPDATE deliveries SET status = 'pending', due_at = $5, scheduled_at = $5,
+                     manual = true, updated_at = $5
+                 WHERE endpoint_id = $2 AND app_id = $1 AND status = 'failed'
+                   AND EXISTS (SELECT 1 FROM messages WHERE messages.id = deliveries.msg_id
+                               AND created_at >= $3
+                               AND ($4::timestamptz IS NULL OR created_at < $4))",
+            )
+            .await
+            .map_err(backend)?,
+            &[&app_id, &endpoint_id, &ms(since), &until.map(ms), &ms(now)],
+        )
+        .await
+        .map_err(backend)?;
+    refresh_next_due(tx, endpoint_id).await?;
+    Ok(n)
+}
+
+pub(super) async fn queue_stats(c: &impl GenericClient, now: DateTime<Utc>) -> Result<QueueStats> {
+    let now = ms(now);
+    let row = c
+        .query_one(
+            &c.prepare_cached(
+                "SELECT count(*), count(*) FILTER (WHERE due_at <= $1) FROM deliveries
+                 WHERE due_at IS NOT NULL",
+            )
+            .await
+            .map_err(backend)?,
+            &[&now],
+        )
+        .await
+        .map_err(backend)?;
+    let queued: i64 = row.try_get(0).map_err(backend)?;
+    let due: i64 = row.try_get(1).map_err(backend)?;
+    // One look per kind of endpoint: each is an index's first entry.
+    let mut oldest: Option<DateTime<Utc>> = None;
+    for kind in ["failing_since IS NULL", "failing_since IS NOT NULL"] {
+        let row = c
+            .query_one(
+                &c.prepare_cached(&format!(
+                    "SELECT min(next_due_at) FROM endpoints
+                     WHERE NOT disabled AND {kind} AND next_due_at IS NOT NULL"
+                ))
+                .await
+                .map_err(backend)?,
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        let d: Option<DateTime<Utc>> = row.try_get(0).map_err(backend)?;
+        oldest = oldest.into_iter().chain(d).min();
+    }
+    Ok(QueueStats {
+        queued: u64::try_from(queued).unwrap_or(0),
+        due: u64::try_from(due).unwrap_or(0),
+        oldest_due: oldest.filter(|t| *t <= now),
+    })
+}
+
+pub(super) async fn endpoint_stats(
+    c: &impl GenericClient,
+    app_id: &str,
+    endpoint_id: &str,
+) -> Result<DeliveryCounts> {
+    let rows = c
+        .query(
+            &c.prepare_cached(
+                "SELECT status, count(*) FROM deliveries
+                 WHERE endpoint_id = $2 AND app_id = $1 GROUP BY status",
+            )
+            .await
+            .map_err(backend)?,
+            &[&app_id, &endpoint_id],
+        )
+        .await
+        .map_err(backend)?;
+    let mut counts = DeliveryCounts::default();
+    for r in rows {
+        let status: &str = r.try_get(0).map_err(backend)?;
+        let n = u64::try_from(r.try_get::<_, i64>(1).map_err(backend)?).unwrap_or(0);
+        match status {
+            "pending" => counts.pending = n,
+            "sending" => counts.sending = n,
+            "succeeded" => counts.succeeded = n,
+            "failed" => counts.failed = n,
+            _ => {}
+        }
+    }
+    Ok(counts)
+}

@@ -1,0 +1,687 @@
+//! The delivery queue on PostgreSQL: a message's fan-out to deliveries (with the
+//! hand-over of fresh ones to an attached [`Intake`]), claims under a lease, attempt
+//! reports and hand-backs. The same state machine as SQLite's (docs/delivery-states.md),
+//! safe with several processes on one database:
+//!
+//! - due work is found through the partial indexes only: endpoints by `next_due_at`
+//!   (healthy and failing apart), then each endpoint's deliveries by `due_at`; never a
+//!   sort of the backlog;
+//! - a claim locks the endpoints it walks and the deliveries it takes with `FOR UPDATE
+//!   SKIP LOCKED`, so concurrent claimers (other processes) pass each other by instead of
+//!   waiting or taking the same work, and writes a fresh lease token;
+//! - a report or hand-back applies only while its lease token still holds the delivery
+//!   (the row count says whether it did); a lease that expired is claimed again by
+//!   whoever comes next, as due work.
+//!
+//! Statements that do not depend on each other's results are sent together: tokio-postgres
+//! pipelines the futures of one connection polled at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Transaction};
+use tokio_postgres::types::ToSql;
+
+use super::errors::backend;
+use super::rows::{ep_row, ms, msg_row, EP_COLS, MSG_COLS};
+use crate::*;
+
+/// Fresh deliveries of one create on their way from the transaction to the worker. Each
+/// in `claimed` holds a slot the intake reserved; dropped without [`Fresh::hand_over`]
+/// (the write failed or did not commit), it gives them back.
+pub(super) struct Fresh {
+    pub(super) intake: Option<Arc<dyn Intake>>,
+    pub(super) claimed: Vec<ClaimedDelivery>,
+    /// Whether a delivery was queued `pending` instead of handed over.
+    pub(super) queued: bool,
+}
+
+impl Fresh {
+    pub(super) fn new(intake: Option<Arc<dyn Intake>>) -> Self {
+        Self {
+            intake,
+            claimed: Vec::new(),
+            queued: false,
+        }
+    }
+
+    /// The message is committed: the worker gets its deliveries.
+    pub(super) fn hand_over(mut self) {
+        if let Some(intake) = &self.intake {
+            if !self.claimed.is_empty() {
+                intake.take(std::mem::take(&mut self.claimed));
+            }
+            if self.queued {
+                intake.queued();
+            }
+        }
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        if let (Some(intake), false) = (&self.intake, self.claimed.is_empty()) {
+            intake.cancel(self.claimed.drain(..).map(|d| d.endpoint.id).collect());
+        }
+    }
+}
+
+pub(super) fn lease_token() -> String {
+    use rand::RngCore;
+    format!("{:016x}", rand::rng().next_u64())
+}
+
+/// An application's delivery settings, as a claim needs them.
+#[derive(Default, Clone)]
+pub(super) struct AppLimits {
+    pub(super) policy: Option<hookline_retry::RetryPolicy>,
+    pub(super) rate: Option<u32>,
+    pub(super) claimed: usize,
+}
+
+async fn app_limits(tx: &Transaction<'_>, ids: &[String]) -> Result<HashMap<String, AppLimits>> {
+    let rows = tx
+        .query(
+            &tx.prepare_cached(
+                "SELECT id, retry_policy, throttle_rate FROM applications WHERE id = ANY($1)",
+            )
+            .await
+            .map_err(backend)?,
+            &[&ids],
+        )
+        .await
+        .map_err(backend)?;
+    let mut out = HashMap::new();
+    for r in rows {
+        let policy: Option<&str> = r.try_get(1).map_err(backend)?;
+        let rate: Option<i32> = r.try_get(2).map_err(backend)?;
+        out.insert(
+            r.try_get::<_, String>(0).map_err(backend)?,
+            AppLimits {
+                policy: policy.map(serde_json::from_str).transpose().map_err(|e| {
+                    StoreError::Backend(format!("PostgreSQL: bad retry_policy: {e}"))
+                })?,
+                rate: rate.and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0),
+                claimed: 0,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Writes one delivery per matching, enabled endpoint (or to `only` that one, whatever
+/// its filters), in the message's own transaction, and brings each endpoint's
+/// `next_due_at` forward to it. A delivery that can start now, to an endpoint with
+/// nothing else due, is offered to the intake; if it reserves a slot, the delivery is
+/// written already `sending` under a lease and goes into `fresh`. Deliveries start
+/// their life (and retry clock) at `deliverAt` for a scheduled message.
+///
+/// The endpoints are matched first, then locked in id order (so concurrent fan-outs to
+/// one application never deadlock): one deleted or disabled meanwhile is skipped rather
+/// than failing the message, and one deleted later waits for this commit. All
+/// deliveries go in one statement, and the endpoints' `next_due_at` in one more, sent
+/// together.
+pub(super) async fn fan_out(
+    tx: &Transaction<'_>,
+    msg: &Message,
+    only: Option<&str>,
+    fresh: &mut Fresh,
+) -> Result<()> {
+    let start = ms(msg.deliver_at.unwrap_or(msg.created_at).max(msg.created_at));
+    let immediate = start == ms(msg.created_at);
+    let rows = tx
+        .query(
+            &tx.prepare_cached(&format!(
+                "SELECT {EP_COLS} FROM endpoints WHERE app_id = $1 AND NOT disabled"
+            ))
+            .await
+            .map_err(backend)?,
+            &[&msg.app_id],
+        )
+        .await
+        .map_err(backend)?;
+    let mut wanted: Vec<Endpoint> = Vec::new();
+    for r in &rows {
+        let ep = ep_row(r)?;
+        let yes = match only {
+            Some(id) => id == ep.id,
+            None => ep.settings.wants(&msg.event_type, msg.channels.as_deref()),
+        };
+        if yes {
+            wanted.push(ep);
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = wanted.iter().map(|e| e.id.as_str()).collect();
+    let locked: HashMap<String, Option<DateTime<Utc>>> = tx
+        .query(
+            &tx.prepare_cached(
+                "SELECT id, next_due_at FROM endpoints WHERE id = ANY($1) AND NOT disabled
+                 ORDER BY id FOR NO KEY UPDATE",
+            )
+            .await
+            .map_err(backend)?,
+            &[&ids],
+        )
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<std::result::Result<_, tokio_postgres::Error>>()
+        .map_err(backend)?;
+    let mut app: Option<AppLimits> = None;
+    let token = lease_token();
+    let (mut targets, mut statuses, mut dues, mut tokens) = (vec![], vec![], vec![], vec![]);
+    for ep in wanted {
+        let Some(next_due) = locked.get(&ep.id) else {
+            continue; // deleted or disabled since it was matched
+        };
+        let intake = fresh
+            .intake
+            .clone()
+            .filter(|_| immediate && next_due.is_none_or(|t| t > start));
+        let mut reserved = None;
+        if let Some(intake) = intake {
+            if app.is_none() {
+                app = Some(
+                    app_limits(tx, std::slice::from_ref(&msg.app_id))
+                        .await?
+                        .remove(&msg.app_id)
+                        .unwrap_or_default(),
+                );
+            }
+            let limits = app.as_ref().expect("read above");
+            if intake.reserve(&ep, limits.rate) {
+                // Filed before the insert, so a failure from here on gives the slot back.
+                reserved = Some(ms(start + intake.lease()));
+                fresh.claimed.push(ClaimedDelivery {
+                    id: 0,
+                    lease_token: token.clone(),
+                    attempts: 0,
+                    scheduled_at: start,
+                    created_at: start,
+                    trigger: Trigger::Scheduled,
+                    message: msg.clone(),
+                    endpoint: ep.clone(),
+                    app_retry_policy: limits.policy.clone(),
+                    app_throttle_rate: limits.rate,
+                });
+            }
+        }
+        targets.push(ep.id);
+        match reserved {
+            Some(until) => {
+                statuses.push("sending");
+                dues.push(until);
+                tokens.push(Some(token.clone()));
+            }
+            None => {
+                statuses.push("pending");
+                dues.push(start);
+                tokens.push(None);
+                fresh.queued = true;
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (app_id, msg_id, endpoint_id, status, attempts, manual,
+                 scheduled_at, due_at, lease_token, created_at, updated_at)
+             SELECT $1::text, $2::text, x.ep, x.status, 0, false, $3::timestamptz, x.due, x.token, $3, $3
+             FROM unnest($4::text[], $5::text[], $6::timestamptz[], $7::text[])
+                  AS x(ep, status, due, token)
+             RETURNING id, endpoint_id",
+        )
+        .await
+        .map_err(backend)?;
+    // LEAST ignores NULL: an endpoint with nothing queued gets the new delivery's time.
+    let bump = tx
+        .prepare_cached(
+            "UPDATE endpoints SET next_due_at = LEAST(next_due_at, x.due)
+             FROM unnest($1::text[], $2::timestamptz[]) AS x(id, due)
+             WHERE endpoints.id = x.id",
+        )
+        .await
+        .map_err(backend)?;
+    let insert_args: [&(dyn ToSql + Sync); 7] = [
+        &msg.app_id,
+        &msg.id,
+        &start,
+        &targets,
+        &statuses,
+        &dues,
+        &tokens,
+    ];
+    let bump_args: [&(dyn ToSql + Sync); 2] = [&targets, &dues];
+    let (inserted, bumped) = tokio::join!(
+        tx.query(&insert, &insert_args),
+        tx.execute(&bump, &bump_args),
+    );
+    let inserted = inserted.map_err(backend)?;
+    bumped.map_err(backend)?;
+    if !fresh.claimed.is_empty() {
+        // The handed-over deliveries learn their ids.
+        let by_endpoint: HashMap<String, i64> = inserted
+            .iter()
+            .map(|r| Ok((r.try_get(1)?, r.try_get(0)?)))
+            .collect::<std::result::Result<_, tokio_postgres::Error>>()
+            .map_err(backend)?;
+        for d in &mut fresh.claimed {
+            d.id = *by_endpoint.get(&d.endpoint.id).ok_or_else(|| {
+                StoreError::Backend("PostgreSQL: a handed-over delivery was not written".into())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Columns of [`EP_COLS`]: the index of the first column after them.
+const EP_COLUMNS: usize = 9;
+
+/// The healthy and failing walks, as conditions that select their partial index.
+const HEALTHY: &str = "failing_since IS NULL";
+const FAILING: &str = "failing_since IS NOT NULL";
+
+/// The ids a worker reports as full (`usize::MAX` in its busy list).
+fn full_ids(busy: &[(String, usize)]) -> Vec<String> {
+    busy.iter()
+        .filter(|(_, n)| *n == usize::MAX)
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// Up to `limit` enabled endpoints of one kind with work due by `now`, earliest first,
+/// leaving out those `full` names (endpoint or application ids), locked for this claim;
+/// endpoints another claim holds are passed by.
+async fn due_endpoints(
+    tx: &Transaction<'_>,
+    kind: &str,
+    now: DateTime<Utc>,
+    limit: usize,
+    full: &[String],
+) -> Result<Vec<(Endpoint, DateTime<Utc>)>> {
+    let rows = tx
+        .query(
+            &tx.prepare_cached(&format!(
+                "SELECT {EP_COLS}, next_due_at FROM endpoints
+                 WHERE NOT disabled AND {kind} AND next_due_at IS NOT NULL AND next_due_at <= $1
+                   AND NOT (id = ANY($3)) AND NOT (app_id = ANY($3))
+                 ORDER BY next_due_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED"
+            ))
+            .await
+            .map_err(backend)?,
+            &[&now, &(limit as i64), &full],
+        )
+        .await
+        .map_err(backend)?;
+    rows.iter()
+        .map(|r| Ok((ep_row(r)?, r.try_get(EP_COLUMNS).map_err(backend)?)))
+        .collect()
+}
+
+/// Sets an endpoint's `next_due_at` to its earliest queued delivery (an index lookup).
+async fn refresh_next_due(tx: &Transaction<'_>, endpoint_id: &str) -> Result<()> {
+    tx.execute(
+        &tx.prepare_cached(
+            "UPDATE endpoints SET next_due_at =
+                 (SELECT min(due_at) FROM deliveries WHERE endpoint_id = $1 AND due_at IS NOT NULL)
+             WHERE id = $1",
+        )
+        .await
+        .map_err(backend)?,
+        &[&endpoint_id],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Claims up to `max` due deliveries under a fresh lease (see
+/// [`DeliveryQueue::claim_deliveries`] for the limits it keeps).
+pub(super) async fn claim(
+    tx: &Transaction<'_>,
+    now: DateTime<Utc>,
+    lease: chrono::Duration,
+    max: usize,
+    max_failing: usize,
+    busy: &[(String, usize)],
+) -> Result<Vec<ClaimedDelivery>> {
+    let now = ms(now);
+    let until = ms(now + lease);
+    let full = full_ids(busy);
+    let busy_of: HashMap<&str, usize> = busy.iter().map(|(id, n)| (id.as_str(), *n)).collect();
+    let busy_of = |id: &str| busy_of.get(id).copied().unwrap_or(0);
+    let mut candidates = due_endpoints(tx, HEALTHY, now, (max * 2).max(16), &full).await?;
+    if max_failing > 0 {
+        candidates.extend(due_endpoints(tx, FAILING, now, max_failing * 2, &full).await?);
+        candidates.sort_by_key(|(_, due)| *due);
+    }
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut app_ids: Vec<String> = candidates.iter().map(|(e, _)| e.app_id.clone()).collect();
+    app_ids.sort();
+    app_ids.dedup();
+    let mut apps = app_limits(tx, &app_ids).await?;
+    let take = tx
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'sending', due_at = $3, lease_token = $4, updated_at = $2
+             WHERE id IN (SELECT id FROM deliveries
+                          WHERE endpoint_id = $1 AND due_at IS NOT NULL AND due_at <= $2
+                          ORDER BY due_at LIMIT $5
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING id, msg_id, attempts, scheduled_at, created_at, manual",
+        )
+        .await
+        .map_err(backend)?;
+    let token = lease_token();
+    let mut taken = Vec::new();
+    let mut failing_claimed = 0;
+    for (ep, _) in candidates {
+        let remaining = max.saturating_sub(taken.len());
+        if remaining == 0 {
+            break;
+        }
+        let app = apps.entry(ep.app_id.clone()).or_default();
+        let mut free = ep
+            .concurrency_cap()
+            .saturating_sub(busy_of(&ep.id))
+            .min(remaining);
+        if ep.is_failing() {
+            free = free.min(max_failing.saturating_sub(failing_claimed));
+        }
+        // A throttled endpoint (or application) gets at most a second's worth of its rate.
+        if let Some(rate) = ep.settings.throttle_rate.filter(|r| *r > 0) {
+            free = free.min(rate as usize);
+        }
+        if let Some(rate) = app.rate {
+            free = free.min((rate as usize).saturating_sub(app.claimed));
+        }
+        if free == 0 {
+            continue;
+        }
+        let rows = tx
+            .query(&take, &[&ep.id, &now, &until, &token, &(free as i64)])
+            .await
+            .map_err(backend)?;
+        refresh_next_due(tx, &ep.id).await?;
+        app.claimed += rows.len();
+        if ep.is_failing() {
+            failing_claimed += rows.len();
+        }
+        for r in rows {
+            taken.push((r, ep.clone()));
+        }
+    }
+    // Each message once, however many of its deliveries were taken.
+    let mut msg_ids: Vec<String> = taken
+        .iter()
+        .map(|(r, _)| r.try_get(1))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(backend)?;
+    msg_ids.sort();
+    msg_ids.dedup();
+    let messages: HashMap<String, Message> = tx
+        .query(
+            &tx.prepare_cached(&format!(
+                "SELECT {MSG_COLS} FROM messages WHERE id = ANY($1)"
+            ))
+            .await
+            .map_err(backend)?,
+            &[&msg_ids],
+        )
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| msg_row(r).map(|m| (m.id.clone(), m)))
+        .collect::<Result<_>>()?;
+    let mut out = Vec::with_capacity(taken.len());
+    for (r, ep) in taken {
+        let msg_id: String = r.try_get(1).map_err(backend)?;
+        let message = messages.get(&msg_id).cloned().ok_or_else(|| {
+            StoreError::Backend(format!(
+                "PostgreSQL: delivery of a missing message {msg_id}"
+            ))
+        })?;
+        let app = apps.get(&ep.app_id).cloned().unwrap_or_default();
+        let attempts: i32 = r.try_get(2).map_err(backend)?;
+        out.push(ClaimedDelivery {
+            id: r.try_get(0).map_err(backend)?,
+            lease_token: token.clone(),
+            attempts: u32::try_from(attempts).unwrap_or(0),
+            scheduled_at: r.try_get(3).map_err(backend)?,
+            created_at: r.try_get(4).map_err(backend)?,
+            trigger: if r.try_get(5).map_err(backend)? {
+                Trigger::Manual
+            } else {
+                Trigger::Scheduled
+            },
+            message,
+            endpoint: ep,
+            app_retry_policy: app.policy,
+            app_throttle_rate: app.rate,
+        });
+    }
+    Ok(out)
+}
+
+/// Logs an attempt and, while `token` still holds the delivery, moves it on.
+pub(super) async fn report(
+    tx: &Transaction<'_>,
+    delivery_id: i64,
+    token: &str,
+    rep: AttemptReport,
+) -> Result<ReportOutcome> {
+    let a = &rep.attempt;
+    let attempted = ms(a.attempted_at);
+    let now = ms(a.attempted_at + chrono::Duration::milliseconds(a.duration_ms as i64));
+    let (status, due) = match rep.next {
+        NextStep::Succeeded => ("succeeded", None),
+        NextStep::Failed => ("failed", None),
+        NextStep::RetryAt(t) => ("pending", Some(ms(t))),
+    };
+    // Not for an endpoint deleted meanwhile: the attempt would have nothing to belong to.
+    let log = tx
+        .prepare_cached(
+            "INSERT INTO attempts (id, app_id, msg_id, endpoint_id, url, attempted_at, status_code,
+                 duration_ms, succeeded, error_kind, response, manual)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+             WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = $4)
+               AND EXISTS (SELECT 1 FROM messages WHERE id = $3)",
+        )
+        .await
+        .map_err(backend)?;
+    let advance = tx
+        .prepare_cached(
+            "UPDATE deliveries SET status = $3, due_at = $4, scheduled_at = coalesce($4, scheduled_at),
+                 lease_token = NULL, attempts = attempts + 1, manual = false, updated_at = $5
+             WHERE id = $1 AND status = 'sending' AND lease_token = $2
+             RETURNING attempts",
+        )
+        .await
+        .map_err(backend)?;
+    let status_code = a.status_code.map(i32::from);
+    let duration = a.duration_ms as i64;
+    let manual = a.trigger == Trigger::Manual;
+    let log_args: [&(dyn ToSql + Sync); 12] = [
+        &a.id,
+        &a.app_id,
+        &a.msg_id,
+        &a.endpoint_id,
+        &a.url,
+        &attempted,
+        &status_code,
+        &duration,
+        &a.succeeded,
+        &a.error_kind,
+        &a.response,
+        &manual,
+    ];
+    let advance_args: [&(dyn ToSql + Sync); 5] = [&delivery_id, &token, &status, &due, &now];
+    let (logged, advanced) = tokio::join!(
+        tx.execute(&log, &log_args),
+        tx.query_opt(&advance, &advance_args),
+    );
+    logged.map_err(backend)?;
+    let attempts: Option<i32> = advanced
+        .map_err(backend)?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(backend)?;
+
+    // Endpoint health: remember when failing started; a success clears it.
+    let mut endpoint_disabled = false;
+    if a.succeeded {
+        tx.execute(
+            &tx.prepare_cached(
+                "UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+            )
+            .await
+            .map_err(backend)?,
+            &[&a.endpoint_id],
+        )
+        .await
+        .map_err(backend)?;
+    } else {
+        tx.execute(
+            &tx.prepare_cached(
+                "UPDATE endpoints SET failing_since = coalesce(failing_since, $2) WHERE id = $1",
+            )
+            .await
+            .map_err(backend)?,
+            &[&a.endpoint_id, &attempted],
+        )
+        .await
+        .map_err(backend)?;
+        let cutoff = rep.disable_if_failing_since.map(ms);
+        let n = tx
+            .execute(
+                &tx.prepare_cached(
+                    "UPDATE endpoints SET disabled = true, updated_at = $4
+                     WHERE id = $1 AND NOT disabled
+                       AND ($2 OR ($3::timestamptz IS NOT NULL AND failing_since <= $3))",
+                )
+                .await
+                .map_err(backend)?,
+                &[&a.endpoint_id, &rep.disable_endpoint, &cutoff, &now],
+            )
+            .await
+            .map_err(backend)?;
+        endpoint_disabled = n > 0;
+    }
+    // `next_due_at` may now be early (never late): the next claim corrects it. A retry
+    // must not be later than it, though.
+    if let (Some(due), Some(_)) = (due, attempts) {
+        tx.execute(
+            &tx.prepare_cached(
+                "UPDATE endpoints SET next_due_at = LEAST(coalesce(next_due_at, $2), $2) WHERE id = $1",
+            )
+            .await
+            .map_err(backend)?,
+            &[&a.endpoint_id, &due],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    let applied = if attempts.is_some() {
+        Applied::Yes
+    } else {
+        let exists = tx
+            .query_opt(
+                &tx.prepare_cached("SELECT 1 FROM deliveries WHERE id = $1")
+                    .await
+                    .map_err(backend)?,
+                &[&delivery_id],
+            )
+            .await
+            .map_err(backend)?
+            .is_some();
+        if exists {
+            Applied::LeaseLost
+        } else {
+            Applied::DeliveryGone
+        }
+    };
+    Ok(ReportOutcome {
+        applied,
+        endpoint_disabled,
+        consecutive_failures: if a.succeeded {
+            0
+        } else {
+            attempts.and_then(|n| u32::try_from(n).ok()).unwrap_or(0)
+        },
+    })
+}
+
+/// Hands a claimed delivery back unattempted, due at `now`, if `token` still holds it.
+pub(super) async fn release(
+    tx: &Transaction<'_>,
+    delivery_id: i64,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let ep: Option<String> = tx
+        .query_opt(
+            &tx.prepare_cached(
+                "UPDATE deliveries SET status = 'pending', due_at = $3, lease_token = NULL, updated_at = $3
+                 WHERE id = $1 AND status = 'sending' AND lease_token = $2
+                 RETURNING endpoint_id",
+            )
+            .await
+            .map_err(backend)?,
+            &[&delivery_id, &token, &ms(now)],
+        )
+        .await
+        .map_err(backend)?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(backend)?;
+    if let Some(ep) = ep {
+        refresh_next_due(tx, &ep).await?;
+    }
+    Ok(())
+}
+
+/// When the earliest queued work falls due on an endpoint with room, if any.
+pub(super) async fn next_due(
+    client: &impl GenericClient,
+    busy: &[(String, usize)],
+    failing: bool,
+) -> Result<Option<DateTime<Utc>>> {
+    let full = full_ids(busy);
+    let kinds: &[&str] = if failing {
+        &[HEALTHY, FAILING]
+    } else {
+        &[HEALTHY]
+    };
+    let mut next: Option<DateTime<Utc>> = None;
+    for kind in kinds {
+        let row = client
+            .query_opt(
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT next_due_at FROM endpoints
+                         WHERE NOT disabled AND {kind} AND next_due_at IS NOT NULL
+                           AND NOT (id = ANY($1)) AND NOT (app_id = ANY($1))
+                         ORDER BY next_due_at LIMIT 1"
+                    ))
+                    .await
+                    .map_err(backend)?,
+                &[&full],
+            )
+            .await
+            .map_err(backend)?;
+        if let Some(r) = row {
+            let due: DateTime<Utc> = r.try_get(0).map_err(backend)?;
+            next = next.into_iter().chain(Some(due)).min();
+        }
+    }
+    Ok(next)
+}

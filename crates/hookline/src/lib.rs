@@ -33,7 +33,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             Ok(Arc::new(store))
         }
         Database::Postgres(url) => {
-            let store = hookline_store::postgres::PgStore::connect(url, config.database_pool_size)
+            let mut store =
+                hookline_store::postgres::PgStore::connect(url, config.database_pool_size)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            store
+                .claim_node(&config.data_dir)
                 .await
                 .map_err(anyhow::Error::msg)?;
             Ok(Arc::new(store))

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use hookline_api::extract::BodyTimedOut;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -84,13 +84,10 @@ pub async fn serve(
     grace: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    // hyper's own header timer is a backstop behind the watchdog: it starts when the
-    // connection waits for a head, idle time included.
-    http.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout + limits.header_timeout);
-    let http = Arc::new(http);
+    // No hyper timer: the watchdog bounds every state of the connection, and hyper's
+    // header timer would cost a timer per request (it starts when the connection waits
+    // for a head, so it could not tell idle from slow anyway).
+    let http = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let mut at_cap = false;
     let mut accept_failing = false;
     loop {
@@ -398,10 +395,12 @@ impl AsyncWrite for Watched {
 }
 
 /// A request body that must arrive whole within a time limit; after it, reading fails
-/// with [`BodyTimedOut`], which the API answers with 408.
+/// with [`BodyTimedOut`], which the API answers with 408. The timer is only set once the
+/// body keeps a reader waiting: most bodies arrive with their head and never need one.
 struct TimedBody {
     inner: Incoming,
-    deadline: Pin<Box<Sleep>>,
+    started: Instant,
+    deadline: Option<Pin<Box<Sleep>>>,
     limit: Duration,
 }
 
@@ -409,7 +408,8 @@ impl TimedBody {
     fn new(inner: Incoming, limit: Duration) -> Self {
         Self {
             inner,
-            deadline: Box::pin(tokio::time::sleep(limit)),
+            started: Instant::now(),
+            deadline: None,
             limit,
         }
     }
@@ -426,7 +426,11 @@ impl HttpBody for TimedBody {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        ready!(self.deadline.as_mut().poll(cx));
+        let at = self.started + self.limit;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        ready!(deadline.as_mut().poll(cx));
         Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.limit)))))
     }
 

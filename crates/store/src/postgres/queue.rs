@@ -67,9 +67,52 @@ impl Drop for Fresh {
     }
 }
 
-pub(super) fn lease_token() -> String {
+/// A fresh lease token of `node`: `NODE.RANDOM`, so a node started again on the same
+/// data dir can tell its own leases from other nodes' ([`super::PgStore::claim_node`]).
+pub(super) fn lease_token(node: &str) -> String {
     use rand::RngCore;
-    format!("{:016x}", rand::rng().next_u64())
+    format!("{node}.{:016x}", rand::rng().next_u64())
+}
+
+/// Hands back every delivery the previous run of `node` held when it stopped: nobody else
+/// holds a lease of that node (one process per node, by the data dir's lock), so there
+/// is no need to wait for the leases to expire. The attempts' outcomes are unknown, so
+/// the deliveries are due at once (at-least-once: a receiver may see them twice).
+pub(super) async fn recover_node_leases(
+    tx: &Transaction<'_>,
+    node: &str,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let now = ms(now);
+    // The node's tokens start with "NODE."; node ids are letters and digits only, so
+    // nothing in one is a LIKE wildcard.
+    let pattern = format!("{node}.%");
+    let endpoints: Vec<String> = tx
+        .query(
+            "UPDATE deliveries SET status = 'pending', due_at = $2, lease_token = NULL, updated_at = $2
+             WHERE status = 'sending' AND lease_token LIKE $1
+             RETURNING endpoint_id",
+            &[&pattern, &now],
+        )
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(backend)?;
+    let n = endpoints.len() as u64;
+    if n > 0 {
+        let mut ids = endpoints;
+        ids.sort();
+        ids.dedup();
+        tx.execute(
+            "UPDATE endpoints SET next_due_at = LEAST(next_due_at, $2) WHERE id = ANY($1)",
+            &[&ids, &now],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    Ok(n)
 }
 
 /// An application's delivery settings, as a claim needs them.
@@ -124,6 +167,7 @@ async fn app_limits(tx: &Transaction<'_>, ids: &[String]) -> Result<HashMap<Stri
 /// together.
 pub(super) async fn fan_out(
     tx: &Transaction<'_>,
+    node: &str,
     msg: &Message,
     only: Option<&str>,
     fresh: &mut Fresh,
@@ -173,7 +217,7 @@ pub(super) async fn fan_out(
         .collect::<std::result::Result<_, tokio_postgres::Error>>()
         .map_err(backend)?;
     let mut app: Option<AppLimits> = None;
-    let token = lease_token();
+    let token = lease_token(node);
     let (mut targets, mut statuses, mut dues, mut tokens) = (vec![], vec![], vec![], vec![]);
     for ep in wanted {
         let Some(next_due) = locked.get(&ep.id) else {
@@ -345,8 +389,10 @@ async fn refresh_next_due(tx: &Transaction<'_>, endpoint_id: &str) -> Result<()>
 
 /// Claims up to `max` due deliveries under a fresh lease (see
 /// [`DeliveryQueue::claim_deliveries`] for the limits it keeps).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn claim(
     tx: &Transaction<'_>,
+    node: &str,
     now: DateTime<Utc>,
     lease: chrono::Duration,
     max: usize,
@@ -381,7 +427,7 @@ pub(super) async fn claim(
         )
         .await
         .map_err(backend)?;
-    let token = lease_token();
+    let token = lease_token(node);
     let mut taken = Vec::new();
     let mut failing_claimed = 0;
     for (ep, _) in candidates {

@@ -46,6 +46,10 @@ use crate::*;
 pub struct PgStore {
     pool: Pool,
     intake: Arc<RwLock<Option<Weak<dyn Intake>>>>,
+    /// This process's name in lease tokens ([`PgStore::claim_node`]).
+    node: Arc<str>,
+    /// The data dir's node-id file, locked while this process runs as that node.
+    _node_lock: Option<Arc<std::fs::File>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -67,7 +71,59 @@ impl PgStore {
         Ok(PgStore {
             pool,
             intake: Arc::new(RwLock::new(None)),
+            node: random_node().into(),
+            _node_lock: None,
         })
+    }
+
+    /// Runs as the node whose id is kept in `data_dir` (made on first use), and hands
+    /// back the deliveries its previous run held when it stopped, returning how many.
+    /// Without this, a restarted process's deliveries in flight wait for their leases to
+    /// expire like a dead node's. The id file is locked for the process's life, so two
+    /// processes sharing a data dir cannot both be that node.
+    pub async fn claim_node(&mut self, data_dir: &std::path::Path) -> Result<u64, String> {
+        let path = data_dir.join("node-id");
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        file.try_lock().map_err(|_| {
+            format!(
+                "{} is locked: another hookline process runs with this data dir; give each process a data dir of its own",
+                path.display()
+            )
+        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let node = match text.trim() {
+            id if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) => id.to_string(),
+            _ => {
+                let id = random_node();
+                std::fs::write(&path, format!("{id}\n"))
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                id
+            }
+        };
+        self.node = node.clone().into();
+        self._node_lock = Some(Arc::new(file));
+        let n = self
+            .in_tx(move |tx| {
+                Box::pin(async move { queue::recover_node_leases(tx, &node, crate::now()).await })
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if n > 0 {
+            tracing::info!(
+                deliveries = n,
+                "recovered deliveries in flight when this node last stopped"
+            );
+        }
+        Ok(n)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client> {
@@ -88,7 +144,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         insert_message(&tx, &msg).await?;
-        queue::fan_out(&tx, &msg, only, &mut fresh).await?;
+        queue::fan_out(&tx, &self.node, &msg, only, &mut fresh).await?;
         tx.commit().await.map_err(backend)?;
         // Committed (and, with synchronous_commit on, durable): the worker may start.
         fresh.hand_over();
@@ -129,6 +185,12 @@ async fn opt(c: &impl GenericClient, sql: &str, p: &Args<'_>) -> Result<Option<R
 type PgError = tokio_postgres::Error;
 
 /// `Ok` if `n` rows were affected, `NotFound` if none.
+/// A node id for a process that has no data dir of its own to keep one in.
+fn random_node() -> String {
+    use rand::RngCore;
+    format!("n{:012x}", rand::rng().next_u64() & 0xffff_ffff_ffff)
+}
+
 fn found(n: u64) -> Result<()> {
     if n == 0 {
         Err(StoreError::NotFound)
@@ -315,8 +377,11 @@ impl DeliveryQueue for PgStore {
         busy: &[(String, usize)],
     ) -> Result<Vec<ClaimedDelivery>> {
         let busy = busy.to_vec();
+        let node = self.node.clone();
         self.in_tx(move |tx| {
-            Box::pin(async move { queue::claim(tx, now, lease, max, max_failing, &busy).await })
+            Box::pin(
+                async move { queue::claim(tx, &node, now, lease, max, max_failing, &busy).await },
+            )
         })
         .await
     }

@@ -1258,30 +1258,6 @@ async fn concurrent_requests_with_one_key_claim_it_once() {
 // --- the rest, and failures ------------------------------------------------------------
 
 #[tokio::test]
-async fn queue_methods_say_they_are_not_there_yet() {
-    let Some((db, store)) = open("queue_not_yet").await else {
-        return;
-    };
-    let now = crate::now();
-    let err = store
-        .claim_deliveries(now, Duration::seconds(30), 10, 1, &[])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Backend(t) if t == "claim_deliveries is not implemented on PostgreSQL yet"),
-        "{err}"
-    );
-    let err = store.queue_stats(now).await.unwrap_err();
-    assert!(
-        err.to_string().contains("queue_stats is not implemented"),
-        "{err}"
-    );
-    assert!(!store.storage_full());
-    drop(store);
-    db.drop_db().await;
-}
-
-#[tokio::test]
 async fn a_lost_database_is_a_backend_error_naming_the_cause() {
     let Some((db, store)) = open("lost_database").await else {
         return;
@@ -1349,5 +1325,67 @@ async fn messages_race_endpoint_deletes_without_failing() {
     assert_eq!(count(&one, "SELECT count(*) FROM messages").await, 100);
     assert_eq!(count(&one, "SELECT count(*) FROM deliveries").await, 0);
     drop((one, two));
+    db.drop_db().await;
+}
+
+/// A process killed mid-attempt and started again on the same data dir gets its
+/// deliveries back at once; another node's leases are left to expire.
+#[tokio::test]
+async fn a_restarted_node_takes_back_its_own_leases_only() {
+    let Some((db, mut first)) = open("a_restarted_node_takes_back_its_own_leases_only").await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    assert_eq!(first.claim_node(dir.path()).await.unwrap(), 0);
+    let mut other = PgStore::connect(&db.url, 2).await.unwrap();
+    other.claim_node(other_dir.path()).await.unwrap();
+    // A second process on the same data dir is refused: it would be the same node.
+    let mut twin = PgStore::connect(&db.url, 2).await.unwrap();
+    let err = twin.claim_node(dir.path()).await.unwrap_err();
+    assert!(err.contains("another hookline process"), "{err}");
+
+    let a = first
+        .create_app(crate::conformance::app(None))
+        .await
+        .unwrap();
+    first
+        .create_endpoint(crate::conformance::endpoint(&a.id, 8))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        first
+            .create_message(crate::conformance::message(&a.id))
+            .await
+            .unwrap();
+    }
+    let lease = Duration::seconds(120);
+    let mine = first
+        .claim_deliveries(Utc::now(), lease, 1, 1, &[])
+        .await
+        .unwrap();
+    let theirs = other
+        .claim_deliveries(Utc::now(), lease, 1, 1, &[])
+        .await
+        .unwrap();
+    assert_eq!((mine.len(), theirs.len()), (1, 1));
+    assert!(mine[0].lease_token.starts_with(&format!("{}.", first.node)));
+    // The first process dies (its store and lock go) and starts again.
+    drop(first);
+    drop(twin);
+    let mut again = PgStore::connect(&db.url, 2).await.unwrap();
+    assert_eq!(again.claim_node(dir.path()).await.unwrap(), 1);
+    let got = again
+        .claim_deliveries(Utc::now(), lease, 10, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        got.len(),
+        1,
+        "its own delivery is due again, the other node's is not"
+    );
+    assert_eq!(got[0].id, mine[0].id);
+    drop((again, other));
     db.drop_db().await;
 }

@@ -27,6 +27,8 @@ pub enum ApiError {
     /// The disk holding the store is full: nothing was written; retry later. The detail
     /// is not logged per request (the store logs each episode once).
     StorageFull,
+    /// The database cannot be reached for now.
+    Unavailable(String),
     /// Something broke on our side; the detail is logged, never sent.
     Internal(String),
 }
@@ -103,6 +105,7 @@ impl ApiError {
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -152,6 +155,18 @@ impl IntoResponse for ApiError {
                 )
                     .into_response()
             }
+            Self::Unavailable(detail) => {
+                log_unavailable(&detail);
+                return (
+                    status,
+                    [(axum::http::header::RETRY_AFTER, "1")],
+                    Json(HttpErrorOut {
+                        code: "unavailable".into(),
+                        detail: "the database cannot be reached right now; try again (with an idempotency-key for a create)".into(),
+                    }),
+                )
+                    .into_response();
+            }
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 ("internal", "internal server error".into())
@@ -175,6 +190,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => Self::Conflict(what),
             StoreError::Rejected(r) => r.into(),
             StoreError::StorageFull(_) => Self::StorageFull,
+            StoreError::Unavailable(detail) => Self::Unavailable(detail),
             StoreError::Backend(detail) => Self::Internal(detail),
         }
     }
@@ -187,3 +203,21 @@ impl From<Rejected> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Logs that the database cannot be reached, at most once every ten seconds: during an
+/// outage every request would say the same. `/api/v1/health` says it too.
+fn log_unavailable(detail: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(%detail, "the database cannot be reached; answering 503 unavailable");
+    }
+}

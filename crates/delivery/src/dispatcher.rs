@@ -227,6 +227,9 @@ impl Dispatcher {
         let me: Arc<dyn Intake> = self.clone();
         self.store.attach_intake(Arc::downgrade(&me));
         let mut tasks = JoinSet::new();
+        // While the database cannot be reached, said once when it starts and once when
+        // it ends, not at every poll.
+        let mut unreachable = false;
         loop {
             if *stop.borrow() {
                 break;
@@ -257,14 +260,30 @@ impl Dispatcher {
                     }
                 };
                 match claimed {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        if std::mem::take(&mut unreachable) {
+                            tracing::info!("the database can be reached again; delivering");
+                        }
+                        c
+                    }
                     Err(e) => {
                         claim_failed = true;
-                        // The store logs a full disk once per episode.
-                        if matches!(e, StoreError::StorageFull(_)) {
-                            tracing::debug!(error = %e, "claiming deliveries failed");
-                        } else {
-                            tracing::error!(error = %e, "claiming deliveries failed");
+                        match e {
+                            // The store logs a full disk once per episode.
+                            StoreError::StorageFull(_) => {
+                                tracing::debug!(error = %e, "claiming deliveries failed")
+                            }
+                            StoreError::Unavailable(_) if unreachable => {
+                                tracing::debug!(error = %e, "claiming deliveries failed")
+                            }
+                            StoreError::Unavailable(_) => {
+                                unreachable = true;
+                                tracing::warn!(
+                                    error = %e,
+                                    "the database cannot be reached; deliveries wait until it is back"
+                                );
+                            }
+                            _ => tracing::error!(error = %e, "claiming deliveries failed"),
                         }
                         Vec::new()
                     }

@@ -37,6 +37,12 @@ pub enum StoreError {
     /// the log.
     #[error("storage full: {0}")]
     StorageFull(String),
+    /// The database cannot be reached (refused, lost, timed out, shutting down): the
+    /// process reconnects by itself once it is back. Callers answer "try again" (the API:
+    /// 503 `unavailable`). A write whose connection broke while it committed may or may
+    /// not have happened, as with any lost connection: retry it with its idempotency key.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// Anything else: the database failed. Callers answer 500 and log the detail.
     #[error("storage failure: {0}")]
     Backend(String),

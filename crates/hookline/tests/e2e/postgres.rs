@@ -2,8 +2,12 @@
 //! test makes a database of its own). Skipped, saying so, without that variable.
 
 use std::process::Output;
+use std::time::Duration;
 
-use crate::support::TestDb;
+use serde_json::json;
+
+use crate::receiver::Receiver;
+use crate::support::{admin_client, Server, TestDb};
 
 async fn hookline(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
@@ -99,4 +103,107 @@ async fn bad_database_urls_fail_in_one_clear_line() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         db.drop_db().await;
     }
+}
+
+/// The database goes away while hookline serves (connections refused, the open ones cut):
+/// the API answers 503 `unavailable` and health says so, nothing acknowledged is lost,
+/// and when the database is back hookline carries on by itself, delivering too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_outage_answers_503_and_recovers_by_itself() {
+    let Some(db) = TestDb::create("a_database_outage_answers_503_and_recovers_by_itself").await
+    else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    let server =
+        Server::start_with(&["--database-url", &db.url, "--allow-target", "127.0.0.0/8"]).await;
+    let api = server.client();
+    let app = api.create("/api/v1/app", json!({"name": "a"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.create(
+        &format!("/api/v1/app/{app}/endpoint"),
+        json!({"url": recv.url("/hook")}),
+    )
+    .await;
+    let msg = format!("/api/v1/app/{app}/msg");
+    let (status, _) = api
+        .post(
+            &msg,
+            json!({"eventType": "t", "eventId": "before", "payload": {}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert!(
+        recv.wait_for(Duration::from_secs(10), |r| r.count() >= 1)
+            .await
+    );
+
+    // The outage: no new connections to this database, the open ones terminated.
+    let admin = admin_client(&db.admin).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = '{0}' AND pid <> pg_backend_pid();",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let (status, body) = api
+        .post(
+            &msg,
+            json!({"eventType": "t", "eventId": "during", "payload": {}}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], json!("unavailable"), "{body}");
+    let (status, health) = api.get("/api/v1/health").await;
+    assert_eq!(status, 503, "{health}");
+
+    // Back: hookline reconnects by itself.
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = api
+            .post(
+                &msg,
+                json!({"eventType": "t", "eventId": "after", "payload": {}}),
+            )
+            .await;
+        if status == 202 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status} after the database came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(api.get("/api/v1/health").await.0, 200);
+    // Nothing acknowledged is lost; the create refused during the outage can be sent
+    // again; deliveries resume.
+    assert_eq!(api.get(&format!("{msg}/before")).await.0, 200);
+    let (status, _) = api
+        .post(
+            &msg,
+            json!({"eventType": "t", "eventId": "during", "payload": {}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert!(
+        recv.wait_for(Duration::from_secs(15), |r| r.count() >= 3)
+            .await,
+        "deliveries resume after the outage: {} received",
+        recv.count()
+    );
+    drop(server);
+    db.drop_db().await;
 }

@@ -168,7 +168,7 @@ pub fn on_postgres() -> bool {
 /// A PostgreSQL database of the test's own on the server named by
 /// `HOOKLINE_TEST_POSTGRES_URL`, dropped at the end.
 pub struct TestDb {
-    admin: String,
+    pub admin: String,
     pub name: String,
     pub url: String,
 }
@@ -217,7 +217,7 @@ fn unique() -> u64 {
     nanos * 1000 + NEXT.fetch_add(1, Ordering::Relaxed) % 1000
 }
 
-async fn admin_client(url: &str) -> tokio_postgres::Client {
+pub async fn admin_client(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect to HOOKLINE_TEST_POSTGRES_URL");

@@ -17,7 +17,25 @@ pub(super) fn backend(e: tokio_postgres::Error) -> StoreError {
         Some(db) if *db.code() == SqlState::DISK_FULL => {
             StoreError::StorageFull(format!("PostgreSQL: {}", db.message()))
         }
+        _ if unreachable(&e) => StoreError::Unavailable(format!("PostgreSQL: {}", explain(&e))),
         _ => StoreError::Backend(format!("PostgreSQL: {}", explain(&e))),
+    }
+}
+
+/// Whether `e` means the server cannot be used right now (rather than that a statement
+/// failed): a lost or refused connection, or the server shutting down or starting up.
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        // Class 08: connection exceptions; 57P01-57P03: shutting down, crashed, starting.
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        None => {
+            e.is_closed()
+                || std::error::Error::source(e)
+                    .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+        }
     }
 }
 
@@ -29,7 +47,9 @@ pub(super) fn pool(e: deadpool_postgres::PoolError) -> StoreError {
         PoolError::Timeout(_) => "timed out".into(),
         other => other.to_string(),
     };
-    StoreError::Backend(format!("cannot get a PostgreSQL connection: {why}"))
+    // No connection to be had: the server is down, refusing, or not accepting
+    // connections to this database for now. The pool tries again on the next request.
+    StoreError::Unavailable(format!("cannot get a PostgreSQL connection: {why}"))
 }
 
 /// The server's message and SQLSTATE, or why the connection failed: one line.

@@ -5,6 +5,7 @@
 mod charts;
 mod disk;
 mod http;
+mod pg;
 mod receiver;
 mod results;
 mod scenarios;
@@ -44,6 +45,11 @@ struct Cli {
     /// (default `target/bench/<timestamp>`).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Run every server on PostgreSQL: a `postgres://` URL of a database the harness may
+    /// create databases from (each scenario's server gets a fresh one, dropped after).
+    /// The CPU column then adds the PostgreSQL server's processes.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -229,6 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         counts: counts.clone(),
         payloads: Arc::new(Payloads::new(PAYLOAD_BYTES)),
         baseline_rps: None,
+        database_url: cli.database_url.clone(),
     };
 
     // The disk before and after: durable writes are part of every hookline figure.

@@ -84,6 +84,9 @@ pub struct ServerNumbers {
     pub peak_rss_mb: f64,
     /// utime + stime over the server's whole life (setup, load, drain until stopped).
     pub cpu_s: f64,
+    /// On PostgreSQL: the CPU the PostgreSQL server's processes used meanwhile (all of
+    /// them: the machine runs nothing else against it during a run).
+    pub db_cpu_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,7 +158,10 @@ fn rows(results: &[ScenarioResult]) -> Vec<[String; 9]> {
             .unwrap_or_else(|| "-".into());
         let cpu = r
             .server
-            .map(|s| format!("{:.1}", s.cpu_s))
+            .map(|s| match s.db_cpu_s {
+                Some(db) => format!("{:.1} + db {db:.1}", s.cpu_s),
+                None => format!("{:.1}", s.cpu_s),
+            })
             .unwrap_or_else(|| "-".into());
         let harness = format!("{:.1}", r.harness_cpu_s);
         if let Some(e) = &r.error {

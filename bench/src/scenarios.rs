@@ -96,6 +96,8 @@ pub struct Ctx {
     pub payloads: Arc<Payloads>,
     /// The baseline's requests/s, once measured.
     pub baseline_rps: Option<f64>,
+    /// Servers run on PostgreSQL, each on a fresh database made from this one.
+    pub database_url: Option<String>,
 }
 
 impl Ctx {
@@ -104,6 +106,7 @@ impl Ctx {
             &self.bin,
             &self.out.join(format!("{scenario}.server.log")),
             &[],
+            self.database_url.as_deref(),
         )
         .await
     }
@@ -260,6 +263,7 @@ fn finish(mut server: Server, result: &mut ScenarioResult) -> anyhow::Result<()>
         idle_rss_mb: server.idle_rss_mb,
         peak_rss_mb: s.peak_rss_mb,
         cpu_s: s.cpu_s,
+        db_cpu_s: server.db_cpu_s(),
     });
     server.stop();
     Ok(())

@@ -69,12 +69,24 @@ pub struct Server {
     log: PathBuf,
     /// VmRSS once the server answered its health check, before any load.
     pub idle_rss_mb: f64,
+    /// On PostgreSQL: the database made for this server, and the PostgreSQL processes'
+    /// CPU seconds when it started.
+    db: Option<(crate::pg::Scratch, f64)>,
 }
 
 impl Server {
     /// Starts `bin serve` on a fresh data dir and a free loopback port, logging to `log`,
     /// and waits until its health check answers.
-    pub async fn start(bin: &Path, log: &Path, extra: &[String]) -> anyhow::Result<Self> {
+    pub async fn start(
+        bin: &Path,
+        log: &Path,
+        extra: &[String],
+        database_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let scratch = match database_url {
+            Some(url) => Some(crate::pg::Scratch::create(url).await?),
+            None => None,
+        };
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let data_dir = std::env::temp_dir().join(format!(
@@ -101,6 +113,11 @@ impl Server {
             .arg("--admin-token")
             .arg(ADMIN_TOKEN)
             .args(extra)
+            .args(
+                scratch
+                    .iter()
+                    .flat_map(|db| ["--database-url".to_string(), db.url.clone()]),
+            )
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -115,6 +132,7 @@ impl Server {
             data_dir,
             log: log.to_path_buf(),
             idle_rss_mb: 0.0,
+            db: scratch.map(|db| (db, crate::pg::server_cpu_s())),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -138,6 +156,13 @@ impl Server {
         }
         server.idle_rss_mb = server.stats()?.rss_mb;
         Ok(server)
+    }
+
+    /// On PostgreSQL: the CPU seconds its processes used since this server started.
+    pub fn db_cpu_s(&self) -> Option<f64> {
+        self.db
+            .as_ref()
+            .map(|(_, at_start)| crate::pg::server_cpu_s() - at_start)
     }
 
     pub fn stats(&self) -> anyhow::Result<ProcStats> {
@@ -170,6 +195,9 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data_dir);
+        if let Some((db, _)) = self.db.take() {
+            db.drop_now();
+        }
     }
 }
 

@@ -1258,7 +1258,7 @@ async fn concurrent_requests_with_one_key_claim_it_once() {
 // --- the rest, and failures ------------------------------------------------------------
 
 #[tokio::test]
-async fn a_lost_database_is_a_backend_error_naming_the_cause() {
+async fn a_lost_database_is_unavailable_naming_the_cause() {
     let Some((db, store)) = open("lost_database").await else {
         return;
     };
@@ -1270,11 +1270,11 @@ async fn a_lost_database_is_a_backend_error_naming_the_cause() {
         .await
         .unwrap();
     let err = store.get_app("x").await.unwrap_err();
-    let StoreError::Backend(text) = &err else {
+    let StoreError::Unavailable(text) = &err else {
         panic!("{err:?}")
     };
     // The pool notices the closed connection and cannot open another, or the statement
-    // meets the closed connection: either way the cause is named.
+    // meets the closed connection: either way "try again later", with the cause named.
     assert!(
         text.starts_with("cannot get a PostgreSQL connection: database ")
             && text.ends_with("does not exist (SQLSTATE 3D000)")

@@ -9,6 +9,7 @@
 //!
 //! This crate knows neither HTTP nor delivery; it must not import them.
 
+mod common;
 #[cfg(test)]
 mod conformance;
 pub mod model;

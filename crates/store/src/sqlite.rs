@@ -39,6 +39,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use std::collections::HashMap;
 
+use crate::common::Fresh;
 use crate::*;
 
 /// Most writes one commit may carry; bounds the latency a single commit adds.

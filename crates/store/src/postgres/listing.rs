@@ -12,6 +12,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::errors::backend;
+use crate::common::Walk;
 use crate::*;
 
 /// Statement parameters collected while the SQL text is built.
@@ -33,65 +34,15 @@ impl Params {
     }
 }
 
-/// Where a listing page starts and which way it walks.
-struct Walk {
-    cursor: Option<String>,
-    /// `iterator` was a `prev_iterator`: the page before the cursor.
-    backwards: bool,
-    /// The direction of the scan: walking backwards through an ascending list is a
-    /// descending scan, and vice versa.
-    ascending: bool,
-}
-
-impl Walk {
-    fn new(q: &ListQuery) -> Self {
-        let (cursor, backwards) = match q.iterator.as_deref() {
-            Some(it) if it.starts_with('-') => (Some(it[1..].to_string()), true),
-            Some(it) => (Some(it.to_string()), false),
-            None => (None, false),
-        };
-        let ascending = (q.order == Order::Ascending) != backwards;
-        Walk {
-            cursor,
-            backwards,
-            ascending,
+/// ` AND {col} > $n` (or `<`) past the walk's cursor, with its parameter; nothing
+/// without one.
+fn past_cursor(walk: &Walk, col: &str, params: &mut Params) -> String {
+    match &walk.cursor {
+        Some(c) => {
+            let p = params.push(c.clone());
+            format!(" AND {col} {} {p}", walk.past())
         }
-    }
-
-    /// ` AND {col} > $n` (or `<`) past the cursor, with its parameter; nothing without one.
-    fn past_cursor(&self, col: &str, params: &mut Params) -> String {
-        match &self.cursor {
-            Some(c) => {
-                let p = params.push(c.clone());
-                format!(" AND {col} {} {p}", if self.ascending { ">" } else { "<" })
-            }
-            None => String::new(),
-        }
-    }
-
-    fn dir(&self) -> &'static str {
-        if self.ascending {
-            "ASC"
-        } else {
-            "DESC"
-        }
-    }
-
-    /// The page from up to `limit + 1` rows in scan order.
-    fn page<T>(self, mut rows: Vec<T>, limit: usize, key_of: impl Fn(&T) -> String) -> Page<T> {
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        if self.backwards {
-            rows.reverse();
-        }
-        let first = rows.first().map(&key_of);
-        let last = rows.last().map(&key_of);
-        Page {
-            iterator: last.or_else(|| self.cursor.clone()),
-            prev_iterator: first.map(|f| format!("-{f}")),
-            done: if self.backwards { false } else { !more },
-            data: rows,
-        }
+        None => String::new(),
     }
 }
 
@@ -108,7 +59,7 @@ pub(super) async fn paginate<T>(
     key_of: impl Fn(&T) -> String,
 ) -> Result<Page<T>> {
     let walk = Walk::new(q);
-    let past = walk.past_cursor(key, &mut params);
+    let past = past_cursor(&walk, key, &mut params);
     let limit = params.push(i64::try_from(q.limit).unwrap_or(i64::MAX - 1) + 1);
     let sql = format!("{sql}{past} ORDER BY {key} {} LIMIT {limit}", walk.dir());
     let stmt = c.prepare_cached(&sql).await.map_err(backend)?;

@@ -17,7 +17,6 @@
 //! pipelines the futures of one connection polled at once.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -25,47 +24,8 @@ use tokio_postgres::types::ToSql;
 
 use super::errors::backend;
 use super::rows::{ep_row, ms, msg_row, EP_COLS, MSG_COLS};
+use crate::common::{claimable, AppLimits, Fresh};
 use crate::*;
-
-/// Fresh deliveries of one create on their way from the transaction to the worker. Each
-/// in `claimed` holds a slot the intake reserved; dropped without [`Fresh::hand_over`]
-/// (the write failed or did not commit), it gives them back.
-pub(super) struct Fresh {
-    pub(super) intake: Option<Arc<dyn Intake>>,
-    pub(super) claimed: Vec<ClaimedDelivery>,
-    /// Whether a delivery was queued `pending` instead of handed over.
-    pub(super) queued: bool,
-}
-
-impl Fresh {
-    pub(super) fn new(intake: Option<Arc<dyn Intake>>) -> Self {
-        Self {
-            intake,
-            claimed: Vec::new(),
-            queued: false,
-        }
-    }
-
-    /// The message is committed: the worker gets its deliveries.
-    pub(super) fn hand_over(mut self) {
-        if let Some(intake) = &self.intake {
-            if !self.claimed.is_empty() {
-                intake.take(std::mem::take(&mut self.claimed));
-            }
-            if self.queued {
-                intake.queued();
-            }
-        }
-    }
-}
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        if let (Some(intake), false) = (&self.intake, self.claimed.is_empty()) {
-            intake.cancel(self.claimed.drain(..).map(|d| d.endpoint.id).collect());
-        }
-    }
-}
 
 /// A fresh lease token of `node`: `NODE.RANDOM`, so a node started again on the same
 /// data dir can tell its own leases from other nodes' ([`super::PgStore::claim_node`]).
@@ -113,14 +73,6 @@ pub(super) async fn recover_node_leases(
         .map_err(backend)?;
     }
     Ok(n)
-}
-
-/// An application's delivery settings, as a claim needs them.
-#[derive(Default, Clone)]
-pub(super) struct AppLimits {
-    pub(super) policy: Option<hookline_retry::RetryPolicy>,
-    pub(super) rate: Option<u32>,
-    pub(super) claimed: usize,
 }
 
 async fn app_limits(tx: &Transaction<'_>, ids: &[String]) -> Result<HashMap<String, AppLimits>> {
@@ -436,20 +388,13 @@ pub(super) async fn claim(
             break;
         }
         let app = apps.entry(ep.app_id.clone()).or_default();
-        let mut free = ep
-            .concurrency_cap()
-            .saturating_sub(busy_of(&ep.id))
-            .min(remaining);
-        if ep.is_failing() {
-            free = free.min(max_failing.saturating_sub(failing_claimed));
-        }
-        // A throttled endpoint (or application) gets at most a second's worth of its rate.
-        if let Some(rate) = ep.settings.throttle_rate.filter(|r| *r > 0) {
-            free = free.min(rate as usize);
-        }
-        if let Some(rate) = app.rate {
-            free = free.min((rate as usize).saturating_sub(app.claimed));
-        }
+        let free = claimable(
+            &ep,
+            busy_of(&ep.id),
+            remaining,
+            max_failing.saturating_sub(failing_claimed),
+            app,
+        );
         if free == 0 {
             continue;
         }

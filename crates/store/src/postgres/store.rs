@@ -35,9 +35,10 @@ use std::sync::{Arc, RwLock, Weak};
 use super::deliveries;
 use super::errors::{self, backend, is_foreign_key, unique_as_conflict};
 use super::listing::{paginate, Params};
-use super::queue::{self, Fresh};
+use super::queue;
 use super::rows::*;
 use super::{connect, migrate, PgSettings};
+use crate::common::Fresh;
 use crate::*;
 
 /// The PostgreSQL [`Store`]: a connection pool, and nothing else that correctness could

@@ -1,71 +1,17 @@
 //! Cursor pagination (`iterator`, `prevIterator`, `done`) over indexes and key tables.
 
 use super::*;
+use crate::common::Walk;
 
-/// Where a listing page starts and which way it walks.
-pub(super) struct Walk {
-    pub(super) cursor: Option<String>,
-    /// `iterator` was a `prev_iterator`: the page before the cursor.
-    pub(super) backwards: bool,
-    /// The direction of the scan: walking backwards through an ascending list is a
-    /// descending scan, and vice versa.
-    pub(super) ascending: bool,
-}
-
-impl Walk {
-    pub(super) fn new(q: &ListQuery) -> Self {
-        let (cursor, backwards) = match q.iterator.as_deref() {
-            Some(it) if it.starts_with('-') => (Some(it[1..].to_string()), true),
-            Some(it) => (Some(it.to_string()), false),
-            None => (None, false),
-        };
-        let ascending = (q.order == Order::Ascending) != backwards;
-        Walk {
-            cursor,
-            backwards,
-            ascending,
+/// ` AND {col} > ?` (or `<`) past the walk's cursor, with its argument; nothing
+/// without one.
+pub(super) fn past_cursor(walk: &Walk, col: &str, args: &mut Vec<Value>) -> String {
+    match &walk.cursor {
+        Some(c) => {
+            args.push(Value::Text(c.clone()));
+            format!(" AND {col} {} ?", walk.past())
         }
-    }
-
-    /// ` AND {col} > ?` (or `<`) past the cursor, with its argument; nothing without one.
-    pub(super) fn past_cursor(&self, col: &str, args: &mut Vec<Value>) -> String {
-        match &self.cursor {
-            Some(c) => {
-                args.push(Value::Text(c.clone()));
-                format!(" AND {col} {} ?", if self.ascending { ">" } else { "<" })
-            }
-            None => String::new(),
-        }
-    }
-
-    pub(super) fn dir(&self) -> &'static str {
-        if self.ascending {
-            "ASC"
-        } else {
-            "DESC"
-        }
-    }
-
-    /// The page from up to `limit + 1` rows in scan order.
-    pub(super) fn page<T>(
-        self,
-        mut rows: Vec<T>,
-        limit: usize,
-        key_of: impl Fn(&T) -> String,
-    ) -> Page<T> {
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        if self.backwards {
-            rows.reverse();
-        }
-        let first = rows.first().map(&key_of);
-        let last = rows.last().map(&key_of);
-        Page {
-            iterator: last.or_else(|| self.cursor.clone()),
-            prev_iterator: first.map(|f| format!("-{f}")),
-            done: if self.backwards { false } else { !more },
-            data: rows,
-        }
+        None => String::new(),
     }
 }
 
@@ -98,7 +44,7 @@ pub(super) fn paginate<T>(
     let walk = Walk::new(q);
     let sql = format!(
         "{sql}{} ORDER BY {key} {} LIMIT ?",
-        walk.past_cursor(key, &mut args),
+        past_cursor(&walk, key, &mut args),
         walk.dir()
     );
     args.push(Value::Integer(q.limit as i64 + 1));
@@ -131,10 +77,10 @@ pub(super) fn paginate_keyed<T>(
     } = k;
     let walk = Walk::new(q);
     let mut args = vec![Value::Text(tenant.to_string())];
-    let keyed_past = walk.past_cursor(&format!("{keys}.k"), &mut args);
+    let keyed_past = past_cursor(&walk, &format!("{keys}.k"), &mut args);
     args.extend(filter_args.iter().cloned());
     args.push(Value::Text(tenant.to_string()));
-    let recent_past = walk.past_cursor(&format!("{table}.{key}"), &mut args);
+    let recent_past = past_cursor(&walk, &format!("{table}.{key}"), &mut args);
     args.extend(filter_args);
     args.push(Value::Integer(q.limit as i64 + 1));
     let dir = walk.dir();

@@ -3,6 +3,7 @@
 //! the leases left by a process that died.
 
 use super::*;
+use crate::common::{claimable, AppLimits, Fresh};
 
 /// Hands back every delivery a previous run of this process held when it died: with the
 /// file lock held, no other worker can own them, so there is no need to wait for their
@@ -58,38 +59,6 @@ pub(super) fn insert_message(c: &Connection, msg: &Message) -> Result<()> {
         return Err(StoreError::NotFound);
     }
     Ok(())
-}
-
-/// Fresh deliveries of one create on their way from the transaction to the worker. Each
-/// one in `claimed` holds a slot the intake reserved; dropped without
-/// [`Fresh::hand_over`] (the write failed or did not commit), it gives them back.
-pub(super) struct Fresh {
-    pub(super) intake: Option<Arc<dyn Intake>>,
-    pub(super) claimed: Vec<ClaimedDelivery>,
-    /// Whether a delivery was queued `pending` instead of handed over.
-    pub(super) queued: bool,
-}
-
-impl Fresh {
-    /// The message is durable: the worker gets its deliveries.
-    pub(super) fn hand_over(mut self) {
-        if let Some(intake) = &self.intake {
-            if !self.claimed.is_empty() {
-                intake.take(std::mem::take(&mut self.claimed));
-            }
-            if self.queued {
-                intake.queued();
-            }
-        }
-    }
-}
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        if let (Some(intake), false) = (&self.intake, self.claimed.is_empty()) {
-            intake.cancel(self.claimed.drain(..).map(|d| d.endpoint.id).collect());
-        }
-    }
 }
 
 /// Commits one delivery per matching, enabled endpoint (or to `only` that one, whatever
@@ -252,14 +221,6 @@ pub(super) fn full_ids_json<'a>(busy: impl Iterator<Item = (&'a str, usize)>) ->
     to_json(&full)
 }
 
-/// An application's delivery settings, as a claim needs them.
-#[derive(Default)]
-pub(super) struct AppLimits {
-    pub(super) policy: Option<hookline_retry::RetryPolicy>,
-    pub(super) rate: Option<u32>,
-    pub(super) claimed: usize,
-}
-
 pub(super) fn claim(
     c: &Connection,
     now: DateTime<Utc>,
@@ -299,22 +260,13 @@ pub(super) fn claim(
             apps.insert(ep.app_id.clone(), app_limits(c, &ep.app_id)?);
         }
         let app = apps.get_mut(&ep.app_id).expect("inserted above");
-        let mut free = ep
-            .concurrency_cap()
-            .saturating_sub(busy_of(&ep.id))
-            .min(remaining);
-        if ep.is_failing() {
-            free = free.min(max_failing.saturating_sub(failing_claimed));
-        }
-        // A throttled endpoint (or application) gets at most a second's worth of its rate
-        // at a time: the dispatcher paces them, and what waits for its turn holds a lease
-        // and a slot.
-        if let Some(rate) = ep.settings.throttle_rate.filter(|r| *r > 0) {
-            free = free.min(rate as usize);
-        }
-        if let Some(rate) = app.rate {
-            free = free.min((rate as usize).saturating_sub(app.claimed));
-        }
+        let free = claimable(
+            &ep,
+            busy_of(&ep.id),
+            remaining,
+            max_failing.saturating_sub(failing_claimed),
+            app,
+        );
         if free == 0 {
             // Full for this claim; the worker's next claim looks again.
             continue;

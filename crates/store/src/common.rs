@@ -1,0 +1,147 @@
+//! What both backends share beside the [`Store`](crate::Store) contract itself: the
+//! walk of a cursor-paginated listing, the fresh deliveries a create hands to an
+//! [`Intake`], and how many deliveries a claim may take from one endpoint. Each backend
+//! keeps its own SQL; the rules live here once.
+
+use std::sync::Arc;
+
+use crate::*;
+
+/// Where a listing page starts and which way it walks.
+pub(crate) struct Walk {
+    pub(crate) cursor: Option<String>,
+    /// `iterator` was a `prev_iterator`: the page before the cursor.
+    pub(crate) backwards: bool,
+    /// The direction of the scan: walking backwards through an ascending list is a
+    /// descending scan, and vice versa.
+    pub(crate) ascending: bool,
+}
+
+impl Walk {
+    pub(crate) fn new(q: &ListQuery) -> Self {
+        let (cursor, backwards) = match q.iterator.as_deref() {
+            Some(it) if it.starts_with('-') => (Some(it[1..].to_string()), true),
+            Some(it) => (Some(it.to_string()), false),
+            None => (None, false),
+        };
+        let ascending = (q.order == Order::Ascending) != backwards;
+        Walk {
+            cursor,
+            backwards,
+            ascending,
+        }
+    }
+
+    /// The comparison that keeps the rows past the cursor.
+    pub(crate) fn past(&self) -> &'static str {
+        if self.ascending {
+            ">"
+        } else {
+            "<"
+        }
+    }
+
+    pub(crate) fn dir(&self) -> &'static str {
+        if self.ascending {
+            "ASC"
+        } else {
+            "DESC"
+        }
+    }
+
+    /// The page from up to `limit + 1` rows in scan order.
+    pub(crate) fn page<T>(
+        self,
+        mut rows: Vec<T>,
+        limit: usize,
+        key_of: impl Fn(&T) -> String,
+    ) -> Page<T> {
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        if self.backwards {
+            rows.reverse();
+        }
+        let first = rows.first().map(&key_of);
+        let last = rows.last().map(&key_of);
+        Page {
+            iterator: last.or_else(|| self.cursor.clone()),
+            prev_iterator: first.map(|f| format!("-{f}")),
+            done: if self.backwards { false } else { !more },
+            data: rows,
+        }
+    }
+}
+
+/// Fresh deliveries of one create on their way from the transaction to the worker. Each
+/// one in `claimed` holds a slot the intake reserved; dropped without
+/// [`Fresh::hand_over`] (the write failed or did not commit), it gives them back.
+pub(crate) struct Fresh {
+    pub(crate) intake: Option<Arc<dyn Intake>>,
+    pub(crate) claimed: Vec<ClaimedDelivery>,
+    /// Whether a delivery was queued `pending` instead of handed over.
+    pub(crate) queued: bool,
+}
+
+impl Fresh {
+    pub(crate) fn new(intake: Option<Arc<dyn Intake>>) -> Self {
+        Self {
+            intake,
+            claimed: Vec::new(),
+            queued: false,
+        }
+    }
+
+    /// The message is durable: the worker gets its deliveries.
+    pub(crate) fn hand_over(mut self) {
+        if let Some(intake) = &self.intake {
+            if !self.claimed.is_empty() {
+                intake.take(std::mem::take(&mut self.claimed));
+            }
+            if self.queued {
+                intake.queued();
+            }
+        }
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        if let (Some(intake), false) = (&self.intake, self.claimed.is_empty()) {
+            intake.cancel(self.claimed.drain(..).map(|d| d.endpoint.id).collect());
+        }
+    }
+}
+
+/// An application's delivery settings, as a claim needs them.
+#[derive(Default, Clone)]
+pub(crate) struct AppLimits {
+    pub(crate) policy: Option<hookline_retry::RetryPolicy>,
+    pub(crate) rate: Option<u32>,
+    /// Deliveries of the application taken so far in this claim.
+    pub(crate) claimed: usize,
+}
+
+/// How many due deliveries a claim may take from `ep` now: within its concurrency cap
+/// less what the worker has in flight to it (`busy`), the claim's `remaining` room, the
+/// room left for failing endpoints (`failing_room`, for a failing one), and a second's
+/// worth of its own and its application's `throttleRate` (the dispatcher paces them, and
+/// what waits for its turn holds a lease and a slot).
+pub(crate) fn claimable(
+    ep: &Endpoint,
+    busy: usize,
+    remaining: usize,
+    failing_room: usize,
+    app: &AppLimits,
+) -> usize {
+    let mut free = ep.concurrency_cap().saturating_sub(busy).min(remaining);
+    if ep.is_failing() {
+        free = free.min(failing_room);
+    }
+    if let Some(rate) = ep.settings.throttle_rate.filter(|r| *r > 0) {
+        free = free.min(rate as usize);
+    }
+    if let Some(rate) = app.rate {
+        free = free.min((rate as usize).saturating_sub(app.claimed));
+    }
+    free
+}

@@ -8,7 +8,8 @@
 //! `HOOKLINE_TEST_POSTGRES_URL` (each test gets a database of its own) and are skipped,
 //! saying so, without it.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 
@@ -105,6 +106,10 @@ suite! {
         claims_respect_endpoint_concurrency,
         failing_endpoints_are_claimed_one_at_a_time_within_the_room_given,
         claims_give_a_throttled_endpoint_a_second_of_work,
+        a_free_endpoint_gets_its_delivery_leased_without_a_claim,
+        a_handed_over_delivery_whose_worker_died_is_claimed_after_its_lease,
+        refused_backlogged_and_scheduled_deliveries_queue_as_pending,
+        a_create_that_fails_hands_nothing_over,
     ],
     sqlite: [],
 }
@@ -178,6 +183,58 @@ pub(crate) fn report_for(d: &ClaimedDelivery, next: NextStep) -> AttemptReport {
         disable_endpoint: false,
         disable_if_failing_since: None,
     }
+}
+
+// --- an intake that records what the store hands it -----------------------------------
+
+/// Records what the store asks and hands over; says yes to reservations while `open`.
+#[derive(Default)]
+pub(crate) struct Recorder {
+    pub(crate) open: AtomicBool,
+    pub(crate) reserved: Mutex<Vec<String>>,
+    pub(crate) taken: Mutex<Vec<ClaimedDelivery>>,
+    pub(crate) cancelled: Mutex<Vec<String>>,
+    pub(crate) queued: Mutex<usize>,
+}
+
+impl Intake for Recorder {
+    fn lease(&self) -> chrono::Duration {
+        chrono::Duration::seconds(30)
+    }
+    fn reserve(&self, endpoint: &Endpoint, _app_throttle_rate: Option<u32>) -> bool {
+        self.reserved.lock().unwrap().push(endpoint.id.clone());
+        self.open.load(Ordering::SeqCst)
+    }
+    fn take(&self, claimed: Vec<ClaimedDelivery>) {
+        self.taken.lock().unwrap().extend(claimed);
+    }
+    fn cancel(&self, endpoint_ids: Vec<String>) {
+        self.cancelled.lock().unwrap().extend(endpoint_ids);
+    }
+    fn queued(&self) {
+        *self.queued.lock().unwrap() += 1;
+    }
+}
+
+pub(crate) fn attach(store: &dyn Store) -> Arc<Recorder> {
+    let rec = Arc::new(Recorder::default());
+    rec.open.store(true, Ordering::SeqCst);
+    let intake: Arc<dyn Intake> = rec.clone();
+    store.attach_intake(Arc::downgrade(&intake));
+    rec
+}
+
+pub(crate) async fn status_of(
+    store: &dyn Store,
+    app_id: &str,
+    msg_id: &str,
+) -> Vec<DeliveryStatus> {
+    let q = ListQuery {
+        limit: 50,
+        ..Default::default()
+    };
+    let page = store.list_message_deliveries(app_id, msg_id, &q).await;
+    page.unwrap().data.into_iter().map(|v| v.status).collect()
 }
 
 // --- the suite -----------------------------------------------------------------------
@@ -523,4 +580,152 @@ async fn claims_give_a_throttled_endpoint_a_second_of_work(store: Arc<dyn Store>
             .len(),
         3
     );
+}
+
+// --- fresh deliveries handed to an attached intake ------------------------------------
+
+async fn a_free_endpoint_gets_its_delivery_leased_without_a_claim(store: Arc<dyn Store>) {
+    let rec = attach(store.as_ref());
+    let a = store.create_app(app(None)).await.unwrap();
+    let ep = store.create_endpoint(endpoint(&a.id, 8)).await.unwrap();
+    let msg = store.create_message(message(&a.id)).await.unwrap();
+
+    let taken = rec.taken.lock().unwrap().clone();
+    assert_eq!(taken.len(), 1, "handed over once committed");
+    let d = &taken[0];
+    assert_eq!(d.message, msg);
+    assert_eq!(d.endpoint.id, ep.id);
+    assert_eq!((d.attempts, d.trigger), (0, Trigger::Scheduled));
+    assert_eq!(*rec.queued.lock().unwrap(), 0);
+    // It is leased in the database like a claimed delivery: no claim hands it out again
+    // while the lease holds, and the holder's report applies.
+    assert_eq!(
+        status_of(store.as_ref(), &a.id, &msg.id).await,
+        [DeliveryStatus::Sending]
+    );
+    let t0 = Utc::now();
+    let lease = chrono::Duration::seconds(30);
+    assert!(store
+        .claim_deliveries(t0, lease, 10, 10, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    let out = store
+        .report_attempt(d.id, &d.lease_token, report_for(d, NextStep::Succeeded))
+        .await
+        .unwrap();
+    assert_eq!(out.applied, Applied::Yes);
+    assert_eq!(
+        status_of(store.as_ref(), &a.id, &msg.id).await,
+        [DeliveryStatus::Succeeded]
+    );
+}
+
+async fn a_handed_over_delivery_whose_worker_died_is_claimed_after_its_lease(
+    store: Arc<dyn Store>,
+) {
+    let rec = attach(store.as_ref());
+    let a = store.create_app(app(None)).await.unwrap();
+    store.create_endpoint(endpoint(&a.id, 8)).await.unwrap();
+    let msg = store.create_message(message(&a.id)).await.unwrap();
+    let handed = rec.taken.lock().unwrap()[0].clone();
+    // The worker never reports. Once the lease (30 s) is over, a claim takes it over.
+    let later = Utc::now() + chrono::Duration::seconds(31);
+    let claimed = store
+        .claim_deliveries(later, chrono::Duration::seconds(30), 10, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, handed.id);
+    assert_eq!(claimed[0].message.id, msg.id);
+    assert_ne!(claimed[0].lease_token, handed.lease_token);
+}
+
+async fn refused_backlogged_and_scheduled_deliveries_queue_as_pending(store: Arc<dyn Store>) {
+    let rec = attach(store.as_ref());
+    let a = store.create_app(app(None)).await.unwrap();
+    let ep = store.create_endpoint(endpoint(&a.id, 8)).await.unwrap();
+
+    // The worker has no slot: queued, and the worker is told to look.
+    rec.open.store(false, Ordering::SeqCst);
+    let first = store.create_message(message(&a.id)).await.unwrap();
+    assert_eq!(
+        status_of(store.as_ref(), &a.id, &first.id).await,
+        [DeliveryStatus::Pending]
+    );
+    assert_eq!(*rec.queued.lock().unwrap(), 1);
+    assert!(rec.taken.lock().unwrap().is_empty());
+
+    // The endpoint has work due: a new delivery queues behind it, and the worker is not
+    // even asked (it would jump the queue).
+    rec.open.store(true, Ordering::SeqCst);
+    let asked = rec.reserved.lock().unwrap().len();
+    let second = store.create_message(message(&a.id)).await.unwrap();
+    assert_eq!(rec.reserved.lock().unwrap().len(), asked);
+    assert_eq!(
+        status_of(store.as_ref(), &a.id, &second.id).await,
+        [DeliveryStatus::Pending]
+    );
+    let claimed = store
+        .claim_deliveries(Utc::now(), chrono::Duration::seconds(30), 10, 10, &[])
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = claimed.iter().map(|d| d.message.id.clone()).collect();
+    ids.sort();
+    let mut want = [first.id.clone(), second.id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    for d in &claimed {
+        let report = report_for(d, NextStep::Succeeded);
+        store
+            .report_attempt(d.id, &d.lease_token, report)
+            .await
+            .unwrap();
+    }
+
+    // A message scheduled for later is not offered either.
+    let scheduled = Message {
+        deliver_at: Some(Utc::now() + chrono::Duration::hours(1)),
+        ..message(&a.id)
+    };
+    let asked = rec.reserved.lock().unwrap().len();
+    let scheduled = store.create_message(scheduled).await.unwrap();
+    assert_eq!(rec.reserved.lock().unwrap().len(), asked);
+    assert_eq!(
+        status_of(store.as_ref(), &a.id, &scheduled.id).await,
+        [DeliveryStatus::Pending]
+    );
+
+    // With the queue drained (the claim above brought `next_due_at` up to date), the
+    // next one goes straight to the worker again.
+    let third = store.create_message(message(&a.id)).await.unwrap();
+    assert_eq!(
+        status_of(store.as_ref(), &a.id, &third.id).await,
+        [DeliveryStatus::Sending]
+    );
+    assert_eq!(rec.taken.lock().unwrap()[0].endpoint.id, ep.id);
+    assert!(rec.cancelled.lock().unwrap().is_empty());
+}
+
+async fn a_create_that_fails_hands_nothing_over(store: Arc<dyn Store>) {
+    let rec = attach(store.as_ref());
+    let a = store.create_app(app(None)).await.unwrap();
+    store.create_endpoint(endpoint(&a.id, 8)).await.unwrap();
+    let with_event = Message {
+        event_id: Some("evt-1".into()),
+        ..message(&a.id)
+    };
+    store.create_message(with_event.clone()).await.unwrap();
+    let again = Message {
+        id: new_id("msg"),
+        ..with_event
+    };
+    let err = store.create_message(again).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(
+        rec.taken.lock().unwrap().len(),
+        1,
+        "only the first message's"
+    );
+    assert_eq!(rec.reserved.lock().unwrap().len(), 1);
 }

@@ -1,5 +1,6 @@
 //! Fresh deliveries handed straight to an attached [`Intake`] by the create that makes
-//! them, instead of waiting for a claim.
+//! them: the cases that hang on SQLite's writer (a write that does not commit, claims
+//! waiting for the WAL fsync). The backend-agnostic ones are in the conformance suite.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

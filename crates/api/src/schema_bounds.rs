@@ -228,8 +228,10 @@ impl<'a> Graph<'a> {
                 "$ref {r:?} points outside the schema; only references within it (\"#\" or \"#/...\") are supported"
             ));
         };
-        let fragment = percent_decode(fragment)
-            .ok_or_else(|| format!("$ref {r:?} is not a valid JSON pointer"))?;
+        let fragment = percent_encoding::percent_decode_str(fragment)
+            .decode_utf8()
+            .map_err(|_| format!("$ref {r:?} is not a valid JSON pointer"))?
+            .into_owned();
         if !fragment.is_empty() && !fragment.starts_with('/') {
             return Err(format!(
                 "$ref {r:?} names an anchor; only JSON pointers (\"#/...\") are supported"
@@ -471,24 +473,6 @@ fn escape(key: &str) -> String {
 /// A pointer as a reader sees it in a `$ref`.
 fn show(pointer: &str) -> String {
     format!("#{pointer}")
-}
-
-/// Decodes `%XX` escapes of a URI fragment.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

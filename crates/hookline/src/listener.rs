@@ -292,31 +292,26 @@ impl Activity {
         RequestGuard(self.clone())
     }
 
-    /// When the connection's current state runs out of time.
-    fn deadline(&self, limits: &Limits) -> Instant {
+    /// When the connection's current state runs out of time, and what that state is.
+    fn deadline_of(&self, limits: &Limits) -> (Instant, Expired) {
         let c = self.clock();
         if c.active > 0 {
-            c.last_io + limits.idle_timeout
+            (c.last_io + limits.idle_timeout, Expired::Stalled)
         } else if let Some(started) = c.head_started {
-            started + limits.header_timeout
+            (started + limits.header_timeout, Expired::SlowHead)
         } else {
-            c.idle_since + limits.idle_timeout
+            (c.idle_since + limits.idle_timeout, Expired::Idle)
         }
+    }
+
+    fn deadline(&self, limits: &Limits) -> Instant {
+        self.deadline_of(limits).0
     }
 
     /// Whether the connection is out of time at `now`, and why.
     fn expired(&self, limits: &Limits, now: Instant) -> Option<Expired> {
-        let why = {
-            let c = self.clock();
-            if c.active > 0 {
-                Expired::Stalled
-            } else if c.head_started.is_some() {
-                Expired::SlowHead
-            } else {
-                Expired::Idle
-            }
-        };
-        (self.deadline(limits) <= now).then_some(why)
+        let (at, why) = self.deadline_of(limits);
+        (at <= now).then_some(why)
     }
 }
 

@@ -121,7 +121,13 @@ impl PgSettings {
                         }
                     }
                 }
-                "sslrootcert" => root_cert = Some(PathBuf::from(percent_decode(v))),
+                "sslrootcert" => {
+                    root_cert = Some(PathBuf::from(
+                        percent_encoding::percent_decode_str(v)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    ))
+                }
                 _ => rest.push(pair),
             }
         }
@@ -342,25 +348,6 @@ fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     parts.join(": ")
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], s.get(i + 1..i + 3)) {
-            (b'%', Some(hex)) if u8::from_str_radix(hex, 16).is_ok() => {
-                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'%'));
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `sslmode=prefer|require`: encrypted, the server's certificate not checked (libpq's

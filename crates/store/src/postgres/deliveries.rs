@@ -10,6 +10,7 @@ use tokio_postgres::Row;
 
 use super::errors::backend;
 use super::listing::{paginate, Params};
+use super::queue::{refresh_next_due, FAILING, HEALTHY};
 use super::rows::ms;
 use crate::*;
 
@@ -150,20 +151,6 @@ pub(super) async fn list_endpoint_deliveries(
     .await
 }
 
-/// Sets an endpoint's `next_due_at` to its earliest queued delivery (an index lookup).
-async fn refresh_next_due(tx: &Transaction<'_>, endpoint_id: &str) -> Result<()> {
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE endpoints SET next_due_at =
-                 (SELECT min(due_at) FROM deliveries WHERE endpoint_id = $1 AND due_at IS NOT NULL)
-             WHERE id = $1",
-        )
-        .await
-        .map_err(backend)?;
-    tx.execute(&stmt, &[&endpoint_id]).await.map_err(backend)?;
-    Ok(())
-}
-
 pub(super) async fn resend(
     tx: &Transaction<'_>,
     app_id: &str,
@@ -276,7 +263,7 @@ pub(super) async fn queue_stats(c: &impl GenericClient, now: DateTime<Utc>) -> R
     let due: i64 = row.try_get(1).map_err(backend)?;
     // One look per kind of endpoint: each is an index's first entry.
     let mut oldest: Option<DateTime<Utc>> = None;
-    for kind in ["failing_since IS NULL", "failing_since IS NOT NULL"] {
+    for kind in [HEALTHY, FAILING] {
         let row = c
             .query_one(
                 &c.prepare_cached(&format!(

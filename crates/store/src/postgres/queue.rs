@@ -281,8 +281,8 @@ pub(super) async fn fan_out(
 const EP_COLUMNS: usize = 9;
 
 /// The healthy and failing walks, as conditions that select their partial index.
-const HEALTHY: &str = "failing_since IS NULL";
-const FAILING: &str = "failing_since IS NOT NULL";
+pub(super) const HEALTHY: &str = "failing_since IS NULL";
+pub(super) const FAILING: &str = "failing_since IS NOT NULL";
 
 /// The ids a worker reports as full (`usize::MAX` in its busy list).
 fn full_ids(busy: &[(String, usize)]) -> Vec<String> {
@@ -323,7 +323,7 @@ async fn due_endpoints(
 }
 
 /// Sets an endpoint's `next_due_at` to its earliest queued delivery (an index lookup).
-async fn refresh_next_due(tx: &Transaction<'_>, endpoint_id: &str) -> Result<()> {
+pub(super) async fn refresh_next_due(tx: &Transaction<'_>, endpoint_id: &str) -> Result<()> {
     tx.execute(
         &tx.prepare_cached(
             "UPDATE endpoints SET next_due_at =

@@ -110,6 +110,7 @@ suite! {
         a_handed_over_delivery_whose_worker_died_is_claimed_after_its_lease,
         refused_backlogged_and_scheduled_deliveries_queue_as_pending,
         a_create_that_fails_hands_nothing_over,
+        concurrent_creates_fan_out_each_message_and_fail_alone,
     ],
     sqlite: [],
 }
@@ -728,4 +729,230 @@ async fn a_create_that_fails_hands_nothing_over(store: Arc<dyn Store>) {
         "only the first message's"
     );
     assert_eq!(rec.reserved.lock().unwrap().len(), 1);
+}
+
+// --- concurrent writes (PostgreSQL group-commits them) ---------------------------------
+
+/// Runs `n` writes at once, each its own task, and returns their results in order.
+async fn all_at_once<T, F, Fut>(n: usize, f: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(f(i))).collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+pub(crate) async fn concurrent_creates_fan_out_each_message_and_fail_alone(store: Arc<dyn Store>) {
+    let rec = attach(store.as_ref());
+    let a = store.create_app(app(None)).await.unwrap();
+    let b = store.create_app(app(None)).await.unwrap();
+    let filtered = |app_id: &str, types: &[&str]| {
+        let mut ep = endpoint(app_id, 100);
+        ep.settings.event_types = Some(types.iter().map(|t| t.to_string()).collect());
+        ep
+    };
+    let a_t = store
+        .create_endpoint(filtered(&a.id, &["t"]))
+        .await
+        .unwrap();
+    let a_tu = store
+        .create_endpoint(filtered(&a.id, &["t", "u"]))
+        .await
+        .unwrap();
+    let mut off = endpoint(&a.id, 100);
+    off.disabled = true;
+    store.create_endpoint(off).await.unwrap();
+    let b_any = store.create_endpoint(endpoint(&b.id, 100)).await.unwrap();
+
+    // 60 messages of three kinds, 4 with one eventId, 2 for an application that does
+    // not exist: all at once.
+    let results = all_at_once(66, |i| {
+        let store = store.clone();
+        let (a, b) = (a.id.clone(), b.id.clone());
+        async move {
+            let msg = match i {
+                0..60 if i % 3 == 0 => Message {
+                    event_type: "t".into(),
+                    ..message(&a)
+                },
+                0..60 if i % 3 == 1 => Message {
+                    event_type: "u".into(),
+                    ..message(&a)
+                },
+                0..60 => message(&b),
+                60..64 => Message {
+                    event_id: Some("dup".into()),
+                    ..message(&a)
+                },
+                _ => message("app_missing"),
+            };
+            store.create_message(msg).await
+        }
+    })
+    .await;
+    let mut want_deliveries = 0;
+    for (i, r) in results.iter().enumerate() {
+        match (i, r) {
+            (0..60, Ok(m)) => {
+                let n = status_of(store.as_ref(), &m.app_id, &m.id).await.len();
+                let want = match i % 3 {
+                    0 => 2, // a_t and a_tu
+                    1 => 1, // a_tu
+                    _ => 1, // b_any
+                };
+                assert_eq!(n, want, "message {i} ({})", m.event_type);
+                want_deliveries += want;
+            }
+            (60..64, _) | (64.., Err(StoreError::NotFound)) => {}
+            (i, r) => panic!("write {i}: {r:?}"),
+        }
+    }
+    let dups: Vec<_> = results[60..64].iter().collect();
+    assert_eq!(dups.iter().filter(|r| r.is_ok()).count(), 1, "{dups:?}");
+    assert!(
+        dups.iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, StoreError::Conflict(_))),
+        "{dups:?}"
+    );
+    want_deliveries += 2; // the eventId's message, to a_t and a_tu
+
+    // Every delivery was offered and handed over once its message committed, with the
+    // id it was written under; none was cancelled for good.
+    let taken = rec.taken.lock().unwrap().clone();
+    assert_eq!(taken.len(), want_deliveries);
+    let mut ids: Vec<i64> = taken.iter().map(|d| d.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), want_deliveries, "distinct delivery ids");
+    for d in &taken {
+        assert_eq!(
+            status_of(store.as_ref(), &d.message.app_id, &d.message.id).await,
+            vec![
+                DeliveryStatus::Sending;
+                if d.endpoint.app_id == a.id && d.message.event_type == "t" {
+                    2
+                } else {
+                    1
+                }
+            ],
+        );
+    }
+
+    // Their reports, all at once: a_t's succeed, a_tu's fail for good asking to be
+    // disabled (410), b_any's are retried in an hour, and one of b_any's is reported a
+    // second time under a stale token.
+    let ep_a_t = a_t.id.clone();
+    let ep_a_tu = a_tu.id.clone();
+    let in_an_hour = Utc::now() + chrono::Duration::hours(1);
+    let reports: Vec<(ClaimedDelivery, AttemptReport)> = taken
+        .iter()
+        .map(|d| {
+            let mut r = if d.endpoint.id == ep_a_t {
+                report_for(d, NextStep::Succeeded)
+            } else if d.endpoint.id == ep_a_tu {
+                let mut r = report_for(d, NextStep::Failed);
+                r.disable_endpoint = true;
+                r
+            } else {
+                report_for(d, NextStep::RetryAt(in_an_hour))
+            };
+            r.attempt.status_code = Some(if r.attempt.succeeded { 200 } else { 410 });
+            (d.clone(), r)
+        })
+        .collect();
+    let stale = reports
+        .iter()
+        .find(|(d, _)| d.endpoint.id == b_any.id)
+        .cloned()
+        .unwrap();
+    let n = reports.len();
+    let reports = Arc::new(reports);
+    let outcomes = all_at_once(n + 1, |i| {
+        let store = store.clone();
+        let reports = reports.clone();
+        let stale = stale.clone();
+        async move {
+            let (d, r) = match reports.get(i) {
+                Some(x) => x.clone(),
+                None => {
+                    let mut r = stale.1.clone();
+                    r.attempt.id = new_id("atmpt");
+                    (stale.0.clone(), r)
+                }
+            };
+            let token = if i < n {
+                d.lease_token.clone()
+            } else {
+                format!("{}-stale", d.lease_token)
+            };
+            store.report_attempt(d.id, &token, r).await.unwrap()
+        }
+    })
+    .await;
+    for (i, o) in outcomes.iter().enumerate() {
+        let want = if i < n {
+            Applied::Yes
+        } else {
+            Applied::LeaseLost
+        };
+        assert_eq!(o.applied, want, "report {i}");
+    }
+    // Of a_tu's failures asking to be disabled, one disabled it.
+    let disabled_by: Vec<usize> = (0..n).filter(|i| outcomes[*i].endpoint_disabled).collect();
+    assert_eq!(disabled_by.len(), 1, "{disabled_by:?}");
+    assert_eq!(reports[disabled_by[0]].0.endpoint.id, ep_a_tu);
+    let tu = store.get_endpoint(&a.id, &ep_a_tu).await.unwrap().unwrap();
+    assert!(tu.disabled && tu.failing_since.is_some());
+    let t = store.get_endpoint(&a.id, &ep_a_t).await.unwrap().unwrap();
+    assert!(!t.disabled && t.failing_since.is_none());
+    for (i, (d, r)) in reports.iter().enumerate() {
+        let failures = if r.attempt.succeeded { 0 } else { 1 };
+        assert_eq!(outcomes[i].consecutive_failures, failures, "report {i}");
+        let statuses = status_of(store.as_ref(), &d.message.app_id, &d.message.id).await;
+        let want = match r.next {
+            NextStep::Succeeded => DeliveryStatus::Succeeded,
+            NextStep::Failed => DeliveryStatus::Failed,
+            NextStep::RetryAt(_) => DeliveryStatus::Pending,
+        };
+        assert!(statuses.contains(&want), "report {i}: {statuses:?}");
+    }
+    // Every attempt was logged, the stale one included.
+    let logged = store
+        .list_attempts(
+            &b.id,
+            &AttemptQuery {
+                list: ListQuery {
+                    limit: 250,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(logged.data.len(), 20 + 1);
+
+    // The retries fall due in an hour, not before: the queue found them.
+    let lease = chrono::Duration::seconds(30);
+    let now = store
+        .claim_deliveries(Utc::now(), lease, 100, 100, &[])
+        .await
+        .unwrap();
+    assert!(now.is_empty(), "{} claimed early", now.len());
+    let later = store
+        .claim_deliveries(in_an_hour + lease, lease, 100, 100, &[])
+        .await
+        .unwrap();
+    // b_any is failing now: one attempt at a time.
+    assert_eq!(later.len(), 1);
+    assert!(later
+        .iter()
+        .all(|d| d.endpoint.id == b_any.id && d.attempts == 1));
 }

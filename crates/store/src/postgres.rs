@@ -23,6 +23,7 @@
 //! Mozilla set, or only the PEM file given as `sslrootcert` (a managed database's CA).
 //! Other parameters are tokio-postgres's (`connect_timeout`, `application_name`, ...).
 
+mod batch;
 mod deliveries;
 mod errors;
 mod listing;

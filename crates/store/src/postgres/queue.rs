@@ -75,7 +75,10 @@ pub(super) async fn recover_node_leases(
     Ok(n)
 }
 
-async fn app_limits(tx: &Transaction<'_>, ids: &[String]) -> Result<HashMap<String, AppLimits>> {
+pub(super) async fn app_limits(
+    tx: &Transaction<'_>,
+    ids: &[&str],
+) -> Result<HashMap<String, AppLimits>> {
     let rows = tx
         .query(
             &tx.prepare_cached(
@@ -183,7 +186,7 @@ pub(super) async fn fan_out(
         if let Some(intake) = intake {
             if app.is_none() {
                 app = Some(
-                    app_limits(tx, std::slice::from_ref(&msg.app_id))
+                    app_limits(tx, &[msg.app_id.as_str()])
                         .await?
                         .remove(&msg.app_id)
                         .unwrap_or_default(),
@@ -364,7 +367,7 @@ pub(super) async fn claim(
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
-    let mut app_ids: Vec<String> = candidates.iter().map(|(e, _)| e.app_id.clone()).collect();
+    let mut app_ids: Vec<&str> = candidates.iter().map(|(e, _)| e.app_id.as_str()).collect();
     app_ids.sort();
     app_ids.dedup();
     let mut apps = app_limits(tx, &app_ids).await?;

@@ -30,15 +30,16 @@ use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
+use super::batch::{self, Batcher};
 use super::deliveries;
 use super::errors::{self, backend, is_foreign_key, unique_as_conflict};
 use super::listing::{paginate, Params};
 use super::queue;
 use super::rows::*;
 use super::{connect, migrate, PgSettings};
-use crate::common::Fresh;
 use crate::*;
 
 /// The PostgreSQL [`Store`]: a connection pool, and nothing else that correctness could
@@ -46,6 +47,9 @@ use crate::*;
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Creates and attempt reports, group-committed ([`super::batch`]).
+    batcher: Batcher,
+    batched: Arc<AtomicU64>,
     intake: Arc<RwLock<Option<Weak<dyn Intake>>>>,
     /// This process's name in lease tokens ([`PgStore::claim_node`]).
     node: Arc<str>,
@@ -69,10 +73,20 @@ impl PgStore {
         let settings = PgSettings::parse(url)?;
         let pool = connect(&settings, pool_size).await?;
         migrate(&pool).await?;
+        let intake = Arc::new(RwLock::new(None));
+        let node: Arc<str> = random_node().into();
+        let batched = Arc::new(AtomicU64::new(0));
         Ok(PgStore {
+            batcher: Batcher::start(batch::Ctx {
+                pool: pool.clone(),
+                node: node.clone(),
+                intake: intake.clone(),
+                batched: batched.clone(),
+            }),
+            batched,
             pool,
-            intake: Arc::new(RwLock::new(None)),
-            node: random_node().into(),
+            intake,
+            node,
             _node_lock: None,
         })
     }
@@ -112,6 +126,13 @@ impl PgStore {
         };
         self.node = node.clone().into();
         self._node_lock = Some(Arc::new(file));
+        // Fresh deliveries are leased in the node's name too.
+        self.batcher = Batcher::start(batch::Ctx {
+            pool: self.pool.clone(),
+            node: self.node.clone(),
+            intake: self.intake.clone(),
+            batched: self.batched.clone(),
+        });
         let n = self
             .in_tx(move |tx| {
                 Box::pin(async move { queue::recover_node_leases(tx, &node, crate::now()).await })
@@ -127,29 +148,13 @@ impl PgStore {
         Ok(n)
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Client> {
-        self.pool.get().await.map_err(errors::pool)
+    /// How many creates and reports were committed together with others so far.
+    pub fn batched_writes(&self) -> u64 {
+        self.batched.load(Ordering::Relaxed)
     }
 
-    /// Creates a message and its deliveries (to `only` that endpoint, if given).
-    async fn write_message(&self, mut msg: Message, only: Option<&str>) -> Result<Message> {
-        msg.created_at = ms(msg.created_at);
-        msg.deliver_at = msg.deliver_at.map(ms);
-        let intake = self
-            .intake
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(Weak::upgrade);
-        let mut fresh = Fresh::new(intake);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        insert_message(&tx, &msg).await?;
-        queue::fan_out(&tx, &self.node, &msg, only, &mut fresh).await?;
-        tx.commit().await.map_err(backend)?;
-        // Committed (and, with synchronous_commit on, durable): the worker may start.
-        fresh.hand_over();
-        Ok(msg)
+    async fn client(&self) -> Result<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(errors::pool)
     }
 
     /// Runs `f` in a transaction of its own, committed if it succeeds.
@@ -186,6 +191,13 @@ async fn opt(c: &impl GenericClient, sql: &str, p: &Args<'_>) -> Result<Option<R
 type PgError = tokio_postgres::Error;
 
 /// `Ok` if `n` rows were affected, `NotFound` if none.
+/// `msg` with its times as they are stored (to the millisecond).
+fn stored(mut msg: Message) -> Message {
+    msg.created_at = ms(msg.created_at);
+    msg.deliver_at = msg.deliver_at.map(ms);
+    msg
+}
+
 /// A node id for a process that has no data dir of its own to keep one in.
 fn random_node() -> String {
     use rand::RngCore;
@@ -336,7 +348,7 @@ async fn put_ep(c: &impl GenericClient, e: &Endpoint, insert: bool) -> Result<()
     Ok(())
 }
 
-async fn insert_message(c: &impl GenericClient, msg: &Message) -> Result<()> {
+pub(super) async fn insert_message(c: &impl GenericClient, msg: &Message) -> Result<()> {
     exec(
         c,
         "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at)
@@ -393,11 +405,9 @@ impl DeliveryQueue for PgStore {
         lease_token: &str,
         report: AttemptReport,
     ) -> Result<ReportOutcome> {
-        let token = lease_token.to_string();
-        self.in_tx(move |tx| {
-            Box::pin(async move { queue::report(tx, delivery_id, &token, report).await })
-        })
-        .await
+        self.batcher
+            .report(delivery_id, lease_token.to_string(), report)
+            .await
     }
 
     async fn release_delivery(
@@ -630,7 +640,7 @@ impl Store for PgStore {
     // --- messages ----------------------------------------------------------------
 
     async fn create_message(&self, msg: Message) -> Result<Message> {
-        self.write_message(msg, None).await
+        self.batcher.create(stored(msg), None).await
     }
 
     async fn create_message_for_endpoint(
@@ -638,7 +648,9 @@ impl Store for PgStore {
         msg: Message,
         endpoint_id: &str,
     ) -> Result<Message> {
-        self.write_message(msg, Some(endpoint_id)).await
+        self.batcher
+            .create(stored(msg), Some(endpoint_id.to_string()))
+            .await
     }
 
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> Result<Option<Message>> {

@@ -1,13 +1,21 @@
-//! hookline against PostgreSQL (the server named by `HOOKLINE_TEST_POSTGRES_URL`; each
-//! test makes a database of its own). Skipped, saying so, without that variable.
+//! hookline against PostgreSQL: the server named by `HOOKLINE_TEST_POSTGRES_URL` (each
+//! test makes a database of its own; skipped, saying so, without that variable), and
+//! clusters of a test's own ([`OwnCluster`]) for what must not be done to a shared one:
+//! stopping it, running it without TLS or with passwords.
+//!
+//! `scripts/test` runs this module once, not again in its pass with every e2e server on
+//! PostgreSQL: these tests choose their databases themselves.
 
+use std::collections::HashSet;
 use std::process::Output;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::receiver::Receiver;
-use crate::support::{admin_client, Server, TestDb};
+use crate::receiver::{Behavior, Receiver};
+use crate::support::{admin_client, Api, ClusterOptions, OwnCluster, Server, StopMode, TestDb};
 
 async fn hookline(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
@@ -15,6 +23,7 @@ async fn hookline(args: &[&str]) -> Output {
         .env_remove("HOOKLINE_DATABASE_URL")
         .env_remove("HOOKLINE_CONFIG")
         .env_remove("HOOKLINE_DATA_DIR")
+        .kill_on_drop(true)
         .output()
         .await
         .expect("run hookline")
@@ -70,6 +79,14 @@ async fn bad_database_urls_fail_in_one_clear_line() {
         (
             "postgres://postgres@127.0.0.1/x?sslmode=sometimes",
             "sslmode=sometimes",
+        ),
+        // A host that does not resolve. Its first label is longer than the 63 characters
+        // DNS allows, so the resolver refuses it without asking a name server: nothing
+        // leaves the machine (a plain `no-such-host.invalid` would be sent to the
+        // configured name server).
+        (
+            "postgres://postgres:pw-hunter22@no-such-host-for-hookline-tests-its-label-is-longer-than-dns-allows.invalid/x",
+            "cannot connect to PostgreSQL at no-such-host-for-hookline-tests-its-label-is-longer-than-dns-allows.invalid:5432/x as postgres",
         ),
     ];
     for (url, want) in cases {
@@ -206,4 +223,338 @@ async fn a_database_outage_answers_503_and_recovers_by_itself() {
     );
     drop(server);
     db.drop_db().await;
+}
+
+/// The load's view of the database, set by the test as it stops and starts the cluster.
+const UP: u8 = 0;
+const STOPPING: u8 = 1;
+const DOWN: u8 = 2;
+const STARTING: u8 = 3;
+const BACK: u8 = 4;
+const PHASES: [&str; 5] = ["up", "stopping", "down", "starting", "back"];
+
+/// A create answered in more than this is a hang, whatever the database is doing.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// What the load's clients were answered.
+#[derive(Default)]
+struct Answers {
+    /// eventIds answered 202, with the phase the answer came in.
+    acked: Mutex<Vec<(String, u8)>>,
+    /// 503 `unavailable` answers per phase.
+    unavailable: Mutex<[usize; 5]>,
+    /// Every other answer (a 500, a 202 while the database was down, no answer in
+    /// time), as a line for the failure message.
+    wrong: Mutex<Vec<String>>,
+}
+
+impl Answers {
+    fn acked_in(&self, phase: u8) -> usize {
+        let acked = self.acked.lock().unwrap();
+        acked.iter().filter(|(_, p)| *p == phase).count()
+    }
+}
+
+/// One client of the load: creates messages with unique eventIds (carried in the payload
+/// too) until `stop`, recording every answer.
+async fn create_until_stopped(
+    api: Api,
+    msg: String,
+    client: usize,
+    phase: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    answers: Arc<Answers>,
+) {
+    for i in 0.. {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let id = format!("c{client}-{i}");
+        let began = phase.load(Ordering::SeqCst);
+        let sent = api.post(
+            &msg,
+            json!({"eventType": "t", "eventId": id, "payload": {"eventId": id}}),
+        );
+        let answer = tokio::time::timeout(ANSWER_WITHIN, sent).await;
+        let ended = phase.load(Ordering::SeqCst);
+        let refused = !matches!(answer, Ok((202, _)));
+        match answer {
+            Ok((202, _)) if began == DOWN && ended == DOWN => {
+                answers.wrong.lock().unwrap().push(format!(
+                    "{id}: 202 while the database was down (sent and answered)"
+                ));
+            }
+            Ok((202, _)) => answers.acked.lock().unwrap().push((id, ended)),
+            Ok((503, body)) if body["code"] == json!("unavailable") => {
+                answers.unavailable.lock().unwrap()[ended as usize] += 1;
+            }
+            Ok((status, body)) => answers.wrong.lock().unwrap().push(format!(
+                "{id}: {status} {body} (sent {}, answered {})",
+                PHASES[began as usize], PHASES[ended as usize]
+            )),
+            Err(_) => answers.wrong.lock().unwrap().push(format!(
+                "{id}: no answer within {ANSWER_WITHIN:?} (sent {})",
+                PHASES[began as usize]
+            )),
+        }
+        if refused {
+            // Refused: the next try a little later, as a client backing off would.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits (up to `within`) until `cond` holds; panics saying `what` otherwise.
+async fn wait_until(within: Duration, what: &str, cond: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+/// The database crashes and comes back while clients create messages: while it is down
+/// creates answer 503 `unavailable` at once (never a 500, never a hang) and health says
+/// so; when it is back the same hookline process carries on by itself; every message
+/// acknowledged with 202, before or after, is stored and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_database_restarting_under_load_loses_nothing_acknowledged() {
+    const TEST: &str = "the_database_restarting_under_load_loses_nothing_acknowledged";
+    let Some(mut cluster) = OwnCluster::start(TEST, ClusterOptions::default()).await else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    // Deliveries take a moment, so some are under way when the database goes.
+    recv.set("/hook", Behavior::Delay(Duration::from_millis(5), 200));
+    let server = Server::start_with(&[
+        "--database-url",
+        &cluster.url(),
+        "--allow-target",
+        "127.0.0.0/8",
+    ])
+    .await;
+    let api = server.client();
+    let app = api.create("/api/v1/app", json!({"name": "a"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.create(
+        &format!("/api/v1/app/{app}/endpoint"),
+        json!({"url": recv.url("/hook")}),
+    )
+    .await;
+    let msg = format!("/api/v1/app/{app}/msg");
+
+    let phase = Arc::new(AtomicU8::new(UP));
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Answers::default());
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..8 {
+        clients.spawn(create_until_stopped(
+            api.clone(),
+            msg.clone(),
+            client,
+            phase.clone(),
+            stop.clone(),
+            answers.clone(),
+        ));
+    }
+    let started = Instant::now();
+    wait_until(Duration::from_secs(20), "50 creates acknowledged", || {
+        answers.acked_in(UP) >= 50
+    })
+    .await;
+
+    // The crash: every PostgreSQL process killed at once, as in a power cut.
+    phase.store(STOPPING, Ordering::SeqCst);
+    cluster.stop(StopMode::Immediate).await;
+    phase.store(DOWN, Ordering::SeqCst);
+    let down_at = started.elapsed();
+    let t = Instant::now();
+    let (status, body) = api
+        .post(
+            &msg,
+            json!({"eventType": "t", "eventId": "probe", "payload": {}}),
+        )
+        .await;
+    let answered_in = t.elapsed();
+    assert_eq!(status, 503, "a create while the database is down: {body}");
+    assert_eq!(body["code"], json!("unavailable"), "{body}");
+    assert!(
+        answered_in < Duration::from_secs(2),
+        "a create while the database is down took {answered_in:?} to be refused"
+    );
+    let (status, health) = api.get("/api/v1/health").await;
+    assert_eq!(status, 503, "health while the database is down: {health}");
+    assert_eq!(health["code"], json!("unavailable"), "{health}");
+    // Down for a second at least: the dispatcher's failed claim waits a poll interval,
+    // and the pool fails to connect again and again.
+    wait_until(
+        Duration::from_secs(10),
+        "the load's creates refused while the database is down",
+        || answers.unavailable.lock().unwrap()[DOWN as usize] >= 16,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1).saturating_sub(t.elapsed())).await;
+
+    // Back, on the same data and port, after crash recovery; hookline is not restarted.
+    phase.store(STARTING, Ordering::SeqCst);
+    cluster.start_again().await;
+    phase.store(BACK, Ordering::SeqCst);
+    let back_at = started.elapsed();
+    let first_ack = wait_until(
+        Duration::from_secs(15),
+        "a create acknowledged after the database came back",
+        || answers.acked_in(BACK) >= 1,
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(20),
+        "50 creates acknowledged after the database came back",
+        || answers.acked_in(BACK) >= 50,
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    while let Some(done) = clients.join_next().await {
+        done.expect("a load client");
+    }
+
+    let wrong = answers.wrong.lock().unwrap().clone();
+    assert!(
+        wrong.is_empty(),
+        "{} answers were neither 202 nor 503 unavailable (first 10): {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    let (status, health) = api.get("/api/v1/health").await;
+    assert_eq!(status, 200, "health after the database came back: {health}");
+
+    // Every acknowledged message is stored...
+    let acked: Vec<String> = answers
+        .acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in &acked {
+        let (status, body) = api.get(&format!("{msg}/{id}")).await;
+        assert_eq!(status, 200, "message {id} was acknowledged but: {body}");
+    }
+    // ...and delivered, at least once.
+    let delivered = || -> HashSet<String> {
+        recv.requests_to("/hook")
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+            .filter_map(|b| b["eventId"].as_str().map(str::to_string))
+            .collect()
+    };
+    let deliver_within = Duration::from_secs(30);
+    let t = Instant::now();
+    let mut got = delivered();
+    while t.elapsed() < deliver_within && acked.iter().any(|id| !got.contains(id)) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        got = delivered();
+    }
+    let missing: Vec<&String> = acked.iter().filter(|id| !got.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages not delivered within {deliver_within:?} (first 10): {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(10)]
+    );
+
+    let unavailable = *answers.unavailable.lock().unwrap();
+    eprintln!(
+        "{TEST}: {} acknowledged and delivered ({} before the crash, {} while it was \
+         stopping, {} while it was starting, {} after); 503 unavailable {unavailable:?} \
+         (by phase: {PHASES:?}); crashed at {down_at:?}, back at {back_at:?}, first 202 \
+         {first_ack:?} later; a create while down refused in {answered_in:?}",
+        acked.len(),
+        answers.acked_in(UP),
+        answers.acked_in(STOPPING),
+        answers.acked_in(STARTING),
+        answers.acked_in(BACK),
+    );
+}
+
+/// What a misconfigured connection to a reachable server says: one line on stderr naming
+/// where and why, a non-zero exit, never the password; and the right settings work.
+/// On a cluster of the test's own without TLS and with passwords over TCP.
+#[tokio::test]
+async fn a_server_without_tls_or_a_wrong_password_fails_in_one_clear_line() {
+    const TEST: &str = "a_server_without_tls_or_a_wrong_password_fails_in_one_clear_line";
+    const PASSWORD: &str = "right-pw-hunter22";
+    let opts = ClusterOptions {
+        password: Some(PASSWORD.into()),
+    };
+    let Some(cluster) = OwnCluster::start(TEST, opts).await else {
+        return;
+    };
+    let right = cluster.url_as("postgres", Some(PASSWORD), "postgres");
+    let at = format!(
+        "cannot connect to PostgreSQL at 127.0.0.1:{}/postgres as postgres",
+        cluster.port
+    );
+    let fails = |url: String, want: &'static [&'static str]| {
+        let at = at.clone();
+        async move {
+            let out = hookline(&["migrate", "--database-url", &url]).await;
+            let err = text(&out.stderr);
+            assert!(
+                !out.status.success(),
+                "{url} succeeded: {}",
+                text(&out.stdout)
+            );
+            assert_eq!(err.trim().lines().count(), 1, "{url}: {err}");
+            assert!(err.contains(&at), "{url}: {err}");
+            for w in want {
+                assert!(err.contains(w), "{url}: wanted {w:?} in: {err}");
+            }
+            assert!(
+                !err.contains("hunter22") && !err.contains("panicked"),
+                "{url}: {err}"
+            );
+            eprintln!("{TEST}: {url} -> {}", err.trim());
+        }
+    };
+
+    // The server has no TLS: require refuses to go on without it...
+    fails(format!("{right}?sslmode=require"), &["TLS"]).await;
+    // ...prefer (the default) goes on without.
+    for url in [right.clone(), format!("{right}?sslmode=prefer")] {
+        let out = hookline(&["migrate", "--database-url", &url]).await;
+        assert!(out.status.success(), "{url}: {}", text(&out.stderr));
+    }
+
+    // A wrong password, and none where one is needed.
+    let wrong = cluster.url_as("postgres", Some("wrong-pw-hunter22"), "postgres");
+    fails(wrong.clone(), &["password authentication failed"]).await;
+    fails(cluster.url_as("postgres", None, "postgres"), &["password"]).await;
+
+    // `serve` says the same at start, in one line, and exits.
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--database-url",
+        &wrong,
+    ];
+    let serve = hookline(&args);
+    let out = tokio::time::timeout(Duration::from_secs(30), serve)
+        .await
+        .expect("serve with a wrong password exits within 30 s");
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "serve with a wrong password: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&at) && err.contains("password authentication failed"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter22"), "{err}");
 }

@@ -468,3 +468,306 @@ pub async fn exchange(
         String::from_utf8_lossy(&got[end..end + len]).to_string(),
     )
 }
+
+/// A PostgreSQL cluster of a test's own (`initdb` + `pg_ctl` in a temp dir), for what
+/// must never be done to the machine's shared server: stopping it, restarting it,
+/// running it without TLS or with passwords. It listens on `127.0.0.1` only, on a port
+/// free when it started, with its socket in the temp dir; dropping it stops the server
+/// (immediately) and removes the dir. Its superuser is `postgres`.
+///
+/// initdb refuses to run as root, so as root the dir belongs to the `postgres` OS user
+/// and every command runs as that user through `runuser`.
+pub struct OwnCluster {
+    bin: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    pub port: u16,
+    as_postgres: bool,
+    running: bool,
+    dir: tempfile::TempDir,
+}
+
+/// How an [`OwnCluster`] is made.
+#[derive(Default)]
+pub struct ClusterOptions {
+    /// Connections over TCP need this password (SCRAM) instead of none.
+    pub password: Option<String>,
+}
+
+/// How [`OwnCluster::stop`] stops the server (`pg_ctl stop -m ...`).
+#[derive(Clone, Copy)]
+pub enum StopMode {
+    /// Every server process killed at once, as in a crash; the next start recovers from
+    /// the WAL.
+    Immediate,
+    /// Sessions cut, then a clean shutdown.
+    Fast,
+}
+
+impl OwnCluster {
+    /// Makes and starts a cluster; `None` (after saying so) when the PostgreSQL server
+    /// programs are missing, a failure instead under `HOOKLINE_TEST_REQUIRE_TOOLS`.
+    pub async fn start(test: &str, opts: ClusterOptions) -> Option<OwnCluster> {
+        let bin = match postgres_bin() {
+            Ok(bin) => bin,
+            Err(why) if std::env::var_os("HOOKLINE_TEST_REQUIRE_TOOLS").is_some() => {
+                panic!("{test}: {why}")
+            }
+            Err(why) => {
+                eprintln!("SKIPPED {test}: {why}");
+                return None;
+            }
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let as_postgres = {
+            use std::os::unix::fs::MetadataExt;
+            // The dir is ours: its owner is who this process runs as.
+            dir.path().metadata().expect("stat the tempdir").uid() == 0
+        };
+        if as_postgres {
+            let ok = std::process::Command::new("chown")
+                .arg("postgres:")
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success())
+                && std::process::Command::new("runuser")
+                    .arg("--help")
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+            let why = "as root the cluster must run as the `postgres` OS user (initdb refuses \
+                       root), through `runuser`: there is no such user, or no runuser";
+            if !ok && std::env::var_os("HOOKLINE_TEST_REQUIRE_TOOLS").is_some() {
+                panic!("{test}: {why}");
+            } else if !ok {
+                eprintln!("SKIPPED {test}: {why}");
+                return None;
+            }
+        }
+        let data = dir.path().join("data");
+        let mut cluster = OwnCluster {
+            bin,
+            log: dir.path().join("server.log"),
+            data: data.clone(),
+            port: 0,
+            as_postgres,
+            running: false,
+            dir,
+        };
+
+        let mut initdb = vec![
+            "-D".to_string(),
+            data.display().to_string(),
+            "--username=postgres".into(),
+            "--auth-local=trust".into(),
+            "--no-sync".into(),
+            "--no-instructions".into(),
+        ];
+        if let Some(pw) = &opts.password {
+            let file = cluster.dir.path().join("pwfile");
+            std::fs::write(&file, pw).expect("write the password file");
+            cluster.own(&file);
+            initdb.push("--auth-host=scram-sha-256".into());
+            initdb.push(format!("--pwfile={}", file.display()));
+        } else {
+            initdb.push("--auth-host=trust".into());
+        }
+        cluster.run("initdb", &initdb).await;
+
+        // The port was free a moment ago; should something take it meanwhile, another.
+        for attempt in 1.. {
+            cluster.port = free_port();
+            let conf = format!(
+                "\n# {test}\n\
+                 listen_addresses = '127.0.0.1'\n\
+                 port = {}\n\
+                 unix_socket_directories = '{}'\n\
+                 ssl = off\n\
+                 # Its processes are killed, never the machine: WAL written before a commit\n\
+                 # is acknowledged survives in the page cache, so fsync would only cost time.\n\
+                 fsync = off\n",
+                cluster.port,
+                cluster.dir.path().display()
+            );
+            {
+                use std::io::Write;
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(data.join("postgresql.conf"))
+                    .and_then(|mut f| f.write_all(conf.as_bytes()))
+                    .expect("configure the cluster");
+            }
+            match cluster.pg_ctl_start().await {
+                Ok(()) => break,
+                Err(e) if attempt < 3 && e.contains("could not bind") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        Some(cluster)
+    }
+
+    /// A URL for `user` (and `password`) on database `db` of this cluster, over TCP.
+    pub fn url_as(&self, user: &str, password: Option<&str>, db: &str) -> String {
+        let password = password.map(|p| format!(":{p}")).unwrap_or_default();
+        format!("postgres://{user}{password}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A URL for the superuser on the `postgres` database, without a password.
+    pub fn url(&self) -> String {
+        self.url_as("postgres", None, "postgres")
+    }
+
+    /// Stops the server and waits until it is gone.
+    pub async fn stop(&mut self, mode: StopMode) {
+        let mode = match mode {
+            StopMode::Immediate => "immediate",
+            StopMode::Fast => "fast",
+        };
+        let data = self.data.display().to_string();
+        self.run(
+            "pg_ctl",
+            &["stop", "-D", &data, "-m", mode, "-w", "-t", "30"],
+        )
+        .await;
+        self.running = false;
+    }
+
+    /// Starts the server again (same data, same port) and waits until it accepts
+    /// connections (after crash recovery, when it was stopped immediately).
+    pub async fn start_again(&mut self) {
+        if let Err(e) = self.pg_ctl_start().await {
+            panic!("{e}");
+        }
+    }
+
+    async fn pg_ctl_start(&mut self) -> Result<(), String> {
+        let (data, log) = (
+            self.data.display().to_string(),
+            self.log.display().to_string(),
+        );
+        self.try_run(
+            "pg_ctl",
+            &["start", "-D", &data, "-l", &log, "-w", "-t", "30"],
+        )
+        .await?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// Gives `path` to the `postgres` OS user when the cluster runs as that user.
+    fn own(&self, path: &Path) {
+        if self.as_postgres {
+            let ok = std::process::Command::new("chown")
+                .arg("postgres:")
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown postgres: {}", path.display());
+        }
+    }
+
+    /// Runs one of the server programs (as `postgres` when this process is root); a
+    /// failure panics with its output and the server's log.
+    async fn run<S: AsRef<std::ffi::OsStr>>(&self, program: &str, args: &[S]) {
+        if let Err(e) = self.try_run(program, args).await {
+            panic!("{e}");
+        }
+    }
+
+    /// [`run`](Self::run), a failure returned (with the output and the server's log).
+    async fn try_run<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        program: &str,
+        args: &[S],
+    ) -> Result<(), String> {
+        let program = self.bin.join(program);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        // pg_ctl start leaves the server holding its stdout: a pipe would never close.
+        let out_file = self.dir.path().join("command.out");
+        let out = std::fs::File::create(&out_file).expect("create the command's output file");
+        let err = out.try_clone().expect("dup");
+        let status = tokio::time::timeout(
+            Duration::from_secs(60),
+            cmd.args(args)
+                .current_dir(self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .status(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{} did not finish within 60 s", program.display()))
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
+        if status.success() {
+            return Ok(());
+        }
+        let output = std::fs::read_to_string(&out_file).unwrap_or_default();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        Err(format!(
+            "{} {:?} failed ({status}):\n{output}\nserver log:\n{log}",
+            program.display(),
+            args.iter().map(|a| a.as_ref()).collect::<Vec<_>>()
+        ))
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        if !self.running {
+            return;
+        }
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut cmd = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
+            c
+        } else {
+            std::process::Command::new(&pg_ctl)
+        };
+        let _ = cmd
+            .arg("stop")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "-t", "30"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The folder of `initdb` and `pg_ctl`: the newest `/usr/lib/postgresql/*/bin` (Debian's
+/// layout, where they are not on `PATH`), else wherever `initdb` is on `PATH`.
+fn postgres_bin() -> Result<PathBuf, String> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, bin)| has_both(bin))
+        .collect();
+    versions.sort();
+    let bin = match versions.pop() {
+        Some((_, bin)) => bin,
+        None => std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).find(|dir| has_both(dir)))
+            .ok_or("no PostgreSQL server programs (initdb, pg_ctl) in /usr/lib/postgresql/*/bin or on PATH")?,
+    };
+    Ok(bin)
+}
+
+/// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}

@@ -9,6 +9,7 @@
 //!
 //! This crate knows neither HTTP nor delivery; it must not import them.
 
+mod cache;
 mod common;
 #[cfg(test)]
 mod conformance;

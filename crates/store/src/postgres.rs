@@ -24,6 +24,7 @@
 //! Other parameters are tokio-postgres's (`connect_timeout`, `application_name`, ...).
 
 mod batch;
+mod changes;
 mod deliveries;
 mod errors;
 mod listing;
@@ -62,6 +63,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         2,
         "byte_order_ids",
         include_str!("postgres/migrations/0002_byte_order_ids.sql"),
+    ),
+    (
+        3,
+        "change_notices",
+        include_str!("postgres/migrations/0003_change_notices.sql"),
     ),
 ];
 

@@ -26,7 +26,6 @@
 //! | `sqlite/rows.rs` | row mapping, lookups by id or uid, error and value conversions |
 //! | `sqlite/listing.rs` | cursor pagination |
 //! | `sqlite/keyed.rs` | the key tables behind the listings by tenant |
-//! | `sqlite/cache.rs` | the cache of hot lookups |
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -343,7 +342,6 @@ fn tune(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-mod cache;
 mod keyed;
 mod listing;
 mod migrations;
@@ -352,7 +350,7 @@ mod rows;
 mod store;
 mod writer;
 
-use cache::*;
+use crate::cache::*;
 use keyed::*;
 use listing::*;
 use migrations::*;

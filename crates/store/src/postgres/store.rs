@@ -34,12 +34,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use super::batch::{self, Batcher};
+use super::changes::Lookups;
 use super::deliveries;
 use super::errors::{self, backend, is_foreign_key, unique_as_conflict};
 use super::listing::{paginate, Params};
 use super::queue;
 use super::rows::*;
 use super::{connect, migrate, PgSettings};
+use crate::cache::LookupCache;
 use crate::*;
 
 /// The PostgreSQL [`Store`]: a connection pool, and nothing else that correctness could
@@ -49,6 +51,8 @@ pub struct PgStore {
     pool: Pool,
     /// Creates and attempt reports, group-committed ([`super::batch`]).
     batcher: Batcher,
+    /// Applications and event types, cached while changes are heard ([`super::changes`]).
+    lookups: Arc<Lookups>,
     batched: Arc<AtomicU64>,
     intake: Arc<RwLock<Option<Weak<dyn Intake>>>>,
     /// This process's name in lease tokens ([`PgStore::claim_node`]).
@@ -77,6 +81,7 @@ impl PgStore {
         let node: Arc<str> = random_node().into();
         let batched = Arc::new(AtomicU64::new(0));
         Ok(PgStore {
+            lookups: Lookups::start(settings),
             batcher: Batcher::start(batch::Ctx {
                 pool: pool.clone(),
                 node: node.clone(),
@@ -191,6 +196,31 @@ async fn opt(c: &impl GenericClient, sql: &str, p: &Args<'_>) -> Result<Option<R
 type PgError = tokio_postgres::Error;
 
 /// `Ok` if `n` rows were affected, `NotFound` if none.
+/// What `cache` (when it may be used) holds for `key`, else the generation to hand
+/// [`remember`] with what the database says.
+fn lookup<T: Clone>(
+    cache: Option<&LookupCache<T>>,
+    key: &str,
+) -> std::result::Result<Option<T>, Option<u64>> {
+    match cache.map(|c| c.get(key)) {
+        Some(Ok(hit)) => Ok(hit),
+        Some(Err(generation)) => Err(Some(generation)),
+        None => Err(None),
+    }
+}
+
+/// Keeps what the database said of `key`, unless a change came since the lookup began.
+fn remember<T: Clone>(
+    cache: Option<&LookupCache<T>>,
+    generation: Option<u64>,
+    key: &str,
+    found: &Option<T>,
+) {
+    if let (Some(cache), Some(generation)) = (cache, generation) {
+        cache.put(generation, key.to_string(), found.clone());
+    }
+}
+
 /// `msg` with its times as they are stored (to the millisecond).
 fn stored(mut msg: Message) -> Message {
     msg.created_at = ms(msg.created_at);
@@ -445,13 +475,22 @@ impl Store for PgStore {
         app.created_at = ms(app.created_at);
         app.updated_at = ms(app.updated_at);
         let client = self.client().await?;
-        put_app(&client, &app, true).await?;
+        let put = put_app(&client, &app, true).await;
+        self.lookups.apps.invalidate();
+        put?;
         Ok(app)
     }
 
     async fn get_app(&self, id_or_uid: &str) -> Result<Option<Application>> {
+        let cache = self.lookups.apps();
+        let generation = match lookup(cache, id_or_uid) {
+            Ok(hit) => return Ok(hit),
+            Err(generation) => generation,
+        };
         let client = self.client().await?;
-        find_app(&client, id_or_uid).await
+        let found = find_app(&client, id_or_uid).await?;
+        remember(cache, generation, id_or_uid, &found);
+        Ok(found)
     }
 
     async fn list_apps(&self, q: &ListQuery, only: Option<&str>) -> Result<Page<Application>> {
@@ -481,7 +520,9 @@ impl Store for PgStore {
         app.created_at = ms(app.created_at);
         app.updated_at = ms(app.updated_at);
         put_app(&tx, &app, false).await?;
-        tx.commit().await.map_err(backend)?;
+        let committed = tx.commit().await.map_err(backend);
+        self.lookups.apps.invalidate();
+        committed?;
         Ok(app)
     }
 
@@ -489,11 +530,9 @@ impl Store for PgStore {
         // Endpoints, messages and tokens reference the application, deliveries and
         // attempts its endpoints and messages, all ON DELETE CASCADE.
         let client = self.client().await?;
-        found(
-            exec(&client, "DELETE FROM applications WHERE id = $1", &[&id])
-                .await
-                .map_err(backend)?,
-        )
+        let deleted = exec(&client, "DELETE FROM applications WHERE id = $1", &[&id]).await;
+        self.lookups.apps.invalidate();
+        found(deleted.map_err(backend)?)
     }
 
     // --- event types -------------------------------------------------------------
@@ -502,13 +541,22 @@ impl Store for PgStore {
         et.created_at = ms(et.created_at);
         et.updated_at = ms(et.updated_at);
         let client = self.client().await?;
-        put_et(&client, &et, true).await?;
+        let put = put_et(&client, &et, true).await;
+        self.lookups.event_types.invalidate();
+        put?;
         Ok(et)
     }
 
     async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
+        let cache = self.lookups.event_types();
+        let generation = match lookup(cache, name) {
+            Ok(hit) => return Ok(hit),
+            Err(generation) => generation,
+        };
         let client = self.client().await?;
-        find_et(&client, name, false).await
+        let found = find_et(&client, name, false).await?;
+        remember(cache, generation, name, &found);
+        Ok(found)
     }
 
     async fn list_event_types(
@@ -538,17 +586,17 @@ impl Store for PgStore {
         et.created_at = ms(et.created_at);
         et.updated_at = ms(et.updated_at);
         put_et(&tx, &et, false).await?;
-        tx.commit().await.map_err(backend)?;
+        let committed = tx.commit().await.map_err(backend);
+        self.lookups.event_types.invalidate();
+        committed?;
         Ok(et)
     }
 
     async fn expunge_event_type(&self, name: &str) -> Result<()> {
         let client = self.client().await?;
-        found(
-            exec(&client, "DELETE FROM event_types WHERE name = $1", &[&name])
-                .await
-                .map_err(backend)?,
-        )
+        let deleted = exec(&client, "DELETE FROM event_types WHERE name = $1", &[&name]).await;
+        self.lookups.event_types.invalidate();
+        found(deleted.map_err(backend)?)
     }
 
     // --- endpoints ---------------------------------------------------------------

@@ -1430,3 +1430,158 @@ async fn concurrent_writes_are_committed_in_batches() {
     drop(store);
     db.drop_db().await;
 }
+
+/// Waits up to `secs` for `f` to hold, polling.
+async fn eventually<F, Fut>(secs: u64, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Whether `store` answers lookups of the application `key` from memory (within 10 s):
+/// a name written without a notice (triggers off for that session) goes unseen.
+async fn cached(store: &PgStore, sql: &tokio_postgres::Client, key: &str) -> bool {
+    let mut round = 0;
+    eventually(10, || {
+        round += 1;
+        async move {
+            let before = store.get_app(key).await.unwrap().unwrap().name;
+            sql.execute("SET session_replication_role = replica", &[])
+                .await
+                .unwrap();
+            sql.execute(
+                "UPDATE applications SET name = $2 WHERE id = $1 OR uid = $1",
+                &[&key, &format!("silent {round}")],
+            )
+            .await
+            .unwrap();
+            sql.execute("SET session_replication_role = origin", &[])
+                .await
+                .unwrap();
+            store.get_app(key).await.unwrap().unwrap().name == before
+        }
+    })
+    .await
+}
+
+/// Applications and event types are cached in memory, and a change made by another
+/// process (or by hand in SQL) reaches every process's cache through the database's
+/// notices, even one made while a process had lost its listening connection.
+#[tokio::test]
+async fn cached_lookups_follow_changes_made_elsewhere() {
+    let Some((db, here)) = open("cached_lookups_follow_changes_made_elsewhere").await else {
+        return;
+    };
+    let elsewhere = PgStore::connect(&db.url, 2).await.expect("connect");
+    let sql = admin_client(&db.url).await;
+    let a = here.create_app(app(Some("acme"))).await.unwrap();
+    let et = EventType {
+        name: "t".into(),
+        description: "before".into(),
+        archived: false,
+        deprecated: false,
+        schemas: None,
+        group_name: None,
+        feature_flags: None,
+        validate_payloads: false,
+        created_at: fine_now(),
+        updated_at: fine_now(),
+    };
+    here.create_event_type(et).await.unwrap();
+    let listening = || async {
+        // The listener is up once a lookup is kept: a write without a notice (triggers
+        // off for that session) then goes unseen.
+        here.get_app("acme").await.unwrap().is_some()
+    };
+    assert!(eventually(10, listening).await);
+
+    // It is cached: a write that sends no notice is not seen.
+    let name_of =
+        |store: PgStore| async move { store.get_app("acme").await.unwrap().map(|a| a.name) };
+    assert!(
+        cached(&here, &sql, "acme").await,
+        "a lookup is answered from memory"
+    );
+    sql.batch_execute("UPDATE applications SET name = 'n' WHERE uid = 'acme'")
+        .await
+        .unwrap();
+
+    // Another process's write is seen, by notice.
+    let renamed = elsewhere
+        .update_app(
+            &a.id,
+            Box::new(|a| {
+                a.name = "renamed".into();
+                Ok(())
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "renamed");
+    assert!(
+        eventually(5, || async {
+            name_of(here.clone()).await.as_deref() == Some("renamed")
+        })
+        .await,
+        "another process's change reaches the cache"
+    );
+    elsewhere
+        .update_event_type(
+            "t",
+            Box::new(|e| {
+                e.description = "after".into();
+                Ok(())
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(5, || async {
+            here.get_event_type("t").await.unwrap().unwrap().description == "after"
+        })
+        .await
+    );
+    // A change by hand in SQL too, and a delete.
+    sql.batch_execute("UPDATE applications SET name = 'by hand' WHERE uid = 'acme'")
+        .await
+        .unwrap();
+    assert!(
+        eventually(5, || async {
+            name_of(here.clone()).await.as_deref() == Some("by hand")
+        })
+        .await
+    );
+    elsewhere.delete_app(&a.id).await.unwrap();
+    assert!(eventually(5, || async { name_of(here.clone()).await.is_none() }).await);
+
+    // The listening connections are cut; a change while they are down is not missed.
+    let b = here.create_app(app(Some("bravo"))).await.unwrap();
+    assert_eq!(here.get_app("bravo").await.unwrap().unwrap().name, "n");
+    sql.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%';
+         UPDATE applications SET name = 'while down' WHERE uid = 'bravo';",
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(10, || async {
+            here.get_app("bravo").await.unwrap().unwrap().name == "while down"
+        })
+        .await,
+        "a change made while nobody listened is seen once listening again"
+    );
+    // And caching resumes.
+    assert!(cached(&here, &sql, &b.id).await, "cached again");
+    drop((here, elsewhere));
+    db.drop_db().await;
+}

@@ -1,33 +1,39 @@
 //! In-process caches of hot lookups (applications, event types), dropped by every
-//! write that could change them: a speed-up only, never needed for correctness.
+//! write that could change them: a speed-up only, never needed for correctness. SQLite
+//! drops them on its own writes (it is the file's only writer); PostgreSQL also on every
+//! other process's, as the database notifies them ([`crate::postgres`]'s change
+//! listener).
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::*;
 
 /// Point lookups of rarely changing records, kept in memory (misses too) so the hot path
 /// (create message) does not read them from SQLite each time. Exact, not eventually
-/// consistent: this process is the only writer of the file (the lock file sees to it),
-/// and every write of such a record clears the cache once it has committed. A lookup
+/// consistent on SQLite: this process is the only writer of the file (the lock file sees
+/// to it), and every write of such a record clears the cache once it has committed. A lookup
 /// that raced with a write is not kept: the write bumps the generation, and a result is
 /// stored only if the generation is the one seen before the lookup started.
 ///
 /// Memory is bounded by an estimate of each entry's size (its JSON text), not by a count:
 /// records can carry large metadata or schemas. An entry over a sixteenth of the budget
 /// is not kept; a full cache starts over.
-pub(super) struct LookupCache<T> {
-    pub(super) inner: Mutex<CacheInner<T>>,
+pub(crate) struct LookupCache<T> {
+    pub(crate) inner: Mutex<CacheInner<T>>,
     /// Bytes the entries may take, by [`LookupCache::weigh`].
-    pub(super) budget: usize,
-    pub(super) weigh: fn(&T) -> usize,
+    pub(crate) budget: usize,
+    pub(crate) weigh: fn(&T) -> usize,
 }
 
-pub(super) struct CacheInner<T> {
-    pub(super) generation: u64,
-    pub(super) bytes: usize,
-    pub(super) entries: HashMap<String, Option<T>>,
+pub(crate) struct CacheInner<T> {
+    pub(crate) generation: u64,
+    pub(crate) bytes: usize,
+    pub(crate) entries: HashMap<String, Option<T>>,
 }
 
 impl<T: Clone> LookupCache<T> {
-    pub(super) fn new(budget: usize, weigh: fn(&T) -> usize) -> Self {
+    pub(crate) fn new(budget: usize, weigh: fn(&T) -> usize) -> Self {
         Self {
             inner: Mutex::new(CacheInner {
                 generation: 0,
@@ -41,12 +47,12 @@ impl<T: Clone> LookupCache<T> {
 
     /// The cached result for `key` (`Some(None)`: known not to exist), else the
     /// generation to hand back to [`put`](Self::put) with what the lookup found.
-    pub(super) fn get(&self, key: &str) -> Result<Option<T>, u64> {
+    pub(crate) fn get(&self, key: &str) -> Result<Option<T>, u64> {
         let inner = self.inner.lock().expect("cache poisoned");
         inner.entries.get(key).cloned().ok_or(inner.generation)
     }
 
-    pub(super) fn put(&self, generation: u64, key: String, value: Option<T>) {
+    pub(crate) fn put(&self, generation: u64, key: String, value: Option<T>) {
         // Key, map overhead and the record itself.
         let size = key.len() + 64 + value.as_ref().map_or(0, self.weigh);
         if size > self.budget / 16 {
@@ -65,7 +71,7 @@ impl<T: Clone> LookupCache<T> {
         }
     }
 
-    pub(super) fn invalidate(&self) {
+    pub(crate) fn invalidate(&self) {
         let mut inner = self.inner.lock().expect("cache poisoned");
         inner.generation += 1;
         inner.entries.clear();
@@ -74,13 +80,13 @@ impl<T: Clone> LookupCache<T> {
 }
 
 /// Each lookup cache may hold this much (estimated).
-pub(super) const LOOKUP_CACHE_BYTES: usize = 8 << 20;
+pub(crate) const LOOKUP_CACHE_BYTES: usize = 8 << 20;
 
-pub(super) fn json_len<T: serde::Serialize>(v: &T) -> usize {
+pub(crate) fn json_len<T: serde::Serialize>(v: &T) -> usize {
     serde_json::to_string(v).map_or(usize::MAX / 2, |s| s.len())
 }
 
-pub(super) fn app_weight(a: &Application) -> usize {
+pub(crate) fn app_weight(a: &Application) -> usize {
     a.id.len()
         + a.uid.as_ref().map_or(0, String::len)
         + a.name.len()
@@ -92,7 +98,7 @@ pub(super) fn app_weight(a: &Application) -> usize {
         + 128
 }
 
-pub(super) fn event_type_weight(e: &EventType) -> usize {
+pub(crate) fn event_type_weight(e: &EventType) -> usize {
     e.name.len()
         + e.description.len()
         + e.schemas.as_ref().map_or(0, json_len)

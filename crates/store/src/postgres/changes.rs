@@ -1,0 +1,166 @@
+//! In-memory lookups of applications and event types on PostgreSQL, kept true by the
+//! database's change notices.
+//!
+//! Creating a message reads its application and its event type; on PostgreSQL those two
+//! reads cost more than the message's share of its batched write. They are cached the
+//! way SQLite caches them ([`LookupCache`]), with one difference: other processes write
+//! too. So a trigger (migration 3) notifies the channel `hookline_changes` whenever a
+//! statement writes either table, at its commit, whoever made it; a task of this process
+//! listens on a connection of its own and drops the cache of that table on each notice.
+//!
+//! The cache is used only while that connection is listening. When it is lost, the
+//! caches are dropped and bypassed (every lookup reads the database) until a new
+//! connection listens again, so a change made while nobody listened is never missed.
+//! What a lookup can miss is a change committed by another process in the moments before
+//! its notice arrives (a few milliseconds); this process's own writes drop the caches as
+//! they commit, before the writer hears back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio_postgres::AsyncMessage;
+
+use super::PgSettings;
+use crate::cache::*;
+use crate::*;
+
+/// The channel the trigger notifies.
+const CHANNEL: &str = "hookline_changes";
+/// How long the listener waits before connecting again after losing its connection.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// The cached lookups, and whether they may be used.
+pub(super) struct Lookups {
+    pub(super) apps: LookupCache<Application>,
+    pub(super) event_types: LookupCache<EventType>,
+    /// The listener is listening: a change elsewhere would reach us.
+    live: AtomicBool,
+}
+
+impl Lookups {
+    /// The caches, with a task listening for changes while they live.
+    pub(super) fn start(settings: PgSettings) -> Arc<Lookups> {
+        let lookups = Arc::new(Lookups {
+            apps: LookupCache::new(LOOKUP_CACHE_BYTES, app_weight),
+            event_types: LookupCache::new(LOOKUP_CACHE_BYTES, event_type_weight),
+            live: AtomicBool::new(false),
+        });
+        tokio::spawn(listen(settings, Arc::downgrade(&lookups)));
+        lookups
+    }
+
+    /// The cache of applications, if it may be used now.
+    pub(super) fn apps(&self) -> Option<&LookupCache<Application>> {
+        self.live.load(Ordering::Acquire).then_some(&self.apps)
+    }
+
+    /// The cache of event types, if it may be used now.
+    pub(super) fn event_types(&self) -> Option<&LookupCache<EventType>> {
+        self.live
+            .load(Ordering::Acquire)
+            .then_some(&self.event_types)
+    }
+
+    fn changed(&self, table: &str) {
+        match table {
+            "applications" => self.apps.invalidate(),
+            "event_types" => self.event_types.invalidate(),
+            _ => self.invalidate(),
+        }
+    }
+
+    fn invalidate(&self) {
+        self.apps.invalidate();
+        self.event_types.invalidate();
+    }
+
+    fn set_live(&self, live: bool) {
+        // Dropped on both edges: what was cached before a connection listened may be
+        // stale, and nothing cached while none listens is trusted.
+        self.invalidate();
+        self.live.store(live, Ordering::Release);
+        self.invalidate();
+    }
+}
+
+/// Listens for change notices while `lookups` lives, connecting again when the
+/// connection is lost.
+async fn listen(settings: PgSettings, lookups: Weak<Lookups>) {
+    let connector = match settings.connector() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "lookups of applications and event types are not cached");
+            return;
+        }
+    };
+    let mut warned = false;
+    loop {
+        if lookups.strong_count() == 0 {
+            return;
+        }
+        match settings.config.connect(connector.clone()).await {
+            Ok((client, mut connection)) => {
+                // The connection delivers notices through its own poll; the LISTEN runs
+                // on the client meanwhile.
+                let (notices, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let conn = tokio::spawn(async move {
+                    loop {
+                        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                            Some(Ok(AsyncMessage::Notification(n))) => {
+                                if notices.send(n.payload().to_string()).is_err() {
+                                    return;
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(_)) | None => return,
+                        }
+                    }
+                });
+                if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                    tracing::debug!(error = %e, "LISTEN {CHANNEL} failed");
+                } else {
+                    if warned {
+                        tracing::info!("listening for changes again: lookups cached again");
+                        warned = false;
+                    }
+                    let Some(l) = lookups.upgrade() else { return };
+                    l.set_live(true);
+                    drop(l);
+                    loop {
+                        // A notice, the connection's end, or a look at whether the store
+                        // is still there.
+                        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                            Ok(Some(table)) => match lookups.upgrade() {
+                                Some(l) => l.changed(&table),
+                                None => return,
+                            },
+                            Ok(None) => break,
+                            Err(_) if lookups.strong_count() == 0 => return,
+                            Err(_) => {}
+                        }
+                    }
+                }
+                conn.abort();
+                let Some(l) = lookups.upgrade() else { return };
+                if l.live.load(Ordering::Acquire) {
+                    tracing::warn!(
+                        "lost the connection listening for changes: lookups of applications and event types read the database until it is back"
+                    );
+                    warned = true;
+                }
+                l.set_live(false);
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot listen for changes: lookups of applications and event types read the database until it can"
+                    );
+                    warned = true;
+                }
+            }
+        }
+        tokio::time::sleep(RECONNECT_AFTER).await;
+    }
+}

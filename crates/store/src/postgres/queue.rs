@@ -295,20 +295,35 @@ fn full_ids(busy: &[(String, usize)]) -> Vec<String> {
         .collect()
 }
 
+/// An endpoint with work due, locked for a claim.
+struct Due {
+    endpoint: Endpoint,
+    next_due: DateTime<Utc>,
+    /// Deliveries due by the claim's `now`, counted up to the claim's `max`.
+    waiting: usize,
+}
+
 /// Up to `limit` enabled endpoints of one kind with work due by `now`, earliest first,
 /// leaving out those `full` names (endpoint or application ids), locked for this claim;
-/// endpoints another claim holds are passed by.
+/// endpoints another claim holds are passed by. Each says how much of its work is due,
+/// counted through the index up to `max` (never more than one claim can take).
 async fn due_endpoints(
     tx: &Transaction<'_>,
     kind: &str,
     now: DateTime<Utc>,
     limit: usize,
+    max: usize,
     full: &[String],
-) -> Result<Vec<(Endpoint, DateTime<Utc>)>> {
+) -> Result<Vec<Due>> {
     let rows = tx
         .query(
             &tx.prepare_cached(&format!(
-                "SELECT {EP_COLS}, next_due_at FROM endpoints
+                "SELECT {EP_COLS}, next_due_at,
+                     (SELECT count(*) FROM (SELECT 1 FROM deliveries d
+                                            WHERE d.endpoint_id = endpoints.id
+                                              AND d.due_at IS NOT NULL AND d.due_at <= $1
+                                            LIMIT $4) AS w)
+                 FROM endpoints
                  WHERE NOT disabled AND {kind} AND next_due_at IS NOT NULL AND next_due_at <= $1
                    AND NOT (id = ANY($3)) AND NOT (app_id = ANY($3))
                  ORDER BY next_due_at LIMIT $2
@@ -316,12 +331,19 @@ async fn due_endpoints(
             ))
             .await
             .map_err(backend)?,
-            &[&now, &(limit as i64), &full],
+            &[&now, &(limit as i64), &full, &(max as i64)],
         )
         .await
         .map_err(backend)?;
     rows.iter()
-        .map(|r| Ok((ep_row(r)?, r.try_get(EP_COLUMNS).map_err(backend)?)))
+        .map(|r| {
+            let waiting: i64 = r.try_get(EP_COLUMNS + 1).map_err(backend)?;
+            Ok(Due {
+                endpoint: ep_row(r)?,
+                next_due: r.try_get(EP_COLUMNS).map_err(backend)?,
+                waiting: usize::try_from(waiting).unwrap_or(0),
+            })
+        })
         .collect()
 }
 
@@ -359,61 +381,112 @@ pub(super) async fn claim(
     let full = full_ids(busy);
     let busy_of: HashMap<&str, usize> = busy.iter().map(|(id, n)| (id.as_str(), *n)).collect();
     let busy_of = |id: &str| busy_of.get(id).copied().unwrap_or(0);
-    let mut candidates = due_endpoints(tx, HEALTHY, now, (max * 2).max(16), &full).await?;
+    let mut candidates = due_endpoints(tx, HEALTHY, now, (max * 2).max(16), max, &full).await?;
     if max_failing > 0 {
-        candidates.extend(due_endpoints(tx, FAILING, now, max_failing * 2, &full).await?);
-        candidates.sort_by_key(|(_, due)| *due);
+        candidates
+            .extend(due_endpoints(tx, FAILING, now, max_failing * 2, max_failing, &full).await?);
+        candidates.sort_by_key(|d| d.next_due);
     }
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
-    let mut app_ids: Vec<&str> = candidates.iter().map(|(e, _)| e.app_id.as_str()).collect();
+    let mut app_ids: Vec<&str> = candidates
+        .iter()
+        .map(|d| d.endpoint.app_id.as_str())
+        .collect();
     app_ids.sort();
     app_ids.dedup();
     let mut apps = app_limits(tx, &app_ids).await?;
-    let take = tx
-        .prepare_cached(
-            "UPDATE deliveries SET status = 'sending', due_at = $3, lease_token = $4, updated_at = $2
-             WHERE id IN (SELECT id FROM deliveries
-                          WHERE endpoint_id = $1 AND due_at IS NOT NULL AND due_at <= $2
-                          ORDER BY due_at LIMIT $5
-                          FOR UPDATE SKIP LOCKED)
-             RETURNING id, msg_id, attempts, scheduled_at, created_at, manual",
-        )
-        .await
-        .map_err(backend)?;
-    let token = lease_token(node);
-    let mut taken = Vec::new();
-    let mut failing_claimed = 0;
-    for (ep, _) in candidates {
-        let remaining = max.saturating_sub(taken.len());
+    // How many each endpoint gives, in due order, within every limit: the endpoints are
+    // locked, so what was counted is there to take (but for a delivery a report holds
+    // this instant, passed by).
+    let mut takes: Vec<(&Endpoint, usize)> = Vec::new();
+    let (mut planned, mut failing_planned) = (0, 0);
+    for due in &candidates {
+        let ep = &due.endpoint;
+        let remaining = max.saturating_sub(planned);
         if remaining == 0 {
             break;
         }
         let app = apps.entry(ep.app_id.clone()).or_default();
         let free = claimable(
-            &ep,
+            ep,
             busy_of(&ep.id),
             remaining,
-            max_failing.saturating_sub(failing_claimed),
+            max_failing.saturating_sub(failing_planned),
             app,
-        );
+        )
+        .min(due.waiting);
         if free == 0 {
             continue;
         }
-        let rows = tx
-            .query(&take, &[&ep.id, &now, &until, &token, &(free as i64)])
-            .await
-            .map_err(backend)?;
-        refresh_next_due(tx, &ep.id).await?;
-        app.claimed += rows.len();
+        app.claimed += free;
+        planned += free;
         if ep.is_failing() {
-            failing_claimed += rows.len();
+            failing_planned += free;
         }
-        for r in rows {
-            taken.push((r, ep.clone()));
-        }
+        takes.push((ep, free));
     }
+    if takes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let endpoint_ids: Vec<&str> = takes.iter().map(|(ep, _)| ep.id.as_str()).collect();
+    let limits: Vec<i64> = takes.iter().map(|(_, n)| *n as i64).collect();
+    let token = lease_token(node);
+    // Every endpoint's share in one statement, then their `next_due_at` in one more.
+    let take = tx
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'sending', due_at = $4, lease_token = $5, updated_at = $3
+             WHERE id IN (SELECT t.id
+                          FROM unnest($1::text[], $2::int8[]) AS e(endpoint_id, n)
+                          CROSS JOIN LATERAL (
+                              SELECT id FROM deliveries
+                              WHERE endpoint_id = e.endpoint_id
+                                AND due_at IS NOT NULL AND due_at <= $3
+                              ORDER BY due_at LIMIT e.n
+                              FOR UPDATE SKIP LOCKED) AS t)
+             RETURNING id, msg_id, attempts, scheduled_at, created_at, manual, endpoint_id",
+        )
+        .await
+        .map_err(backend)?;
+    let rows = tx
+        .query(&take, &[&endpoint_ids, &limits, &now, &until, &token])
+        .await
+        .map_err(backend)?;
+    tx.execute(
+        &tx.prepare_cached(
+            "UPDATE endpoints SET next_due_at =
+                 (SELECT min(due_at) FROM deliveries d
+                  WHERE d.endpoint_id = endpoints.id AND d.due_at IS NOT NULL)
+             WHERE id = ANY($1)",
+        )
+        .await
+        .map_err(backend)?,
+        &[&endpoint_ids],
+    )
+    .await
+    .map_err(backend)?;
+    // In the endpoints' order, each one's earliest first, as one by one.
+    let order: HashMap<&str, usize> = takes
+        .iter()
+        .enumerate()
+        .map(|(i, (ep, _))| (ep.id.as_str(), i))
+        .collect();
+    let mut taken = Vec::with_capacity(rows.len());
+    for r in rows {
+        let endpoint_id: &str = r.try_get(6).map_err(backend)?;
+        let i = *order.get(endpoint_id).ok_or_else(|| {
+            StoreError::Backend("PostgreSQL: a claim took a delivery of another endpoint".into())
+        })?;
+        let scheduled: DateTime<Utc> = r.try_get(3).map_err(backend)?;
+        let id: i64 = r.try_get(0).map_err(backend)?;
+        taken.push(((i, scheduled, id), r));
+    }
+    taken.sort_by_key(|(key, _)| *key);
+    let taken: Vec<(tokio_postgres::Row, Endpoint)> = taken
+        .into_iter()
+        .map(|((i, _, _), r)| (r, takes[i].0.clone()))
+        .collect();
     // Each message once, however many of its deliveries were taken.
     let mut msg_ids: Vec<String> = taken
         .iter()

@@ -62,7 +62,7 @@ fn progress_bar() -> ProgressBar {
     } else {
         ProgressDrawTarget::hidden()
     };
-    let bar = ProgressBar::with_draw_target(Some(0), target);
+    let bar = ProgressBar::with_draw_target(None, target);
     bar.set_style(
         ProgressStyle::with_template("{msg:>18} [{bar:40}] {pos}/{len} rows ({elapsed})")
             .unwrap_or_else(|_| ProgressStyle::default_bar())

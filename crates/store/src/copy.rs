@@ -806,12 +806,12 @@ fn spec(kind: Kind) -> Spec {
             wanted: None,
             parents: None,
             map: |r, _| {
-                let id: String = col(r, 0, "application", "?", "id")?;
+                let id = col(r, 0, "application", "id")?;
                 let at = Record::new("application", &id);
                 Ok(vec![
                     Cell::Text(Some(id.clone())),
-                    Cell::Text(at.get(r, 1, "uid")?),
-                    Cell::Text(Some(at.get(r, 2, "name")?)),
+                    Cell::Text(at.opt_text(r, 1, "uid")?),
+                    Cell::Text(Some(at.text(r, 2, "name")?)),
                     Cell::Int(at.int(r, 3, "throttle_rate")?),
                     Cell::Text(Some(at.json::<std::collections::BTreeMap<String, String>>(r, 4, "metadata")?)),
                     Cell::Text(at.opt_json::<hookline_retry::RetryPolicy>(r, 5, "retry_policy")?),
@@ -828,15 +828,15 @@ fn spec(kind: Kind) -> Spec {
             wanted: None,
             parents: None,
             map: |r, _| {
-                let name: String = col(r, 0, "event type", "?", "name")?;
+                let name = col(r, 0, "event type", "name")?;
                 let at = Record::new("event type", &name);
                 Ok(vec![
                     Cell::Text(Some(name.clone())),
-                    Cell::Text(Some(at.get(r, 1, "description")?)),
+                    Cell::Text(Some(at.text(r, 1, "description")?)),
                     Cell::Bool(at.get(r, 2, "archived")?),
                     Cell::Bool(at.get(r, 3, "deprecated")?),
                     Cell::Text(at.opt_json::<serde_json::Value>(r, 4, "schemas")?),
-                    Cell::Text(at.get(r, 5, "group_name")?),
+                    Cell::Text(at.opt_text(r, 5, "group_name")?),
                     Cell::Text(at.opt_json::<Vec<String>>(r, 6, "feature_flags")?),
                     Cell::Bool(at.get(r, 7, "validate_payloads")?),
                     Cell::Time(Some(at.time(r, 8, "created_at")?)),
@@ -851,13 +851,13 @@ fn spec(kind: Kind) -> Spec {
             wanted: None,
             parents: None,
             map: |r, _| {
-                let id: String = col(r, 0, "endpoint", "?", "id")?;
+                let id = col(r, 0, "endpoint", "id")?;
                 let at = Record::new("endpoint", &id);
                 Ok(vec![
                     Cell::Text(Some(id.clone())),
-                    Cell::Text(Some(at.get(r, 1, "app_id")?)),
-                    Cell::Text(at.get(r, 2, "uid")?),
-                    Cell::Text(Some(at.get(r, 3, "url")?)),
+                    Cell::Text(Some(at.text(r, 1, "app_id")?)),
+                    Cell::Text(at.opt_text(r, 2, "uid")?),
+                    Cell::Text(Some(at.text(r, 3, "url")?)),
                     Cell::Bool(at.get(r, 4, "disabled")?),
                     // Holds the secrets: checked, never quoted.
                     Cell::Text(Some(at.json::<EndpointSettings>(r, 5, "settings")?)),
@@ -876,7 +876,7 @@ fn spec(kind: Kind) -> Spec {
             map: |r, _| {
                 // A token is named by its application only: its hash is as good as a
                 // password to whoever has the database.
-                let app: Option<String> = col(r, 1, "API token", "?", "app_id")?;
+                let app = Record::new("API token", "?").opt_text(r, 1, "app_id")?;
                 let owner = app.as_deref().map_or("(admin)".to_string(), |a| format!("of {a}"));
                 let at = Record::new("API token", &owner);
                 let hash: Vec<u8> = at.get(r, 0, "token_hash")?;
@@ -900,12 +900,12 @@ fn spec(kind: Kind) -> Spec {
             parents: None,
             map: |r, _| {
                 // The scope starts with a token's fingerprint: named by key only.
-                let key: String = col(r, 1, "idempotency key", "?", "key")?;
+                let key = col(r, 1, "idempotency key", "key")?;
                 let at = Record::new("idempotency key", &key);
                 Ok(vec![
-                    Cell::Text(Some(at.get(r, 0, "scope")?)),
+                    Cell::Text(Some(at.text(r, 0, "scope")?)),
                     Cell::Text(Some(key.clone())),
-                    Cell::Text(Some(at.get(r, 2, "state")?)),
+                    Cell::Text(Some(at.text(r, 2, "state")?)),
                     Cell::Int(at.int(r, 3, "status")?),
                     Cell::Bytes(at.get(r, 4, "body")?),
                     Cell::Time(Some(at.time(r, 5, "created_at")?)),
@@ -919,15 +919,15 @@ fn spec(kind: Kind) -> Spec {
             wanted: None,
             parents: Some(MESSAGE_HAS_APP),
             map: |r, _| {
-                let id: String = col(r, 0, "message", "?", "id")?;
+                let id = col(r, 0, "message", "id")?;
                 let at = Record::new("message", &id);
                 Ok(vec![
                     Cell::Text(Some(id.clone())),
-                    Cell::Text(Some(at.get(r, 1, "app_id")?)),
-                    Cell::Text(at.get(r, 2, "event_id")?),
-                    Cell::Text(Some(at.get(r, 3, "event_type")?)),
+                    Cell::Text(Some(at.text(r, 1, "app_id")?)),
+                    Cell::Text(at.opt_text(r, 2, "event_id")?),
+                    Cell::Text(Some(at.text(r, 3, "event_type")?)),
                     // The exact bytes received: copied as they are, never re-serialized.
-                    Cell::Text(Some(at.get(r, 4, "payload")?)),
+                    Cell::Text(Some(at.text(r, 4, "payload")?)),
                     Cell::Text(at.opt_json::<Vec<String>>(r, 5, "channels")?),
                     Cell::Text(at.opt_json::<Vec<String>>(r, 6, "tags")?),
                     Cell::Time(Some(at.time(r, 7, "created_at")?)),
@@ -942,10 +942,10 @@ fn spec(kind: Kind) -> Spec {
             wanted: Some("t.status IN ('pending', 'sending')"),
             parents: Some(HAS_ENDPOINT_AND_MESSAGE),
             map: |r, now| {
-                let msg: String = col(r, 0, "delivery", "?", "msg_id")?;
-                let ep: String = col(r, 1, "delivery", &msg, "endpoint_id")?;
+                let msg = col(r, 0, "delivery", "msg_id")?;
+                let ep = col(r, 1, "delivery", "endpoint_id")?;
                 let at = Record::new("delivery", &format!("of {msg} to {ep}"));
-                let status: String = at.get(r, 3, "status")?;
+                let status = at.text(r, 3, "status")?;
                 let attempts = at.int(r, 4, "attempts")?;
                 let manual = match at.get::<i64>(r, 5, "trigger")? {
                     0 => false,
@@ -969,7 +969,7 @@ fn spec(kind: Kind) -> Spec {
                 Ok(vec![
                     Cell::Text(Some(msg.clone())),
                     Cell::Text(Some(ep.clone())),
-                    Cell::Text(Some(at.get(r, 2, "app_id")?)),
+                    Cell::Text(Some(at.text(r, 2, "app_id")?)),
                     Cell::Text(Some(status)),
                     Cell::Int(attempts),
                     Cell::Bool(manual),
@@ -988,7 +988,7 @@ fn spec(kind: Kind) -> Spec {
             wanted: None,
             parents: Some(HAS_ENDPOINT_AND_MESSAGE),
             map: |r, _| {
-                let id: String = col(r, 0, "attempt", "?", "id")?;
+                let id = col(r, 0, "attempt", "id")?;
                 let at = Record::new("attempt", &id);
                 let manual = match at.get::<i64>(r, 11, "trigger")? {
                     0 => false,
@@ -997,16 +997,21 @@ fn spec(kind: Kind) -> Spec {
                 };
                 Ok(vec![
                     Cell::Text(Some(id.clone())),
-                    Cell::Text(Some(at.get(r, 1, "app_id")?)),
-                    Cell::Text(Some(at.get(r, 2, "msg_id")?)),
-                    Cell::Text(Some(at.get(r, 3, "endpoint_id")?)),
-                    Cell::Text(Some(at.get(r, 4, "url")?)),
+                    Cell::Text(Some(at.text(r, 1, "app_id")?)),
+                    Cell::Text(Some(at.text(r, 2, "msg_id")?)),
+                    Cell::Text(Some(at.text(r, 3, "endpoint_id")?)),
+                    Cell::Text(Some(at.text(r, 4, "url")?)),
                     Cell::Time(Some(at.time(r, 5, "attempted_at")?)),
                     Cell::Int(at.int(r, 6, "status_code")?),
                     Cell::BigInt(at.get(r, 7, "duration_ms")?),
                     Cell::Bool(at.get(r, 8, "succeeded")?),
-                    Cell::Text(at.get(r, 9, "error_kind")?),
-                    Cell::Text(Some(at.get(r, 10, "response")?)),
+                    Cell::Text(at.opt_text(r, 9, "error_kind")?),
+                    // An excerpt of what the receiver answered: PostgreSQL text cannot
+                    // hold a NUL, shown as a replacement character instead.
+                    Cell::Text(Some(
+                        at.get::<String>(r, 10, "response")?
+                            .replace('\0', "\u{FFFD}"),
+                    )),
                     Cell::Bool(manual),
                 ])
             },
@@ -1014,15 +1019,9 @@ fn spec(kind: Kind) -> Spec {
     }
 }
 
-/// Reads column `idx` of a record not yet named by its id.
-fn col<T: rusqlite::types::FromSql>(
-    r: &rusqlite::Row,
-    idx: usize,
-    what: &str,
-    id: &str,
-    column: &str,
-) -> Result<T, String> {
-    Record::new(what, id).get(r, idx, column)
+/// Reads text column `idx` of a record not yet named by its id (the id itself).
+fn col(r: &rusqlite::Row, idx: usize, what: &str, column: &str) -> Result<String, String> {
+    Record::new(what, "?").text(r, idx, column)
 }
 
 /// The record a row holds, for errors that name it: `endpoint ep_...: settings ...`.
@@ -1050,6 +1049,33 @@ impl Record {
     ) -> Result<T, String> {
         r.get(idx)
             .map_err(|e| self.fail(column, &format!("cannot be read: {e}")))
+    }
+
+    /// A text column. PostgreSQL's text cannot hold a NUL character, SQLite's can.
+    fn text(&self, r: &rusqlite::Row, idx: usize, column: &str) -> Result<String, String> {
+        let v: String = self.get(r, idx, column)?;
+        self.no_nul(v, column)
+    }
+
+    fn opt_text(
+        &self,
+        r: &rusqlite::Row,
+        idx: usize,
+        column: &str,
+    ) -> Result<Option<String>, String> {
+        let v: Option<String> = self.get(r, idx, column)?;
+        v.map(|v| self.no_nul(v, column)).transpose()
+    }
+
+    fn no_nul(&self, v: String, column: &str) -> Result<String, String> {
+        if v.contains('\0') {
+            Err(self.fail(
+                column,
+                "holds a NUL character, which PostgreSQL text cannot hold",
+            ))
+        } else {
+            Ok(v)
+        }
     }
 
     /// An INTEGER column that PostgreSQL keeps as `integer`.

@@ -110,6 +110,67 @@ fn json_errors_say_where_not_what() {
     );
 }
 
+/// Every row `read_all` sends, by kind.
+async fn read(path: &Path, with_history: bool) -> Result<Vec<(Kind, Vec<Cell>)>, String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let source = Source::open(&path)?;
+        let (send, mut recv) = tokio::sync::mpsc::channel(1024);
+        source.read_all(with_history, crate::now(), &send)?;
+        drop(send);
+        let mut rows = Vec::new();
+        while let Some(item) = recv.blocking_recv() {
+            if let Item::Rows(kind, chunk) = item {
+                rows.extend(chunk.into_iter().map(|r| (kind, r)));
+            }
+        }
+        Ok(rows)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn text_postgresql_cannot_hold_is_named_or_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookline.sqlite");
+    let store = SqliteStore::open(&path).unwrap();
+    let a = store.create_app(app(None)).await.unwrap();
+    store.create_endpoint(endpoint(&a.id, 1)).await.unwrap();
+    store.create_message(message(&a.id)).await.unwrap();
+    let claimed = store
+        .claim_deliveries(Utc::now(), Duration::seconds(60), 1, 1, &[])
+        .await
+        .unwrap();
+    let d = &claimed[0];
+    store
+        .report_attempt(d.id, &d.lease_token, report_for(d, NextStep::Succeeded))
+        .await
+        .unwrap();
+    drop(store);
+    let conn = Connection::open(&path).unwrap();
+    // A receiver may answer NUL bytes: the excerpt keeps them on SQLite.
+    conn.execute_batch("UPDATE attempts SET response = 'a' || char(0) || 'b'")
+        .unwrap();
+    drop(conn);
+    let rows = read(&path, true).await.unwrap();
+    let attempt = rows.iter().find(|(k, _)| *k == Kind::Attempts).unwrap();
+    assert_eq!(attempt.1[10], Cell::Text(Some("a\u{FFFD}b".into())));
+
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("UPDATE applications SET name = 'x' || char(0)")
+        .unwrap();
+    drop(conn);
+    let e = read(&path, false).await.unwrap_err();
+    assert_eq!(
+        e,
+        format!(
+            "application {}: name holds a NUL character, which PostgreSQL text cannot hold",
+            a.id
+        )
+    );
+}
+
 #[test]
 fn the_summary_counts_every_kind_and_says_what_was_left_out() {
     let report = CopyReport {

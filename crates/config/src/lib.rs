@@ -699,6 +699,39 @@ mod tests {
     }
 
     #[test]
+    fn copy_takes_an_sqlite_source_and_a_postgres_target() {
+        let copy = |args: &[&str]| {
+            let mut all = vec!["hookline", "copy"];
+            all.extend_from_slice(args);
+            match parse_from(all).unwrap().0 {
+                Command::Copy(c) => c,
+                other => panic!("{other:?}"),
+            }
+        };
+        let c = copy(&[
+            "--from",
+            "sqlite://./hookline-data",
+            "--to",
+            "postgresql://u@h/db",
+            "--with-history",
+        ]);
+        assert!(c.with_history && !c.allow_non_empty);
+        assert_eq!(
+            c.source_and_target().unwrap(),
+            (
+                PathBuf::from("./hookline-data"),
+                "postgresql://u@h/db".into()
+            )
+        );
+        let c = copy(&["--from", "/var/h.sqlite", "--to", "postgres://u@h/db"]);
+        let err = c.source_and_target().unwrap_err().to_string();
+        assert!(err.starts_with("--from: must be sqlite://PATH"), "{err}");
+        let c = copy(&["--from", "sqlite:///h.sqlite", "--to", "sqlite:///x"]);
+        let err = c.source_and_target().unwrap_err().to_string();
+        assert!(err.starts_with("--to: must be a postgres://"), "{err}");
+    }
+
+    #[test]
     fn debug_hides_token() {
         let c = serve(&["--admin-token", "supersecrettoken123"]).unwrap();
         assert!(!format!("{c:?}").contains("supersecret"));

@@ -37,7 +37,9 @@
 //! nothing to belong to in PostgreSQL; they are skipped and counted in the report.
 //!
 //! Errors are one line naming the record and the column at fault, never a secret or a
-//! document's content. This module knows neither the CLI nor how progress is shown: it
+//! document's content. Every JSON document is checked to be what this hookline reads
+//! before it is written, and every text to be one PostgreSQL can hold (no NUL character;
+//! only an attempt's response excerpt, a receiver's bytes, has its NULs replaced). This module knows neither the CLI nor how progress is shown: it
 //! reports through a callback.
 
 use std::fmt;
@@ -419,7 +421,7 @@ async fn write_all(
 fn copy_error(kind: Kind, e: &tokio_postgres::Error) -> String {
     let Some(db) = e.as_db_error() else {
         return format!(
-            "writing {} to PostgreSQL: {}",
+            "writing {} to PostgreSQL: {}; nothing was committed",
             kind.name(),
             postgres::cause_chain(e)
         );

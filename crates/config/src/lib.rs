@@ -33,6 +33,81 @@ pub enum Command {
     /// Apply the database's schema migrations without serving (`serve` applies them at
     /// start too); safe to run while other hookline processes start.
     Migrate(MigrateArgs),
+    /// Copy an installation from its SQLite database into PostgreSQL, to move to it.
+    ///
+    /// Copies applications, event types, endpoints (secrets and all settings), API tokens,
+    /// idempotency keys, every message, and the deliveries still to be made, keeping ids
+    /// and times; deliveries that were being attempted when the SQLite server stopped
+    /// become due at once. Finished (succeeded or failed) deliveries and the attempt log
+    /// are copied only with --with-history. The target's schema is migrated first, and
+    /// everything is written in one transaction: a copy that fails leaves the target as
+    /// it was. The hookline serving the SQLite file must be stopped first.
+    #[command(after_help = COPY_AFTER_HELP)]
+    Copy(CopyArgs),
+}
+
+const COPY_AFTER_HELP: &str = "Counts of every kind are checked against the target before \
+the copy commits; a mismatch is an error and nothing is written. Afterwards, start hookline \
+with --database-url set to the target.
+
+Example:
+  hookline copy --from sqlite://./hookline-data --to postgres://hookline@db:5432/hookline";
+
+/// Flags of `hookline copy`.
+#[derive(Debug, Clone, Args)]
+pub struct CopyArgs {
+    /// The SQLite database to copy: `sqlite://PATH`, PATH being the database file or the
+    /// data dir holding it (`hookline.sqlite`). It is only read.
+    #[arg(long, value_name = "sqlite://PATH")]
+    pub from: String,
+
+    /// The PostgreSQL database to copy into: a `postgres://` or `postgresql://` URL
+    /// (`?sslmode=` as for serve). It must hold no applications or event types, unless
+    /// --allow-non-empty.
+    #[arg(long, value_name = "postgres://...")]
+    pub to: String,
+
+    /// Also copy the attempt log and finished (succeeded or failed) deliveries. Without
+    /// it, only deliveries still to be made are copied: messages are always copied, so a
+    /// message whose deliveries all finished is kept, without them and its attempts.
+    #[arg(long)]
+    pub with_history: bool,
+
+    /// Copy into a database that already holds applications or event types, adding to
+    /// them. A record present in both (same id, uid, event type name, ...) is an error,
+    /// and nothing is written.
+    #[arg(long)]
+    pub allow_non_empty: bool,
+}
+
+/// The SQLite file's name in a data dir.
+pub const SQLITE_FILE: &str = "hookline.sqlite";
+
+impl CopyArgs {
+    /// The `--from` path (as given: a file or a data dir) and the `--to` URL, checked
+    /// for their schemes.
+    pub fn source_and_target(&self) -> Result<(PathBuf, String), ConfigError> {
+        let from = match parse_database_url(&self.from) {
+            Ok(Database::Sqlite(path)) => path,
+            Ok(Database::Postgres(_)) | Err(_) => {
+                return Err(ConfigError::Invalid {
+                    field: "--from",
+                    message: "must be sqlite://PATH (the SQLite file or the data dir holding it)"
+                        .into(),
+                })
+            }
+        };
+        let to = match parse_database_url(&self.to) {
+            Ok(Database::Postgres(url)) => url,
+            Ok(Database::Sqlite(_)) | Err(_) => {
+                return Err(ConfigError::Invalid {
+                    field: "--to",
+                    message: "must be a postgres:// or postgresql:// URL".into(),
+                })
+            }
+        };
+        Ok((from, to))
+    }
 }
 
 /// Flags of `hookline migrate`: which database, as for `serve`.
@@ -297,7 +372,7 @@ where
                 .expect("serve subcommand present");
             Some(resolve(serve.clone(), sub)?)
         }
-        Command::Migrate(_) => None,
+        Command::Migrate(_) | Command::Copy(_) => None,
     };
     Ok((cli.command, config))
 }
@@ -316,7 +391,7 @@ pub fn migrate_database(args: &MigrateArgs) -> Result<Database, ConfigError> {
                 .data_dir
                 .filter(|_| args.data_dir == Path::new("./hookline-data"))
                 .unwrap_or_else(|| args.data_dir.clone());
-            Ok(Database::Sqlite(dir.join("hookline.sqlite")))
+            Ok(Database::Sqlite(dir.join(SQLITE_FILE)))
         }
     }
 }
@@ -349,7 +424,7 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         file.database_url.or(args.database_url)
     };
     let database = match database_url {
-        None => Database::Sqlite(data_dir.join("hookline.sqlite")),
+        None => Database::Sqlite(data_dir.join(SQLITE_FILE)),
         Some(url) => parse_database_url(&url)?,
     };
     let admin_token = if explicit("admin_token") {
@@ -621,6 +696,39 @@ mod tests {
             Database::Postgres(_)
         ));
         assert!(parse_database_url("mysql://x").is_err());
+    }
+
+    #[test]
+    fn copy_takes_an_sqlite_source_and_a_postgres_target() {
+        let copy = |args: &[&str]| {
+            let mut all = vec!["hookline", "copy"];
+            all.extend_from_slice(args);
+            match parse_from(all).unwrap().0 {
+                Command::Copy(c) => c,
+                other => panic!("{other:?}"),
+            }
+        };
+        let c = copy(&[
+            "--from",
+            "sqlite://./hookline-data",
+            "--to",
+            "postgresql://u@h/db",
+            "--with-history",
+        ]);
+        assert!(c.with_history && !c.allow_non_empty);
+        assert_eq!(
+            c.source_and_target().unwrap(),
+            (
+                PathBuf::from("./hookline-data"),
+                "postgresql://u@h/db".into()
+            )
+        );
+        let c = copy(&["--from", "/var/h.sqlite", "--to", "postgres://u@h/db"]);
+        let err = c.source_and_target().unwrap_err().to_string();
+        assert!(err.starts_with("--from: must be sqlite://PATH"), "{err}");
+        let c = copy(&["--from", "sqlite:///h.sqlite", "--to", "sqlite:///x"]);
+        let err = c.source_and_target().unwrap_err().to_string();
+        assert!(err.starts_with("--to: must be a postgres://"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use hookline_store::sqlite::SqliteStore;
 use hookline_store::{ApiToken, Store};
 use tokio::net::TcpListener;
 
+pub mod copy;
 pub mod listener;
 pub mod operational;
 

@@ -92,6 +92,20 @@ async fn serve() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Copy(args) => {
+            // Warnings only: info lines would tear through the progress bar.
+            init_logs_at(LogFormat::Text, "warn");
+            match hookline::copy::run(&args).await {
+                Ok(report) => {
+                    println!("hookline: {report}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("hookline: copy failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
     }
 }
 
@@ -124,8 +138,13 @@ fn disk_full_exits_in(dir: &std::path::Path, e: anyhow::Error) -> anyhow::Error 
 }
 
 fn init_logs(format: LogFormat) {
+    init_logs_at(format, "info")
+}
+
+/// Logs to stderr at `level` unless RUST_LOG says otherwise.
+fn init_logs_at(format: LogFormat, level: &str) {
     use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     // Colour only for a person at a terminal: not in files, pipes or log collectors, and
     // never when NO_COLOR is set (https://no-color.org).
     let colour = std::io::stderr().is_terminal()

@@ -7,12 +7,17 @@
 //! constraints, read-modify-write happens inside one transaction ([`Mutator`]), and every
 //! conflict is reported as a [`StoreError`] the caller can branch on.
 //!
+//! Besides the two backends ([`sqlite`], [`postgres`]), [`copy`] moves an installation
+//! from the first to the second (`hookline copy`): every record, ids and times kept, in
+//! one PostgreSQL transaction.
+//!
 //! This crate knows neither HTTP nor delivery; it must not import them.
 
 mod cache;
 mod common;
 #[cfg(test)]
 mod conformance;
+pub mod copy;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;

@@ -344,7 +344,7 @@ fn describe(settings: &PgSettings, e: &deadpool_postgres::PoolError) -> String {
 }
 
 /// An error and its causes, as one line.
-fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {

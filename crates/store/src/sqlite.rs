@@ -112,7 +112,7 @@ impl SqliteStore {
         }
         // One process per SQLite file: the writer thread's group commit and the startup
         // lease recovery below both rely on it. Several processes need PostgreSQL.
-        let lock_path = path.with_extension("lock");
+        let lock_path = lock_path(&path);
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -317,6 +317,17 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         let _ = self.writer.send(ToWriter::Stop);
     }
+}
+
+/// The file a process serving the database at `path` holds locked (`hookline copy` takes
+/// it too, so it never reads a database a server is writing).
+pub(crate) fn lock_path(path: &Path) -> PathBuf {
+    path.with_extension("lock")
+}
+
+/// The schema version this binary writes and reads (`PRAGMA user_version`).
+pub(crate) fn schema_version() -> usize {
+    MIGRATIONS.len()
 }
 
 fn open_reader(path: &Path) -> Result<Connection> {

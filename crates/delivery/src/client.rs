@@ -434,9 +434,14 @@ async fn read_capped(body: &mut hyper::body::Incoming, excerpt: &mut Vec<u8>) ->
 }
 
 /// The excerpt as text of at most [`EXCERPT_BYTES`]: replacement characters for invalid
-/// bytes (3 bytes each) or for a character cut at the end must not make it longer.
+/// bytes (3 bytes each) or for a character cut at the end must not make it longer. NUL
+/// is replaced too: PostgreSQL's `text` cannot hold it, and the attempt must be logged
+/// the same on either backend.
 fn excerpt_text(bytes: &[u8]) -> String {
     let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if text.contains('\0') {
+        text = text.replace('\0', "\u{fffd}");
+    }
     if text.len() > EXCERPT_BYTES {
         let mut end = EXCERPT_BYTES;
         while !text.is_char_boundary(end) {
@@ -610,6 +615,9 @@ mod tests {
         let got = excerpt_text(&[0xff; EXCERPT_BYTES]);
         assert!(got.len() <= EXCERPT_BYTES && got.len() > EXCERPT_BYTES - 3);
         assert_eq!(excerpt_text(b"ok"), "ok");
+        assert_eq!(excerpt_text(b"a\0b"), "a\u{fffd}b");
+        let got = excerpt_text(&[0u8; EXCERPT_BYTES]);
+        assert!(got.len() <= EXCERPT_BYTES && !got.contains('\0'));
     }
 
     #[test]

@@ -710,7 +710,8 @@ async fn huge_response_body_is_not_read_to_the_end() {
 }
 
 /// The attempt log keeps at most 4 KiB of a response (`MessageAttemptOut.response`),
-/// also when the cut falls inside a multi-byte character or the body is not UTF-8.
+/// also when the cut falls inside a multi-byte character, the body is not UTF-8, or it
+/// is full of NUL bytes (which PostgreSQL's text cannot hold: they become U+FFFD).
 #[tokio::test(flavor = "multi_thread")]
 async fn response_excerpt_stays_within_4_kib() {
     let server = loopback_server().await;
@@ -718,8 +719,9 @@ async fn response_excerpt_stays_within_4_kib() {
     // 4096 is not a multiple of 3: the cut falls inside a character.
     let cjk = "日".repeat(2000).into_bytes();
     let binary = vec![0xffu8; 5000];
+    let nul = [b"ok\0".as_slice(); 2000].concat();
     let mut cases = Vec::new();
-    for (name, body) in [("cjk", cjk), ("binary", binary)] {
+    for (name, body) in [("cjk", cjk), ("binary", binary), ("nul", nul)] {
         let raw = RawServer::start(Raw::Body(Arc::new(body))).await;
         let app = new_app(&api, name).await;
         let ep = new_endpoint(
@@ -751,6 +753,13 @@ async fn response_excerpt_stays_within_4_kib() {
             assert!(
                 response.chars().all(|c| c == '日'),
                 "{name}: a character was mangled at the cut"
+            );
+        }
+        if *name == "nul" {
+            assert!(
+                response.starts_with("ok\u{fffd}ok\u{fffd}") && !response.contains('\0'),
+                "{name}: {:?}",
+                &response[..20]
             );
         }
     }

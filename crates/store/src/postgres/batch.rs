@@ -4,10 +4,11 @@
 //! One message with one delivery costs about fifteen statements and two commits when
 //! written alone (docs/benchmark-journal.md), and on two cores PostgreSQL's per-statement
 //! and per-commit work is what caps the rate. Here every create and report goes through
-//! a [`Batcher`]: a task that takes whatever has queued (up to [`MAX_BATCH`]) while at
-//! most [`IN_FLIGHT`] batches run, so an idle server writes each one at once, alone, and
-//! a busy one folds the writes that queued behind a running batch into the next. A batch
-//! of any size is one transaction of about ten statements in six round trips:
+//! a [`Batcher`]: a task that takes whatever has queued (up to [`MAX_BATCH`] writes or
+//! 4 MiB of payloads) while at most [`IN_FLIGHT`] batches run, so an idle server writes
+//! each one at once, alone, and a busy one folds the writes that queued behind a running
+//! batch into the next. A batch of any size is one transaction of about ten statements
+//! in six round trips (deliveries go 2 048 rows per statement):
 //!
 //! 1. the messages (one `INSERT ... unnest`), the endpoints of their applications and the
 //!    applications' limits, sent together;
@@ -46,6 +47,10 @@ use crate::*;
 pub(super) const MAX_BATCH: usize = 128;
 /// Batches running at once (each holds a connection while it runs).
 pub(super) const IN_FLIGHT: usize = 4;
+/// A batch takes no more writes once its messages' payloads reach this many bytes.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Deliveries written per statement.
+const INSERT_CHUNK: usize = 2048;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -62,6 +67,16 @@ pub(super) enum Op {
         report: AttemptReport,
         reply: Reply<ReportOutcome>,
     },
+}
+
+impl Op {
+    /// What the write carries that may be large.
+    fn bytes(&self) -> usize {
+        match self {
+            Op::Create { msg, .. } => msg.payload.len(),
+            Op::Report { report, .. } => report.attempt.response.len(),
+        }
+    }
 }
 
 type SharedIntake = Arc<RwLock<Option<Weak<dyn Intake>>>>;
@@ -107,10 +122,14 @@ impl Batcher {
                 let Some(first) = rx.recv().await else {
                     return;
                 };
+                let mut bytes = first.bytes();
                 let mut ops = vec![first];
-                while ops.len() < MAX_BATCH {
+                while ops.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                     match rx.try_recv() {
-                        Ok(op) => ops.push(op),
+                        Ok(op) => {
+                            bytes += op.bytes();
+                            ops.push(op);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -679,40 +698,55 @@ struct DeliveryRows<'a> {
 }
 
 impl DeliveryRows<'_> {
-    /// Writes them, returning `(id, msg_id, endpoint_id)` of each.
+    /// Writes them, returning `(id, msg_id, endpoint_id)` of those handed over (and of
+    /// others written in the same statement). In statements of at most [`INSERT_CHUNK`]
+    /// rows, so a batch of large fan-outs never builds one huge message or result.
     async fn insert(&self, tx: &Transaction<'_>) -> Result<Vec<(i64, String, String)>> {
-        if self.msg_ids.is_empty() {
-            return Ok(Vec::new());
+        const INSERT: &str =
+            "INSERT INTO deliveries (app_id, msg_id, endpoint_id, status, attempts, manual,
+                 scheduled_at, due_at, lease_token, created_at, updated_at)
+             SELECT x.app, x.msg, x.ep, x.status, 0, false, x.start, x.due, x.token,
+                    x.start, x.start
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                         $5::timestamptz[], $6::timestamptz[], $7::text[])
+                  AS x(app, msg, ep, status, start, due, token)";
+        let mut out = Vec::new();
+        let n = self.msg_ids.len();
+        let mut from = 0;
+        while from < n {
+            let to = (from + INSERT_CHUNK).min(n);
+            let (apps, msgs, eps) = (
+                &self.app_ids[from..to],
+                &self.msg_ids[from..to],
+                &self.endpoint_ids[from..to],
+            );
+            let (statuses, starts, dues, tokens) = (
+                &self.statuses[from..to],
+                &self.starts[from..to],
+                &self.dues[from..to],
+                &self.tokens[from..to],
+            );
+            let args: [&(dyn ToSql + Sync); 7] =
+                [&apps, &msgs, &eps, &statuses, &starts, &dues, &tokens];
+            if tokens.iter().any(Option::is_some) {
+                let stmt = tx
+                    .prepare_cached(&format!("{INSERT} RETURNING id, msg_id, endpoint_id"))
+                    .await
+                    .map_err(backend)?;
+                for r in tx.query(&stmt, &args).await.map_err(backend)? {
+                    out.push((
+                        r.try_get(0).map_err(backend)?,
+                        r.try_get(1).map_err(backend)?,
+                        r.try_get(2).map_err(backend)?,
+                    ));
+                }
+            } else {
+                let stmt = tx.prepare_cached(INSERT).await.map_err(backend)?;
+                tx.execute(&stmt, &args).await.map_err(backend)?;
+            }
+            from = to;
         }
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO deliveries (app_id, msg_id, endpoint_id, status, attempts, manual,
-                     scheduled_at, due_at, lease_token, created_at, updated_at)
-                 SELECT x.app, x.msg, x.ep, x.status, 0, false, x.start, x.due, x.token,
-                        x.start, x.start
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                             $5::timestamptz[], $6::timestamptz[], $7::text[])
-                      AS x(app, msg, ep, status, start, due, token)
-                 RETURNING id, msg_id, endpoint_id",
-            )
-            .await
-            .map_err(backend)?;
-        let args: [&(dyn ToSql + Sync); 7] = [
-            &self.app_ids,
-            &self.msg_ids,
-            &self.endpoint_ids,
-            &self.statuses,
-            &self.starts,
-            &self.dues,
-            &self.tokens,
-        ];
-        tx.query(&stmt, &args)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect::<std::result::Result<_, tokio_postgres::Error>>()
-            .map_err(backend)
+        Ok(out)
     }
 }
 

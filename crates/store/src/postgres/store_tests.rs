@@ -1585,3 +1585,60 @@ async fn cached_lookups_follow_changes_made_elsewhere() {
     drop((here, elsewhere));
     db.drop_db().await;
 }
+
+/// A batch whose fan-outs write more deliveries than one statement takes: every one is
+/// written once, and each handed-over delivery learns its own id.
+#[tokio::test]
+async fn a_batch_of_large_fan_outs_writes_in_chunks() {
+    let Some((db, store)) = open("a_batch_of_large_fan_outs_writes_in_chunks").await else {
+        return;
+    };
+    let rec = crate::conformance::attach(&store);
+    let a = store.create_app(app(None)).await.unwrap();
+    for _ in 0..50 {
+        let mut ep = endpoint(&a.id, None);
+        ep.settings.max_concurrency = Some(1000);
+        store.create_endpoint(ep).await.unwrap();
+    }
+    let tasks: Vec<_> = (0..60)
+        .map(|_| {
+            let store = store.clone();
+            let msg = Message {
+                id: new_id("msg"),
+                app_id: a.id.clone(),
+                event_id: None,
+                event_type: "t".into(),
+                payload: "{}".into(),
+                channels: None,
+                tags: None,
+                created_at: fine_now(),
+                deliver_at: None,
+            };
+            tokio::spawn(async move { store.create_message(msg).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.batched_writes(), 60, "one batch of 3 000 deliveries");
+    let taken = rec.taken.lock().unwrap().clone();
+    assert_eq!(taken.len(), 3000);
+    let client = admin_client(&db.url).await;
+    for d in &taken {
+        let row = client
+            .query_one(
+                "SELECT msg_id, endpoint_id, status FROM deliveries WHERE id = $1",
+                &[&d.id],
+            )
+            .await
+            .unwrap();
+        let (msg, ep, status): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            (msg.as_str(), ep.as_str()),
+            (d.message.id.as_str(), d.endpoint.id.as_str())
+        );
+        assert_eq!(status, "sending");
+    }
+    drop(store);
+    db.drop_db().await;
+}

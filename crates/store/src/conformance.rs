@@ -111,6 +111,7 @@ suite! {
         refused_backlogged_and_scheduled_deliveries_queue_as_pending,
         a_create_that_fails_hands_nothing_over,
         concurrent_creates_fan_out_each_message_and_fail_alone,
+        endpoints_whose_work_was_done_elsewhere_do_not_hide_due_work,
     ],
     sqlite: [],
 }
@@ -955,4 +956,48 @@ pub(crate) async fn concurrent_creates_fan_out_each_message_and_fail_alone(store
     assert!(later
         .iter()
         .all(|d| d.endpoint.id == b_any.id && d.attempts == 1));
+}
+
+async fn endpoints_whose_work_was_done_elsewhere_do_not_hide_due_work(store: Arc<dyn Store>) {
+    // 20 endpoints get a delivery handed over and reported done: each endpoint's queue
+    // position still says "due when that lease ends", though nothing waits there.
+    let rec = attach(store.as_ref());
+    let a = store.create_app(app(None)).await.unwrap();
+    for _ in 0..20 {
+        store.create_endpoint(endpoint(&a.id, 8)).await.unwrap();
+    }
+    store.create_message(message(&a.id)).await.unwrap();
+    let handed = rec.taken.lock().unwrap().clone();
+    assert_eq!(handed.len(), 20);
+    for d in &handed {
+        let r = report_for(d, NextStep::Succeeded);
+        store.report_attempt(d.id, &d.lease_token, r).await.unwrap();
+    }
+    // Then real work is queued on another endpoint, due after those leases end.
+    rec.open.store(false, Ordering::SeqCst);
+    let b = store.create_app(app(None)).await.unwrap();
+    store.create_endpoint(endpoint(&b.id, 8)).await.unwrap();
+    let scheduled = Message {
+        deliver_at: Some(Utc::now() + chrono::Duration::minutes(5)),
+        ..message(&b.id)
+    };
+    let waiting = store.create_message(scheduled).await.unwrap();
+    // Long after the leases: a few small claims find it (the stale positions are put
+    // right as claims pass them), however many stale endpoints come first.
+    let later = Utc::now() + chrono::Duration::minutes(10);
+    let lease = chrono::Duration::seconds(30);
+    let mut found = Vec::new();
+    for _ in 0..3 {
+        found.extend(
+            store
+                .claim_deliveries(later, lease, 1, 1, &[])
+                .await
+                .unwrap(),
+        );
+        if !found.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(found.len(), 1, "the due delivery was never claimed");
+    assert_eq!(found[0].message.id, waiting.id);
 }

@@ -427,7 +427,21 @@ pub(super) async fn claim(
         }
         takes.push((ep, free));
     }
+    // Every endpoint looked at gets its `next_due_at` put right below, taken from or not:
+    // one whose work was done elsewhere (a handed-over delivery reported, a message
+    // deleted) still says it is due, and would otherwise come first in every claim.
+    let looked_at: Vec<&str> = candidates.iter().map(|d| d.endpoint.id.as_str()).collect();
+    let refresh = tx
+        .prepare_cached(
+            "UPDATE endpoints SET next_due_at =
+                 (SELECT min(due_at) FROM deliveries d
+                  WHERE d.endpoint_id = endpoints.id AND d.due_at IS NOT NULL)
+             WHERE id = ANY($1)",
+        )
+        .await
+        .map_err(backend)?;
     if takes.is_empty() {
+        tx.execute(&refresh, &[&looked_at]).await.map_err(backend)?;
         return Ok(Vec::new());
     }
     let endpoint_ids: Vec<&str> = takes.iter().map(|(ep, _)| ep.id.as_str()).collect();
@@ -453,19 +467,7 @@ pub(super) async fn claim(
         .query(&take, &[&endpoint_ids, &limits, &now, &until, &token])
         .await
         .map_err(backend)?;
-    tx.execute(
-        &tx.prepare_cached(
-            "UPDATE endpoints SET next_due_at =
-                 (SELECT min(due_at) FROM deliveries d
-                  WHERE d.endpoint_id = endpoints.id AND d.due_at IS NOT NULL)
-             WHERE id = ANY($1)",
-        )
-        .await
-        .map_err(backend)?,
-        &[&endpoint_ids],
-    )
-    .await
-    .map_err(backend)?;
+    tx.execute(&refresh, &[&looked_at]).await.map_err(backend)?;
     // In the endpoints' order, each one's earliest first, as one by one.
     let order: HashMap<&str, usize> = takes
         .iter()

@@ -1,7 +1,16 @@
-//! The PostgreSQL backend: several hookline processes on one database (being built: this
-//! part connects, checks TLS and applies the schema; [`PgStore`] keeps the management
-//! records, tokens, idempotency keys and messages, and says which queue methods it does
-//! not have yet).
+//! The PostgreSQL backend: the whole [`Store`](crate::Store) on PostgreSQL 13 or newer,
+//! safe with several hookline processes on one database.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `postgres.rs` | connection URLs and TLS, the pool, migrations |
+//! | `postgres/store.rs` | [`PgStore`]: the management records, tokens, idempotency keys, messages |
+//! | `postgres/batch.rs` | the group commit of creates and attempt reports |
+//! | `postgres/queue.rs` | fan-out, the claim (`FOR UPDATE SKIP LOCKED`), reports, leases |
+//! | `postgres/deliveries.rs` | the delivery log's reads and actions (resend, recover, stats) |
+//! | `postgres/changes.rs` | cached applications and event types, kept true by `LISTEN` |
+//! | `postgres/listing.rs`, `rows.rs`, `errors.rs` | pagination, row mapping, error mapping |
+//! | `postgres/migrations/` | the schema, one file per version |
 //!
 //! **Driver.** tokio-postgres with a deadpool pool, not sqlx: hookline's hot paths are a
 //! handful of fixed statements it wants prepared once per connection, pipelined and

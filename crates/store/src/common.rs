@@ -91,6 +91,31 @@ impl Fresh {
         }
     }
 
+    /// Files a fresh delivery of `msg` to `ep` that the intake reserved a slot for, under
+    /// `token`, starting at `start`; its id is set once it is written. Filed before the
+    /// insert, so a failure from here on gives the slot back.
+    pub(crate) fn file(
+        &mut self,
+        msg: &Message,
+        ep: &Endpoint,
+        token: &str,
+        start: DateTime<Utc>,
+        app: &AppLimits,
+    ) {
+        self.claimed.push(ClaimedDelivery {
+            id: 0,
+            lease_token: token.to_string(),
+            attempts: 0,
+            scheduled_at: start,
+            created_at: start,
+            trigger: Trigger::Scheduled,
+            message: msg.clone(),
+            endpoint: ep.clone(),
+            app_retry_policy: app.policy.clone(),
+            app_throttle_rate: app.rate,
+        });
+    }
+
     /// The message is durable: the worker gets its deliveries.
     pub(crate) fn hand_over(mut self) {
         if let Some(intake) = &self.intake {

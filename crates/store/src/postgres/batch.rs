@@ -483,18 +483,7 @@ async fn write(
                     let app = limits.entry(msg.app_id.clone()).or_default();
                     if intake.reserve(ep, app.rate) {
                         reserved = Some(ms(start + intake.lease()));
-                        fresh.claimed.push(ClaimedDelivery {
-                            id: 0,
-                            lease_token: token.clone(),
-                            attempts: 0,
-                            scheduled_at: start,
-                            created_at: start,
-                            trigger: Trigger::Scheduled,
-                            message: msg.clone(),
-                            endpoint: (*ep).clone(),
-                            app_retry_policy: app.policy.clone(),
-                            app_throttle_rate: app.rate,
-                        });
+                        fresh.file(msg, ep, &token, start, app);
                     }
                 }
             }

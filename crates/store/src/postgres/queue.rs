@@ -194,20 +194,8 @@ pub(super) async fn fan_out(
             }
             let limits = app.as_ref().expect("read above");
             if intake.reserve(&ep, limits.rate) {
-                // Filed before the insert, so a failure from here on gives the slot back.
                 reserved = Some(ms(start + intake.lease()));
-                fresh.claimed.push(ClaimedDelivery {
-                    id: 0,
-                    lease_token: token.clone(),
-                    attempts: 0,
-                    scheduled_at: start,
-                    created_at: start,
-                    trigger: Trigger::Scheduled,
-                    message: msg.clone(),
-                    endpoint: ep.clone(),
-                    app_retry_policy: limits.policy.clone(),
-                    app_throttle_rate: limits.rate,
-                });
+                fresh.file(msg, &ep, &token, start, limits);
             }
         }
         targets.push(ep.id);

@@ -1409,17 +1409,7 @@ async fn concurrent_writes_are_committed_in_batches() {
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let store = store.clone();
-            let msg = Message {
-                id: new_id("msg"),
-                app_id: a.id.clone(),
-                event_id: None,
-                event_type: "t".into(),
-                payload: "{}".into(),
-                channels: None,
-                tags: None,
-                created_at: fine_now(),
-                deliver_at: None,
-            };
+            let msg = message(&a.id, "t");
             tokio::spawn(async move { store.create_message(msg).await })
         })
         .collect();
@@ -1485,16 +1475,8 @@ async fn cached_lookups_follow_changes_made_elsewhere() {
     let sql = admin_client(&db.url).await;
     let a = here.create_app(app(Some("acme"))).await.unwrap();
     let et = EventType {
-        name: "t".into(),
         description: "before".into(),
-        archived: false,
-        deprecated: false,
-        schemas: None,
-        group_name: None,
-        feature_flags: None,
-        validate_payloads: false,
-        created_at: fine_now(),
-        updated_at: fine_now(),
+        ..event_type("t")
     };
     here.create_event_type(et).await.unwrap();
     let listening = || async {
@@ -1603,17 +1585,7 @@ async fn a_batch_of_large_fan_outs_writes_in_chunks() {
     let tasks: Vec<_> = (0..60)
         .map(|_| {
             let store = store.clone();
-            let msg = Message {
-                id: new_id("msg"),
-                app_id: a.id.clone(),
-                event_id: None,
-                event_type: "t".into(),
-                payload: "{}".into(),
-                channels: None,
-                tags: None,
-                created_at: fine_now(),
-                deliver_at: None,
-            };
+            let msg = message(&a.id, "t");
             tokio::spawn(async move { store.create_message(msg).await })
         })
         .collect();

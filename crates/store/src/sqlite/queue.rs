@@ -125,19 +125,7 @@ pub(super) fn fan_out(
                 let yes = intake.reserve(&ep, limits.rate);
                 let lease = intake.lease();
                 if yes {
-                    // Filed before the insert, so a failure from here on gives the slot back.
-                    fresh.claimed.push(ClaimedDelivery {
-                        id: 0,
-                        lease_token: token.clone(),
-                        attempts: 0,
-                        scheduled_at: start,
-                        created_at: start,
-                        trigger: Trigger::Scheduled,
-                        message: msg.clone(),
-                        endpoint: ep.clone(),
-                        app_retry_policy: limits.policy.clone(),
-                        app_throttle_rate: limits.rate,
-                    });
+                    fresh.file(msg, &ep, &token, start, limits);
                 }
                 yes.then(|| ms(start + lease))
             }

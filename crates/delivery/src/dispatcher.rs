@@ -34,7 +34,7 @@ use std::time::Duration;
 use hookline_retry::RetryPolicy;
 use hookline_store::{
     new_id, Applied, Attempt, AttemptReport, ClaimedDelivery, DeliveryQueue, Endpoint, Intake,
-    StoreError,
+    ReportOutcome, StoreError,
 };
 use rand::Rng;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -610,10 +610,7 @@ impl Dispatcher {
             disable_endpoint: verdict == Verdict::Gone,
             disable_if_failing_since: Some(finished - disable_after),
         };
-        let reported = self
-            .store
-            .report_attempt(d.id, &d.lease_token, report)
-            .await;
+        let reported = self.report(&d, report).await;
         // Reported or not, this worker is done with the lease: a report that failed
         // leaves the delivery to come due again when the lease expires.
         self.leases.lock().expect("lease map").remove(&d.id);
@@ -654,6 +651,36 @@ impl Dispatcher {
             }
             Err(e) => {
                 tracing::error!(delivery = d.id, error = %e, "recording attempt failed");
+            }
+        }
+    }
+
+    /// Reports an attempt. While the store is unavailable (its database away) the report
+    /// is tried again, backing off up to 2 s, for as long as half the lease: an outage
+    /// shorter than that costs neither the attempt's record nor a second delivery once
+    /// the lease expires. Not while stopping: the drain must not wait for the database.
+    async fn report(
+        &self,
+        d: &ClaimedDelivery,
+        report: AttemptReport,
+    ) -> hookline_store::Result<ReportOutcome> {
+        let give_up = std::time::Instant::now() + self.cfg.lease / 2;
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let out = self
+                .store
+                .report_attempt(d.id, &d.lease_token, report.clone())
+                .await;
+            match out {
+                Err(StoreError::Unavailable(e))
+                    if std::time::Instant::now() + wait < give_up
+                        && !self.stopping.load(Ordering::SeqCst) =>
+                {
+                    tracing::debug!(delivery = d.id, error = %e, "recording attempt: the store is unavailable; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                out => return out,
             }
         }
     }

@@ -122,6 +122,102 @@ async fn bad_database_urls_fail_in_one_clear_line() {
     }
 }
 
+/// An attempt that finishes while the database is away is recorded once it is back: the
+/// report is tried again instead of being dropped (which would leave the delivery
+/// `sending` until its lease ran out, missing from the attempt log, and then delivered
+/// a second time).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_finished_during_an_outage_is_recorded_after_it() {
+    let Some(db) =
+        TestDb::create("an_attempt_finished_during_an_outage_is_recorded_after_it").await
+    else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    recv.set("/slow", Behavior::Delay(Duration::from_millis(1500), 200));
+    let server =
+        Server::start_with(&["--database-url", &db.url, "--allow-target", "127.0.0.0/8"]).await;
+    let api = server.client();
+    let app = api.create("/api/v1/app", json!({"name": "a"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ep = api
+        .create(
+            &format!("/api/v1/app/{app}/endpoint"),
+            json!({"url": recv.url("/slow")}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = api
+        .post(
+            &format!("/api/v1/app/{app}/msg"),
+            json!({"eventType": "t", "eventId": "slow", "payload": {}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert!(
+        recv.wait_for(Duration::from_secs(10), |r| r.in_flight("/slow") == 1)
+            .await,
+        "the attempt started"
+    );
+
+    // The database goes while the receiver takes its time, and comes back after it
+    // answered.
+    let admin = admin_client(&db.admin).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = '{0}' AND pid <> pg_backend_pid();",
+            db.name
+        ))
+        .await
+        .unwrap();
+    assert!(
+        recv.wait_for(Duration::from_secs(10), |r| r.in_flight("/slow") == 0)
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .await
+        .unwrap();
+
+    // Recorded within seconds, not after the 2-minute lease; delivered once.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let attempts = loop {
+        let (status, body) = api
+            .get(&format!("/api/v1/app/{app}/attempt/msg/slow"))
+            .await;
+        let data = body["data"].as_array().cloned().unwrap_or_default();
+        if status == 200 && !data.is_empty() {
+            break data;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the attempt was never recorded: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0]["responseStatusCode"], json!(200));
+    assert_eq!(attempts[0]["endpointId"], json!(ep));
+    let (status, body) = api
+        .get(&format!("/api/v1/app/{app}/msg/slow/endpoint"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["status"], json!(0), "delivered: {body}");
+    assert_eq!(recv.requests_to("/slow").len(), 1);
+    drop(server);
+    db.drop_db().await;
+}
+
 /// The database goes away while hookline serves (connections refused, the open ones cut):
 /// the API answers 503 `unavailable` and health says so, nothing acknowledged is lost,
 /// and when the database is back hookline carries on by itself, delivering too.

@@ -793,7 +793,8 @@ impl<'a> AttemptRows<'a> {
                      AS x(id, app_id, msg_id, endpoint_id, url, attempted_at, status_code,
                           duration_ms, succeeded, error_kind, response, manual)
                  WHERE EXISTS (SELECT 1 FROM endpoints e WHERE e.id = x.endpoint_id)
-                   AND EXISTS (SELECT 1 FROM messages m WHERE m.id = x.msg_id)",
+                   AND EXISTS (SELECT 1 FROM messages m WHERE m.id = x.msg_id)
+                 ON CONFLICT (id) DO NOTHING",
             )
             .await
             .map_err(backend)?;

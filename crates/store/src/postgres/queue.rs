@@ -545,13 +545,16 @@ pub(super) async fn report(
         NextStep::RetryAt(t) => ("pending", Some(ms(t))),
     };
     // Not for an endpoint deleted meanwhile: the attempt would have nothing to belong to.
+    // Logged once if the report is sent again (its commit's fate unknown: a dropped
+    // connection), which then finds its lease gone.
     let log = tx
         .prepare_cached(
             "INSERT INTO attempts (id, app_id, msg_id, endpoint_id, url, attempted_at, status_code,
                  duration_ms, succeeded, error_kind, response, manual)
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
              WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = $4)
-               AND EXISTS (SELECT 1 FROM messages WHERE id = $3)",
+               AND EXISTS (SELECT 1 FROM messages WHERE id = $3)
+             ON CONFLICT (id) DO NOTHING",
         )
         .await
         .map_err(backend)?;

@@ -1614,3 +1614,48 @@ async fn a_batch_of_large_fan_outs_writes_in_chunks() {
     drop(store);
     db.drop_db().await;
 }
+
+/// A report sent again (its first commit's fate unknown, the connection lost) logs its
+/// attempt once and finds its lease gone, alone or in a batch.
+#[tokio::test]
+async fn a_report_sent_twice_is_logged_once() {
+    let Some((db, store)) = open("a_report_sent_twice_is_logged_once").await else {
+        return;
+    };
+    let rec = crate::conformance::attach(&store);
+    let a = store.create_app(app(None)).await.unwrap();
+    store.create_endpoint(endpoint(&a.id, None)).await.unwrap();
+    for _ in 0..3 {
+        store.create_message(message(&a.id, "t")).await.unwrap();
+    }
+    let taken = rec.taken.lock().unwrap().clone();
+    assert_eq!(taken.len(), 3);
+    // The first alone, then the three together, the first again among them.
+    let report = |d: &ClaimedDelivery| crate::conformance::report_for(d, NextStep::Succeeded);
+    let first = report(&taken[0]);
+    let out = store
+        .report_attempt(taken[0].id, &taken[0].lease_token, first.clone())
+        .await
+        .unwrap();
+    assert_eq!(out.applied, Applied::Yes);
+    let again: Vec<_> = [(taken[0].clone(), first)]
+        .into_iter()
+        .chain(taken[1..].iter().map(|d| (d.clone(), report(d))))
+        .map(|(d, r)| {
+            let store = store.clone();
+            tokio::spawn(async move { store.report_attempt(d.id, &d.lease_token, r).await })
+        })
+        .collect();
+    let mut applied = Vec::new();
+    for t in again {
+        applied.push(t.await.unwrap().unwrap().applied);
+    }
+    assert_eq!(applied, [Applied::LeaseLost, Applied::Yes, Applied::Yes]);
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM attempts").await,
+        3,
+        "each attempt logged once"
+    );
+    drop(store);
+    db.drop_db().await;
+}

@@ -57,6 +57,8 @@ pub struct Shared {
     /// The queue's figures for `/metrics`, read at most once a second however often it is
     /// scraped: counting a large backlog takes a while, and `/metrics` needs no token.
     pub queue_stats: tokio::sync::Mutex<Option<(std::time::Instant, hookline_store::QueueStats)>>,
+    /// What this process does (`--role`): `all`, `api` or `worker`, as health says it.
+    pub role: &'static str,
 }
 
 /// How long `/metrics` reuses the queue's figures.
@@ -111,6 +113,8 @@ struct HealthOut {
     code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<&'static str>,
+    /// What this process does: `all` (the API and deliveries), `api` or `worker`.
+    role: &'static str,
 }
 
 /// Health check: 200 when the server can read its store and write to it. No auth.
@@ -123,6 +127,7 @@ struct HealthOut {
     responses((status = 200, body = HealthOut),
         (status = 503, body = HealthOut, description = "storage full (`degraded`) or unreachable (`unavailable`)")))]
 async fn health(State(state): State<AppState>) -> axum::response::Response {
+    let role = state.role;
     let unhealthy = |status, code, detail, retry_after: Option<u32>| {
         let mut resp = (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -130,6 +135,7 @@ async fn health(State(state): State<AppState>) -> axum::response::Response {
                 status,
                 code: Some(code),
                 detail: Some(detail),
+                role,
             }),
         )
             .into_response();
@@ -150,6 +156,7 @@ async fn health(State(state): State<AppState>) -> axum::response::Response {
             status: "ok",
             code: None,
             detail: None,
+            role,
         })
         .into_response(),
         Err(e) => {
@@ -303,6 +310,25 @@ fn qualify_operation_ids(spec: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// What a `--role worker` process serves: health and metrics; every other path is a 404
+/// saying why (a load balancer should send API calls to the processes that serve it).
+pub fn worker_router(state: AppState) -> ApiService {
+    let router = Router::new()
+        .route("/api/v1/health", axum::routing::get(health))
+        .route("/metrics", axum::routing::get(metrics_text))
+        .with_state(state)
+        .fallback(not_served_here)
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(log_failure));
+    NormalizePathLayer::trim_trailing_slash().layer(router)
+}
+
+async fn not_served_here() -> ApiError {
+    ApiError::NotFound(
+        "this process runs with --role worker: it delivers, and serves only /api/v1/health and /metrics; send API calls to a process with --role all or api",
+    )
 }
 
 /// The complete API service, as [`router`] builds it.

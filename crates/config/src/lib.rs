@@ -204,6 +204,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKLINE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
 
+    /// What this process does: `all` (the API and deliveries), `api` (accepts and
+    /// stores; delivers nothing) or `worker` (delivers; serves only health and metrics).
+    /// `api` and `worker` need PostgreSQL, shared with processes that do the rest.
+    #[arg(long, env = "HOOKLINE_ROLE", default_value = "all")]
+    pub role: Role,
+
     /// Disable an endpoint that has failed, without a single success, for this many
     /// seconds (default 5 days).
     #[arg(long, env = "HOOKLINE_ENDPOINT_DISABLE_AFTER_SECS", default_value_t = 5 * 24 * 3600)]
@@ -234,6 +240,38 @@ pub struct ServeArgs {
     pub operational_webhook_secret: Option<String>,
 }
 
+/// What a `serve` process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The management API and the deliveries.
+    All,
+    /// The management API only: messages are stored for worker processes to deliver.
+    Api,
+    /// Deliveries only; the listener serves `/api/v1/health` and `/metrics`.
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Api => "api",
+            Role::Worker => "worker",
+        }
+    }
+
+    /// Whether this process serves the management API.
+    pub fn serves_api(self) -> bool {
+        self != Role::Worker
+    }
+
+    /// Whether this process delivers.
+    pub fn delivers(self) -> bool {
+        self != Role::Api
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -258,6 +296,7 @@ struct FileConfig {
     api_body_timeout_secs: Option<u64>,
     api_max_connections: Option<usize>,
     log_format: Option<LogFormat>,
+    role: Option<Role>,
     endpoint_disable_after_secs: Option<u64>,
     max_in_flight: Option<usize>,
     shutdown_grace_secs: Option<u64>,
@@ -288,6 +327,7 @@ pub struct Config {
     pub api_body_timeout_secs: u64,
     pub api_max_connections: usize,
     pub log_format: LogFormat,
+    pub role: Role,
     pub endpoint_disable_after_secs: u64,
     pub max_in_flight: usize,
     pub shutdown_grace_secs: u64,
@@ -312,6 +352,7 @@ impl std::fmt::Debug for Config {
             .field("api_body_timeout_secs", &self.api_body_timeout_secs)
             .field("api_max_connections", &self.api_max_connections)
             .field("log_format", &self.log_format)
+            .field("role", &self.role)
             .field(
                 "endpoint_disable_after_secs",
                 &self.endpoint_disable_after_secs,
@@ -533,6 +574,17 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
             message: "must be at least 1".into(),
         });
     }
+    let role = pick(explicit("role"), args.role, file.role);
+    if role != Role::All && !matches!(database, Database::Postgres(_)) {
+        return Err(ConfigError::Invalid {
+            field: "role",
+            message: format!(
+                "{} needs a PostgreSQL database (--database-url postgres://...) shared with processes that {}; on SQLite one process does both",
+                role.as_str(),
+                if role == Role::Api { "deliver" } else { "serve the API" }
+            ),
+        });
+    }
     let operational_webhook_url = if explicit("operational_webhook_url") {
         args.operational_webhook_url
     } else {
@@ -584,6 +636,7 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         api_body_timeout_secs,
         api_max_connections,
         log_format: pick(explicit("log_format"), args.log_format, file.log_format),
+        role,
     })
 }
 
@@ -643,6 +696,25 @@ mod tests {
         );
         assert!(c.allow_targets.is_empty());
         assert!(!c.svix_headers);
+    }
+
+    #[test]
+    fn roles_other_than_all_need_postgres() {
+        assert_eq!(serve(&[]).unwrap().role, Role::All);
+        let err = serve(&["--role", "api"]).expect_err("refused on SQLite");
+        assert!(
+            err.to_string().contains("needs a PostgreSQL database"),
+            "{err}"
+        );
+        let pg = ["--database-url", "postgres://u@127.0.0.1/db"];
+        let c = serve(&[&pg[..], &["--role", "worker"]].concat()).unwrap();
+        assert_eq!(c.role, Role::Worker);
+        assert!(c.role.delivers() && !c.role.serves_api());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(&path, "role = \"api\"\n").unwrap();
+        let c = serve(&[&pg[..], &["--config", path.to_str().unwrap()]].concat()).unwrap();
+        assert_eq!(c.role, Role::Api);
     }
 
     #[test]

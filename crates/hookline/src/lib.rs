@@ -153,10 +153,20 @@ pub async fn run(
         wake: dispatcher.waker(),
         metrics: install_metrics(),
         queue_stats: Default::default(),
+        role: config.role.as_str(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let delivering = tokio::spawn(dispatcher.run(stop_rx.clone()));
-    let service = hookline_api::router(state, config.body_limit_bytes);
+    // An API-only process never runs its dispatcher: nothing is handed to it, and the
+    // deliveries it stores wait for the workers' claims.
+    let delivering = config
+        .role
+        .delivers()
+        .then(|| tokio::spawn(dispatcher.run(stop_rx.clone())));
+    let service = if config.role.serves_api() {
+        hookline_api::router(state, config.body_limit_bytes)
+    } else {
+        hookline_api::worker_router(state)
+    };
     let purge = tokio::spawn(purge_idempotency_keys(store));
     let limits = listener::Limits {
         idle_timeout: Duration::from_secs(config.api_idle_timeout_secs),
@@ -167,7 +177,12 @@ pub async fn run(
             config.max_in_flight,
         ),
     };
-    tracing::info!(%addr, max_connections = limits.max_connections, "hookline API listening");
+    tracing::info!(
+        %addr,
+        role = config.role.as_str(),
+        max_connections = limits.max_connections,
+        "hookline API listening"
+    );
     // One stop signal for both halves: the API stops taking requests, the dispatcher
     // stops claiming and drains.
     tokio::spawn(async move {
@@ -185,7 +200,9 @@ pub async fn run(
         Duration::from_secs(config.shutdown_grace_secs),
     )
     .await;
-    delivering.await?;
+    if let Some(delivering) = delivering {
+        delivering.await?;
+    }
     purge.abort();
     tracing::info!("hookline stopped");
     Ok(())

@@ -122,6 +122,80 @@ async fn bad_database_urls_fail_in_one_clear_line() {
     }
 }
 
+/// `--role api` processes accept and store, `--role worker` processes deliver: a message
+/// created through an API process reaches its receiver through a worker, the attempt is
+/// in the log either serves, each says its role in health, and a worker refuses API calls
+/// with a 404 saying where they belong. On SQLite the roles are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_and_worker_processes_split_the_work() {
+    let out = hookline(&["serve", "--role", "worker", "--listen", "127.0.0.1:0"]).await;
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("needs a PostgreSQL database"), "{err}");
+    let Some(db) = TestDb::create("api_and_worker_processes_split_the_work").await else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    let common = ["--database-url", &db.url, "--allow-target", "127.0.0.0/8"];
+    let api_node = Server::start_with(&[&common[..], &["--role", "api"]].concat()).await;
+    let worker = Server::start_with(&[&common[..], &["--role", "worker"]].concat()).await;
+    let api = api_node.client();
+    for (server, role) in [(&api_node, "api"), (&worker, "worker")] {
+        let (status, health) = server.client().get("/api/v1/health").await;
+        assert_eq!(status, 200, "{health}");
+        assert_eq!(health["role"], json!(role), "{health}");
+    }
+    let (status, body) = worker.client().get("/api/v1/app").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--role worker"),
+        "{body}"
+    );
+    let (status, _) = worker.client().get("/metrics").await;
+    assert_eq!(status, 200);
+
+    let app = api.create("/api/v1/app", json!({"name": "a"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.create(
+        &format!("/api/v1/app/{app}/endpoint"),
+        json!({"url": recv.url("/hook")}),
+    )
+    .await;
+    for i in 0..5 {
+        let (status, _) = api
+            .post(
+                &format!("/api/v1/app/{app}/msg"),
+                json!({"eventType": "t", "eventId": format!("m{i}"), "payload": {"i": i}}),
+            )
+            .await;
+        assert_eq!(status, 202);
+    }
+    assert!(
+        recv.wait_for(Duration::from_secs(10), |r| r.count() >= 5)
+            .await,
+        "the worker delivered {} of 5",
+        recv.count()
+    );
+    // The worker's reports are in the log the API process serves.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = api.get(&format!("/api/v1/app/{app}/attempt/msg/m4")).await;
+        if body["data"].as_array().is_some_and(|d| d.len() == 1) {
+            assert_eq!(body["data"][0]["responseStatusCode"], json!(200));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no attempt logged: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((api_node, worker));
+    db.drop_db().await;
+}
+
 /// An attempt that finishes while the database is away is recorded once it is back: the
 /// report is tried again instead of being dropped (which would leave the delivery
 /// `sending` until its lease ran out, missing from the attempt log, and then delivered

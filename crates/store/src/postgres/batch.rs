@@ -82,7 +82,7 @@ impl Op {
     }
 }
 
-type SharedIntake = Arc<RwLock<Option<Weak<dyn Intake>>>>;
+pub(super) type SharedIntake = Arc<RwLock<Option<Weak<dyn Intake>>>>;
 
 /// The queue of writes and the task that batches them.
 #[derive(Clone)]
@@ -542,14 +542,26 @@ async fn write(
         outcomes.push(endpoint_disabled);
     }
 
-    // 4. The deliveries, the attempts and the reported deliveries' moves.
+    // 4. The deliveries, the attempts and the reported deliveries' moves (and a notice,
+    // if deliveries were queued for any process's workers to claim).
     let attempts = AttemptRows::new(reports);
     let moves = MoveRows::new(reports);
-    let (inserted, logged, moved) =
-        tokio::join!(rows.insert(tx), attempts.insert(tx), moves.apply(tx),);
+    let queued = freshes.iter().any(|f| f.queued);
+    let (inserted, logged, moved, notified) = tokio::join!(
+        rows.insert(tx),
+        attempts.insert(tx),
+        moves.apply(tx),
+        async {
+            match queued {
+                true => queue::notify_work(tx, &ctx.node).await,
+                false => Ok(()),
+            }
+        },
+    );
     let inserted = inserted?;
     logged?;
     let moved = moved?;
+    notified?;
 
     // The handed-over deliveries learn their ids.
     let ids: HashMap<(&str, &str), i64> = inserted

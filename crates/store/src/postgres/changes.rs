@@ -8,6 +8,12 @@
 //! statement writes either table, at its commit, whoever made it; a task of this process
 //! listens on a connection of its own and drops the cache of that table on each notice.
 //!
+//! The same connection listens on `hookline_work`, which a transaction notifies when it
+//! queues deliveries `pending` (no slot of its own process took them): the attached
+//! [`Intake`] is told, so this process's workers look at the queue at once instead of at
+//! their next poll. A hint only: polling stays the truth, and a notice lost while the
+//! connection was down costs at most one poll interval.
+//!
 //! The cache is used only while that connection is listening. When it is lost, the
 //! caches are dropped and bypassed (every lookup reads the database) until a new
 //! connection listens again, so a change made while nobody listened is never missed.
@@ -21,12 +27,15 @@ use std::time::Duration;
 
 use tokio_postgres::AsyncMessage;
 
+use super::batch::SharedIntake;
 use super::PgSettings;
 use crate::cache::*;
 use crate::*;
 
 /// The channel the trigger notifies.
 const CHANNEL: &str = "hookline_changes";
+/// The channel notified when deliveries are queued.
+pub(super) const WORK: &str = "hookline_work";
 /// How long the listener waits before connecting again after losing its connection.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
@@ -36,18 +45,37 @@ pub(super) struct Lookups {
     pub(super) event_types: LookupCache<EventType>,
     /// The listener is listening: a change elsewhere would reach us.
     live: AtomicBool,
+    /// Told when work is queued anywhere.
+    intake: SharedIntake,
+    /// This process's node id: its own work notices are not news to it.
+    node: std::sync::RwLock<Arc<str>>,
 }
 
 impl Lookups {
     /// The caches, with a task listening for changes while they live.
-    pub(super) fn start(settings: PgSettings) -> Arc<Lookups> {
+    pub(super) fn start(
+        settings: PgSettings,
+        intake: SharedIntake,
+        node: Arc<str>,
+    ) -> Arc<Lookups> {
         let lookups = Arc::new(Lookups {
             apps: LookupCache::new(LOOKUP_CACHE_BYTES, app_weight),
             event_types: LookupCache::new(LOOKUP_CACHE_BYTES, event_type_weight),
             live: AtomicBool::new(false),
+            intake,
+            node: std::sync::RwLock::new(node),
         });
         tokio::spawn(listen(settings, Arc::downgrade(&lookups)));
         lookups
+    }
+
+    /// This process runs as `node` from now on.
+    pub(super) fn set_node(&self, node: Arc<str>) {
+        *self.node.write().unwrap_or_else(|e| e.into_inner()) = node;
+    }
+
+    fn node(&self) -> Arc<str> {
+        self.node.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The cache of applications, if it may be used now.
@@ -62,8 +90,23 @@ impl Lookups {
             .then_some(&self.event_types)
     }
 
-    fn changed(&self, table: &str) {
-        match table {
+    fn notice(&self, channel: &str, payload: &str) {
+        if channel == WORK {
+            if payload == &*self.node() {
+                return; // this process's own: its workers were told in-process
+            }
+            let intake = self
+                .intake
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(Weak::upgrade);
+            if let Some(intake) = intake {
+                intake.queued();
+            }
+            return;
+        }
+        match payload {
             "applications" => self.apps.invalidate(),
             "event_types" => self.event_types.invalidate(),
             _ => self.invalidate(),
@@ -108,7 +151,8 @@ async fn listen(settings: PgSettings, lookups: Weak<Lookups>) {
                     loop {
                         match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                             Some(Ok(AsyncMessage::Notification(n))) => {
-                                if notices.send(n.payload().to_string()).is_err() {
+                                let notice = (n.channel().to_string(), n.payload().to_string());
+                                if notices.send(notice).is_err() {
                                     return;
                                 }
                             }
@@ -117,8 +161,11 @@ async fn listen(settings: PgSettings, lookups: Weak<Lookups>) {
                         }
                     }
                 });
-                if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-                    tracing::debug!(error = %e, "LISTEN {CHANNEL} failed");
+                if let Err(e) = client
+                    .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {WORK}"))
+                    .await
+                {
+                    tracing::debug!(error = %e, "LISTEN failed");
                 } else {
                     if warned {
                         tracing::info!("listening for changes again: lookups cached again");
@@ -131,8 +178,8 @@ async fn listen(settings: PgSettings, lookups: Weak<Lookups>) {
                         // A notice, the connection's end, or a look at whether the store
                         // is still there.
                         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-                            Ok(Some(table)) => match lookups.upgrade() {
-                                Some(l) => l.changed(&table),
+                            Ok(Some((channel, payload))) => match lookups.upgrade() {
+                                Some(l) => l.notice(&channel, &payload),
                                 None => return,
                             },
                             Ok(None) => break,

@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 
 use super::errors::backend;
 use super::listing::{paginate, Params};
-use super::queue::{refresh_next_due, FAILING, HEALTHY};
+use super::queue::{notify_work, refresh_next_due, FAILING, HEALTHY};
 use super::rows::ms;
 use crate::*;
 
@@ -153,6 +153,7 @@ pub(super) async fn list_endpoint_deliveries(
 
 pub(super) async fn resend(
     tx: &Transaction<'_>,
+    node: &str,
     app_id: &str,
     msg_id: &str,
     endpoint_id: &str,
@@ -214,11 +215,13 @@ pub(super) async fn resend(
             }
         }
     }
-    refresh_next_due(tx, endpoint_id).await
+    refresh_next_due(tx, endpoint_id).await?;
+    notify_work(tx, node).await
 }
 
 pub(super) async fn recover(
     tx: &Transaction<'_>,
+    node: &str,
     app_id: &str,
     endpoint_id: &str,
     since: DateTime<Utc>,
@@ -242,6 +245,9 @@ pub(super) async fn recover(
         .await
         .map_err(backend)?;
     refresh_next_due(tx, endpoint_id).await?;
+    if n > 0 {
+        notify_work(tx, node).await?;
+    }
     Ok(n)
 }
 

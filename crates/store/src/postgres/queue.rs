@@ -252,6 +252,9 @@ pub(super) async fn fan_out(
     );
     let inserted = inserted.map_err(backend)?;
     bumped.map_err(backend)?;
+    if fresh.queued {
+        notify_work(tx, node).await?;
+    }
     if !fresh.claimed.is_empty() {
         // The handed-over deliveries learn their ids.
         let by_endpoint: HashMap<String, i64> = inserted
@@ -265,6 +268,18 @@ pub(super) async fn fan_out(
             })?;
         }
     }
+    Ok(())
+}
+
+/// Tells every other process listening that deliveries were queued, at this
+/// transaction's commit ([`super::changes`]): their workers look at the queue now. The
+/// notice names this `node`, whose own workers are told in-process.
+pub(super) async fn notify_work(tx: &Transaction<'_>, node: &str) -> Result<()> {
+    let stmt = tx
+        .prepare_cached(&format!("SELECT pg_notify('{}', $1)", super::changes::WORK))
+        .await
+        .map_err(backend)?;
+    tx.execute(&stmt, &[&node]).await.map_err(backend)?;
     Ok(())
 }
 

@@ -81,7 +81,7 @@ impl PgStore {
         let node: Arc<str> = random_node().into();
         let batched = Arc::new(AtomicU64::new(0));
         Ok(PgStore {
-            lookups: Lookups::start(settings),
+            lookups: Lookups::start(settings, intake.clone(), node.clone()),
             batcher: Batcher::start(batch::Ctx {
                 pool: pool.clone(),
                 node: node.clone(),
@@ -131,6 +131,7 @@ impl PgStore {
         };
         self.node = node.clone().into();
         self._node_lock = Some(Arc::new(file));
+        self.lookups.set_node(self.node.clone());
         // Fresh deliveries are leased in the node's name too.
         self.batcher = Batcher::start(batch::Ctx {
             pool: self.pool.clone(),
@@ -921,10 +922,11 @@ impl Store for PgStore {
             msg_id.to_string(),
             endpoint_id.to_string(),
         );
+        let node = self.node.clone();
         self.in_tx(move |tx| {
-            Box::pin(
-                async move { deliveries::resend(tx, &app_id, &msg_id, &endpoint_id, now).await },
-            )
+            Box::pin(async move {
+                deliveries::resend(tx, &node, &app_id, &msg_id, &endpoint_id, now).await
+            })
         })
         .await
     }
@@ -938,9 +940,10 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<u64> {
         let (app_id, endpoint_id) = (app_id.to_string(), endpoint_id.to_string());
+        let node = self.node.clone();
         self.in_tx(move |tx| {
             Box::pin(async move {
-                deliveries::recover(tx, &app_id, &endpoint_id, since, until, now).await
+                deliveries::recover(tx, &node, &app_id, &endpoint_id, since, until, now).await
             })
         })
         .await

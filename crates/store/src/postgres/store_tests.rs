@@ -1659,3 +1659,29 @@ async fn a_report_sent_twice_is_logged_once() {
     drop(store);
     db.drop_db().await;
 }
+
+/// Deliveries queued by one process wake the workers of another: its intake hears
+/// `hookline_work` at the commit.
+#[tokio::test]
+async fn work_queued_by_another_process_wakes_this_one() {
+    let Some((db, here)) = open("work_queued_by_another_process_wakes_this_one").await else {
+        return;
+    };
+    let elsewhere = PgStore::connect(&db.url, 2).await.expect("connect");
+    let rec = crate::conformance::attach(&here);
+    let a = elsewhere.create_app(app(None)).await.unwrap();
+    elsewhere
+        .create_endpoint(endpoint(&a.id, None))
+        .await
+        .unwrap();
+    // Once the listener is up (a cached lookup shows it), a create elsewhere is heard.
+    assert!(eventually(10, || async { here.lookups.apps().is_some() }).await);
+    let before = *rec.queued.lock().unwrap();
+    elsewhere.create_message(message(&a.id, "t")).await.unwrap();
+    assert!(
+        eventually(5, || async { *rec.queued.lock().unwrap() > before }).await,
+        "the other process's queued work was not heard"
+    );
+    drop((here, elsewhere));
+    db.drop_db().await;
+}

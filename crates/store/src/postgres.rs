@@ -78,6 +78,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "change_notices",
         include_str!("postgres/migrations/0003_change_notices.sql"),
     ),
+    (
+        4,
+        "deliveries_in_flight",
+        include_str!("postgres/migrations/0004_deliveries_in_flight.sql"),
+    ),
 ];
 
 /// How TLS is used, after libpq's `sslmode`.

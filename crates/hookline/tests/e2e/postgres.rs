@@ -207,6 +207,64 @@ async fn api_and_worker_processes_split_the_work() {
     db.drop_db().await;
 }
 
+/// `maxConcurrency` holds across processes: three processes on one database, an
+/// endpoint with `maxConcurrency: 2` whose receiver holds each request 200 ms, 30
+/// messages sent round-robin through the three: the receiver never sees more than 2 at
+/// once (each process alone would allow 2, so 6 in all).
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrency_holds_across_processes() {
+    let Some(db) = TestDb::create("max_concurrency_holds_across_processes").await else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    recv.set("/held", Behavior::Delay(Duration::from_millis(200), 200));
+    let args = ["--database-url", &db.url, "--allow-target", "127.0.0.0/8"];
+    let nodes = [
+        Server::start_with(&args).await,
+        Server::start_with(&args).await,
+        Server::start_with(&args).await,
+    ];
+    let apis: Vec<Api> = nodes.iter().map(Server::client).collect();
+    let app = apis[0].create("/api/v1/app", json!({"name": "a"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    apis[0]
+        .create(
+            &format!("/api/v1/app/{app}/endpoint"),
+            json!({"url": recv.url("/held"), "maxConcurrency": 2}),
+        )
+        .await;
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let api = apis[i % 3].clone();
+        let path = format!("/api/v1/app/{app}/msg");
+        sends.spawn(async move {
+            let (status, body) = api
+                .post(&path, json!({"eventType": "t", "payload": {"i": i}}))
+                .await;
+            assert_eq!(status, 202, "{body}");
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.unwrap();
+    }
+    assert!(
+        recv.wait_for(Duration::from_secs(30), |r| r.count() >= 30)
+            .await,
+        "{} of 30 delivered",
+        recv.count()
+    );
+    assert!(
+        recv.max_concurrent("/held") <= 2,
+        "{} requests at once across the processes",
+        recv.max_concurrent("/held")
+    );
+    assert_eq!(recv.max_concurrent("/held"), 2, "both slots were used");
+    drop(nodes);
+    db.drop_db().await;
+}
+
 /// An attempt that finishes while the database is away is recorded once it is back: the
 /// report is tried again instead of being dropped (which would leave the delivery
 /// `sending` until its lease ran out, missing from the attempt log, and then delivered

@@ -338,6 +338,8 @@ struct EpState {
     /// `updated_at`, if the batch disabled it.
     disabled_at: Option<DateTime<Utc>>,
     changed: bool,
+    /// Its deliveries leased by any process, with those this batch hands over.
+    in_flight: usize,
 }
 
 /// The batch in one transaction; on success every create has its `fresh` and every
@@ -456,8 +458,25 @@ async fn write(
                     disabled: r.try_get(3).map_err(backend)?,
                     disabled_at: None,
                     changed: false,
+                    in_flight: 0,
                 },
             );
+        }
+        // What every process has in flight to the endpoints fresh deliveries may go to,
+        // asked once they are locked.
+        if intake.is_some() {
+            let fresh_targets: Vec<&str> = wanted
+                .iter()
+                .flatten()
+                .map(|ep| ep.id.as_str())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for (id, n) in queue::in_flight(tx, &fresh_targets, ms(crate::now())).await? {
+                if let Some(state) = eps.get_mut(&id) {
+                    state.in_flight = n;
+                }
+            }
         }
     }
 
@@ -479,9 +498,12 @@ async fn write(
             }
             let mut reserved = None;
             if let Some(intake) = &intake {
-                if immediate && state.next_due.is_none_or(|t| t > start) {
+                // Nothing due before it, and a slot free across processes.
+                let room = state.in_flight < ep.concurrency_cap();
+                if immediate && room && state.next_due.is_none_or(|t| t > start) {
                     let app = limits.entry(msg.app_id.clone()).or_default();
                     if intake.reserve(ep, app.rate) {
+                        state.in_flight += 1;
                         reserved = Some(ms(start + intake.lease()));
                         fresh.file(msg, ep, &token, start, app);
                     }

@@ -171,6 +171,10 @@ pub(super) async fn fan_out(
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<std::result::Result<_, tokio_postgres::Error>>()
         .map_err(backend)?;
+    let leased = match fresh.intake.is_some() && immediate {
+        true => in_flight(tx, &ids, start).await?,
+        false => HashMap::new(),
+    };
     let mut app: Option<AppLimits> = None;
     let token = lease_token(node);
     let (mut targets, mut statuses, mut dues, mut tokens) = (vec![], vec![], vec![], vec![]);
@@ -178,10 +182,12 @@ pub(super) async fn fan_out(
         let Some(next_due) = locked.get(&ep.id) else {
             continue; // deleted or disabled since it was matched
         };
+        // Handed over only with nothing due before it and a slot free across processes.
+        let room = leased.get(&ep.id).copied().unwrap_or(0) < ep.concurrency_cap();
         let intake = fresh
             .intake
             .clone()
-            .filter(|_| immediate && next_due.is_none_or(|t| t > start));
+            .filter(|_| immediate && room && next_due.is_none_or(|t| t > start));
         let mut reserved = None;
         if let Some(intake) = intake {
             if app.is_none() {
@@ -306,6 +312,39 @@ struct Due {
     waiting: usize,
 }
 
+/// How many deliveries of each of `endpoints` are leased and not expired at `now`, by any
+/// process (through the `deliveries_sending` index): what limits across processes count.
+/// Asked once the endpoints are locked, in a statement of its own: a statement sees only
+/// what was committed when it began, and a lock it waited for may have been held by a
+/// transaction that leased more of them.
+pub(super) async fn in_flight(
+    tx: &Transaction<'_>,
+    endpoints: &[&str],
+    now: DateTime<Utc>,
+) -> Result<HashMap<String, usize>> {
+    if endpoints.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT endpoint_id, count(*) FROM deliveries
+             WHERE endpoint_id = ANY($1) AND status = 'sending' AND due_at > $2
+             GROUP BY endpoint_id",
+        )
+        .await
+        .map_err(backend)?;
+    tx.query(&stmt, &[&endpoints, &now])
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| {
+            let n: i64 = r.try_get(1)?;
+            Ok((r.try_get(0)?, usize::try_from(n).unwrap_or(0)))
+        })
+        .collect::<std::result::Result<_, tokio_postgres::Error>>()
+        .map_err(backend)
+}
+
 /// Up to `limit` enabled endpoints of one kind with work due by `now`, earliest first,
 /// leaving out those `full` names (endpoint or application ids), locked for this claim;
 /// endpoints another claim holds are passed by. Each says how much of its work is due,
@@ -400,6 +439,8 @@ pub(super) async fn claim(
     app_ids.sort();
     app_ids.dedup();
     let mut apps = app_limits(tx, &app_ids).await?;
+    let ids: Vec<&str> = candidates.iter().map(|d| d.endpoint.id.as_str()).collect();
+    let leased = in_flight(tx, &ids, now).await?;
     // How many each endpoint gives, in due order, within every limit: the endpoints are
     // locked, so what was counted is there to take (but for a delivery a report holds
     // this instant, passed by).
@@ -412,9 +453,11 @@ pub(super) async fn claim(
             break;
         }
         let app = apps.entry(ep.app_id.clone()).or_default();
+        // In flight to it: this process's count, or every process's if that is more
+        // (limits hold across processes).
         let free = claimable(
             ep,
-            busy_of(&ep.id),
+            busy_of(&ep.id).max(leased.get(&ep.id).copied().unwrap_or(0)),
             remaining,
             max_failing.saturating_sub(failing_planned),
             app,

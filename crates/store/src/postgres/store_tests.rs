@@ -1685,3 +1685,61 @@ async fn work_queued_by_another_process_wakes_this_one() {
     drop((here, elsewhere));
     db.drop_db().await;
 }
+
+/// `maxConcurrency` holds across processes: what another process has leased counts,
+/// for claims and for fresh deliveries handed over alike.
+#[tokio::test]
+async fn concurrency_limits_count_every_process_leases() {
+    let Some((db, here)) = open("concurrency_limits_count_every_process_leases").await else {
+        return;
+    };
+    let elsewhere = PgStore::connect(&db.url, 2).await.expect("connect");
+    let a = here.create_app(app(None)).await.unwrap();
+    let mut ep = endpoint(&a.id, None);
+    ep.settings.max_concurrency = Some(2);
+    let ep = here.create_endpoint(ep).await.unwrap();
+    for _ in 0..4 {
+        here.create_message(message(&a.id, "t")).await.unwrap();
+    }
+    let lease = Duration::seconds(30);
+    let now = Utc::now();
+    // The other process takes both slots; this one, with nothing of its own in flight,
+    // gets none.
+    assert_eq!(
+        elsewhere
+            .claim_deliveries(now, lease, 10, 10, &[])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(here
+        .claim_deliveries(now, lease, 10, 10, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    // A fresh delivery is handed to this process's intake only while its endpoint has a
+    // slot free across processes.
+    let rec = crate::conformance::attach(&here);
+    let b = here.create_app(app(None)).await.unwrap();
+    let mut free = endpoint(&b.id, None);
+    free.settings.max_concurrency = Some(1);
+    let free = here.create_endpoint(free).await.unwrap();
+    here.create_message(message(&b.id, "t")).await.unwrap();
+    assert_eq!(
+        rec.taken.lock().unwrap().len(),
+        1,
+        "a free endpoint's is handed over"
+    );
+    let held = elsewhere
+        .claim_deliveries(Utc::now(), lease, 10, 10, &[])
+        .await
+        .unwrap();
+    assert!(held.is_empty(), "{held:?}");
+    // `free` now has one leased (by this process): a second message waits.
+    here.create_message(message(&b.id, "t")).await.unwrap();
+    assert_eq!(rec.taken.lock().unwrap().len(), 1);
+    let _ = (ep, free);
+    drop((here, elsewhere));
+    db.drop_db().await;
+}

@@ -442,14 +442,35 @@ async fn write(
     let touched: Vec<&str> = touched.into_iter().collect();
     let mut eps: HashMap<String, EpState> = HashMap::with_capacity(touched.len());
     if !touched.is_empty() {
-        let stmt = tx
+        let lock = tx
             .prepare_cached(
                 "SELECT id, next_due_at, failing_since, disabled FROM endpoints
                  WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
             )
             .await
             .map_err(backend)?;
-        for r in tx.query(&stmt, &[&touched]).await.map_err(backend)? {
+        // What every process has in flight to the endpoints fresh deliveries may go to,
+        // asked in the same round trip as the lock and so after it.
+        let fresh_targets: Vec<&str> = match intake {
+            Some(_) => wanted
+                .iter()
+                .flatten()
+                .map(|ep| ep.id.as_str())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        };
+        if !fresh_targets.is_empty() {
+            queue::prepare_in_flight(tx).await?;
+        }
+        let now = ms(crate::now());
+        let lock_args: [&(dyn ToSql + Sync); 1] = [&touched];
+        let (locked, leased) = tokio::join!(
+            tx.query(&lock, &lock_args),
+            queue::in_flight(tx, &fresh_targets, now),
+        );
+        for r in locked.map_err(backend)? {
             eps.insert(
                 r.try_get(0).map_err(backend)?,
                 EpState {
@@ -462,20 +483,9 @@ async fn write(
                 },
             );
         }
-        // What every process has in flight to the endpoints fresh deliveries may go to,
-        // asked once they are locked.
-        if intake.is_some() {
-            let fresh_targets: Vec<&str> = wanted
-                .iter()
-                .flatten()
-                .map(|ep| ep.id.as_str())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            for (id, n) in queue::in_flight(tx, &fresh_targets, ms(crate::now())).await? {
-                if let Some(state) = eps.get_mut(&id) {
-                    state.in_flight = n;
-                }
+        for (id, n) in leased? {
+            if let Some(state) = eps.get_mut(&id) {
+                state.in_flight = n;
             }
         }
     }

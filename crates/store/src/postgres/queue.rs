@@ -155,26 +155,32 @@ pub(super) async fn fan_out(
         return Ok(());
     }
     let ids: Vec<&str> = wanted.iter().map(|e| e.id.as_str()).collect();
-    let locked: HashMap<String, Option<DateTime<Utc>>> = tx
-        .query(
-            &tx.prepare_cached(
-                "SELECT id, next_due_at FROM endpoints WHERE id = ANY($1) AND NOT disabled
-                 ORDER BY id FOR NO KEY UPDATE",
-            )
-            .await
-            .map_err(backend)?,
-            &[&ids],
+    // The lock, then (in the same round trip, so still after it) every process's leases.
+    let lock = tx
+        .prepare_cached(
+            "SELECT id, next_due_at FROM endpoints WHERE id = ANY($1) AND NOT disabled
+             ORDER BY id FOR NO KEY UPDATE",
         )
         .await
+        .map_err(backend)?;
+    let count = fresh.intake.is_some() && immediate;
+    if count {
+        prepare_in_flight(tx).await?;
+    }
+    let lock_args: [&(dyn ToSql + Sync); 1] = [&ids];
+    let (locked, leased) = tokio::join!(tx.query(&lock, &lock_args), async {
+        match count {
+            true => in_flight(tx, &ids, start).await,
+            false => Ok(HashMap::new()),
+        }
+    });
+    let locked: HashMap<String, Option<DateTime<Utc>>> = locked
         .map_err(backend)?
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<std::result::Result<_, tokio_postgres::Error>>()
         .map_err(backend)?;
-    let leased = match fresh.intake.is_some() && immediate {
-        true => in_flight(tx, &ids, start).await?,
-        false => HashMap::new(),
-    };
+    let leased = leased?;
     let mut app: Option<AppLimits> = None;
     let token = lease_token(node);
     let (mut targets, mut statuses, mut dues, mut tokens) = (vec![], vec![], vec![], vec![]);
@@ -312,11 +318,24 @@ struct Due {
     waiting: usize,
 }
 
+const IN_FLIGHT: &str = "SELECT endpoint_id, count(*) FROM deliveries
+     WHERE endpoint_id = ANY($1) AND status = 'sending' AND due_at > $2
+     GROUP BY endpoint_id";
+
+/// [`in_flight`]'s statement, prepared (once per connection).
+pub(super) async fn prepare_in_flight(tx: &Transaction<'_>) -> Result<tokio_postgres::Statement> {
+    tx.prepare_cached(IN_FLIGHT).await.map_err(backend)
+}
+
 /// How many deliveries of each of `endpoints` are leased and not expired at `now`, by any
 /// process (through the `deliveries_sending` index): what limits across processes count.
 /// Asked once the endpoints are locked, in a statement of its own: a statement sees only
 /// what was committed when it began, and a lock it waited for may have been held by a
 /// transaction that leased more of them.
+///
+/// It may be sent together with the statement that takes the locks, after it (the server
+/// runs a connection's statements in order): prepare it first with [`prepare_in_flight`],
+/// so that nothing is awaited between the two.
 pub(super) async fn in_flight(
     tx: &Transaction<'_>,
     endpoints: &[&str],
@@ -325,14 +344,7 @@ pub(super) async fn in_flight(
     if endpoints.is_empty() {
         return Ok(HashMap::new());
     }
-    let stmt = tx
-        .prepare_cached(
-            "SELECT endpoint_id, count(*) FROM deliveries
-             WHERE endpoint_id = ANY($1) AND status = 'sending' AND due_at > $2
-             GROUP BY endpoint_id",
-        )
-        .await
-        .map_err(backend)?;
+    let stmt = prepare_in_flight(tx).await?;
     tx.query(&stmt, &[&endpoints, &now])
         .await
         .map_err(backend)?
@@ -438,9 +450,9 @@ pub(super) async fn claim(
         .collect();
     app_ids.sort();
     app_ids.dedup();
-    let mut apps = app_limits(tx, &app_ids).await?;
     let ids: Vec<&str> = candidates.iter().map(|d| d.endpoint.id.as_str()).collect();
-    let leased = in_flight(tx, &ids, now).await?;
+    let (apps, leased) = tokio::join!(app_limits(tx, &app_ids), in_flight(tx, &ids, now));
+    let (mut apps, leased) = (apps?, leased?);
     // How many each endpoint gives, in due order, within every limit: the endpoints are
     // locked, so what was counted is there to take (but for a delivery a report holds
     // this instant, passed by).

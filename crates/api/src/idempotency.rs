@@ -1,4 +1,5 @@
-//! `idempotency-key` on POST: a repeated key gets the first response again.
+//! `idempotency-key` on POST: a repeated key gets the first response again, also when it
+//! arrives while the first is still running (it waits for that answer).
 //!
 //! The key is claimed in the store before the request runs (so two concurrent repeats
 //! cannot both act) and the response is stored durably after, so repeats after a restart
@@ -21,6 +22,12 @@ use crate::AppState;
 
 /// How long a claimed key may stay unfinished before another request takes it over.
 const STALE_AFTER: chrono::Duration = chrono::Duration::seconds(60);
+/// How long a repeat waits for the first request with its key to finish.
+const WAIT_FOR_FIRST: std::time::Duration = std::time::Duration::from_secs(10);
+/// How soon a waiting repeat looks again; the pause doubles up to the second figure
+/// (each look is a write to the store).
+const POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(5);
+const POLL_FIRST_AT_MOST: std::time::Duration = std::time::Duration::from_millis(200);
 /// How long finished keys are kept.
 pub const KEEP_FOR: chrono::Duration = chrono::Duration::hours(24);
 /// Largest response body remembered (API responses are small; this is a guard).
@@ -50,20 +57,32 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         auth.fingerprint,
         req.uri().path().trim_end_matches('/')
     );
-    match state
-        .store
-        .idempotency_begin(&scope, &key, Utc::now(), STALE_AFTER)
-        .await
-    {
-        Err(e) => return answer_unread(req, ApiError::from(e).into_response()).await,
-        Ok(IdempotencyState::InProgress) => {
-            let busy = ApiError::Conflict(
-                "a request with this idempotency-key is still being processed".into(),
-            );
-            return answer_unread(req, busy.into_response()).await;
+    // A repeat that arrives while the first request still runs (on this process or any
+    // other) waits for its answer, then gets the same one; only if that takes longer than
+    // WAIT_FOR_FIRST is it told to retry.
+    let waiting_since = std::time::Instant::now();
+    let mut pause = POLL_FIRST;
+    loop {
+        match state
+            .store
+            .idempotency_begin(&scope, &key, Utc::now(), STALE_AFTER)
+            .await
+        {
+            Err(e) => return answer_unread(req, ApiError::from(e).into_response()).await,
+            Ok(IdempotencyState::InProgress) if waiting_since.elapsed() < WAIT_FOR_FIRST => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(POLL_FIRST_AT_MOST);
+            }
+            Ok(IdempotencyState::InProgress) => {
+                let busy = ApiError::Conflict(
+                    "a request with this idempotency-key is still being processed".into(),
+                );
+                return answer_unread(req, busy.into_response()).await;
+            }
+            Ok(IdempotencyState::Done(stored)) => return answer_unread(req, replay(stored)).await,
+            // New, or the first gave up (5xx) or went stale: this request runs.
+            Ok(IdempotencyState::Claimed) => break,
         }
-        Ok(IdempotencyState::Done(stored)) => return answer_unread(req, replay(stored)).await,
-        Ok(IdempotencyState::Claimed) => {}
     }
 
     let response = next.run(req).await;

@@ -265,6 +265,51 @@ async fn max_concurrency_holds_across_processes() {
     db.drop_db().await;
 }
 
+/// The same idempotency key sent to two processes at the same instant: one message, and
+/// every answer the same (those that came second waited for the first's).
+#[tokio::test(flavor = "multi_thread")]
+async fn one_idempotency_key_at_two_processes_makes_one_message() {
+    let Some(db) = TestDb::create("one_idempotency_key_at_two_processes_makes_one_message").await
+    else {
+        return;
+    };
+    let args = ["--database-url", &db.url];
+    let nodes = [
+        Server::start_with(&args).await,
+        Server::start_with(&args).await,
+    ];
+    let apis: Vec<Api> = nodes.iter().map(Server::client).collect();
+    let app = apis[0].create("/api/v1/app", json!({"name": "a"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let url = nodes[i % 2].url(&format!("/api/v1/app/{app}/msg"));
+        sends.spawn(async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(crate::support::ADMIN_TOKEN)
+                .header("idempotency-key", "same-key")
+                .json(&json!({"eventType": "t", "payload": {"n": 1}}))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = sends.join_next().await {
+        answers.push(answer.unwrap());
+    }
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert_eq!(answers[0].0, 202, "{answers:?}");
+    let (_, list) = apis[1].get(&format!("/api/v1/app/{app}/msg")).await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
+    drop(nodes);
+    db.drop_db().await;
+}
+
 /// An attempt that finishes while the database is away is recorded once it is back: the
 /// report is tried again instead of being dropped (which would leave the delivery
 /// `sending` until its lease ran out, missing from the attempt log, and then delivered

@@ -33,6 +33,16 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A new application with one endpoint (`endpoint` is its JSON): their ids.
+async fn app_with_endpoint(api: &Api, endpoint: Value) -> (String, String) {
+    let id = |v: Value| v["id"].as_str().expect("id").to_string();
+    let app = id(api.create("/api/v1/app", json!({"name": "a"})).await);
+    let ep = id(api
+        .create(&format!("/api/v1/app/{app}/endpoint"), endpoint)
+        .await);
+    (app, ep)
+}
+
 #[tokio::test]
 async fn migrate_prepares_a_database_once() {
     let Some(db) = TestDb::create("migrate_prepares_a_database_once").await else {
@@ -157,15 +167,7 @@ async fn api_and_worker_processes_split_the_work() {
     let (status, _) = worker.client().get("/metrics").await;
     assert_eq!(status, 200);
 
-    let app = api.create("/api/v1/app", json!({"name": "a"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    api.create(
-        &format!("/api/v1/app/{app}/endpoint"),
-        json!({"url": recv.url("/hook")}),
-    )
-    .await;
+    let (app, _) = app_with_endpoint(&api, json!({"url": recv.url("/hook")})).await;
     // One at a time: the worker hears of each at its commit (`hookline_work`), not at
     // its next poll (a second): the median wait stays far below half a second.
     let mut waits = Vec::new();
@@ -225,16 +227,11 @@ async fn max_concurrency_holds_across_processes() {
         Server::start_with(&args).await,
     ];
     let apis: Vec<Api> = nodes.iter().map(Server::client).collect();
-    let app = apis[0].create("/api/v1/app", json!({"name": "a"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    apis[0]
-        .create(
-            &format!("/api/v1/app/{app}/endpoint"),
-            json!({"url": recv.url("/held"), "maxConcurrency": 2}),
-        )
-        .await;
+    let (app, _) = app_with_endpoint(
+        &apis[0],
+        json!({"url": recv.url("/held"), "maxConcurrency": 2}),
+    )
+    .await;
     let mut sends = tokio::task::JoinSet::new();
     for i in 0..30 {
         let api = apis[i % 3].clone();
@@ -326,19 +323,7 @@ async fn an_attempt_finished_during_an_outage_is_recorded_after_it() {
     let server =
         Server::start_with(&["--database-url", &db.url, "--allow-target", "127.0.0.0/8"]).await;
     let api = server.client();
-    let app = api.create("/api/v1/app", json!({"name": "a"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let ep = api
-        .create(
-            &format!("/api/v1/app/{app}/endpoint"),
-            json!({"url": recv.url("/slow")}),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (app, ep) = app_with_endpoint(&api, json!({"url": recv.url("/slow")})).await;
     let (status, _) = api
         .post(
             &format!("/api/v1/app/{app}/msg"),
@@ -419,15 +404,7 @@ async fn a_database_outage_answers_503_and_recovers_by_itself() {
     let server =
         Server::start_with(&["--database-url", &db.url, "--allow-target", "127.0.0.0/8"]).await;
     let api = server.client();
-    let app = api.create("/api/v1/app", json!({"name": "a"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    api.create(
-        &format!("/api/v1/app/{app}/endpoint"),
-        json!({"url": recv.url("/hook")}),
-    )
-    .await;
+    let (app, _) = app_with_endpoint(&api, json!({"url": recv.url("/hook")})).await;
     let msg = format!("/api/v1/app/{app}/msg");
     let (status, _) = api
         .post(
@@ -619,15 +596,7 @@ async fn the_database_restarting_under_load_loses_nothing_acknowledged() {
     ])
     .await;
     let api = server.client();
-    let app = api.create("/api/v1/app", json!({"name": "a"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    api.create(
-        &format!("/api/v1/app/{app}/endpoint"),
-        json!({"url": recv.url("/hook")}),
-    )
-    .await;
+    let (app, _) = app_with_endpoint(&api, json!({"url": recv.url("/hook")})).await;
     let msg = format!("/api/v1/app/{app}/msg");
 
     let phase = Arc::new(AtomicU8::new(UP));

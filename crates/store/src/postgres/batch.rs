@@ -609,8 +609,6 @@ async fn write(
                 })?;
         }
     }
-    drop(ids);
-    drop(inserted);
     for (c, fresh) in creates.iter_mut().zip(freshes) {
         c.fresh = Some(fresh);
     }

@@ -105,6 +105,20 @@ fn ids<T>(p: &Page<T>, key: fn(&T) -> &str) -> Vec<String> {
     p.data.iter().map(|x| key(x).to_string()).collect()
 }
 
+/// `n` messages to `app_id`, created by as many tasks at once (so they queue together).
+async fn create_at_once(store: &PgStore, app_id: &str, n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let store = store.clone();
+            let msg = message(app_id, "t");
+            tokio::spawn(async move { store.create_message(msg).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}
+
 async fn count(store: &PgStore, sql: &str) -> i64 {
     let c = store.pool.get().await.unwrap();
     c.query_one(sql, &[]).await.unwrap().get(0)
@@ -1406,16 +1420,7 @@ async fn concurrent_writes_are_committed_in_batches() {
     // Creates that all succeed go together too.
     let a = store.create_app(app(None)).await.unwrap();
     store.create_endpoint(endpoint(&a.id, None)).await.unwrap();
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let store = store.clone();
-            let msg = message(&a.id, "t");
-            tokio::spawn(async move { store.create_message(msg).await })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
+    create_at_once(&store, &a.id, 20).await;
     assert_eq!(store.batched_writes(), 83 + 20);
     drop(store);
     db.drop_db().await;
@@ -1582,16 +1587,7 @@ async fn a_batch_of_large_fan_outs_writes_in_chunks() {
         ep.settings.max_concurrency = Some(1000);
         store.create_endpoint(ep).await.unwrap();
     }
-    let tasks: Vec<_> = (0..60)
-        .map(|_| {
-            let store = store.clone();
-            let msg = message(&a.id, "t");
-            tokio::spawn(async move { store.create_message(msg).await })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
+    create_at_once(&store, &a.id, 60).await;
     assert_eq!(store.batched_writes(), 60, "one batch of 3 000 deliveries");
     let taken = rec.taken.lock().unwrap().clone();
     assert_eq!(taken.len(), 3000);

@@ -199,18 +199,31 @@ async fn a_full_disk_answers_503_storage_full_and_recovers_by_itself() {
     );
     let (status, listed) = api.get(&format!("/api/v1/app/{app}/msg?limit=1")).await;
     assert_eq!(status, 200, "reads work on a full disk: {listed}");
-    // Other writes are refused the same way (an endpoint, an application).
-    let (status, body) = api
-        .post(
-            &format!("/api/v1/app/{app}/endpoint"),
-            json!({"url": receiver.url("/other")}),
-        )
-        .await;
-    assert_eq!(
-        (status, &body["code"]),
-        (503, &json!("storage_full")),
-        "{body}"
-    );
+    // Other writes are refused the same way. A small write can still fit in room SQLite
+    // already holds (a WAL it restarts from the top), so endpoints with 64 KiB of metadata
+    // go in until one is refused: 80 of them are more than the whole disk.
+    let metadata: serde_json::Map<String, Value> = (0..16)
+        .map(|k| (format!("k{k}"), json!("m".repeat(4096))))
+        .collect();
+    let mut refused_endpoint = None;
+    for _ in 0..80 {
+        let (status, body) = api
+            .post(
+                &format!("/api/v1/app/{app}/endpoint"),
+                json!({"url": receiver.url("/other"), "metadata": metadata}),
+            )
+            .await;
+        match status {
+            201 => continue,
+            503 => {
+                refused_endpoint = Some(body);
+                break;
+            }
+            _ => panic!("an endpoint create on a full disk answered {status} {body}"),
+        }
+    }
+    let body = refused_endpoint.expect("80 endpoints of 64 KiB fit on a full 4 MiB disk");
+    assert_eq!(body["code"], "storage_full", "{body}");
 
     // The attempts that started before the disk filled up end now, and cannot be recorded
     // (their deliveries go out again once their lease expires, long after this test).

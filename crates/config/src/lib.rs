@@ -224,6 +224,13 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKLINE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Seconds a claimed delivery stays this process's: a process that dies (SIGKILL,
+    /// power loss) has its deliveries taken over by the others this long after it claimed
+    /// them. An attempt is cut at half the lease (default 120, so 60 s: the longest
+    /// `timeoutMs`), so that it and its report end within it. 10 to 3600.
+    #[arg(long, env = "HOOKLINE_LEASE_SECS", default_value_t = 120)]
+    pub lease_secs: u64,
+
     /// URL that receives hookline's operational webhooks (`endpoint.disabled`,
     /// `message.attempt.failing`, `.exhausted`, `.recovered`), signed like any delivery.
     #[arg(long, env = "HOOKLINE_OPERATIONAL_WEBHOOK_URL", value_name = "URL")]
@@ -300,6 +307,7 @@ struct FileConfig {
     endpoint_disable_after_secs: Option<u64>,
     max_in_flight: Option<usize>,
     shutdown_grace_secs: Option<u64>,
+    lease_secs: Option<u64>,
     operational_webhook_url: Option<String>,
     operational_webhook_secret: Option<String>,
 }
@@ -331,6 +339,7 @@ pub struct Config {
     pub endpoint_disable_after_secs: u64,
     pub max_in_flight: usize,
     pub shutdown_grace_secs: u64,
+    pub lease_secs: u64,
     pub operational_webhook_url: Option<String>,
     pub operational_webhook_secret: Option<String>,
 }
@@ -359,6 +368,7 @@ impl std::fmt::Debug for Config {
             )
             .field("max_in_flight", &self.max_in_flight)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("lease_secs", &self.lease_secs)
             .field("operational_webhook_url", &self.operational_webhook_url)
             .field(
                 "operational_webhook_secret",
@@ -563,6 +573,12 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         1,
         1_000_000,
     )? as usize;
+    let lease_secs = in_range(
+        "lease_secs",
+        pick(explicit("lease_secs"), args.lease_secs, file.lease_secs),
+        10,
+        3600,
+    )?;
     let endpoint_disable_after_secs = pick(
         explicit("endpoint_disable_after_secs"),
         args.endpoint_disable_after_secs,
@@ -615,6 +631,7 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
             args.shutdown_grace_secs,
             file.shutdown_grace_secs,
         ),
+        lease_secs,
         listen: pick(explicit("listen"), args.listen, file.listen),
         data_dir,
         database,

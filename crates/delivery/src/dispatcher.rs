@@ -548,7 +548,10 @@ impl Dispatcher {
             .settings
             .timeout_ms
             .map(|ms| Duration::from_millis(ms as u64))
-            .unwrap_or(DEFAULT_TIMEOUT);
+            .unwrap_or(DEFAULT_TIMEOUT)
+            // The attempt and its report end within the lease (reports retry for up to
+            // the other half), so no other process takes the delivery over meanwhile.
+            .min(self.cfg.lease / 2);
         let headers = delivery_headers(ep, &d.message, now, self.cfg.svix_headers);
         let result = self
             .client

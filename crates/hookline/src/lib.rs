@@ -140,6 +140,7 @@ pub async fn run(
             max_in_flight: config.max_in_flight,
             disable_after: Duration::from_secs(config.endpoint_disable_after_secs),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+            lease: Duration::from_secs(config.lease_secs),
             svix_headers: config.svix_headers,
             ..DispatcherConfig::default()
         },

@@ -4,7 +4,8 @@
 //! Isolation: the store hands out work per endpoint, never more than an endpoint's free
 //! `maxConcurrency` slots (counted here), so a slow endpoint only ever ties up its own
 //! slots. `throttleRate` is a per-endpoint pacing: each claimed delivery is booked a
-//! start time. A throttled endpoint gets new work only while its bookings reach less than
+//! start time (here; on PostgreSQL the claim books it in the database, so that every
+//! process's attempts together keep the rate, and says how long to wait). A throttled endpoint gets new work only while its bookings reach less than
 //! [`PACE_AHEAD`] ahead (and at most a second's worth per claim, from the store), so the
 //! deliveries waiting for their turn are few, wait briefly (well within their lease) and
 //! do not sit on the global slots other endpoints need. A global semaphore is a hard cap
@@ -515,6 +516,9 @@ impl Dispatcher {
 
     /// Books the start time of `d` under its endpoint's and its application's
     /// `throttleRate`, if any: the later of the two free slots.
+    ///
+    /// Where the store booked it (across processes: `start_after`), that start is kept,
+    /// and only noted here so that [`Dispatcher::busy`] sees how far ahead it reaches.
     fn book_pace(&self, d: &ClaimedDelivery) -> Option<tokio::time::Instant> {
         let limits: Vec<(&str, u32)> = [
             (d.endpoint.id.as_str(), d.endpoint.settings.throttle_rate),
@@ -528,15 +532,17 @@ impl Dispatcher {
         }
         let mut map = self.pacing.lock().expect("pacing map");
         let now = tokio::time::Instant::now();
-        let slot = limits
-            .iter()
-            .filter_map(|(key, _)| map.get(*key).copied())
-            .fold(now, |a, b| a.max(b));
+        let slot = match d.start_after {
+            Some(after) => now + after,
+            None => limits
+                .iter()
+                .filter_map(|(key, _)| map.get(*key).copied())
+                .fold(now, |a, b| a.max(b)),
+        };
         for (key, rate) in limits {
-            map.insert(
-                key.to_string(),
-                slot + Duration::from_secs_f64(1.0 / rate as f64),
-            );
+            let next = slot + Duration::from_secs_f64(1.0 / rate as f64);
+            let entry = map.entry(key.to_string()).or_insert(next);
+            *entry = (*entry).max(next);
         }
         Some(slot)
     }

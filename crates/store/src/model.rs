@@ -344,6 +344,10 @@ pub struct ClaimedDelivery {
     pub app_retry_policy: Option<RetryPolicy>,
     /// The application's `throttleRate`: deliveries per second over all its endpoints.
     pub app_throttle_rate: Option<u32>,
+    /// Where the store paces the endpoint's and application's `throttleRate` itself
+    /// (across processes, PostgreSQL): how long after the claim this attempt may start.
+    /// `None`: the worker paces it.
+    pub start_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -83,6 +83,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "deliveries_in_flight",
         include_str!("postgres/migrations/0004_deliveries_in_flight.sql"),
     ),
+    (
+        5,
+        "paces",
+        include_str!("postgres/migrations/0005_paces.sql"),
+    ),
 ];
 
 /// How TLS is used, after libpq's `sslmode`.

@@ -80,7 +80,7 @@ pub fn delivered_ids(rx: &Receiver, path: &str) -> HashSet<String> {
 }
 
 /// Arrival times at `path`, in order, as offsets from the first.
-fn arrivals(rx: &Receiver, path: &str) -> Vec<Duration> {
+pub fn arrivals(rx: &Receiver, path: &str) -> Vec<Duration> {
     let mut at: Vec<Instant> = rx.requests_to(path).iter().map(|r| r.at).collect();
     at.sort();
     let first = at.first().copied();
@@ -90,7 +90,7 @@ fn arrivals(rx: &Receiver, path: &str) -> Vec<Duration> {
 }
 
 /// The most arrivals within any one second, from sorted arrival offsets.
-fn busiest_second(at: &[Duration]) -> usize {
+pub fn busiest_second(at: &[Duration]) -> usize {
     let window = Duration::from_secs(1);
     (0..at.len())
         .map(|i| at[i..].iter().take_while(|t| **t - at[i] < window).count())

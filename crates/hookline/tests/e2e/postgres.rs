@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::delivery_limits::{arrivals, busiest_second};
 use crate::receiver::{Behavior, Receiver};
 use crate::support::{admin_client, Api, ClusterOptions, OwnCluster, Server, StopMode, TestDb};
 
@@ -258,6 +259,64 @@ async fn max_concurrency_holds_across_processes() {
         recv.max_concurrent("/held")
     );
     assert_eq!(recv.max_concurrent("/held"), 2, "both slots were used");
+    drop(nodes);
+    db.drop_db().await;
+}
+
+/// `throttleRate` holds across processes: three processes on one database, an endpoint
+/// with `throttleRate: 20`, 60 messages sent round-robin through the three: no 1-second
+/// window of arrivals holds more than 21 (each process alone would allow 20, so 60).
+#[tokio::test(flavor = "multi_thread")]
+async fn throttle_rate_holds_across_processes() {
+    let Some(db) = TestDb::create("throttle_rate_holds_across_processes").await else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    let args = ["--database-url", &db.url, "--allow-target", "127.0.0.0/8"];
+    let nodes = [
+        Server::start_with(&args).await,
+        Server::start_with(&args).await,
+        Server::start_with(&args).await,
+    ];
+    let apis: Vec<Api> = nodes.iter().map(Server::client).collect();
+    let (app, _) = app_with_endpoint(
+        &apis[0],
+        json!({"url": recv.url("/paced"), "throttleRate": 20}),
+    )
+    .await;
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let api = apis[i % 3].clone();
+        let path = format!("/api/v1/app/{app}/msg");
+        sends.spawn(async move {
+            let (status, body) = api
+                .post(&path, json!({"eventType": "t", "payload": {"i": i}}))
+                .await;
+            assert_eq!(status, 202, "{body}");
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.unwrap();
+    }
+    assert!(
+        recv.wait_for(Duration::from_secs(30), |r| r.count() >= 60)
+            .await,
+        "{} of 60 delivered",
+        recv.count()
+    );
+    let at = arrivals(&recv, "/paced");
+    let busiest = busiest_second(&at);
+    let span = *at.last().unwrap();
+    eprintln!("throttleRate 20 over 3 processes: busiest 1 s window {busiest}, 60 over {span:?}");
+    assert!(
+        busiest <= 21,
+        "{busiest} arrivals within one second across the processes"
+    );
+    // 60 starts 50 ms apart take at least 2.95 s.
+    assert!(
+        span >= Duration::from_millis(2_800),
+        "60 arrived within {span:?}"
+    );
     drop(nodes);
     db.drop_db().await;
 }

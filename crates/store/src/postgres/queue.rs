@@ -453,6 +453,7 @@ pub(super) async fn claim(
     let ids: Vec<&str> = candidates.iter().map(|d| d.endpoint.id.as_str()).collect();
     let (apps, leased) = tokio::join!(app_limits(tx, &app_ids), in_flight(tx, &ids, now));
     let (mut apps, leased) = (apps?, leased?);
+    let mut paces = Paces::lock(tx, &candidates, &apps, now).await?;
     // How many each endpoint gives, in due order, within every limit: the endpoints are
     // locked, so what was counted is there to take (but for a delivery a report holds
     // this instant, passed by).
@@ -474,7 +475,8 @@ pub(super) async fn claim(
             max_failing.saturating_sub(failing_planned),
             app,
         )
-        .min(due.waiting);
+        .min(due.waiting)
+        .min(paces.room(ep, app));
         if free == 0 {
             continue;
         }
@@ -489,17 +491,25 @@ pub(super) async fn claim(
     // one whose work was done elsewhere (a handed-over delivery reported, a message
     // deleted) still says it is due, and would otherwise come first in every claim.
     let looked_at: Vec<&str> = candidates.iter().map(|d| d.endpoint.id.as_str()).collect();
+    // A paced one is not due again before its pacing has room (`not_before`), so that
+    // no process looks at it in every claim meanwhile.
     let refresh = tx
         .prepare_cached(
             "UPDATE endpoints SET next_due_at =
-                 (SELECT min(due_at) FROM deliveries d
+                 (SELECT CASE WHEN min(due_at) IS NULL THEN NULL
+                              ELSE GREATEST(min(due_at), x.not_before) END
+                  FROM deliveries d
                   WHERE d.endpoint_id = endpoints.id AND d.due_at IS NOT NULL)
-             WHERE id = ANY($1)",
+             FROM unnest($1::text[], $2::timestamptz[]) AS x(id, not_before)
+             WHERE endpoints.id = x.id",
         )
         .await
         .map_err(backend)?;
     if takes.is_empty() {
-        tx.execute(&refresh, &[&looked_at]).await.map_err(backend)?;
+        let not_before = paces.not_before(&candidates, &apps);
+        tx.execute(&refresh, &[&looked_at, &not_before])
+            .await
+            .map_err(backend)?;
         return Ok(Vec::new());
     }
     let endpoint_ids: Vec<&str> = takes.iter().map(|(ep, _)| ep.id.as_str()).collect();
@@ -525,7 +535,6 @@ pub(super) async fn claim(
         .query(&take, &[&endpoint_ids, &limits, &now, &until, &token])
         .await
         .map_err(backend)?;
-    tx.execute(&refresh, &[&looked_at]).await.map_err(backend)?;
     // In the endpoints' order, each one's earliest first, as one by one.
     let order: HashMap<&str, usize> = takes
         .iter()
@@ -569,8 +578,22 @@ pub(super) async fn claim(
         .iter()
         .map(|r| msg_row(r).map(|m| (m.id.clone(), m)))
         .collect::<Result<_>>()?;
+    // Paced deliveries are booked their start times in the order they start; then the
+    // endpoints' `next_due_at` (knowing how far the pacing now reaches) and the paces.
+    let starts: Vec<Option<std::time::Duration>> = taken
+        .iter()
+        .map(|(_, ep)| {
+            let app = apps.get(&ep.app_id).map(|a| a.rate).unwrap_or_default();
+            paces.book(ep, app)
+        })
+        .collect();
+    let not_before = paces.not_before(&candidates, &apps);
+    let refresh_args: [&(dyn ToSql + Sync); 2] = [&looked_at, &not_before];
+    let (refreshed, saved) = tokio::join!(tx.execute(&refresh, &refresh_args), paces.save(tx));
+    refreshed.map_err(backend)?;
+    saved?;
     let mut out = Vec::with_capacity(taken.len());
-    for (r, ep) in taken {
+    for ((r, ep), start_after) in taken.into_iter().zip(starts) {
         let msg_id: String = r.try_get(1).map_err(backend)?;
         let message = messages.get(&msg_id).cloned().ok_or_else(|| {
             StoreError::Backend(format!(
@@ -594,9 +617,178 @@ pub(super) async fn claim(
             endpoint: ep,
             app_retry_policy: app.policy,
             app_throttle_rate: app.rate,
+            start_after,
         });
     }
     Ok(out)
+}
+
+/// How far ahead a claim books paced work: an endpoint (or application) whose next free
+/// start is further ahead gets nothing more until it comes closer. Short against the
+/// lease, so booked work starts long before its lease runs out.
+pub(super) const PACE_AHEAD: chrono::Duration = chrono::Duration::seconds(1);
+
+/// The `throttleRate` pacing of a claim, across processes: the next free start time of
+/// each paced endpoint and application it may take from (`paces` rows, locked until
+/// the claim commits, so claims by other processes book after this one).
+struct Paces {
+    now: DateTime<Utc>,
+    /// Key (endpoint or application id) -> (rate, next free start).
+    next: HashMap<String, (u32, DateTime<Utc>)>,
+}
+
+impl Paces {
+    /// Locks (creating them where missing) the pacing rows of the candidates' paced
+    /// endpoints and applications, in key order.
+    async fn lock(
+        tx: &Transaction<'_>,
+        candidates: &[Due],
+        apps: &HashMap<String, AppLimits>,
+        now: DateTime<Utc>,
+    ) -> Result<Paces> {
+        let mut rates: Vec<(&str, u32)> = Vec::new();
+        for due in candidates {
+            let ep = &due.endpoint;
+            if let Some(r) = ep.settings.throttle_rate.filter(|r| *r > 0) {
+                rates.push((&ep.id, r));
+            }
+            if let Some(r) = apps.get(&ep.app_id).and_then(|a| a.rate) {
+                rates.push((&ep.app_id, r));
+            }
+        }
+        let mut paces = Paces {
+            now,
+            next: HashMap::new(),
+        };
+        if rates.is_empty() {
+            return Ok(paces);
+        }
+        rates.sort();
+        rates.dedup();
+        let keys: Vec<&str> = rates.iter().map(|(k, _)| *k).collect();
+        // `DO UPDATE` (to the same key) locks an existing row and returns it as it is.
+        let rows = tx
+            .query(
+                &tx.prepare_cached(
+                    "INSERT INTO paces (key, next_at) SELECT k, $2 FROM unnest($1::text[]) AS k
+                     ON CONFLICT (key) DO UPDATE SET key = excluded.key
+                     RETURNING key, next_at",
+                )
+                .await
+                .map_err(backend)?,
+                &[&keys, &now],
+            )
+            .await
+            .map_err(backend)?;
+        let rate_of: HashMap<&str, u32> = rates.into_iter().collect();
+        for r in rows {
+            let key: String = r.try_get(0).map_err(backend)?;
+            let next: DateTime<Utc> = r.try_get(1).map_err(backend)?;
+            let rate = rate_of.get(key.as_str()).copied().unwrap_or(1);
+            paces.next.insert(key, (rate, next.max(now)));
+        }
+        Ok(paces)
+    }
+
+    /// The paces that bound deliveries to `ep`: its own and its application's.
+    fn keys(ep: &Endpoint, app_rate: Option<u32>) -> impl Iterator<Item = &str> {
+        let own = ep
+            .settings
+            .throttle_rate
+            .filter(|r| *r > 0)
+            .map(|_| ep.id.as_str());
+        let app = app_rate.filter(|r| *r > 0).map(|_| ep.app_id.as_str());
+        own.into_iter().chain(app)
+    }
+
+    /// How many starts fit before `now + PACE_AHEAD` under `key`'s pace.
+    fn room_of(&self, key: &str) -> usize {
+        let Some((rate, next)) = self.next.get(key) else {
+            return usize::MAX;
+        };
+        let ahead = (self.now + PACE_AHEAD - *next).num_milliseconds();
+        if ahead <= 0 {
+            return 0;
+        }
+        (ahead as u64 * u64::from(*rate)).div_ceil(1000) as usize
+    }
+
+    /// How many deliveries to `ep` this claim may book under its pace and its
+    /// application's (less what it already took of the application: `app.claimed`).
+    fn room(&self, ep: &Endpoint, app: &AppLimits) -> usize {
+        let own = match ep.settings.throttle_rate.filter(|r| *r > 0) {
+            Some(_) => self.room_of(&ep.id),
+            None => usize::MAX,
+        };
+        let shared = match app.rate {
+            Some(_) => self.room_of(&ep.app_id).saturating_sub(app.claimed),
+            None => usize::MAX,
+        };
+        own.min(shared)
+    }
+
+    /// Books the next start of a delivery to `ep`: the later of its own and its
+    /// application's next free start, each then moved on by 1/rate. How long after the
+    /// claim it starts; `None` when nothing paces it.
+    fn book(&mut self, ep: &Endpoint, app_rate: Option<u32>) -> Option<std::time::Duration> {
+        let keys: Vec<&str> = Self::keys(ep, app_rate).collect();
+        let start = keys
+            .iter()
+            .filter_map(|k| self.next.get(*k).map(|(_, t)| *t))
+            .max()?;
+        for k in keys {
+            if let Some((rate, next)) = self.next.get_mut(k) {
+                *next = start + chrono::Duration::microseconds(1_000_000 / i64::from(*rate));
+            }
+        }
+        Some((start - self.now).to_std().unwrap_or_default())
+    }
+
+    /// For each candidate, in order: when its pacing has room again (its latest next
+    /// free start less [`PACE_AHEAD`], plus one step), or `None` when it is not paced.
+    fn not_before(
+        &self,
+        candidates: &[Due],
+        apps: &HashMap<String, AppLimits>,
+    ) -> Vec<Option<DateTime<Utc>>> {
+        candidates
+            .iter()
+            .map(|due| {
+                let ep = &due.endpoint;
+                let app_rate = apps.get(&ep.app_id).and_then(|a| a.rate);
+                Self::keys(ep, app_rate)
+                    .filter_map(|k| {
+                        let (rate, next) = self.next.get(k)?;
+                        let step = chrono::Duration::microseconds(1_000_000 / i64::from(*rate));
+                        Some(ms(*next - PACE_AHEAD + step))
+                    })
+                    .max()
+                    .filter(|t| *t > self.now)
+            })
+            .collect()
+    }
+
+    /// Writes the moved paces back (their rows are locked by [`Paces::lock`]).
+    async fn save(&self, tx: &Transaction<'_>) -> Result<()> {
+        if self.next.is_empty() {
+            return Ok(());
+        }
+        let (keys, nexts): (Vec<&str>, Vec<DateTime<Utc>>) =
+            self.next.iter().map(|(k, (_, t))| (k.as_str(), *t)).unzip();
+        tx.execute(
+            &tx.prepare_cached(
+                "UPDATE paces SET next_at = x.next_at
+                 FROM unnest($1::text[], $2::timestamptz[]) AS x(key, next_at)
+                 WHERE paces.key = x.key",
+            )
+            .await
+            .map_err(backend)?,
+            &[&keys, &nexts],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
 }
 
 /// Logs an attempt and, while `token` still holds the delivery, moves it on.

@@ -1739,3 +1739,95 @@ async fn concurrency_limits_count_every_process_leases() {
     drop((here, elsewhere));
     db.drop_db().await;
 }
+
+/// `throttleRate` holds across processes: the claim books each paced delivery a start
+/// time in the database, so two processes claiming at once get one schedule between
+/// them, never two; an application's rate is shared by its endpoints; and an endpoint
+/// booked a second ahead is not due again (for any process) until its pacing has room.
+#[tokio::test]
+async fn throttle_rate_paces_every_process_claims() {
+    let Some((db, here)) = open("throttle_rate_paces_every_process_claims").await else {
+        return;
+    };
+    let elsewhere = PgStore::connect(&db.url, 2).await.expect("connect");
+    let a = here.create_app(app(None)).await.unwrap();
+    let mut ep = endpoint(&a.id, None);
+    ep.settings.throttle_rate = Some(10);
+    ep.settings.max_concurrency = Some(100);
+    here.create_endpoint(ep).await.unwrap();
+    for _ in 0..40 {
+        here.create_message(message(&a.id, "t")).await.unwrap();
+    }
+    let lease = Duration::seconds(30);
+    let now = crate::now() + Duration::milliseconds(10);
+    let starts = |claimed: &[ClaimedDelivery]| -> Vec<u128> {
+        claimed
+            .iter()
+            .map(|d| d.start_after.expect("booked by the store").as_millis())
+            .collect()
+    };
+    // A second's worth, 100 ms apart.
+    let first = elsewhere
+        .claim_deliveries(now, lease, 100, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(starts(&first), (0..10).map(|i| i * 100).collect::<Vec<_>>());
+    // The other process, at the same instant, finds that second booked...
+    let none = here
+        .claim_deliveries(now, lease, 100, 10, &[])
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{:?}", starts(&none));
+    // ...and the endpoint not due (for either) before its pacing has room again.
+    let due = here
+        .next_due(&[], true)
+        .await
+        .unwrap()
+        .expect("work is queued");
+    assert!(
+        due >= now + Duration::milliseconds(100),
+        "due again at {due}, {} ms after the claim",
+        (due - now).num_milliseconds()
+    );
+    // Half a second on, half a second more is booked, after the first process's.
+    let later = now + Duration::milliseconds(500);
+    let second = here
+        .claim_deliveries(later, lease, 100, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        starts(&second),
+        (0..5).map(|i| 500 + i * 100).collect::<Vec<_>>()
+    );
+
+    // An application's rate is shared by its endpoints (unpaced themselves), across
+    // processes.
+    let mut b = app(None);
+    b.throttle_rate = Some(4);
+    let b = here.create_app(b).await.unwrap();
+    for _ in 0..2 {
+        here.create_endpoint(endpoint(&b.id, None)).await.unwrap();
+    }
+    for _ in 0..10 {
+        here.create_message(message(&b.id, "t")).await.unwrap();
+    }
+    let now = crate::now() + Duration::milliseconds(10);
+    let busy = vec![(ep_id_of(&first), usize::MAX)];
+    let of_b = elsewhere
+        .claim_deliveries(now, lease, 100, 10, &busy)
+        .await
+        .unwrap();
+    assert_eq!(of_b.len(), 4, "a second's worth of the application's rate");
+    assert_eq!(starts(&of_b), vec![0, 250, 500, 750]);
+    assert!(here
+        .claim_deliveries(now, lease, 100, 10, &busy)
+        .await
+        .unwrap()
+        .is_empty());
+    drop((here, elsewhere));
+    db.drop_db().await;
+}
+
+fn ep_id_of(claimed: &[ClaimedDelivery]) -> String {
+    claimed[0].endpoint.id.clone()
+}

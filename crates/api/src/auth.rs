@@ -11,7 +11,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
-use chrono::Utc;
 use hookline_store::{ApiToken, Application};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -113,7 +112,7 @@ async fn authenticate(state: &AppState, req: &mut Request) -> Result<(), ApiErro
     if found.is_none() {
         found = state
             .store
-            .find_token(&hash, Utc::now())
+            .find_token(&hash, hookline_store::now())
             .await?
             .map(|t| match t.app_id {
                 None => (Caller::Admin, t.read_only),
@@ -190,7 +189,7 @@ async fn app_portal_access(
         ));
     }
     let token = generate_token("appsk");
-    let now = Utc::now();
+    let now = hookline_store::now();
     state
         .store
         .insert_token(ApiToken {

@@ -12,7 +12,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use hookline_store::{IdempotencyState, StoredResponse};
 
 use crate::auth::Auth;
@@ -65,7 +64,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     loop {
         match state
             .store
-            .idempotency_begin(&scope, &key, Utc::now(), STALE_AFTER)
+            .idempotency_begin(&scope, &key, hookline_store::now(), STALE_AFTER)
             .await
         {
             Err(e) => return answer_unread(req, ApiError::from(e).into_response()).await,

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 use hookline_api::auth::{generate_token, hash_token};
 use hookline_api::{AppState, Shared};
 use hookline_config::{Config, Database};
@@ -102,7 +101,7 @@ pub async fn ensure_admin_token(
             app_id: None,
             read_only: false,
             expires_at: None,
-            created_at: Utc::now(),
+            created_at: hookline_store::now(),
         })
         .await?;
     Ok(Some(token))
@@ -236,7 +235,7 @@ async fn purge_idempotency_keys(store: Arc<dyn Store>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
     loop {
         tick.tick().await;
-        let cutoff = Utc::now() - hookline_api::idempotency::KEEP_FOR;
+        let cutoff = hookline_store::now() - hookline_api::idempotency::KEEP_FOR;
         match store.idempotency_purge(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(n, "purged idempotency keys"),

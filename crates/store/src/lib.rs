@@ -14,6 +14,7 @@
 //! This crate knows neither HTTP nor delivery; it must not import them.
 
 mod cache;
+pub mod clock;
 mod common;
 #[cfg(test)]
 mod conformance;
@@ -25,6 +26,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use clock::now;
 pub use model::*;
 
 /// What can go wrong in a store call, in terms a caller can act on.

@@ -32,13 +32,6 @@ pub fn new_id(prefix: &str) -> String {
     id
 }
 
-/// The current time at the precision the store keeps (milliseconds), so a record reads
-/// back exactly as it was returned when written.
-pub fn now() -> DateTime<Utc> {
-    let t = Utc::now();
-    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Application {
     pub id: String,

@@ -321,6 +321,60 @@ async fn throttle_rate_holds_across_processes() {
     db.drop_db().await;
 }
 
+/// Clocks: processes whose clocks are 8 s ahead (the API) and 8 s behind (the worker)
+/// still deliver a new message at once and stamp it with the time it was made: due
+/// times and leases are in the database's time. (With their own clocks, the message
+/// would be due 16 s in the worker's future.)
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_with_wrong_clocks_keep_the_database_time() {
+    let Some(db) = TestDb::create("processes_with_wrong_clocks_keep_the_database_time").await
+    else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    let common = ["--database-url", &db.url, "--allow-target", "127.0.0.0/8"];
+    let skew = "HOOKLINE_TEST_CLOCK_SKEW_MS";
+    let api_node = Server::start_with_env(
+        &[&common[..], &["--role", "api"]].concat(),
+        &[(skew, "8000")],
+    )
+    .await;
+    let worker = Server::start_with_env(
+        &[&common[..], &["--role", "worker"]].concat(),
+        &[(skew, "-8000")],
+    )
+    .await;
+    let api = api_node.client();
+    let (app, _) = app_with_endpoint(&api, json!({"url": recv.url("/hook")})).await;
+    let sent = chrono::Utc::now();
+    let started = Instant::now();
+    let (status, msg) = api
+        .post(
+            &format!("/api/v1/app/{app}/msg"),
+            json!({"eventType": "t", "payload": {}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{msg}");
+    let stamped: chrono::DateTime<chrono::Utc> =
+        msg["timestamp"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (stamped - sent).num_milliseconds().abs() < 2000,
+        "stamped {stamped}, sent at {sent}"
+    );
+    assert!(
+        recv.wait_for(Duration::from_secs(5), |r| r.count() >= 1)
+            .await,
+        "not delivered within 5 s"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "delivered after {:?}",
+        started.elapsed()
+    );
+    drop((api_node, worker));
+    db.drop_db().await;
+}
+
 /// The same idempotency key sent to two processes at the same instant: one message, and
 /// every answer the same (those that came second waited for the first's).
 #[tokio::test(flavor = "multi_thread")]

@@ -19,6 +19,8 @@ pub struct Server {
     pub token: String,
     pub data_dir: PathBuf,
     extra_args: Vec<String>,
+    /// Environment variables set for the process (and for its restarts).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
     /// The PostgreSQL database of a run on PostgreSQL, dropped with the server.
@@ -37,6 +39,27 @@ impl Server {
         let mut s = Self::start_in(&dir, extra_args).await;
         s._tmp = Some(tmp);
         s
+    }
+
+    /// [`start_with`](Self::start_with), with these environment variables set.
+    pub async fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let (child, base) = spawn(tmp.path(), &extra, None, &env).await;
+        Server {
+            base,
+            token: ADMIN_TOKEN.to_string(),
+            data_dir: tmp.path().to_path_buf(),
+            extra_args: extra,
+            env,
+            child: Some(child),
+            _tmp: Some(tmp),
+            db: None,
+        }
     }
 
     /// Starts a server on the given data dir (which survives the server).
@@ -77,12 +100,13 @@ impl Server {
             };
             extra.extend(["--database-url".to_string(), url]);
         }
-        let (child, base) = spawn(data_dir, &extra, log).await;
+        let (child, base) = spawn(data_dir, &extra, log, &[]).await;
         Server {
             base,
             token: ADMIN_TOKEN.to_string(),
             data_dir: data_dir.to_path_buf(),
             extra_args: extra,
+            env: Vec::new(),
             child: Some(child),
             _tmp: None,
             db,
@@ -122,7 +146,7 @@ impl Server {
     /// Stops (SIGKILL) and starts again on the same data dir and flags; the port changes.
     pub async fn restart(&mut self) {
         self.kill().await;
-        let (child, base) = spawn(&self.data_dir, &self.extra_args, None).await;
+        let (child, base) = spawn(&self.data_dir, &self.extra_args, None, &self.env).await;
         self.child = Some(child);
         self.base = base;
     }
@@ -225,7 +249,12 @@ pub async fn admin_client(url: &str) -> tokio_postgres::Client {
     client
 }
 
-async fn spawn(data_dir: &Path, extra: &[String], log: Option<&Path>) -> (Child, String) {
+async fn spawn(
+    data_dir: &Path,
+    extra: &[String],
+    log: Option<&Path>,
+    env: &[(String, String)],
+) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookline"));
     cmd.arg("serve")
         .arg("--listen")
@@ -235,6 +264,7 @@ async fn spawn(data_dir: &Path, extra: &[String], log: Option<&Path>) -> (Child,
         .arg("--admin-token")
         .arg(ADMIN_TOKEN)
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("HOOKLINE_DATABASE_URL")
         .env_remove("HOOKLINE_CONFIG")
         .env(

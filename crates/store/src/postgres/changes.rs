@@ -20,6 +20,9 @@
 //! What a lookup can miss is a change committed by another process in the moments before
 //! its notice arrives (a few milliseconds); this process's own writes drop the caches as
 //! they commit, before the writer hears back.
+//!
+//! The same connection also measures, every [`CLOCK_EVERY`], how far this machine's
+//! clock is from the database's ([`sync_clock`], [`crate::clock`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -38,6 +41,47 @@ const CHANNEL: &str = "hookline_changes";
 pub(super) const WORK: &str = "hookline_work";
 /// How long the listener waits before connecting again after losing its connection.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+/// How often the offset from the database's clock is measured again.
+const CLOCK_EVERY: Duration = Duration::from_secs(60);
+
+/// Measures how far the database's clock is from this process's (the best of three
+/// round trips: the database's time against the middle of the shortest) and makes
+/// [`crate::now`] follow the database's. Says so once when the two differ by more than a
+/// second, and again when that changes.
+pub(super) async fn sync_clock(client: &tokio_postgres::Client) -> Result<()> {
+    let stmt = client
+        .prepare("SELECT clock_timestamp()")
+        .await
+        .map_err(super::errors::backend)?;
+    let mut best: Option<(Duration, chrono::Duration)> = None;
+    for _ in 0..3 {
+        let sent = crate::clock::system_now();
+        let started = std::time::Instant::now();
+        let row = client
+            .query_one(&stmt, &[])
+            .await
+            .map_err(super::errors::backend)?;
+        let rtt = started.elapsed();
+        let db: chrono::DateTime<chrono::Utc> = row.try_get(0).map_err(super::errors::backend)?;
+        let offset = db - (sent + chrono::Duration::from_std(rtt / 2).unwrap_or_default());
+        if best.is_none_or(|(r, _)| rtt < r) {
+            best = Some((rtt, offset));
+        }
+    }
+    let Some((_, offset)) = best else {
+        return Ok(());
+    };
+    let before = crate::clock::offset();
+    let far = |d: chrono::Duration| d.num_milliseconds().abs() > 1000;
+    if far(offset) && (!far(before) || (offset - before).num_milliseconds().abs() > 1000) {
+        tracing::warn!(
+            offset_ms = offset.num_milliseconds(),
+            "this machine's clock is more than a second off the database's; hookline keeps the database's time"
+        );
+    }
+    crate::clock::set_offset(offset);
+    Ok(())
+}
 
 /// The cached lookups, and whether they may be used.
 pub(super) struct Lookups {
@@ -174,7 +218,14 @@ async fn listen(settings: PgSettings, lookups: Weak<Lookups>) {
                     let Some(l) = lookups.upgrade() else { return };
                     l.set_live(true);
                     drop(l);
+                    let mut clock_synced = tokio::time::Instant::now();
                     loop {
+                        if clock_synced.elapsed() >= CLOCK_EVERY {
+                            clock_synced = tokio::time::Instant::now();
+                            if let Err(e) = sync_clock(&client).await {
+                                tracing::debug!(error = %e, "measuring the database's clock failed");
+                            }
+                        }
                         // A notice, the connection's end, or a look at whether the store
                         // is still there.
                         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {

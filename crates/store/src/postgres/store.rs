@@ -77,6 +77,11 @@ impl PgStore {
         let settings = PgSettings::parse(url)?;
         let pool = connect(&settings, pool_size).await?;
         migrate(&pool).await?;
+        let client = pool.get().await.map_err(|e| format!("PostgreSQL: {e}"))?;
+        super::changes::sync_clock(&client)
+            .await
+            .map_err(|e| format!("reading the database's clock: {e}"))?;
+        drop(client);
         let intake = Arc::new(RwLock::new(None));
         let node: Arc<str> = random_node().into();
         let batched = Arc::new(AtomicU64::new(0));

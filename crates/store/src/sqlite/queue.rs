@@ -10,7 +10,7 @@ use crate::common::{claimable, AppLimits, Fresh};
 /// leases to expire. Their attempts' outcomes are unknown, so they are due at once
 /// (at-least-once: the receiver may see them twice).
 pub(super) fn recover_leases(conn: &Connection) -> Result<()> {
-    let now = ms(Utc::now());
+    let now = ms(crate::now());
     let n = conn
         .execute(
             "UPDATE deliveries SET status = 'pending', due_at = ?1, lease_token = NULL, updated_at = ?1

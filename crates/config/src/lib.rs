@@ -735,6 +735,21 @@ mod tests {
     }
 
     #[test]
+    fn lease_is_two_minutes_unless_set_within_bounds() {
+        assert_eq!(serve(&[]).unwrap().lease_secs, 120);
+        assert_eq!(serve(&["--lease-secs", "10"]).unwrap().lease_secs, 10);
+        for bad in ["9", "3601"] {
+            let err = serve(&["--lease-secs", bad]).expect_err("out of range");
+            assert_eq!(err.to_string(), "lease_secs: must be between 10 and 3600");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(&path, "lease_secs = 30\n").unwrap();
+        let c = serve(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.lease_secs, 30);
+    }
+
+    #[test]
     fn file_is_overridden_by_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.toml");

@@ -86,12 +86,21 @@ struct Scripted {
     clock: TokioClock,
     answers: Mutex<VecDeque<(u16, Option<&'static str>)>>,
     arrivals: Mutex<Vec<DateTime<Utc>>>,
+    /// The timeout each attempt was given.
+    timeouts: Mutex<Vec<Duration>>,
 }
 
 #[async_trait::async_trait]
 impl Transport for Scripted {
-    async fn post(&self, _: &str, _: http::HeaderMap, _: bytes::Bytes, _: Duration) -> HttpResult {
+    async fn post(
+        &self,
+        _: &str,
+        _: http::HeaderMap,
+        _: bytes::Bytes,
+        timeout: Duration,
+    ) -> HttpResult {
         self.arrivals.lock().unwrap().push(self.clock.now());
+        self.timeouts.lock().unwrap().push(timeout);
         let mut answers = self.answers.lock().unwrap();
         let (status, retry_after) = if answers.len() > 1 {
             answers.pop_front().unwrap()
@@ -119,6 +128,7 @@ impl AttemptObserver for Steps {
 
 struct Run {
     arrivals: Vec<DateTime<Utc>>,
+    timeouts: Vec<Duration>,
     status: DeliveryStatus,
     logged_attempts: usize,
 }
@@ -129,6 +139,24 @@ async fn run(
     policy: Option<RetryPolicy>,
     answers: &[(u16, Option<&'static str>)],
     jitter: bool,
+) -> Run {
+    run_with(
+        policy,
+        answers,
+        jitter,
+        None,
+        DispatcherConfig::default().lease,
+    )
+    .await
+}
+
+/// [`run`], with the endpoint's `timeoutMs` and the dispatcher's lease.
+async fn run_with(
+    policy: Option<RetryPolicy>,
+    answers: &[(u16, Option<&'static str>)],
+    jitter: bool,
+    timeout_ms: Option<u32>,
+    lease: Duration,
 ) -> Run {
     let clock = TokioClock::new();
     let dir = tempfile::tempdir().unwrap();
@@ -157,6 +185,7 @@ async fn run(
             disabled: false,
             settings: EndpointSettings {
                 retry_policy: policy,
+                timeout_ms,
                 secrets: vec![SecretEntry {
                     key: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
                     expires_at: None,
@@ -188,6 +217,7 @@ async fn run(
         clock,
         answers: Mutex::new(answers.iter().copied().collect()),
         arrivals: Mutex::new(Vec::new()),
+        timeouts: Mutex::new(Vec::new()),
     });
     let (tx, mut steps) = mpsc::unbounded_channel();
     let dispatcher = Dispatcher::with_parts(
@@ -198,6 +228,7 @@ async fn run(
             // Only due times wake the loop, so no poll ticks are needed.
             poll_interval: Duration::from_secs(24 * 3600),
             jitter,
+            lease,
             ..DispatcherConfig::default()
         },
         vec![Arc::new(Steps(tx))],
@@ -246,8 +277,10 @@ async fn run(
         .await
         .unwrap();
     let arrivals = transport.arrivals.lock().unwrap().clone();
+    let timeouts = transport.timeouts.lock().unwrap().clone();
     Run {
         arrivals,
+        timeouts,
         status: views.data[0].status,
         logged_attempts: logged.data.len(),
     }
@@ -266,6 +299,26 @@ fn assert_close(actual: f64, expected: f64, what: &str) {
         (actual - expected).abs() <= 1.0,
         "{what}: {actual} s, expected {expected} s"
     );
+}
+
+/// An attempt gets its endpoint's `timeoutMs`, cut at half the lease, so that it and its
+/// report end while the lease holds (no other process takes the delivery over meanwhile).
+#[tokio::test(start_paused = true)]
+async fn an_attempt_is_cut_at_half_the_lease() {
+    let lease = Duration::from_secs(120);
+    let r = run_with(None, &[(200, None)], false, Some(30_000), lease).await;
+    assert_eq!(r.timeouts, vec![Duration::from_secs(30)]);
+    let r = run_with(None, &[(200, None)], false, None, lease).await;
+    assert_eq!(r.timeouts, vec![DEFAULT_TIMEOUT]);
+    let r = run_with(
+        None,
+        &[(200, None)],
+        false,
+        Some(30_000),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(r.timeouts, vec![Duration::from_secs(5)]);
 }
 
 #[tokio::test(start_paused = true)]

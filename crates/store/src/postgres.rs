@@ -61,33 +61,49 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The advisory lock migrations run under (any constant all hookline processes share).
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6c69_6e65; // "hookline"
 
+/// One schema version.
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+    /// Only adds (tables, nullable columns, indexes, triggers that notify): a hookline
+    /// one version older keeps running on the schema it leaves, which is what a rolling
+    /// upgrade needs. Checked by the `additive_migrations_only_add` test.
+    pub additive: bool,
+}
+
 /// The schema, one file per version; never edit one that has shipped, add the next.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (
-        1,
-        "initial",
-        include_str!("postgres/migrations/0001_initial.sql"),
-    ),
-    (
-        2,
-        "byte_order_ids",
-        include_str!("postgres/migrations/0002_byte_order_ids.sql"),
-    ),
-    (
-        3,
-        "change_notices",
-        include_str!("postgres/migrations/0003_change_notices.sql"),
-    ),
-    (
-        4,
-        "deliveries_in_flight",
-        include_str!("postgres/migrations/0004_deliveries_in_flight.sql"),
-    ),
-    (
-        5,
-        "paces",
-        include_str!("postgres/migrations/0005_paces.sql"),
-    ),
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("postgres/migrations/0001_initial.sql"),
+        additive: false,
+    },
+    Migration {
+        version: 2,
+        name: "byte_order_ids",
+        sql: include_str!("postgres/migrations/0002_byte_order_ids.sql"),
+        additive: false,
+    },
+    Migration {
+        version: 3,
+        name: "change_notices",
+        sql: include_str!("postgres/migrations/0003_change_notices.sql"),
+        additive: true,
+    },
+    Migration {
+        version: 4,
+        name: "deliveries_in_flight",
+        sql: include_str!("postgres/migrations/0004_deliveries_in_flight.sql"),
+        additive: true,
+    },
+    Migration {
+        version: 5,
+        name: "paces",
+        sql: include_str!("postgres/migrations/0005_paces.sql"),
+        additive: true,
+    },
 ];
 
 /// How TLS is used, after libpq's `sslmode`.
@@ -287,41 +303,53 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, String> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(fail)?;
+    // `readable_by`: the oldest schema version whose hookline still runs on the schema
+    // this version leaves (its own version unless the migration is additive).
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS hookline_migrations (
              version    integer PRIMARY KEY,
              name       text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now()
-         )",
+         );
+         ALTER TABLE hookline_migrations ADD COLUMN IF NOT EXISTS readable_by integer",
     )
     .await
     .map_err(fail)?;
-    let current: i32 = tx
+    let latest = MIGRATIONS.last().map_or(0, |m| m.version);
+    let row = tx
         .query_one(
-            "SELECT coalesce(max(version), 0) FROM hookline_migrations",
-            &[],
-        )
-        .await
-        .map_err(fail)?
-        .get(0);
-    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-    if current > latest {
-        return Err(format!(
-            "the database's schema is version {current}, newer than this hookline knows ({latest}); run a newer hookline"
-        ));
-    }
-    let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-        tx.batch_execute(sql)
-            .await
-            .map_err(|e| format!("migration {version} ({name}): {}", cause_chain(&e)))?;
-        tx.execute(
-            "INSERT INTO hookline_migrations (version, name) VALUES ($1, $2)",
-            &[version, name],
+            "SELECT coalesce(max(version), 0),
+                    coalesce(max(coalesce(readable_by, version)) FILTER (WHERE version > $1), 0)
+             FROM hookline_migrations",
+            &[&latest],
         )
         .await
         .map_err(fail)?;
-        applied.push(*version);
+    let (current, needs): (i32, i32) = (row.get(0), row.get(1));
+    if current > latest {
+        // A newer hookline migrated (a rolling upgrade): this one runs on while every
+        // newer version only added to what it knows.
+        if needs > latest {
+            return Err(format!(
+                "the database's schema is version {current}, which a hookline knowing version {latest} cannot run on (it needs {needs} or newer); run a newer hookline"
+            ));
+        }
+        tx.commit().await.map_err(fail)?;
+        return Ok(Vec::new());
+    }
+    let mut applied = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tx.batch_execute(m.sql)
+            .await
+            .map_err(|e| format!("migration {} ({}): {}", m.version, m.name, cause_chain(&e)))?;
+        let readable_by = if m.additive { m.version - 1 } else { m.version };
+        tx.execute(
+            "INSERT INTO hookline_migrations (version, name, readable_by) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &readable_by],
+        )
+        .await
+        .map_err(fail)?;
+        applied.push(m.version);
     }
     tx.commit().await.map_err(fail)?;
     Ok(applied)

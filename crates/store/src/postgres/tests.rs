@@ -126,7 +126,7 @@ async fn migrations_apply_once_even_when_processes_start_together() {
     for r in runs {
         applied.push(r.await.unwrap());
     }
-    let all: Vec<i32> = MIGRATIONS.iter().map(|m| m.0).collect();
+    let all: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
     assert_eq!(
         applied.iter().filter(|a| **a == all).count(),
         1,
@@ -165,27 +165,119 @@ async fn migrations_apply_once_even_when_processes_start_together() {
     db.drop_db().await;
 }
 
+/// Rolling upgrades: a hookline runs on a schema one version newer than it knows when
+/// that version only added (the newer hookline recorded it readable by this one), and is
+/// refused, in one clear line, on anything it cannot read.
 #[tokio::test]
-async fn a_newer_schema_is_refused() {
-    let Some(db) = TestDb::create("a_newer_schema_is_refused").await else {
+async fn a_newer_schema_runs_only_where_it_only_added() {
+    let Some(db) = TestDb::create("a_newer_schema_runs_only_where_it_only_added").await else {
         return;
     };
     let settings = PgSettings::parse(&db.url).unwrap();
     let pool = connect(&settings, 1).await.unwrap();
     migrate(&pool).await.unwrap();
-    pool.get()
+    let latest = MIGRATIONS.last().unwrap().version;
+    let record = |version: i32, readable_by: Option<i32>| {
+        let pool = pool.clone();
+        async move {
+            pool.get()
+                .await
+                .unwrap()
+                .execute(
+                    "INSERT INTO hookline_migrations (version, name, readable_by) VALUES ($1, 'future', $2)",
+                    &[&version, &readable_by],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // The next version, additive: this hookline runs on (and changes nothing).
+    record(latest + 1, Some(latest)).await;
+    assert_eq!(migrate(&pool).await.unwrap(), Vec::<i32>::new());
+    // Two versions on: the second needs the first's hookline.
+    record(latest + 2, Some(latest + 1)).await;
+    let err = migrate(&pool).await.unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "the database's schema is version {}, which a hookline knowing version {latest} cannot run on (it needs {} or newer); run a newer hookline",
+            latest + 2,
+            latest + 1
+        )
+    );
+    // A version recorded by a hookline that did not say (or a breaking one) is refused.
+    let pool2 = pool.clone();
+    pool2
+        .get()
         .await
         .unwrap()
         .execute(
-            "INSERT INTO hookline_migrations (version, name) VALUES (9999, 'future')",
-            &[],
+            "DELETE FROM hookline_migrations WHERE version > $1",
+            &[&latest],
         )
         .await
         .unwrap();
-    let err = migrate(&pool).await.unwrap_err();
-    assert!(err.contains("9999") && err.contains("newer"), "{err}");
-    drop(pool);
+    record(latest + 1, None).await;
+    assert!(migrate(&pool).await.unwrap_err().contains("cannot run on"));
+    drop((pool, pool2));
     db.drop_db().await;
+}
+
+/// What a migration marked additive may do: create tables, (non-unique) indexes,
+/// functions and triggers, add nullable columns. Nothing that an older hookline's
+/// statements would trip over: no drop, rename, type change, new NOT NULL or unique
+/// constraint on what exists, or rewrite of rows. Every statement is held to that list.
+#[test]
+fn additive_migrations_only_add() {
+    let allowed = [
+        "CREATE TABLE ",
+        "CREATE INDEX ",
+        "CREATE FUNCTION ",
+        "CREATE TRIGGER ",
+        "ALTER TABLE ",
+    ];
+    for m in MIGRATIONS.iter().filter(|m| m.additive) {
+        // Comments and a function's body say nothing about the schema's shape.
+        let code: String = m
+            .sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .split("$$")
+            .step_by(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_uppercase();
+        for statement in code
+            .split(';')
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        {
+            if statement.is_empty() {
+                continue;
+            }
+            let what = format!(
+                "migration {} ({}) is marked additive but has: {statement}",
+                m.version, m.name
+            );
+            assert!(allowed.iter().any(|a| statement.starts_with(a)), "{what}");
+            if statement.starts_with("ALTER TABLE ") {
+                let words: Vec<&str> = statement.split(' ').collect();
+                assert!(
+                    words.get(3) == Some(&"ADD") && words.get(4) == Some(&"COLUMN"),
+                    "{what}"
+                );
+                assert!(
+                    !statement.contains("NOT NULL") && !statement.contains("UNIQUE"),
+                    "{what}"
+                );
+            }
+        }
+    }
+    // Versions run 1, 2, 3, ... with no gap.
+    for (i, m) in MIGRATIONS.iter().enumerate() {
+        assert_eq!(m.version as usize, i + 1, "{}", m.name);
+    }
 }
 
 #[tokio::test]

@@ -47,9 +47,25 @@ struct Cli {
     out: Option<PathBuf>,
     /// Run every server on PostgreSQL: a `postgres://` URL of a database the harness may
     /// create databases from (each scenario's server gets a fresh one, dropped after).
-    /// The CPU column then adds the PostgreSQL server's processes.
+    /// The CPU column then adds the PostgreSQL server's processes. `nodes` and
+    /// `takeover` need it (and `all` leaves them out without it).
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// Messages of the ingest, e2e and nodes loads (default 50 000; 1 000 with --quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    messages: Option<u64>,
+    /// `nodes` runs the e2e load on 1, 2, … N hookline processes sharing one database;
+    /// `takeover` runs N.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=16))]
+    nodes: u64,
+    /// `takeover`: each process's `--lease-secs` (how long a delivery it claimed stays
+    /// its own; hookline's default is 120).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(10..=3600))]
+    lease_secs: u64,
+    /// `takeover`: the steady load, messages per second over all processes (default
+    /// 1 000; 200 with --quick).
+    #[arg(long, value_name = "MSG_PER_S", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    takeover_rate: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -61,11 +77,15 @@ enum Which {
     Fanout,
     Isolation,
     Backlog,
+    /// The e2e load on 1, 2 … `--nodes` processes sharing one PostgreSQL database.
+    Nodes,
+    /// `--nodes` processes under steady load, one of them SIGKILLed.
+    Takeover,
     All,
 }
 
 impl Which {
-    const EVERY: [Which; 7] = [
+    const EVERY: [Which; 9] = [
         Which::Baseline,
         Which::Ingest,
         Which::E2e,
@@ -73,7 +93,14 @@ impl Which {
         Which::Fanout,
         Which::Isolation,
         Which::Backlog,
+        Which::Nodes,
+        Which::Takeover,
     ];
+
+    /// Several processes share a database only on PostgreSQL.
+    fn needs_postgres(self) -> bool {
+        matches!(self, Which::Nodes | Which::Takeover)
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -84,6 +111,8 @@ impl Which {
             Which::Fanout => "fanout",
             Which::Isolation => "isolation",
             Which::Backlog => "backlog",
+            Which::Nodes => "nodes",
+            Which::Takeover => "takeover",
             Which::All => "all",
         }
     }
@@ -193,8 +222,30 @@ async fn settle(quick: bool) {
 /// Ok(false): some scenario failed (its error is in the table and results.json).
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let started = Instant::now();
+    let on_postgres = cli.database_url.is_some();
+    if !on_postgres {
+        let refused: Vec<&str> = cli
+            .scenarios
+            .iter()
+            .filter(|w| w.needs_postgres())
+            .map(|w| w.name())
+            .collect();
+        if !refused.is_empty() {
+            bail!(
+                "{}: several hookline processes share one database, which needs PostgreSQL; \
+                 pass --database-url postgres://USER@HOST:PORT/DB",
+                refused.join(" and ")
+            );
+        }
+    }
     let mut selected: Vec<Which> = if cli.scenarios.contains(&Which::All) {
-        Which::EVERY.to_vec()
+        if !on_postgres {
+            eprintln!("==> all: nodes and takeover left out (they need --database-url)");
+        }
+        Which::EVERY
+            .into_iter()
+            .filter(|w| on_postgres || !w.needs_postgres())
+            .collect()
     } else {
         cli.scenarios.clone()
     };
@@ -224,11 +275,19 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if needs_server && !bin.is_file() {
         bail!("no hookline binary at {}", bin.display());
     }
-    let counts = if cli.quick {
+    let mut counts = if cli.quick {
         Counts::quick()
     } else {
         Counts::full()
     };
+    if let Some(m) = cli.messages {
+        counts.messages = m as usize;
+    }
+    counts.nodes = cli.nodes as usize;
+    counts.lease_secs = cli.lease_secs;
+    if let Some(r) = cli.takeover_rate {
+        counts.takeover_rate = r;
+    }
     let mut ctx = Ctx {
         bin: bin.clone(),
         out: out.clone(),
@@ -236,6 +295,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         payloads: Arc::new(Payloads::new(PAYLOAD_BYTES)),
         baseline_rps: None,
         database_url: cli.database_url.clone(),
+        quick: cli.quick,
     };
 
     // The disk before and after: durable writes are part of every hookline figure.
@@ -261,6 +321,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Which::Fanout => scenarios::fanout(&ctx).await,
             Which::Isolation => scenarios::isolation(&ctx).await,
             Which::Backlog => scenarios::backlog(&ctx).await,
+            Which::Nodes => scenarios::nodes(&ctx).await,
+            Which::Takeover => scenarios::takeover(&ctx).await,
             Which::All => unreachable!("expanded above"),
         };
         let mut r = outcome.unwrap_or_else(|e| {
@@ -309,7 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         "server_flags": {
             "max_in_flight": scenarios::SERVER_MAX_IN_FLIGHT,
             "endpoint_max_concurrency": scenarios::ENDPOINT_MAX_CONCURRENCY,
-            "note": "hookline's defaults; only --listen, --data-dir, --allow-target and --admin-token are given",
+            "note": "hookline's defaults; only --listen, --data-dir, --allow-target and --admin-token are given (and --database-url with one; takeover adds --lease-secs)",
         },
         "baseline_concurrency": counts.delivery_concurrency(),
         "counts": counts,

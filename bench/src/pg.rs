@@ -37,6 +37,48 @@ impl Scratch {
         })
     }
 
+    /// A connection to the server for [`Scratch::transactions`], opened once and kept, so
+    /// that its backend's CPU does not come and go between two CPU readings.
+    pub async fn stats_client(&self) -> anyhow::Result<tokio_postgres::Client> {
+        client(&self.admin).await
+    }
+
+    /// Transactions committed and rolled back in this database so far, as PostgreSQL's
+    /// statistics have them: a backend reports its counts at most once a second while
+    /// busy, and at its exit.
+    pub async fn transactions(&self, stats: &tokio_postgres::Client) -> anyhow::Result<i64> {
+        let row = stats
+            .query_one(
+                "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
+                 WHERE datname = $1",
+                &[&self.name],
+            )
+            .await
+            .context("reading pg_stat_database")?;
+        Ok(row.get(0))
+    }
+
+    /// utime + stime, in seconds, of the PostgreSQL processes working for this database:
+    /// its client backends and the server's background processes (WAL writer,
+    /// checkpointer, autovacuum, …), but not other databases' clients, so that other
+    /// work on a shared server stays out. As with [`server_cpu_s`], a process that ended
+    /// since an earlier reading is missing from a later one.
+    pub async fn cpu_s(&self, stats: &tokio_postgres::Client) -> anyhow::Result<f64> {
+        let rows = stats
+            .query(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE datname = $1 OR backend_type <> 'client backend'",
+                &[&self.name],
+            )
+            .await
+            .context("reading pg_stat_activity")?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| crate::server::proc_stats(&row.get::<_, i32>(0).to_string()).ok())
+            .map(|s| s.cpu_s)
+            .sum())
+    }
+
     /// Drops the database (from a thread of its own: this may run inside the runtime).
     pub fn drop_now(self) {
         let _ = std::thread::spawn(move || {

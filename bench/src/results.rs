@@ -10,6 +10,8 @@ pub enum Goal {
     RatioAtLeast { min: f64 },
     /// The figure itself is at most `max` (in its unit).
     AtMost { max: f64 },
+    /// The figure's ratio to the reference named `of` is at most `max`.
+    RatioAtMost { max: f64, of: &'static str },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +56,7 @@ impl Figure {
         self.met = match self.goal {
             Some(Goal::RatioAtLeast { min }) => self.ratio.map(|r| r >= min),
             Some(Goal::AtMost { max }) => Some(self.value <= max),
+            Some(Goal::RatioAtMost { max, .. }) => self.ratio.map(|r| r <= max),
             None => None,
         };
     }
@@ -64,6 +67,9 @@ impl Figure {
             "ms" => format!("{v:.2} ms"),
             "MB" => format!("{v:.1} MB"),
             "×" => format!("{v:.2}"),
+            // `+ 0.0`: a tiny negative prints as 0.00, not -0.00.
+            "s" => format!("{:.2} s", (v * 100.0).round() / 100.0 + 0.0),
+            "%" => format!("{v:.0} %"),
             u => format!("{} {u}", thousands(v.round() as u64)),
         }
     }
@@ -73,6 +79,7 @@ impl Figure {
             Some(Goal::RatioAtLeast { min }) if self.unit == "×" => format!("≥ {min}"),
             Some(Goal::RatioAtLeast { min }) => format!("≥ {min} × baseline"),
             Some(Goal::AtMost { max }) => format!("≤ {max} {}", self.unit),
+            Some(Goal::RatioAtMost { max, of }) => format!("≤ {max} × {of}"),
             None => "-".into(),
         }
     }
@@ -262,6 +269,16 @@ mod tests {
         assert_eq!(f.goal_text(), "≤ 2 ms");
         let f = Figure::new("x", 1.0, "msg/s").goal(Goal::RatioAtLeast { min: 0.2 });
         assert_eq!(f.met, None, "no baseline, no verdict");
+        let f = Figure::new("x", 330.0, "us/msg")
+            .ratio(1.12)
+            .goal(Goal::RatioAtMost {
+                max: 1.1,
+                of: "1 node",
+            });
+        assert_eq!(f.met, Some(false));
+        assert_eq!(f.goal_text(), "≤ 1.1 × 1 node");
+        assert_eq!(Figure::new("x", -0.5, "s").value_text(), "-0.50 s");
+        assert_eq!(Figure::new("x", -1e-5, "s").value_text(), "0.00 s");
     }
 
     #[test]

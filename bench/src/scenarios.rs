@@ -22,6 +22,9 @@ use crate::results::{Figure, Goal, ScenarioResult, ServerNumbers};
 use crate::server::{self, Server};
 use crate::stats::{bucket_for, cdf_points, rate_series, summarize};
 
+mod nodes;
+pub use nodes::{nodes, takeover};
+
 /// hookline's defaults that decide how much it delivers at once (see `hookline serve
 /// --help` and the README): `--max-in-flight` and an endpoint's `maxConcurrency`.
 pub const SERVER_MAX_IN_FLIGHT: usize = 512;
@@ -44,6 +47,14 @@ pub struct Counts {
     pub backlog_endpoints: usize,
     pub backlog_messages: usize,
     pub backlog_probes: usize,
+    /// `nodes` runs the e2e load on 1, 2 … `nodes` processes; `takeover` on `nodes`.
+    pub nodes: usize,
+    /// `takeover`: every process's `--lease-secs`.
+    pub lease_secs: u64,
+    /// `takeover`: the steady load, messages per second over all processes.
+    pub takeover_rate: u64,
+    /// `takeover`: seconds of load before the kill.
+    pub takeover_before_kill_s: u64,
 }
 
 impl Counts {
@@ -61,6 +72,10 @@ impl Counts {
             backlog_endpoints: 1_000,
             backlog_messages: 1_000,
             backlog_probes: 200,
+            nodes: 3,
+            lease_secs: 10,
+            takeover_rate: 1_000,
+            takeover_before_kill_s: 5,
         }
     }
 
@@ -78,6 +93,10 @@ impl Counts {
             backlog_endpoints: 50,
             backlog_messages: 50,
             backlog_probes: 20,
+            nodes: 3,
+            lease_secs: 10,
+            takeover_rate: 200,
+            takeover_before_kill_s: 2,
         }
     }
 
@@ -98,6 +117,8 @@ pub struct Ctx {
     pub baseline_rps: Option<f64>,
     /// Servers run on PostgreSQL, each on a fresh database made from this one.
     pub database_url: Option<String>,
+    /// `--quick`: no pauses between runs.
+    pub quick: bool,
 }
 
 impl Ctx {
@@ -171,9 +192,10 @@ struct Sent {
     acked: Instant,
 }
 
-/// Creates messages `seqs` (`first..first + n`), message `seq` to app `app_of(seq)`.
+/// Creates messages `seqs` (`first..first + n`), message `seq` to app `app_of(seq)`,
+/// through `apis[seq % apis.len()]` (round-robin over several processes' APIs).
 async fn send_messages(
-    api: &Api,
+    apis: &[Api],
     payloads: &Arc<Payloads>,
     first: u64,
     n: usize,
@@ -181,12 +203,12 @@ async fn send_messages(
     app_of: impl Fn(u64) -> String + Send + Sync + 'static,
     deliver_at: Option<String>,
 ) -> anyhow::Result<Vec<Sent>> {
-    let (api, payloads) = (api.clone(), payloads.clone());
+    let (apis, payloads): (Arc<[Api]>, _) = (apis.into(), payloads.clone());
     let app_of = Arc::new(app_of);
     let deliver_at = Arc::new(deliver_at);
     concurrent(n, clients, move |i| {
         let seq = first + i as u64;
-        let (api, app) = (api.clone(), app_of(seq));
+        let (api, app) = (apis[seq as usize % apis.len()].clone(), app_of(seq));
         let body = payloads.message(seq, deliver_at.as_deref());
         async move {
             let start = Instant::now();
@@ -350,7 +372,7 @@ pub async fn ingest(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
     let apps = c.apps as u64;
     let t0 = Instant::now();
     let sent = send_messages(
-        &server.api,
+        std::slice::from_ref(&server.api),
         &ctx.payloads,
         0,
         c.messages,
@@ -389,16 +411,29 @@ pub async fn ingest(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
 
 // --- 3. e2e ----------------------------------------------------------------------
 
-pub async fn e2e(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+/// The e2e load, done: when it started, every message's create and first receipt.
+struct E2eLoad {
+    t0: Instant,
+    sent: Vec<Sent>,
+    received: Vec<Instant>,
+    /// First create request → last receipt, seconds.
+    elapsed: f64,
+    /// Delivered messages per second over `elapsed`.
+    rate: f64,
+    /// Receipts beyond one per message.
+    duplicates: u64,
+}
+
+/// `messages` (seqs `0..messages`) from `clients` concurrent API clients to apps
+/// `app-0..app-{apps}` (made by [`apps_with_one_endpoint`]), round-robin over `apis`;
+/// returns once every one arrived at `recv`.
+async fn e2e_load(ctx: &Ctx, apis: &[Api], recv: &Receiver) -> anyhow::Result<E2eLoad> {
     let c = &ctx.counts;
-    let recv = Receiver::start().await?;
-    let server = ctx.server("e2e").await?;
-    apps_with_one_endpoint(&server.api, &recv, c.apps, c.clients).await?;
     let apps = c.apps as u64;
     let since = recv.answered();
     let t0 = Instant::now();
     let sent = send_messages(
-        &server.api,
+        apis,
         &ctx.payloads,
         0,
         c.messages,
@@ -408,7 +443,7 @@ pub async fn e2e(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
     )
     .await?;
     let received = wait_for_seqs(
-        &recv,
+        recv,
         since,
         0,
         c.messages,
@@ -418,7 +453,29 @@ pub async fn e2e(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
     .await?;
     let last = *received.iter().max().expect("some");
     let elapsed = last.duration_since(t0).as_secs_f64();
-    let rate = c.messages as f64 / elapsed;
+    Ok(E2eLoad {
+        t0,
+        sent,
+        received,
+        elapsed,
+        rate: c.messages as f64 / elapsed,
+        duplicates: (recv.answered() - since).saturating_sub(c.messages as u64),
+    })
+}
+
+pub async fn e2e(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    let c = &ctx.counts;
+    let recv = Receiver::start().await?;
+    let server = ctx.server("e2e").await?;
+    apps_with_one_endpoint(&server.api, &recv, c.apps, c.clients).await?;
+    let E2eLoad {
+        t0,
+        sent,
+        received,
+        elapsed,
+        rate,
+        duplicates,
+    } = e2e_load(ctx, std::slice::from_ref(&server.api), &recv).await?;
     let latencies: Vec<f64> = sent
         .iter()
         .zip(&received)
@@ -492,7 +549,7 @@ pub async fn e2e(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
         "sqlite_writes_per_group_commit": store[2] / store[1].max(1.0),
         "sqlite_wal_fsync_mean_ms": store[3] * 1e3 / store[4].max(1.0),
         "ingest_msg_per_s": c.messages as f64 / ack_last.duration_since(t0).as_secs_f64(),
-        "latency_ms": lat, "duplicates": (recv.answered() - since).saturating_sub(c.messages as u64),
+        "latency_ms": lat, "duplicates": duplicates,
         "receiver_connections": recv.connections()});
     finish(server, &mut r)?;
     Ok(r)
@@ -681,7 +738,7 @@ pub async fn isolation(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
             let since = recv.answered();
             let t0 = Instant::now();
             send_messages(
-                &api,
+                std::slice::from_ref(&api),
                 &payloads,
                 first,
                 n,
@@ -710,7 +767,7 @@ pub async fn isolation(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
     let per_s = ENDPOINT_MAX_CONCURRENCY as f64 / (c.stall_timeout_ms as f64 / 1e3);
     let stall_msgs = ((per_s * (3.0 * alone_s.as_secs_f64() + 10.0)).ceil() as usize).max(20);
     send_messages(
-        &api,
+        std::slice::from_ref(&api),
         &ctx.payloads,
         10_000_000,
         stall_msgs,
@@ -802,7 +859,7 @@ pub async fn backlog(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let t0 = Instant::now();
     send_messages(
-        &api,
+        std::slice::from_ref(&api),
         &ctx.payloads,
         0,
         m,

@@ -69,14 +69,18 @@ pub struct Server {
     log: PathBuf,
     /// VmRSS once the server answered its health check, before any load.
     pub idle_rss_mb: f64,
-    /// On PostgreSQL: the database made for this server, and the PostgreSQL processes'
-    /// CPU seconds when it started.
-    db: Option<(crate::pg::Scratch, f64)>,
+    /// On PostgreSQL: the database made for this server (none when it shares one the
+    /// caller owns, see [`Server::spawn`]), and the PostgreSQL processes' CPU seconds when
+    /// it started.
+    db: Option<(Option<crate::pg::Scratch>, f64)>,
+    /// Killed on purpose ([`Server::sigkill`]): its numbers are gone.
+    killed: bool,
 }
 
 impl Server {
     /// Starts `bin serve` on a fresh data dir and a free loopback port, logging to `log`,
-    /// and waits until its health check answers.
+    /// and waits until its health check answers. With `database_url`, on a fresh
+    /// database made from it (dropped with the server).
     pub async fn start(
         bin: &Path,
         log: &Path,
@@ -87,6 +91,22 @@ impl Server {
             Some(url) => Some(crate::pg::Scratch::create(url).await?),
             None => None,
         };
+        let url = scratch.as_ref().map(|s| s.url.clone());
+        let mut server = Self::spawn(bin, log, extra, url.as_deref()).await?;
+        if let Some((db, _)) = server.db.as_mut() {
+            *db = scratch;
+        }
+        Ok(server)
+    }
+
+    /// Like [`Server::start`], but on the database `database_url` itself (one the caller
+    /// made and drops, which several servers may share).
+    pub async fn spawn(
+        bin: &Path,
+        log: &Path,
+        extra: &[String],
+        database_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let data_dir = std::env::temp_dir().join(format!(
@@ -113,11 +133,7 @@ impl Server {
             .arg("--admin-token")
             .arg(ADMIN_TOKEN)
             .args(extra)
-            .args(
-                scratch
-                    .iter()
-                    .flat_map(|db| ["--database-url".to_string(), db.url.clone()]),
-            )
+            .args(database_url.iter().flat_map(|url| ["--database-url", url]))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -132,7 +148,8 @@ impl Server {
             data_dir,
             log: log.to_path_buf(),
             idle_rss_mb: 0.0,
-            db: scratch.map(|db| (db, crate::pg::server_cpu_s())),
+            db: database_url.map(|_| (None, crate::pg::server_cpu_s())),
+            killed: false,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -166,11 +183,27 @@ impl Server {
     }
 
     pub fn stats(&self) -> anyhow::Result<ProcStats> {
+        if self.killed {
+            bail!("this server was killed");
+        }
         proc_stats(&self.child.id().to_string())
+    }
+
+    /// SIGKILL, as a crash or power loss would end it: no drain, no hand-back. Its data
+    /// dir stays until the server is dropped.
+    pub fn sigkill(&mut self) -> anyhow::Result<()> {
+        // std's `Child::kill` sends SIGKILL on Unix.
+        self.child.kill().context("sending SIGKILL")?;
+        self.child.wait().context("reaping the killed server")?;
+        self.killed = true;
+        Ok(())
     }
 
     /// Fails if the server died (a crash under load is an error, not a slow result).
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if self.killed {
+            return Ok(());
+        }
         if let Some(status) = self.child.try_wait()? {
             bail!(
                 "hookline exited under load ({status}); its log:\n{}",
@@ -195,7 +228,7 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data_dir);
-        if let Some((db, _)) = self.db.take() {
+        if let Some((Some(db), _)) = self.db.take() {
             db.drop_now();
         }
     }

@@ -60,13 +60,24 @@ impl Cluster {
         Ok(())
     }
 
-    /// Every node's `hookline_attempts_total`: who delivered how much.
-    async fn attempts(&self) -> anyhow::Result<Vec<f64>> {
+    /// Every node's `hookline_attempts_total` (who delivered how much), and its claims:
+    /// `hookline_claims_total` and `hookline_claims_empty_total`.
+    async fn attempts(&self) -> anyhow::Result<(Vec<f64>, Vec<[f64; 2]>)> {
         let mut out = Vec::with_capacity(self.nodes.len());
+        let mut claims = Vec::with_capacity(self.nodes.len());
         for node in &self.nodes {
-            out.push(node.api.counters(&["hookline_attempts_total"]).await?[0]);
+            let c = node
+                .api
+                .counters(&[
+                    "hookline_attempts_total",
+                    "hookline_claims_total",
+                    "hookline_claims_empty_total",
+                ])
+                .await?;
+            out.push(c[0]);
+            claims.push([c[1], c[2]]);
         }
-        Ok(out)
+        Ok((out, claims))
     }
 }
 
@@ -145,7 +156,7 @@ pub async fn nodes(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
             pg::server_cpu_s(),
         );
         cluster.check_alive()?;
-        let attempts = cluster.attempts().await?;
+        let (attempts, claims) = cluster.attempts().await?;
         let stats: Vec<server::ProcStats> = cluster
             .nodes
             .iter()
@@ -232,6 +243,7 @@ pub async fn nodes(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
             "db_transactions_per_msg": xacts as f64 / messages,
             "cpu_per_msg_vs_1_node": us_per_msg / one_us,
             "attempts_per_node": attempts,
+            "claims_and_empty_claims_per_node": claims,
             "peak_rss_mb_per_node": stats.iter().map(|s| s.peak_rss_mb).collect::<Vec<_>>(),
             "latency_ms": summarize(&latencies),
             "duplicates": load.duplicates,

@@ -291,6 +291,12 @@ impl Dispatcher {
                 }
             };
             let got = claimed.len();
+            if !claim_failed && free > 0 {
+                metrics::counter!("hookline_claims_total").increment(1);
+                if got == 0 {
+                    metrics::counter!("hookline_claims_empty_total").increment(1);
+                }
+            }
             for d in claimed {
                 self.slots
                     .acquire()

@@ -1,0 +1,500 @@
+//! Several hookline processes ("nodes") on one PostgreSQL database, as real processes:
+//! one killed under load, a rolling restart, a failing endpoint's limit across nodes,
+//! operational webhooks raised once cluster-wide, and nodes starting at the same instant
+//! on an empty database.
+//!
+//! Each test makes a database of its own on the server named by
+//! `HOOKLINE_TEST_POSTGRES_URL` (skipped, saying so, without it). `scripts/test` runs this
+//! module once, not again in its pass with every e2e server on PostgreSQL: these tests
+//! choose their databases themselves.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::receiver::{Behavior, Receiver};
+use crate::support::{
+    admin_client, app_with_endpoint, wait_until, Api, Server, TestDb, ADMIN_TOKEN,
+};
+
+/// The `--lease-secs` of the nodes whose takeover a test waits for (the least allowed).
+const LEASE_SECS: u64 = 10;
+
+/// Starts `n` nodes on `db`, one after the other, each with `extra` flags.
+async fn start_nodes(db: &TestDb, n: usize, extra: &[&str]) -> Vec<Server> {
+    let args = node_args(db, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(Server::start_with(&args).await);
+    }
+    nodes
+}
+
+/// The flags of a node on `db`: loopback receivers allowed, a small connection pool
+/// (three nodes, and other tests, share the server's connections), and `extra`.
+fn node_args(db: &TestDb, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--database-url",
+        &db.url,
+        "--allow-target",
+        "127.0.0.0/8",
+        "--database-pool-size",
+        "8",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The node id a node runs as (kept in its data dir): its lease tokens are `ID.RANDOM`.
+fn node_id(node: &Server) -> String {
+    let path = node.data_dir.join("node-id");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// Load on a cluster: clients creating messages round-robin over the nodes that are up,
+/// recording what each create was answered.
+struct Load {
+    /// Each node's API base URL, `None` while the node is down.
+    nodes: RwLock<Vec<Option<String>>>,
+    /// The messages path of the application the load creates in.
+    path: String,
+    /// The number of the next create.
+    next: AtomicUsize,
+    /// Creates to make in all.
+    limit: usize,
+    stop: AtomicBool,
+    /// Ids of the messages answered 202 (acknowledged), with the node that answered.
+    acked: Mutex<Vec<(String, usize)>>,
+    /// Creates not acknowledged: refused (503) or cut off (a node stopping or killed).
+    unacked: AtomicUsize,
+    /// Any other answer (a 500, a 4xx, no answer within 10 s), as a line for the failure
+    /// message.
+    wrong: Mutex<Vec<String>>,
+    http: reqwest::Client,
+}
+
+impl Load {
+    /// `clients` clients making `limit` creates in all (or until [`Load::stop`]) in
+    /// application `app` through `nodes`.
+    fn start(
+        nodes: &[Server],
+        app: &str,
+        clients: usize,
+        limit: usize,
+    ) -> (Arc<Load>, tokio::task::JoinSet<()>) {
+        let load = Arc::new(Load {
+            nodes: RwLock::new(nodes.iter().map(|n| Some(n.base.clone())).collect()),
+            path: format!("/api/v1/app/{app}/msg"),
+            next: AtomicUsize::new(0),
+            limit,
+            stop: AtomicBool::new(false),
+            acked: Mutex::default(),
+            unacked: AtomicUsize::new(0),
+            wrong: Mutex::default(),
+            http: reqwest::Client::new(),
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            tasks.spawn(load.clone().client());
+        }
+        (load, tasks)
+    }
+
+    /// Node `i` goes down: no more creates are sent to it.
+    fn down(&self, i: usize) {
+        self.nodes.write().unwrap()[i] = None;
+    }
+
+    /// Node `i` is up (again) at `base`.
+    fn up(&self, i: usize, base: &str) {
+        self.nodes.write().unwrap()[i] = Some(base.to_string());
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn acked_by(&self, node: usize) -> usize {
+        let acked = self.acked.lock().unwrap();
+        acked.iter().filter(|(_, n)| *n == node).count()
+    }
+
+    fn acked_ids(&self) -> Vec<String> {
+        let acked = self.acked.lock().unwrap();
+        acked.iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Create `n` goes to node `n % nodes`, or the next one up.
+    fn node_for(&self, n: usize) -> Option<(usize, String)> {
+        let nodes = self.nodes.read().unwrap();
+        (0..nodes.len())
+            .map(|k| (n + k) % nodes.len())
+            .find_map(|i| Some((i, nodes[i].clone()?)))
+    }
+
+    async fn client(self: Arc<Self>) {
+        while !self.stop.load(Ordering::SeqCst) {
+            let n = self.next.fetch_add(1, Ordering::SeqCst);
+            if n >= self.limit {
+                return;
+            }
+            let Some((node, base)) = self.node_for(n) else {
+                self.unacked.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let sent = self
+                .http
+                .post(format!("{base}{}", self.path))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({"eventType": "t", "payload": {"n": n}}))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            let answer = match sent {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match resp.json::<Value>().await {
+                        Ok(body) => Ok((status, body)),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok((202, body)) => {
+                    let id = body["id"].as_str().expect("the message's id").to_string();
+                    self.acked.lock().unwrap().push((id, node));
+                }
+                Ok((503, _)) => {
+                    self.unacked.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok((status, body)) => self
+                    .wrong
+                    .lock()
+                    .unwrap()
+                    .push(format!("create {n} at node {node}: {status} {body}")),
+                Err(e) if e.is_timeout() => self
+                    .wrong
+                    .lock()
+                    .unwrap()
+                    .push(format!("create {n} at node {node}: no answer within 10 s")),
+                // Cut off: the node went down while the create was on its way.
+                Err(_) => {
+                    self.unacked.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Waits for the clients (to make all their creates, unless stopped) and checks that
+    /// every answer was a 202, a 503, or a connection the node's going down cut off.
+    async fn finish(&self, mut clients: tokio::task::JoinSet<()>) {
+        while let Some(done) = clients.join_next().await {
+            done.expect("a load client");
+        }
+        let wrong = self.wrong.lock().unwrap().clone();
+        assert!(
+            wrong.is_empty(),
+            "{} creates were answered neither 202 nor 503 (first 10): {:#?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(10)]
+        );
+    }
+}
+
+/// How many times each `webhook-id` reached `path`.
+fn arrivals(recv: &Receiver, path: &str) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for (id, _) in recv.ids_to(path) {
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// Waits (up to `within`) until every one of `ids` reached `path`; panics naming the
+/// missing ones otherwise. Returns how many times each id arrived.
+async fn wait_delivered(
+    recv: &Receiver,
+    path: &str,
+    ids: &[String],
+    within: Duration,
+) -> HashMap<String, usize> {
+    let start = Instant::now();
+    loop {
+        let seen = arrivals(recv, path);
+        let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
+        if missing.is_empty() {
+            return seen;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{} of {} acknowledged messages not delivered within {within:?} (first 10): {:?}",
+            missing.len(),
+            ids.len(),
+            &missing[..missing.len().min(10)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The ids that arrived more than once, and how many arrivals were repeats.
+fn duplicates(seen: &HashMap<String, usize>) -> (Vec<String>, usize) {
+    let ids: Vec<String> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let repeats = seen.values().map(|n| n - 1).sum();
+    (ids, repeats)
+}
+
+/// Three nodes, 10 000 creates round-robin over their APIs by concurrent clients; one
+/// node is killed (SIGKILL) once a quarter of them has arrived. No acknowledged message
+/// is lost. The deliveries the dead node held (leased, maybe under way) are taken over
+/// once their lease (`--lease-secs 10`) runs out and arrive within a few seconds of
+/// it; they are the only ones that may arrive twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_under_load_loses_nothing_acknowledged() {
+    const TEST: &str = "a_node_killed_under_load_loses_nothing_acknowledged";
+    const MESSAGES: usize = 10_000;
+    let Some(db) = TestDb::create(TEST).await else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    // Deliveries take a moment, so some are under way on the node when it dies.
+    recv.set("/hook", Behavior::Delay(Duration::from_millis(5), 200));
+    let lease = LEASE_SECS.to_string();
+    let mut nodes = start_nodes(&db, 3, &["--lease-secs", &lease]).await;
+    let (app, _) = app_with_endpoint(
+        &nodes[0].client(),
+        json!({"url": recv.url("/hook"), "maxConcurrency": 64}),
+    )
+    .await;
+    let started = Instant::now();
+    let (load, clients) = Load::start(&nodes, &app, 12, MESSAGES);
+    wait_until(
+        Duration::from_secs(120),
+        "a quarter of the messages arrived",
+        || recv.count() >= MESSAGES / 4,
+    )
+    .await;
+
+    // The kill. What the dead node held at that moment is in the database: deliveries
+    // `sending` under a lease of its own.
+    const DEAD: usize = 1;
+    load.down(DEAD);
+    let dead = node_id(&nodes[DEAD]);
+    nodes[DEAD].kill().await;
+    let killed = Instant::now();
+    let killed_at = started.elapsed();
+    let created_at_kill = load.next.load(Ordering::SeqCst).min(MESSAGES);
+    let arrived_at_kill = recv.count();
+    let admin = admin_client(&db.url).await;
+    let held: HashSet<String> = admin
+        .query(
+            "SELECT msg_id FROM deliveries WHERE status = 'sending' AND lease_token LIKE $1",
+            &[&format!("{dead}.%")],
+        )
+        .await
+        .expect("the dead node's deliveries")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !held.is_empty(),
+        "the node held no deliveries when it was killed: the test shows nothing"
+    );
+
+    load.finish(clients).await;
+    let acked = load.acked_ids();
+    let created_in = started.elapsed();
+
+    // Every acknowledged message arrives (those the dead node held after their lease).
+    wait_delivered(&recv, "/hook", &acked, Duration::from_secs(LEASE_SECS + 60)).await;
+    let delivered_in = started.elapsed();
+
+    // The dead node's deliveries arrive again after the kill, within the lease and a
+    // few seconds: taken over by the nodes left.
+    let arrived_after_kill = || -> HashMap<String, Duration> {
+        let mut first = HashMap::new();
+        for (id, at) in recv.ids_to("/hook") {
+            if at > killed && held.contains(&id) {
+                first.entry(id).or_insert(at - killed);
+            }
+        }
+        first
+    };
+    let deadline = Duration::from_secs(LEASE_SECS + 30);
+    while arrived_after_kill().len() < held.len() && killed.elapsed() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = arrived_after_kill();
+    let never: Vec<&String> = held.iter().filter(|id| !first.contains_key(*id)).collect();
+    assert!(
+        never.is_empty(),
+        "{} of the {} deliveries the dead node held did not arrive within {deadline:?} of \
+         the kill (first 10): {:?}",
+        never.len(),
+        held.len(),
+        &never[..never.len().min(10)]
+    );
+    let taken_over = first.values().copied().max().unwrap_or_default();
+    let within = Duration::from_secs(LEASE_SECS + 5);
+    assert!(
+        taken_over <= within,
+        "the dead node's {} deliveries arrived {taken_over:?} after the kill (lease {LEASE_SECS} s)",
+        held.len()
+    );
+    let seen = arrivals(&recv, "/hook");
+
+    // Repeats: only what the dead node held, each at most once more.
+    let (repeated, repeats) = duplicates(&seen);
+    let foreign: Vec<&String> = repeated.iter().filter(|id| !held.contains(*id)).collect();
+    assert!(
+        foreign.is_empty(),
+        "{} messages the dead node did not hold arrived more than once (first 10): {:?}",
+        foreign.len(),
+        &foreign[..foreign.len().min(10)]
+    );
+    assert!(
+        seen.values().all(|n| *n <= 2),
+        "a message arrived three times or more"
+    );
+    eprintln!(
+        "{TEST}: {} of {MESSAGES} creates acknowledged ({} not: refused or cut off by the \
+         kill); killed node {DEAD} at {killed_at:?} with {arrived_at_kill} arrived and \
+         {created_at_kill} creates begun; it held {} deliveries, which arrived again \
+         {taken_over:?} after the kill (lease {LEASE_SECS} s); {repeats} duplicates \
+         ({} messages); creates done at {created_in:?}, all delivered at {delivered_in:?}",
+        acked.len(),
+        load.unacked.load(Ordering::SeqCst),
+        held.len(),
+        repeated.len(),
+    );
+    drop(nodes);
+    db.drop_db().await;
+}
+
+/// A rolling restart under load: each of three nodes in turn is stopped with SIGTERM
+/// (it drains: stops taking work, finishes or hands back its attempts, exits 0) and
+/// started again, while clients keep creating through the nodes that are up. Nothing
+/// acknowledged is lost and nothing arrives twice; afterwards every delivery is recorded
+/// as succeeded with one attempt each, so nothing is left to arrive again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_under_load_loses_and_repeats_nothing() {
+    const TEST: &str = "a_rolling_restart_under_load_loses_and_repeats_nothing";
+    let Some(db) = TestDb::create(TEST).await else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    // Attempts take a moment, so some are under way when a node is told to stop.
+    recv.set("/hook", Behavior::Delay(Duration::from_millis(20), 200));
+    let lease = LEASE_SECS.to_string();
+    let mut nodes = start_nodes(&db, 3, &["--lease-secs", &lease]).await;
+    let (app, _) = app_with_endpoint(
+        &nodes[0].client(),
+        json!({"url": recv.url("/hook"), "maxConcurrency": 32}),
+    )
+    .await;
+    let started = Instant::now();
+    let (load, clients) = Load::start(&nodes, &app, 6, usize::MAX);
+    wait_until(Duration::from_secs(20), "200 creates acknowledged", || {
+        load.acked() >= 200
+    })
+    .await;
+    let mut steps = Vec::new();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        // Creates keep coming to the node while it drains (they are refused or
+        // answered); only once it is gone does the load leave it out.
+        let in_flight = recv.in_flight("/hook");
+        let t = Instant::now();
+        let status = node.terminate().await;
+        let drained_in = t.elapsed();
+        load.down(i);
+        assert!(
+            status.success(),
+            "node {i} exited with {status} after SIGTERM"
+        );
+        node.restart().await;
+        load.up(i, &node.base);
+        let before = load.acked_by(i);
+        wait_until(
+            Duration::from_secs(20),
+            "the restarted node acknowledges creates",
+            || load.acked_by(i) >= before + 50,
+        )
+        .await;
+        steps.push(format!(
+            "node {i}: SIGTERM with {in_flight} attempts under way (all nodes), exited in {drained_in:?}"
+        ));
+    }
+    load.stop();
+    load.finish(clients).await;
+    let acked = load.acked_ids();
+    let seen = wait_delivered(&recv, "/hook", &acked, Duration::from_secs(30)).await;
+    // Nothing left to arrive again: no delivery pending or leased, one attempt each
+    // (the last reports are written a moment after their requests arrived).
+    let admin = admin_client(&db.url).await;
+    let counts = || async {
+        let row = admin
+            .query_one(
+                "SELECT (SELECT count(*) FROM deliveries WHERE status <> 'succeeded'),
+                        (SELECT count(*) FROM deliveries),
+                        (SELECT count(*) FROM attempts)",
+                &[],
+            )
+            .await
+            .expect("count deliveries");
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2),
+        )
+    };
+    let settle = Instant::now();
+    let (unfinished, deliveries, attempts) = loop {
+        let c = counts().await;
+        if c.0 == 0 || settle.elapsed() > Duration::from_secs(10) {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (repeated, repeats) = duplicates(&seen);
+    eprintln!(
+        "{TEST}: {} creates acknowledged, {} not (refused or cut off by a stopping node) \
+         in {:?}; {}; {deliveries} deliveries, {attempts} attempts, {repeats} duplicates",
+        acked.len(),
+        load.unacked.load(Ordering::SeqCst),
+        started.elapsed(),
+        steps.join("; "),
+    );
+    assert!(
+        repeated.is_empty(),
+        "{repeats} duplicate arrivals (first 10): {:?}",
+        &repeated[..repeated.len().min(10)]
+    );
+    assert_eq!(unfinished, 0, "deliveries not succeeded");
+    assert_eq!(attempts, deliveries, "attempts recorded: one per delivery");
+    assert_eq!(
+        recv.ids_to("/hook").len() as i64,
+        attempts,
+        "every arrival recorded as an attempt"
+    );
+    drop(nodes);
+    db.drop_db().await;
+}

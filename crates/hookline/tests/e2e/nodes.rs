@@ -498,3 +498,202 @@ async fn a_rolling_restart_under_load_loses_and_repeats_nothing() {
     drop(nodes);
     db.drop_db().await;
 }
+
+/// Sends one message through `api` (`body` its JSON); its id.
+async fn send(api: &Api, app: &str, body: Value) -> String {
+    api.create(&format!("/api/v1/app/{app}/msg"), body).await["id"]
+        .as_str()
+        .expect("the message's id")
+        .to_string()
+}
+
+/// A failing endpoint gets one attempt at a time across the cluster: three nodes, an
+/// endpoint whose receiver holds each request 200 ms and answers 500; once its first
+/// attempt failed, a dozen messages sent round-robin through the three nodes, each tried
+/// twice, never have more than one attempt under way at once (each node alone would
+/// allow one, so three in all).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_endpoint_gets_one_attempt_at_a_time_across_nodes() {
+    const TEST: &str = "a_failing_endpoint_gets_one_attempt_at_a_time_across_nodes";
+    const MESSAGES: usize = 12;
+    let Some(db) = TestDb::create(TEST).await else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    recv.set("/failing", Behavior::Delay(Duration::from_millis(200), 500));
+    let nodes = start_nodes(&db, 3, &[]).await;
+    let apis: Vec<Api> = nodes.iter().map(Server::client).collect();
+    let (app, _) = app_with_endpoint(
+        &apis[0],
+        json!({"url": recv.url("/failing"), "retryPolicy": {"kind": "schedule", "delaysSeconds": [1]}}),
+    )
+    .await;
+    // The first attempt fails: from its report on, the endpoint is failing.
+    let first = send(&apis[0], &app, json!({"eventType": "t", "payload": {}})).await;
+    let (_, log) = apis[0]
+        .get_until(&format!("/api/v1/app/{app}/attempt/msg/{first}"), |b| {
+            b["data"].as_array().is_some_and(|d| !d.is_empty())
+        })
+        .await;
+    assert_eq!(log["data"][0]["responseStatusCode"], json!(500), "{log}");
+    recv.reset_max_concurrent("/failing");
+
+    let started = Instant::now();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..MESSAGES {
+        let (api, app) = (apis[i % 3].clone(), app.clone());
+        sends.spawn(async move {
+            send(&api, &app, json!({"eventType": "t", "payload": {"i": i}})).await
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.expect("a create");
+    }
+    // Two attempts each, the first message's included.
+    let attempts = 2 * (MESSAGES + 1);
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{attempts} attempts"),
+        || recv.requests_to("/failing").len() >= attempts,
+    )
+    .await;
+    let max = recv.max_concurrent("/failing");
+    eprintln!(
+        "{TEST}: {attempts} attempts in {:?}, at most {max} at once",
+        started.elapsed()
+    );
+    assert_eq!(
+        max, 1,
+        "attempts to the failing endpoint at once across the nodes"
+    );
+    drop(nodes);
+    db.drop_db().await;
+}
+
+/// Operational webhooks from a cluster: three nodes, each with the operator's URL, and an
+/// endpoint that answers 500 to everything until it is disabled (after 3 s failing), with
+/// messages sent round-robin through the nodes all along. Each message whose three
+/// attempts all failed raises exactly one `message.attempt.exhausted`, the others none,
+/// and the endpoint's disabling exactly one `endpoint.disabled` (counted as distinct
+/// operational messages: a receiver dedupes repeats of one by its `webhook-id`).
+#[tokio::test(flavor = "multi_thread")]
+async fn operational_webhooks_are_raised_once_across_nodes() {
+    const TEST: &str = "operational_webhooks_are_raised_once_across_nodes";
+    let Some(db) = TestDb::create(TEST).await else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    recv.set("/dead", Behavior::Status(500, vec![]));
+    let ops = recv.url("/ops");
+    let nodes = start_nodes(
+        &db,
+        3,
+        &[
+            "--operational-webhook-url",
+            &ops,
+            "--endpoint-disable-after-secs",
+            "3",
+        ],
+    )
+    .await;
+    let apis: Vec<Api> = nodes.iter().map(Server::client).collect();
+    let (app, ep) = app_with_endpoint(
+        &apis[0],
+        json!({"url": recv.url("/dead"), "retryPolicy": {"kind": "schedule", "delaysSeconds": [1, 1]}}),
+    )
+    .await;
+    let started = Instant::now();
+    let disabled = || async {
+        let (_, body) = apis[0]
+            .get(&format!("/api/v1/app/{app}/endpoint/{ep}"))
+            .await;
+        body["disabled"] == json!(true)
+    };
+    let mut sent = Vec::new();
+    while !disabled().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the endpoint was not disabled within 20 s"
+        );
+        let i = sent.len();
+        sent.push(
+            send(
+                &apis[i % 3],
+                &app,
+                json!({"eventType": "t", "payload": {"i": i}}),
+            )
+            .await,
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let disabled_in = started.elapsed();
+
+    // Exhausted: the messages all of whose three attempts ran (and failed).
+    let tries = arrivals(&recv, "/dead");
+    let exhausted: HashSet<&String> = sent
+        .iter()
+        .filter(|id| tries.get(*id).copied().unwrap_or(0) >= 3)
+        .collect();
+    assert!(
+        !exhausted.is_empty(),
+        "no message was exhausted before the endpoint was disabled: {tries:?}"
+    );
+    // Operational messages: (type, msgId or endpointId) -> their distinct webhook-ids.
+    let events = || -> HashMap<(String, String), HashSet<String>> {
+        let mut out: HashMap<(String, String), HashSet<String>> = HashMap::new();
+        for req in recv.requests_to("/ops") {
+            let v: Value = serde_json::from_slice(&req.body).expect("an operational webhook");
+            let kind = v["type"].as_str().unwrap_or_default().to_string();
+            let about = v["data"]["msgId"]
+                .as_str()
+                .or(v["data"]["endpointId"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            out.entry((kind, about))
+                .or_default()
+                .insert(req.header("webhook-id").unwrap_or_default());
+        }
+        out
+    };
+    let all_there = || {
+        let got = events();
+        got.contains_key(&("endpoint.disabled".into(), ep.clone()))
+            && exhausted
+                .iter()
+                .all(|m| got.contains_key(&("message.attempt.exhausted".into(), (*m).clone())))
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the operational webhooks arrived",
+        all_there,
+    )
+    .await;
+    // Any second one would come from another node's report at about the same time.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = events();
+    let count = |kind: &str, about: &str| {
+        got.get(&(kind.to_string(), about.to_string()))
+            .map_or(0, HashSet::len)
+    };
+    eprintln!(
+        "{TEST}: {} messages sent, {} exhausted, the endpoint disabled after {disabled_in:?}; \
+         operational webhooks: {:?}",
+        sent.len(),
+        exhausted.len(),
+        got.iter()
+            .map(|((k, a), ids)| format!("{k} {a} x{}", ids.len()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(count("endpoint.disabled", &ep), 1, "endpoint.disabled");
+    for m in &sent {
+        let want = usize::from(exhausted.contains(m));
+        assert_eq!(
+            count("message.attempt.exhausted", m),
+            want,
+            "message.attempt.exhausted for {m} ({} attempts)",
+            tries.get(m).copied().unwrap_or(0)
+        );
+    }
+    drop(nodes);
+    db.drop_db().await;
+}

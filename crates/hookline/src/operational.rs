@@ -172,25 +172,44 @@ impl Notifier {
     }
 }
 
+/// The `eventId` of an operational message: the event's kind and the attempt that raised
+/// it, named by message, endpoint and the attempt's number in its delivery. Whoever
+/// makes that attempt (a node that took an expired lease over, or the node that held the
+/// lease and reports late, its lease lost) raises the same event, and the application's
+/// unique `eventId`s keep it to one message. A later attempt (a retry, a resend) has a
+/// number of its own.
+fn event_id(kind: &str, d: &ClaimedDelivery) -> String {
+    format!(
+        "{kind}.{}.{}.{}",
+        d.message.id,
+        d.endpoint.id,
+        d.attempts + 1
+    )
+}
+
 impl AttemptObserver for Notifier {
     fn attempted(&self, d: &ClaimedDelivery, a: &Attempt, o: &Observed) {
         if d.message.app_id == self.app_id {
             return;
         }
-        let events = self.events(d, a, o);
+        let events: Vec<_> = self
+            .events(d, a, o)
+            .into_iter()
+            .map(|(kind, data)| (kind, event_id(kind, d), data))
+            .collect();
         if events.is_empty() {
             return;
         }
         let store = self.store.clone();
         let app_id = self.app_id.clone();
         tokio::spawn(async move {
-            for (kind, data) in events {
+            for (kind, event_id, data) in events {
                 let t = now();
                 let payload = json!({"type": kind, "timestamp": t, "data": data});
                 let msg = Message {
                     id: new_id("msg"),
                     app_id: app_id.clone(),
-                    event_id: None,
+                    event_id: Some(event_id.clone()),
                     event_type: kind.into(),
                     payload: payload.to_string().into(),
                     channels: None,
@@ -198,8 +217,15 @@ impl AttemptObserver for Notifier {
                     created_at: t,
                     deliver_at: None,
                 };
-                if let Err(e) = store.create_message(msg).await {
-                    tracing::error!(error = %e, event = kind, "could not queue operational webhook");
+                match store.create_message(msg).await {
+                    Ok(_) => {}
+                    // Raised already, by whoever else made or reported this attempt.
+                    Err(StoreError::Conflict(_)) => {
+                        tracing::debug!(event = kind, %event_id, "operational webhook already queued")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, event = kind, "could not queue operational webhook")
+                    }
                 }
             }
         });

@@ -698,6 +698,110 @@ async fn operational_webhooks_are_raised_once_across_nodes() {
     db.drop_db().await;
 }
 
+/// Operational messages at `path` of `kind` about `about` (a msgId or endpointId): their
+/// distinct `webhook-id`s (a receiver dedupes repeats of one message by it).
+fn operational(recv: &Receiver, path: &str, kind: &str, about: &str) -> HashSet<String> {
+    recv.requests_to(path)
+        .iter()
+        .filter(|req| {
+            let v: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            v["type"] == json!(kind)
+                && (v["data"]["msgId"] == json!(about) || v["data"]["endpointId"] == json!(about))
+        })
+        .map(|req| req.header("webhook-id").unwrap_or_default())
+        .collect()
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to `node`'s process.
+fn signal(node: &Server, signal: &str) {
+    let pid = node.pid().expect("the node runs");
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// A node that stalls (SIGSTOP: a long pause, a frozen VM) in the middle of an attempt
+/// loses its lease; another node takes the delivery over and its failed attempt
+/// exhausts the message. When the stalled node wakes, its own report of the same attempt
+/// finds the lease lost (the attempt is logged, the delivery left alone), and it raises
+/// no second `message.attempt.exhausted`: the operator hears of the message once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_node_waking_after_a_takeover_raises_no_second_operational_webhook() {
+    const TEST: &str =
+        "a_stalled_node_waking_after_a_takeover_raises_no_second_operational_webhook";
+    let Some(db) = TestDb::create(TEST).await else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    recv.set("/slow", Behavior::Delay(Duration::from_secs(1), 500));
+    let (lease, ops) = (LEASE_SECS.to_string(), recv.url("/ops"));
+    let args = node_args(
+        &db,
+        &["--lease-secs", &lease, "--operational-webhook-url", &ops],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The first node alone: the message's only attempt is its own.
+    let stalled = Server::start_with(&args).await;
+    let (app, _) = app_with_endpoint(
+        &stalled.client(),
+        json!({"url": recv.url("/slow"), "retryPolicy": {"kind": "none"}}),
+    )
+    .await;
+    let msg = send(
+        &stalled.client(),
+        &app,
+        json!({"eventType": "t", "payload": {}}),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "the first attempt under way",
+        || recv.in_flight("/slow") == 1,
+    )
+    .await;
+    signal(&stalled, "STOP");
+    let stopped = Instant::now();
+    let other = Server::start_with(&args).await;
+    let api = other.client();
+    wait_until(
+        Duration::from_secs(LEASE_SECS + 15),
+        "the other node took the delivery over and raised message.attempt.exhausted",
+        || !operational(&recv, "/ops", "message.attempt.exhausted", &msg).is_empty(),
+    )
+    .await;
+    let taken_over = stopped.elapsed();
+    assert_eq!(recv.requests_to("/slow").len(), 2, "two attempts");
+
+    // The stalled node wakes and reports its attempt: logged beside the other's.
+    signal(&stalled, "CONT");
+    let (_, log) = api
+        .get_until(&format!("/api/v1/app/{app}/attempt/msg/{msg}"), |b| {
+            b["data"].as_array().is_some_and(|d| d.len() >= 2)
+        })
+        .await;
+    assert_eq!(
+        log["data"].as_array().map(Vec::len),
+        Some(2),
+        "the stalled node's attempt was logged too: {log}"
+    );
+    // Its operational webhooks, if any, would be queued and delivered by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let exhausted = operational(&recv, "/ops", "message.attempt.exhausted", &msg);
+    eprintln!(
+        "{TEST}: taken over {taken_over:?} after the stall; {} message.attempt.exhausted",
+        exhausted.len()
+    );
+    assert_eq!(
+        exhausted.len(),
+        1,
+        "message.attempt.exhausted for {msg}: {exhausted:?}"
+    );
+    drop((stalled, other));
+    db.drop_db().await;
+}
+
 /// Nodes started at the same instant on an empty database, each with the operator's
 /// URL: every node starts and is healthy, each migration is applied once, and the
 /// operational webhooks' application has one endpoint. Every node's start gets or makes

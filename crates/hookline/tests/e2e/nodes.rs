@@ -1,7 +1,7 @@
 //! Several hookline processes ("nodes") on one PostgreSQL database, as real processes:
 //! one killed under load, a rolling restart, a failing endpoint's limit across nodes,
-//! operational webhooks raised once cluster-wide, and nodes starting at the same instant
-//! on an empty database.
+//! operational webhooks raised once cluster-wide (also by a node that stalls past its
+//! lease), and nodes starting at the same instant on an empty database.
 //!
 //! Each test makes a database of its own on the server named by
 //! `HOOKLINE_TEST_POSTGRES_URL` (skipped, saying so, without it). `scripts/test` runs this
@@ -294,13 +294,17 @@ async fn a_node_killed_under_load_loses_nothing_acknowledged() {
     )
     .await;
 
-    // The kill. What the dead node held at that moment is in the database: deliveries
+    // The kill, while the receiver is slow for a moment, so the node has attempts under
+    // way (not only ones it just claimed). What it held is in the database: deliveries
     // `sending` under a lease of its own.
     const DEAD: usize = 1;
+    recv.set("/hook", Behavior::Delay(Duration::from_millis(300), 200));
+    tokio::time::sleep(Duration::from_millis(100)).await;
     load.down(DEAD);
     let dead = node_id(&nodes[DEAD]);
     nodes[DEAD].kill().await;
     let killed = Instant::now();
+    recv.set("/hook", Behavior::Delay(Duration::from_millis(5), 200));
     let killed_at = started.elapsed();
     let created_at_kill = load.next.load(Ordering::SeqCst).min(MESSAGES);
     let arrived_at_kill = recv.count();

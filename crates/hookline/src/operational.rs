@@ -13,7 +13,7 @@ use anyhow::Context;
 use hookline_delivery::dispatcher::{AttemptObserver, Observed};
 use hookline_store::{
     new_id, now, Application, Attempt, ClaimedDelivery, Endpoint, EndpointSettings, Message,
-    NextStep, SecretEntry, Store,
+    NextStep, SecretEntry, Store, StoreError,
 };
 use serde_json::json;
 
@@ -28,11 +28,13 @@ pub async fn setup(store: &dyn Store, url: &str, secret: Option<&str>) -> anyhow
         hookline_signing::StandardSecret::parse(s)
             .map_err(|e| anyhow::anyhow!("operational_webhook_secret: {e}"))?;
     }
+    // Nodes sharing a database may start at the same instant and all find nothing: one
+    // makes the application (its uid is unique), the others take what it made.
     let app = match store.get_app(APP_UID).await? {
         Some(a) => a,
         None => {
             let t = now();
-            store
+            let made = store
                 .create_app(Application {
                     id: new_id("app"),
                     uid: Some(APP_UID.into()),
@@ -44,44 +46,33 @@ pub async fn setup(store: &dyn Store, url: &str, secret: Option<&str>) -> anyhow
                     created_at: t,
                     updated_at: t,
                 })
-                .await
-                .context("creating the operational webhooks application")?
+                .await;
+            match made {
+                Ok(a) => a,
+                Err(StoreError::Conflict(_)) => store.get_app(APP_UID).await?.context(
+                    "the operational webhooks application another process made vanished",
+                )?,
+                Err(e) => return Err(e).context("creating the operational webhooks application"),
+            }
         }
     };
     let url = url.to_string();
     let secret = secret.map(str::to_string);
-    match store.get_endpoint(&app.id, ENDPOINT_UID).await? {
-        Some(ep) => {
-            store
-                .update_endpoint(
-                    &app.id,
-                    &ep.id,
-                    Box::new(move |ep| {
-                        ep.url = url;
-                        ep.disabled = false;
-                        if let Some(s) = secret {
-                            if ep.current_secret() != Some(s.as_str()) {
-                                ep.settings.secrets = vec![SecretEntry {
-                                    key: s,
-                                    expires_at: None,
-                                }];
-                            }
-                        }
-                        Ok(())
-                    }),
-                )
-                .await?;
-        }
+    // Likewise the endpoint: made here, or made by another process (this one's or just
+    // now), then brought to this process's settings.
+    let existing = match store.get_endpoint(&app.id, ENDPOINT_UID).await? {
+        Some(ep) => ep,
         None => {
             let t = now();
-            let key =
-                secret.unwrap_or_else(|| hookline_signing::StandardSecret::generate().to_string());
-            store
+            let key = secret
+                .clone()
+                .unwrap_or_else(|| hookline_signing::StandardSecret::generate().to_string());
+            let made = store
                 .create_endpoint(Endpoint {
                     id: new_id("ep"),
                     app_id: app.id.clone(),
                     uid: Some(ENDPOINT_UID.into()),
-                    url,
+                    url: url.clone(),
                     disabled: false,
                     settings: EndpointSettings {
                         description: "operational webhooks".into(),
@@ -95,10 +86,36 @@ pub async fn setup(store: &dyn Store, url: &str, secret: Option<&str>) -> anyhow
                     updated_at: t,
                     failing_since: None,
                 })
-                .await
-                .context("creating the operational webhooks endpoint")?;
+                .await;
+            match made {
+                Ok(_) => return Ok(app.id),
+                Err(StoreError::Conflict(_)) => store
+                    .get_endpoint(&app.id, ENDPOINT_UID)
+                    .await?
+                    .context("the operational webhooks endpoint another process made vanished")?,
+                Err(e) => return Err(e).context("creating the operational webhooks endpoint"),
+            }
         }
-    }
+    };
+    store
+        .update_endpoint(
+            &app.id,
+            &existing.id,
+            Box::new(move |ep| {
+                ep.url = url;
+                ep.disabled = false;
+                if let Some(s) = secret {
+                    if ep.current_secret() != Some(s.as_str()) {
+                        ep.settings.secrets = vec![SecretEntry {
+                            key: s,
+                            expires_at: None,
+                        }];
+                    }
+                }
+                Ok(())
+            }),
+        )
+        .await?;
     Ok(app.id)
 }
 
@@ -155,25 +172,44 @@ impl Notifier {
     }
 }
 
+/// The `eventId` of an operational message: the event's kind and the attempt that raised
+/// it, named by message, endpoint and the attempt's number in its delivery. Whoever
+/// makes that attempt (a node that took an expired lease over, or the node that held the
+/// lease and reports late, its lease lost) raises the same event, and the application's
+/// unique `eventId`s keep it to one message. A later attempt (a retry, a resend) has a
+/// number of its own.
+fn event_id(kind: &str, d: &ClaimedDelivery) -> String {
+    format!(
+        "{kind}.{}.{}.{}",
+        d.message.id,
+        d.endpoint.id,
+        d.attempts + 1
+    )
+}
+
 impl AttemptObserver for Notifier {
     fn attempted(&self, d: &ClaimedDelivery, a: &Attempt, o: &Observed) {
         if d.message.app_id == self.app_id {
             return;
         }
-        let events = self.events(d, a, o);
+        let events: Vec<_> = self
+            .events(d, a, o)
+            .into_iter()
+            .map(|(kind, data)| (kind, event_id(kind, d), data))
+            .collect();
         if events.is_empty() {
             return;
         }
         let store = self.store.clone();
         let app_id = self.app_id.clone();
         tokio::spawn(async move {
-            for (kind, data) in events {
+            for (kind, event_id, data) in events {
                 let t = now();
                 let payload = json!({"type": kind, "timestamp": t, "data": data});
                 let msg = Message {
                     id: new_id("msg"),
                     app_id: app_id.clone(),
-                    event_id: None,
+                    event_id: Some(event_id.clone()),
                     event_type: kind.into(),
                     payload: payload.to_string().into(),
                     channels: None,
@@ -181,8 +217,15 @@ impl AttemptObserver for Notifier {
                     created_at: t,
                     deliver_at: None,
                 };
-                if let Err(e) = store.create_message(msg).await {
-                    tracing::error!(error = %e, event = kind, "could not queue operational webhook");
+                match store.create_message(msg).await {
+                    Ok(_) => {}
+                    // Raised already, by whoever else made or reported this attempt.
+                    Err(StoreError::Conflict(_)) => {
+                        tracing::debug!(event = kind, %event_id, "operational webhook already queued")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, event = kind, "could not queue operational webhook")
+                    }
                 }
             }
         });

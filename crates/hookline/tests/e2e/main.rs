@@ -13,6 +13,7 @@ mod hostile_clients;
 mod hostile_receivers;
 mod hostile_schemas;
 mod idempotency;
+mod nodes;
 mod openapi;
 mod operations;
 mod postgres;

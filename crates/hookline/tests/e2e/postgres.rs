@@ -16,7 +16,10 @@ use serde_json::{json, Value};
 
 use crate::delivery_limits::{arrivals, busiest_second};
 use crate::receiver::{Behavior, Receiver};
-use crate::support::{admin_client, Api, ClusterOptions, OwnCluster, Server, StopMode, TestDb};
+use crate::support::{
+    admin_client, app_with_endpoint, wait_until, Api, ClusterOptions, OwnCluster, Server, StopMode,
+    TestDb,
+};
 
 async fn hookline(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
@@ -32,16 +35,6 @@ async fn hookline(args: &[&str]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// A new application with one endpoint (`endpoint` is its JSON): their ids.
-async fn app_with_endpoint(api: &Api, endpoint: Value) -> (String, String) {
-    let id = |v: Value| v["id"].as_str().expect("id").to_string();
-    let app = id(api.create("/api/v1/app", json!({"name": "a"})).await);
-    let ep = id(api
-        .create(&format!("/api/v1/app/{app}/endpoint"), endpoint)
-        .await);
-    (app, ep)
 }
 
 #[tokio::test]
@@ -676,16 +669,6 @@ async fn create_until_stopped(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-/// Waits (up to `within`) until `cond` holds; panics saying `what` otherwise.
-async fn wait_until(within: Duration, what: &str, cond: impl Fn() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
 }
 
 /// The database crashes and comes back while clients create messages: while it is down

@@ -116,6 +116,28 @@ impl Receiver {
             .unwrap_or(0)
     }
 
+    /// Forgets the most requests to `path` seen at once so far: from now on
+    /// [`max_concurrent`](Self::max_concurrent) counts from those in progress now.
+    pub fn reset_max_concurrent(&self, path: &str) {
+        if let Some(e) = self.inner.in_flight.lock().unwrap().get_mut(path) {
+            e.1 = e.0;
+        }
+    }
+
+    /// The `webhook-id` of every request to `path` (`""` where there was none), with
+    /// when it came, in arrival order. Cheaper than [`requests_to`](Self::requests_to)
+    /// for many requests: no headers or bodies are copied.
+    pub fn ids_to(&self, path: &str) -> Vec<(String, Instant)> {
+        self.inner
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| (r.header("webhook-id").unwrap_or_default(), r.at))
+            .collect()
+    }
+
     /// Requests to `path` being answered right now.
     pub fn in_flight(&self, path: &str) -> usize {
         self.inner

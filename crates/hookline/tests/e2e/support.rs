@@ -385,6 +385,29 @@ impl Api {
     }
 }
 
+/// A new application with one endpoint (`endpoint` is its JSON): their ids.
+pub async fn app_with_endpoint(api: &Api, endpoint: Value) -> (String, String) {
+    let id = |v: Value| v["id"].as_str().expect("id").to_string();
+    let app = id(api
+        .create("/api/v1/app", serde_json::json!({"name": "a"}))
+        .await);
+    let ep = id(api
+        .create(&format!("/api/v1/app/{app}/endpoint"), endpoint)
+        .await);
+    (app, ep)
+}
+
+/// Waits (up to `within`) until `cond` holds; panics saying `what` otherwise. Returns
+/// how long it took.
+pub async fn wait_until(within: Duration, what: &str, cond: impl Fn() -> bool) -> Duration {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
 /// The Python interpreter of the test venv (made by `scripts/test`), if there is one.
 pub fn python() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("HOOKLINE_TEST_PYTHON") {

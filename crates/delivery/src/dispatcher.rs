@@ -22,8 +22,8 @@
 //!
 //! Wake-ups: work queued without a hand-over (a create the dispatcher had no slot for,
 //! through [`Intake::queued`]; a resend or recovery, through [`Dispatcher::waker`]) wakes
-//! the loop so it is claimed at once, and so does every finished attempt (its slot may be
-//! what queued work waits for). Polling (at least every `poll_interval`, sooner when the
+//! the loop so it is claimed at once, and so does a finished attempt whose slot queued
+//! work may wait for (its endpoint was at its cap, or no slot was free at all). Polling (at least every `poll_interval`, sooner when the
 //! store says something falls due) is the safety net, so correctness never depends on
 //! a notification.
 
@@ -96,6 +96,10 @@ pub struct Observed {
     pub next: hookline_store::NextStep,
     pub endpoint_disabled: bool,
     pub consecutive_failures: u32,
+    /// The attempt was logged, but its lease had expired and the delivery was claimed
+    /// again (this worker stalled): `next` and the endpoint's health were not applied;
+    /// the worker holding the delivery now decides them, and is the one to act on them.
+    pub lease_lost: bool,
 }
 
 /// One endpoint's attempts in flight in this process, against its `maxConcurrency`.
@@ -151,11 +155,18 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.dispatcher.release_slot(&self.endpoint_id);
+        let was_full = self.dispatcher.release_slot(&self.endpoint_id);
+        let none_free = self.dispatcher.slots.available_permits() == 0;
         self.dispatcher.slots.add_permits(1);
         metrics::gauge!("hookline_attempts_in_flight").decrement(1.0);
-        // A freed slot may unblock this endpoint's queued work.
-        self.dispatcher.wake.notify_one();
+        // A freed slot may unblock queued work a claim passed by for want of it: the
+        // endpoint's (it was at its cap, or failing ones at theirs) or anyone's (no
+        // attempt could start at all). Otherwise it changes nothing a claim would see,
+        // and waking for every finished attempt would keep the loop (and the database)
+        // busy with claims that find nothing.
+        if was_full || none_free {
+            self.dispatcher.wake.notify_one();
+        }
     }
 }
 
@@ -506,18 +517,25 @@ impl Dispatcher {
         busy.into_iter().collect()
     }
 
-    fn release_slot(&self, endpoint_id: &str) {
+    /// Gives back a slot of `endpoint_id`; whether the endpoint was at its cap (or a
+    /// failing one while failing endpoints held all theirs) until now.
+    fn release_slot(&self, endpoint_id: &str) -> bool {
+        let failing_cap = self.failing_cap();
         let mut slots = self.in_flight.lock().expect("in-flight map");
-        if let Some(f) = slots.endpoints.get_mut(endpoint_id) {
-            f.attempts -= 1;
-            if f.attempts == 0 {
-                let failing = f.failing;
-                slots.endpoints.remove(endpoint_id);
-                if failing {
-                    slots.failing -= 1;
-                }
+        let failing_full = slots.failing >= failing_cap;
+        let Some(f) = slots.endpoints.get_mut(endpoint_id) else {
+            return false;
+        };
+        let was_full = f.attempts >= f.cap || (f.failing && failing_full);
+        f.attempts -= 1;
+        if f.attempts == 0 {
+            let failing = f.failing;
+            slots.endpoints.remove(endpoint_id);
+            if failing {
+                slots.failing -= 1;
             }
         }
+        was_full
     }
 
     /// Books the start time of `d` under its endpoint's and its application's
@@ -632,7 +650,7 @@ impl Dispatcher {
         match reported {
             Ok(outcome) => {
                 match outcome.applied {
-                    Applied::Yes => {}
+                    Applied::Yes | Applied::LeaseLost => {}
                     Applied::DeliveryGone => {
                         // Deleting an endpoint with attempts in flight is ordinary, and
                         // there is nothing left to tell observers about.
@@ -643,17 +661,21 @@ impl Dispatcher {
                         );
                         return;
                     }
-                    Applied::LeaseLost => tracing::warn!(
+                }
+                let lease_lost = outcome.applied == Applied::LeaseLost;
+                if lease_lost {
+                    tracing::warn!(
                         delivery = d.id,
                         "attempt logged, delivery left alone: its lease expired before the \
                          attempt was reported and the delivery was claimed again"
-                    ),
+                    );
                 }
                 let observed = Observed {
                     verdict,
                     next,
                     endpoint_disabled: outcome.endpoint_disabled,
                     consecutive_failures: outcome.consecutive_failures,
+                    lease_lost,
                 };
                 for o in &self.observers {
                     o.attempted(&d, &attempt, &observed);

@@ -189,7 +189,9 @@ fn event_id(kind: &str, d: &ClaimedDelivery) -> String {
 
 impl AttemptObserver for Notifier {
     fn attempted(&self, d: &ClaimedDelivery, a: &Attempt, o: &Observed) {
-        if d.message.app_id == self.app_id {
+        // A stalled worker's late report changed nothing: the worker that holds the
+        // delivery now raises what its own attempts call for.
+        if d.message.app_id == self.app_id || o.lease_lost {
             return;
         }
         let events: Vec<_> = self

@@ -345,10 +345,13 @@ impl Dispatcher {
             let sleep = tokio::time::sleep(wait);
             tokio::pin!(sleep);
             // A delivery handed over needs no claim: it starts, and the wait goes on.
+            // Finished attempts are reaped as they end: a task's memory stays with the
+            // set until it is joined, and a wait can last through many hand-overs.
             loop {
                 tokio::select! {
                     _ = self.wake.notified() => break,
                     Some(d) = fresh.recv() => self.start_fresh(&mut tasks, d),
+                    Some(_) = tasks.join_next() => {}
                     _ = &mut sleep => break,
                     _ = stop.changed() => break,
                 }

@@ -58,6 +58,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub const DEFAULT_POOL_SIZE: usize = 16;
 /// A connection attempt gives up after this unless the URL sets `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `application_name` of hookline's connections when the URL sets none.
+pub(crate) const DEFAULT_APPLICATION_NAME: &str = "hookline";
 /// The advisory lock migrations run under (any constant all hookline processes share).
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6c69_6e65; // "hookline"
 
@@ -191,7 +193,7 @@ impl PgSettings {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
-            config.application_name("hookline");
+            config.application_name(DEFAULT_APPLICATION_NAME);
         }
         config.ssl_mode(match tls {
             TlsMode::Disable => SslMode::Disable,

@@ -45,10 +45,17 @@ use crate::*;
 
 /// Writes in one batch at most.
 pub(super) const MAX_BATCH: usize = 128;
-/// Batches running at once (each holds a connection while it runs). Two: one commits
-/// while the next collects and writes. Measured on two cores (e2e, 64 clients): 1, 2, 4
-/// and 8 in flight used about 270, 300, 520 and 600 us of CPU per delivered message;
-/// more, smaller batches cost PostgreSQL more than they overlap (docs/benchmark-journal.md).
+/// Batches running at once (each holds a connection while it runs) in a process alone on
+/// its database. Two: one commits while the next collects and writes. Measured on two
+/// cores (e2e, 64 clients): 1, 2, 4 and 8 in flight used about 270, 300, 520 and 600 us of
+/// CPU per delivered message; more, smaller batches cost PostgreSQL more than they overlap
+/// (docs/benchmark-journal.md).
+///
+/// A process that shares the database with other hookline processes runs one at a time:
+/// the database already has the others' batches to overlap with, and each process's
+/// batches are smaller (it batches only its own writes); two each made three processes
+/// use about 40 % more CPU per message (journal, "Several nodes: where the extra CPU
+/// went").
 pub(super) const IN_FLIGHT: usize = 2;
 /// A batch takes no more writes once its messages' payloads reach this many bytes.
 const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -98,6 +105,8 @@ pub(super) struct Ctx {
     pub(super) intake: SharedIntake,
     /// Writes committed in batches of more than one.
     pub(super) batched: Arc<std::sync::atomic::AtomicU64>,
+    /// Hookline processes on the database, as last counted ([`super::changes`]).
+    pub(super) processes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Ctx {
@@ -118,8 +127,10 @@ impl Batcher {
             let slots = Arc::new(Semaphore::new(IN_FLIGHT));
             loop {
                 // A slot first, then the writes: while every slot is busy, writes queue
-                // up and the next batch takes them all.
-                let Ok(slot) = slots.clone().acquire_owned().await else {
+                // up and the next batch takes them all. Not alone, a batch takes them all.
+                let alone = ctx.processes.load(std::sync::atomic::Ordering::Relaxed) <= 1;
+                let take = if alone { 1 } else { IN_FLIGHT as u32 };
+                let Ok(slot) = slots.clone().acquire_many_owned(take).await else {
                     return;
                 };
                 let Some(first) = rx.recv().await else {

@@ -22,9 +22,12 @@
 //! they commit, before the writer hears back.
 //!
 //! The same connection also measures, every [`CLOCK_EVERY`], how far this machine's
-//! clock is from the database's ([`sync_clock`], [`crate::clock`]).
+//! clock is from the database's ([`sync_clock`], [`crate::clock`]), and counts, every
+//! [`PEERS_EVERY`], the hookline processes on the database: their listening connections,
+//! named [`LISTENER_NAME`] ([`count_processes`]; the batcher runs fewer write batches at
+//! once when it is not alone).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -43,6 +46,27 @@ pub(super) const WORK: &str = "hookline_work";
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// How often the offset from the database's clock is measured again.
 const CLOCK_EVERY: Duration = Duration::from_secs(60);
+/// How often the hookline processes on the database are counted.
+const PEERS_EVERY: Duration = Duration::from_secs(1);
+/// The `application_name` of every process's listening connection (unless the URL sets
+/// one of its own): one per process, so counting them counts the processes.
+pub(super) const LISTENER_NAME: &str = "hookline listener";
+
+/// How many hookline processes listen on this database (this one included), by their
+/// listening connections; 0 when they cannot be told apart (the URL sets its own
+/// `application_name`).
+async fn count_processes(client: &tokio_postgres::Client) -> Result<usize> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = $1",
+            &[&LISTENER_NAME],
+        )
+        .await
+        .map_err(super::errors::backend)?;
+    let n: i64 = row.try_get(0).map_err(super::errors::backend)?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
 
 /// Measures how far the database's clock is from this process's (the best of three
 /// round trips: the database's time against the middle of the shortest) and makes
@@ -93,6 +117,8 @@ pub(super) struct Lookups {
     intake: SharedIntake,
     /// This process's node id: its own work notices are not news to it.
     node: std::sync::RwLock<Arc<str>>,
+    /// Hookline processes on the database, as last counted (0: not known).
+    pub(super) processes: Arc<AtomicUsize>,
 }
 
 impl Lookups {
@@ -101,6 +127,7 @@ impl Lookups {
         settings: PgSettings,
         intake: SharedIntake,
         node: Arc<str>,
+        processes: Arc<AtomicUsize>,
     ) -> Arc<Lookups> {
         let lookups = Arc::new(Lookups {
             apps: LookupCache::new(LOOKUP_CACHE_BYTES, app_weight),
@@ -108,6 +135,7 @@ impl Lookups {
             live: AtomicBool::new(false),
             intake,
             node: std::sync::RwLock::new(node),
+            processes,
         });
         tokio::spawn(listen(settings, Arc::downgrade(&lookups)));
         lookups
@@ -182,11 +210,15 @@ async fn listen(settings: PgSettings, lookups: Weak<Lookups>) {
         }
     };
     let mut warned = false;
+    let mut config = settings.config.clone();
+    if config.get_application_name() == Some(super::DEFAULT_APPLICATION_NAME) {
+        config.application_name(LISTENER_NAME);
+    }
     loop {
         if lookups.strong_count() == 0 {
             return;
         }
-        match settings.config.connect(connector.clone()).await {
+        match config.connect(connector.clone()).await {
             Ok((client, mut connection)) => {
                 // The connection delivers notices through its own poll; the LISTEN runs
                 // on the client meanwhile.
@@ -219,6 +251,7 @@ async fn listen(settings: PgSettings, lookups: Weak<Lookups>) {
                     l.set_live(true);
                     drop(l);
                     let mut clock_synced = tokio::time::Instant::now();
+                    let mut counted: Option<tokio::time::Instant> = None;
                     loop {
                         if clock_synced.elapsed() >= CLOCK_EVERY {
                             clock_synced = tokio::time::Instant::now();
@@ -226,9 +259,19 @@ async fn listen(settings: PgSettings, lookups: Weak<Lookups>) {
                                 tracing::debug!(error = %e, "measuring the database's clock failed");
                             }
                         }
+                        if counted.is_none_or(|t| t.elapsed() >= PEERS_EVERY) {
+                            counted = Some(tokio::time::Instant::now());
+                            match (count_processes(&client).await, lookups.upgrade()) {
+                                (Ok(n), Some(l)) => l.processes.store(n, Ordering::Relaxed),
+                                (Err(e), _) => {
+                                    tracing::debug!(error = %e, "counting hookline processes failed")
+                                }
+                                (_, None) => return,
+                            }
+                        }
                         // A notice, the connection's end, or a look at whether the store
                         // is still there.
-                        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                        match tokio::time::timeout(PEERS_EVERY, rx.recv()).await {
                             Ok(Some((channel, payload))) => match lookups.upgrade() {
                                 Some(l) => l.notice(&channel, &payload),
                                 None => return,

@@ -85,13 +85,15 @@ impl PgStore {
         let intake = Arc::new(RwLock::new(None));
         let node: Arc<str> = random_node().into();
         let batched = Arc::new(AtomicU64::new(0));
+        let processes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         Ok(PgStore {
-            lookups: Lookups::start(settings, intake.clone(), node.clone()),
+            lookups: Lookups::start(settings, intake.clone(), node.clone(), processes.clone()),
             batcher: Batcher::start(batch::Ctx {
                 pool: pool.clone(),
                 node: node.clone(),
                 intake: intake.clone(),
                 batched: batched.clone(),
+                processes: processes.clone(),
             }),
             batched,
             pool,
@@ -143,6 +145,7 @@ impl PgStore {
             node: self.node.clone(),
             intake: self.intake.clone(),
             batched: self.batched.clone(),
+            processes: self.lookups.processes.clone(),
         });
         let n = self
             .in_tx(move |tx| {
@@ -162,6 +165,13 @@ impl PgStore {
     /// How many creates and reports were committed together with others so far.
     pub fn batched_writes(&self) -> u64 {
         self.batched.load(Ordering::Relaxed)
+    }
+
+    /// How many hookline processes (this one included) were on the database when last
+    /// counted, every few seconds; 0 until first counted, or when they cannot be told
+    /// apart (the URL sets its own `application_name`).
+    pub fn processes_on_database(&self) -> usize {
+        self.lookups.processes.load(Ordering::Relaxed)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client> {

@@ -1831,3 +1831,35 @@ async fn throttle_rate_paces_every_process_claims() {
 fn ep_id_of(claimed: &[ClaimedDelivery]) -> String {
     claimed[0].endpoint.id.clone()
 }
+
+/// Each process counts the hookline processes on its database (by their listening
+/// connections), which is how a process learns it is not alone and runs one write batch
+/// at a time instead of two.
+#[tokio::test]
+async fn processes_count_each_other() {
+    let Some((db, here)) = open("processes_count_each_other").await else {
+        return;
+    };
+    let until = |n: usize, store: &PgStore| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let store = store.clone();
+        async move {
+            while store.processes_on_database() != n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "counted {} processes, not {n}",
+                    store.processes_on_database()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    until(1, &here).await;
+    let elsewhere = PgStore::connect(&db.url, 2).await.expect("connect");
+    until(2, &elsewhere).await;
+    until(2, &here).await;
+    drop(elsewhere);
+    until(1, &here).await;
+    drop(here);
+    db.drop_db().await;
+}

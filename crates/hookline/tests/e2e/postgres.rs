@@ -203,32 +203,23 @@ async fn api_and_worker_processes_split_the_work() {
     db.drop_db().await;
 }
 
-/// `maxConcurrency` holds across processes: three processes on one database, an
-/// endpoint with `maxConcurrency: 2` whose receiver holds each request 200 ms, 30
-/// messages sent round-robin through the three: the receiver never sees more than 2 at
-/// once (each process alone would allow 2, so 6 in all).
-#[tokio::test(flavor = "multi_thread")]
-async fn max_concurrency_holds_across_processes() {
-    let Some(db) = TestDb::create("max_concurrency_holds_across_processes").await else {
-        return;
-    };
-    let recv = Receiver::start().await;
-    recv.set("/held", Behavior::Delay(Duration::from_millis(200), 200));
+/// Three processes on `db`, and a client of each.
+async fn three_processes(db: &TestDb) -> ([Server; 3], Vec<Api>) {
     let args = ["--database-url", &db.url, "--allow-target", "127.0.0.0/8"];
     let nodes = [
         Server::start_with(&args).await,
         Server::start_with(&args).await,
         Server::start_with(&args).await,
     ];
-    let apis: Vec<Api> = nodes.iter().map(Server::client).collect();
-    let (app, _) = app_with_endpoint(
-        &apis[0],
-        json!({"url": recv.url("/held"), "maxConcurrency": 2}),
-    )
-    .await;
+    let apis = nodes.iter().map(Server::client).collect();
+    (nodes, apis)
+}
+
+/// `n` messages to `app`, sent at once, round-robin over `apis`; each answered 202.
+async fn send_round_robin(apis: &[Api], app: &str, n: usize) {
     let mut sends = tokio::task::JoinSet::new();
-    for i in 0..30 {
-        let api = apis[i % 3].clone();
+    for i in 0..n {
+        let api = apis[i % apis.len()].clone();
         let path = format!("/api/v1/app/{app}/msg");
         sends.spawn(async move {
             let (status, body) = api
@@ -240,6 +231,26 @@ async fn max_concurrency_holds_across_processes() {
     while let Some(sent) = sends.join_next().await {
         sent.unwrap();
     }
+}
+
+/// `maxConcurrency` holds across processes: three processes on one database, an
+/// endpoint with `maxConcurrency: 2` whose receiver holds each request 200 ms, 30
+/// messages sent round-robin through the three: the receiver never sees more than 2 at
+/// once (each process alone would allow 2, so 6 in all).
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrency_holds_across_processes() {
+    let Some(db) = TestDb::create("max_concurrency_holds_across_processes").await else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    recv.set("/held", Behavior::Delay(Duration::from_millis(200), 200));
+    let (nodes, apis) = three_processes(&db).await;
+    let (app, _) = app_with_endpoint(
+        &apis[0],
+        json!({"url": recv.url("/held"), "maxConcurrency": 2}),
+    )
+    .await;
+    send_round_robin(&apis, &app, 30).await;
     assert!(
         recv.wait_for(Duration::from_secs(30), |r| r.count() >= 30)
             .await,
@@ -265,32 +276,13 @@ async fn throttle_rate_holds_across_processes() {
         return;
     };
     let recv = Receiver::start().await;
-    let args = ["--database-url", &db.url, "--allow-target", "127.0.0.0/8"];
-    let nodes = [
-        Server::start_with(&args).await,
-        Server::start_with(&args).await,
-        Server::start_with(&args).await,
-    ];
-    let apis: Vec<Api> = nodes.iter().map(Server::client).collect();
+    let (nodes, apis) = three_processes(&db).await;
     let (app, _) = app_with_endpoint(
         &apis[0],
         json!({"url": recv.url("/paced"), "throttleRate": 20}),
     )
     .await;
-    let mut sends = tokio::task::JoinSet::new();
-    for i in 0..60 {
-        let api = apis[i % 3].clone();
-        let path = format!("/api/v1/app/{app}/msg");
-        sends.spawn(async move {
-            let (status, body) = api
-                .post(&path, json!({"eventType": "t", "payload": {"i": i}}))
-                .await;
-            assert_eq!(status, 202, "{body}");
-        });
-    }
-    while let Some(sent) = sends.join_next().await {
-        sent.unwrap();
-    }
+    send_round_robin(&apis, &app, 60).await;
     assert!(
         recv.wait_for(Duration::from_secs(30), |r| r.count() >= 60)
             .await,

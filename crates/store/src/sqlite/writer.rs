@@ -29,7 +29,8 @@ impl Ran {
 
 /// Whether the disk holding the database is full, as the writes found it: set by a write
 /// refused for lack of space (SQLite's `SQLITE_FULL`, an I/O error while the disk has no
-/// room, `ENOSPC` from the WAL's fsync), cleared by the next commit that wrote to the WAL.
+/// room, `ENOSPC` from the WAL's fsync), cleared by the next commit that wrote to the WAL
+/// once the disk has room beside it too ([`no_room`]).
 /// Logged once per episode, a WARN when writes start failing and an INFO when they
 /// succeed again, never per refused write: a full disk refuses every write, and a line
 /// each would bury the one that matters.
@@ -67,8 +68,14 @@ impl DiskState {
         }
     }
 
-    /// A commit wrote to the WAL: there is room again.
+    /// A commit wrote to the WAL: there is room again, if the disk says so too. On a
+    /// nearly full disk a small write can still fit (in WAL pages SQLite reuses) while the
+    /// next is refused; such a write does not end the episode, or the log would flap with
+    /// every write that happened to fit.
     pub(super) fn wrote(&self) {
+        if self.is_full() && no_room(&self.path) {
+            return;
+        }
         if self.full.swap(false, Ordering::SeqCst) {
             metrics::gauge!("hookline_storage_full").set(0.0);
             tracing::info!(

@@ -7,6 +7,7 @@
 //!   delivery headers;
 //! - [`clock`]: the time source (system clock, or tokio's for paused-time tests);
 //! - [`ssrf`]: which addresses deliveries may reach;
+//! - [`limiter`]: adaptive per-endpoint concurrency, from latency and failures;
 //! - [`outcome`]: pure rules from a response to a verdict and a next step.
 //!
 //! It uses the store and the signing crate; it knows nothing of the HTTP API.
@@ -14,6 +15,7 @@
 pub mod client;
 pub mod clock;
 pub mod dispatcher;
+pub mod limiter;
 pub mod outcome;
 pub mod ssrf;
 

@@ -50,7 +50,7 @@ use crate::outcome::{classify, next_step, parse_retry_after, Verdict};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(15_000);
 
 /// A throttled endpoint gets no new claims while its pacing is booked further ahead.
-pub const PACE_AHEAD: Duration = Duration::from_secs(1);
+pub use hookline_store::PACE_AHEAD;
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {

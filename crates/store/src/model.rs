@@ -32,6 +32,12 @@ pub fn new_id(prefix: &str) -> String {
     id
 }
 
+/// How far ahead paced (`throttleRate`) work is booked: an endpoint or application whose
+/// next free start is further ahead gets no more until it comes closer. Short against
+/// the lease, so booked work starts long before its lease runs out. The PostgreSQL claim
+/// books in the database against it; a worker pacing in memory (SQLite) against it too.
+pub const PACE_AHEAD: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Application {
     pub id: String,

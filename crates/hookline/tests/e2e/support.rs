@@ -44,22 +44,9 @@ impl Server {
     /// [`start_with`](Self::start_with), with these environment variables set.
     pub async fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let (child, base) = spawn(tmp.path(), &extra, None, &env).await;
-        Server {
-            base,
-            token: ADMIN_TOKEN.to_string(),
-            data_dir: tmp.path().to_path_buf(),
-            extra_args: extra,
-            env,
-            child: Some(child),
-            _tmp: Some(tmp),
-            db: None,
-        }
+        let mut s = Self::launch(tmp.path(), extra_args, None, env).await;
+        s._tmp = Some(tmp);
+        s
     }
 
     /// Starts a server on the given data dir (which survives the server).
@@ -74,6 +61,20 @@ impl Server {
     /// server runs on a PostgreSQL database of its own instead of SQLite: that is how the
     /// same e2e tests check both backends (`scripts/test` runs a set of them twice).
     pub async fn start_logging(data_dir: &Path, extra_args: &[&str], log: Option<&Path>) -> Server {
+        Self::launch(data_dir, extra_args, log, &[]).await
+    }
+
+    /// [`start_logging`](Self::start_logging), with these environment variables set.
+    async fn launch(
+        data_dir: &Path,
+        extra_args: &[&str],
+        log: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let mut db = None;
         if on_postgres() && !extra.iter().any(|a| a == "--database-url") {
@@ -100,13 +101,13 @@ impl Server {
             };
             extra.extend(["--database-url".to_string(), url]);
         }
-        let (child, base) = spawn(data_dir, &extra, log, &[]).await;
+        let (child, base) = spawn(data_dir, &extra, log, &env).await;
         Server {
             base,
             token: ADMIN_TOKEN.to_string(),
             data_dir: data_dir.to_path_buf(),
             extra_args: extra,
-            env: Vec::new(),
+            env,
             child: Some(child),
             _tmp: None,
             db,

@@ -623,10 +623,10 @@ pub(super) async fn claim(
     Ok(out)
 }
 
-/// How far ahead a claim books paced work: an endpoint (or application) whose next free
-/// start is further ahead gets nothing more until it comes closer. Short against the
-/// lease, so booked work starts long before its lease runs out.
-pub(super) const PACE_AHEAD: chrono::Duration = chrono::Duration::seconds(1);
+/// [`PACE_AHEAD`] as a time span.
+fn pace_ahead() -> chrono::Duration {
+    chrono::Duration::from_std(PACE_AHEAD).unwrap_or_default()
+}
 
 /// The `throttleRate` pacing of a claim, across processes: the next free start time of
 /// each paced endpoint and application it may take from (`paces` rows, locked until
@@ -706,7 +706,7 @@ impl Paces {
         let Some((rate, next)) = self.next.get(key) else {
             return usize::MAX;
         };
-        let ahead = (self.now + PACE_AHEAD - *next).num_milliseconds();
+        let ahead = (self.now + pace_ahead() - *next).num_milliseconds();
         if ahead <= 0 {
             return 0;
         }
@@ -760,7 +760,7 @@ impl Paces {
                     .filter_map(|k| {
                         let (rate, next) = self.next.get(k)?;
                         let step = chrono::Duration::microseconds(1_000_000 / i64::from(*rate));
-                        Some(ms(*next - PACE_AHEAD + step))
+                        Some(ms(*next - pace_ahead() + step))
                     })
                     .max()
                     .filter(|t| *t > self.now)

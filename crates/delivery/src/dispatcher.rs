@@ -35,7 +35,7 @@ use std::time::Duration;
 use hookline_retry::RetryPolicy;
 use hookline_store::{
     new_id, Applied, Attempt, AttemptReport, ClaimedDelivery, DeliveryQueue, Endpoint, Intake,
-    ReportOutcome, StoreError,
+    NextStep, Raise, ReportOutcome, StoreError,
 };
 use rand::Rng;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -86,7 +86,20 @@ impl Default for DispatcherConfig {
 
 /// Something that wants to hear about attempts (operational webhooks, metrics).
 pub trait AttemptObserver: Send + Sync + 'static {
-    fn attempted(&self, delivery: &ClaimedDelivery, attempt: &Attempt, outcome: &Observed);
+    /// Messages the attempt's report should raise, written by the store in the report's
+    /// own transaction (see [`Raise`]): for what must happen exactly when the attempt is
+    /// recorded.
+    fn raises(
+        &self,
+        _delivery: &ClaimedDelivery,
+        _attempt: &Attempt,
+        _next: &NextStep,
+    ) -> Option<Raise> {
+        None
+    }
+
+    /// After the report: for what may be missed if the process dies (counters, tests).
+    fn attempted(&self, _delivery: &ClaimedDelivery, _attempt: &Attempt, _outcome: &Observed) {}
 }
 
 /// What happened, for observers.
@@ -640,11 +653,23 @@ impl Dispatcher {
             trigger: d.trigger,
         };
         let disable_after = chrono::Duration::from_std(self.cfg.disable_after).unwrap_or_default();
+        let mut raises: Vec<Raise> = self
+            .observers
+            .iter()
+            .filter_map(|o| o.raises(&d, &attempt, &next))
+            .collect();
+        let raise = match raises.len() {
+            0 | 1 => raises.pop(),
+            _ => Some(Raise(Arc::new(move |outcome: &ReportOutcome| {
+                raises.iter().flat_map(|r| (r.0)(outcome)).collect()
+            }))),
+        };
         let report = AttemptReport {
             attempt: attempt.clone(),
             next: next.clone(),
             disable_endpoint: verdict == Verdict::Gone,
             disable_if_failing_since: Some(finished - disable_after),
+            raise,
         };
         let reported = self.report(&d, report).await;
         // Reported or not, this worker is done with the lease: a report that failed

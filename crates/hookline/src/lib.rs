@@ -124,10 +124,7 @@ pub async fn run(
             config.operational_webhook_secret.as_deref(),
         )
         .await?;
-        observers.push(Arc::new(operational::Notifier {
-            store: store.clone(),
-            app_id,
-        }));
+        observers.push(Arc::new(operational::Notifier { app_id }));
     }
     let dispatcher = Dispatcher::with_observers(
         store.clone(),

@@ -6,14 +6,19 @@
 //! messages of an internal application (uid `hookline-operational`) whose one endpoint is
 //! the configured URL. Attempts to that application never raise operational events
 //! themselves, so a dead operator URL cannot feed itself.
+//!
+//! Each event is raised exactly once, for the cluster: the store writes it in the same
+//! transaction as the attempt's report that causes it ([`Raise`]), and its `eventId`
+//! names that attempt, so a node that makes the attempt again after a takeover raises
+//! the same event, which the application's unique `eventId`s keep to one message.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use hookline_delivery::dispatcher::{AttemptObserver, Observed};
+use hookline_delivery::dispatcher::AttemptObserver;
 use hookline_store::{
     new_id, now, Application, Attempt, ClaimedDelivery, Endpoint, EndpointSettings, Message,
-    NextStep, SecretEntry, Store, StoreError,
+    NextStep, Raise, ReportOutcome, SecretEntry, Store, StoreError,
 };
 use serde_json::json;
 
@@ -121,115 +126,128 @@ pub async fn setup(store: &dyn Store, url: &str, secret: Option<&str>) -> anyhow
 
 /// Turns attempt outcomes into operational events.
 pub struct Notifier {
-    pub store: Arc<dyn Store>,
     pub app_id: String,
 }
 
-impl Notifier {
-    fn events(
-        &self,
-        d: &ClaimedDelivery,
-        a: &Attempt,
-        o: &Observed,
-    ) -> Vec<(&'static str, serde_json::Value)> {
+/// What an operational event says about the attempt that raised it.
+struct Cause {
+    app_id: String,
+    msg_id: String,
+    msg_event_id: Option<String>,
+    endpoint_id: String,
+    endpoint_uid: Option<String>,
+    /// The attempt's number in its delivery (1 for the first).
+    number: u32,
+    attempt_id: String,
+    attempted_at: chrono::DateTime<chrono::Utc>,
+    status_code: Option<u16>,
+    succeeded: bool,
+    exhausted: bool,
+}
+
+impl Cause {
+    /// The events the attempt raises, given what its report did.
+    fn events(&self, outcome: &ReportOutcome) -> Vec<(&'static str, serde_json::Value)> {
         let mut out = Vec::new();
-        let ep = &d.endpoint;
         let last_attempt = json!({
-            "id": a.id,
-            "timestamp": a.attempted_at,
-            "responseStatusCode": a.status_code.unwrap_or(0),
+            "id": self.attempt_id,
+            "timestamp": self.attempted_at,
+            "responseStatusCode": self.status_code.unwrap_or(0),
         });
         let attempt_data = json!({
-            "appId": d.message.app_id,
-            "msgId": d.message.id,
-            "msgEventId": d.message.event_id,
-            "endpointId": ep.id,
-            "endpointUid": ep.uid,
+            "appId": self.app_id,
+            "msgId": self.msg_id,
+            "msgEventId": self.msg_event_id,
+            "endpointId": self.endpoint_id,
+            "endpointUid": self.endpoint_uid,
             "lastAttempt": last_attempt,
         });
-        if o.endpoint_disabled {
+        if outcome.endpoint_disabled {
             out.push((
                 "endpoint.disabled",
                 json!({
-                    "appId": d.message.app_id,
-                    "endpointId": ep.id,
-                    "endpointUid": ep.uid,
+                    "appId": self.app_id,
+                    "endpointId": self.endpoint_id,
+                    "endpointUid": self.endpoint_uid,
                     "trigger": "automatic",
                     "lastAttempt": last_attempt,
                 }),
             ));
         }
-        if !a.succeeded && o.consecutive_failures == FAILING_AT {
+        if !self.succeeded && outcome.consecutive_failures == FAILING_AT {
             out.push(("message.attempt.failing", attempt_data.clone()));
         }
-        if o.next == NextStep::Failed {
+        if self.exhausted {
             out.push(("message.attempt.exhausted", attempt_data.clone()));
         }
-        if a.succeeded && d.attempts >= FAILING_AT {
+        if self.succeeded && self.number > FAILING_AT {
             out.push(("message.attempt.recovered", attempt_data));
         }
         out
     }
-}
 
-/// The `eventId` of an operational message: the event's kind and the attempt that raised
-/// it, named by message, endpoint and the attempt's number in its delivery. Whoever
-/// makes that attempt (a node that took an expired lease over, or the node that held the
-/// lease and reports late, its lease lost) raises the same event, and the application's
-/// unique `eventId`s keep it to one message. A later attempt (a retry, a resend) has a
-/// number of its own.
-fn event_id(kind: &str, d: &ClaimedDelivery) -> String {
-    format!(
-        "{kind}.{}.{}.{}",
-        d.message.id,
-        d.endpoint.id,
-        d.attempts + 1
-    )
+    /// The `eventId` of an operational message: the event's kind and the attempt that
+    /// raised it, named by message, endpoint and the attempt's number in its delivery.
+    /// Whoever makes that attempt raises the same event (a node that took an expired
+    /// lease over makes the attempt again, under the same number), and the application's
+    /// unique `eventId`s keep it to one message. A later attempt (a retry, a resend) has
+    /// a number of its own.
+    fn event_id(&self, kind: &str) -> String {
+        format!(
+            "{kind}.{}.{}.{}",
+            self.msg_id, self.endpoint_id, self.number
+        )
+    }
 }
 
 impl AttemptObserver for Notifier {
-    fn attempted(&self, d: &ClaimedDelivery, a: &Attempt, o: &Observed) {
-        // A stalled worker's late report changed nothing: the worker that holds the
-        // delivery now raises what its own attempts call for.
-        if d.message.app_id == self.app_id || o.lease_lost {
-            return;
+    fn raises(&self, d: &ClaimedDelivery, a: &Attempt, next: &NextStep) -> Option<Raise> {
+        // Attempts to the operator's own endpoint raise nothing: a dead operator URL
+        // cannot feed itself.
+        if d.message.app_id == self.app_id {
+            return None;
         }
-        let events: Vec<_> = self
-            .events(d, a, o)
-            .into_iter()
-            .map(|(kind, data)| (kind, event_id(kind, d), data))
-            .collect();
-        if events.is_empty() {
-            return;
+        let number = d.attempts + 1;
+        // Only a failure, or a success after failures, can raise anything: every other
+        // report goes without (and, on PostgreSQL, in the shared write batch).
+        if a.succeeded && number <= FAILING_AT {
+            return None;
         }
-        let store = self.store.clone();
+        let cause = Cause {
+            app_id: d.message.app_id.clone(),
+            msg_id: d.message.id.clone(),
+            msg_event_id: d.message.event_id.clone(),
+            endpoint_id: d.endpoint.id.clone(),
+            endpoint_uid: d.endpoint.uid.clone(),
+            number,
+            attempt_id: a.id.clone(),
+            attempted_at: a.attempted_at,
+            status_code: a.status_code,
+            succeeded: a.succeeded,
+            exhausted: *next == NextStep::Failed,
+        };
         let app_id = self.app_id.clone();
-        tokio::spawn(async move {
-            for (kind, event_id, data) in events {
-                let t = now();
-                let payload = json!({"type": kind, "timestamp": t, "data": data});
-                let msg = Message {
-                    id: new_id("msg"),
-                    app_id: app_id.clone(),
-                    event_id: Some(event_id.clone()),
-                    event_type: kind.into(),
-                    payload: payload.to_string().into(),
-                    channels: None,
-                    tags: None,
-                    created_at: t,
-                    deliver_at: None,
-                };
-                match store.create_message(msg).await {
-                    Ok(_) => {}
-                    // Raised already, by whoever else made or reported this attempt.
-                    Err(StoreError::Conflict(_)) => {
-                        tracing::debug!(event = kind, %event_id, "operational webhook already queued")
+        Some(Raise(Arc::new(move |outcome: &ReportOutcome| {
+            cause
+                .events(outcome)
+                .into_iter()
+                .map(|(kind, data)| {
+                    let t = now();
+                    Message {
+                        id: new_id("msg"),
+                        app_id: app_id.clone(),
+                        event_id: Some(cause.event_id(kind)),
+                        event_type: kind.into(),
+                        payload: json!({"type": kind, "timestamp": t, "data": data})
+                            .to_string()
+                            .into(),
+                        channels: None,
+                        tags: None,
+                        created_at: t,
+                        deliver_at: None,
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, event = kind, "could not queue operational webhook")
-                    }
-                }
-            }
-        });
+                })
+                .collect()
+        })))
     }
 }

@@ -112,6 +112,7 @@ suite! {
         a_create_that_fails_hands_nothing_over,
         concurrent_creates_fan_out_each_message_and_fail_alone,
         endpoints_whose_work_was_done_elsewhere_do_not_hide_due_work,
+        a_report_raises_its_messages_in_its_own_transaction,
     ],
     sqlite: [],
 }
@@ -184,6 +185,7 @@ pub(crate) fn report_for(d: &ClaimedDelivery, next: NextStep) -> AttemptReport {
         next,
         disable_endpoint: false,
         disable_if_failing_since: None,
+        raise: None,
     }
 }
 
@@ -398,6 +400,123 @@ async fn a_report_for_a_deleted_endpoint_finds_its_delivery_gone(store: Arc<dyn 
         .unwrap();
     assert_eq!(out.applied, Applied::DeliveryGone);
     assert!(!out.endpoint_disabled);
+}
+
+/// Operational webhooks ride on [`AttemptReport::raise`]: the messages it returns are
+/// written with the report, only when the report moved its delivery on, once per
+/// `eventId`, and never at the cost of the report.
+async fn a_report_raises_its_messages_in_its_own_transaction(store: Arc<dyn Store>) {
+    let a = store.create_app(app(None)).await.unwrap();
+    store.create_endpoint(endpoint(&a.id, 8)).await.unwrap();
+    let ops = store.create_app(app(Some("ops"))).await.unwrap();
+    // Raised already (by another attempt's report; delivered before the endpoint
+    // below existed, so it leaves nothing to claim): kept as it is.
+    let mut earlier = message(&ops.id);
+    earlier.event_id = Some("raised-before".into());
+    earlier.payload = "{\"first\":true}".into();
+    store.create_message(earlier).await.unwrap();
+    let ops_ep = store.create_endpoint(endpoint(&ops.id, 8)).await.unwrap();
+    store.create_message(message(&a.id)).await.unwrap();
+
+    let lease = chrono::Duration::seconds(30);
+    let t0 = Utc::now();
+    let first = store
+        .claim_deliveries(t0, lease, 10, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let later = t0 + chrono::Duration::seconds(31);
+    let second = store
+        .claim_deliveries(later, lease, 10, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+
+    let raising = |ids: &'static [&'static str], app_id: String| {
+        let seen = Arc::new(Mutex::new(Vec::<ReportOutcome>::new()));
+        let log = seen.clone();
+        let raise = Raise(Arc::new(move |outcome: &ReportOutcome| {
+            log.lock().unwrap().push(outcome.clone());
+            ids.iter()
+                .map(|id| {
+                    let mut m = message(&app_id);
+                    m.event_id = Some(id.to_string());
+                    // Gone applications raise nothing, and stop nothing.
+                    if *id == "to-a-deleted-app" {
+                        m.app_id = "app_doesnotexist".into();
+                    }
+                    m
+                })
+                .collect()
+        }));
+        (raise, seen)
+    };
+
+    // The stalled worker's late report: logged, not applied, raises nothing.
+    let (raise, seen) = raising(&["from-lost-lease"], ops.id.clone());
+    let mut rep = report_for(&first[0], NextStep::Failed);
+    rep.raise = Some(raise);
+    let out = store
+        .report_attempt(first[0].id, &first[0].lease_token, rep)
+        .await
+        .unwrap();
+    assert_eq!(out.applied, Applied::LeaseLost);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "not asked to raise anything"
+    );
+    assert!(store
+        .get_message(&ops.id, "from-lost-lease")
+        .await
+        .unwrap()
+        .is_none());
+
+    // The holder's report raises a new event, skips the one raised before and the one
+    // whose application is gone, and is applied all the same.
+    let (raise, seen) = raising(
+        &["raised-before", "to-a-deleted-app", "raised-now"],
+        ops.id.clone(),
+    );
+    let mut rep = report_for(&second[0], NextStep::Failed);
+    rep.raise = Some(raise);
+    let out = store
+        .report_attempt(second[0].id, &second[0].lease_token, rep)
+        .await
+        .unwrap();
+    assert_eq!(out.applied, Applied::Yes);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        std::slice::from_ref(&out),
+        "decided from what the report did"
+    );
+    let kept = store
+        .get_message(&ops.id, "raised-before")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&*kept.payload, "{\"first\":true}");
+    let raised = store
+        .get_message(&ops.id, "raised-now")
+        .await
+        .unwrap()
+        .expect("raised with the report");
+    let deliveries = store
+        .list_message_deliveries(
+            &ops.id,
+            &raised.id,
+            &ListQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(deliveries.data.len(), 1, "fanned out with the report");
+    assert_eq!(deliveries.data[0].endpoint_id, ops_ep.id);
+    assert_eq!(
+        status_of(store.as_ref(), &a.id, &second[0].message.id).await,
+        vec![DeliveryStatus::Failed]
+    );
 }
 
 async fn full_endpoints_are_skipped_not_parked(store: Arc<dyn Store>) {

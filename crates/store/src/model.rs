@@ -392,6 +392,28 @@ pub struct AttemptReport {
     pub disable_endpoint: bool,
     /// Disable the endpoint if it has been failing, with no success, since before this.
     pub disable_if_failing_since: Option<DateTime<Utc>>,
+    /// Messages the attempt raises (operational webhooks), decided from what the report
+    /// did and written in its transaction.
+    pub raise: Option<Raise>,
+}
+
+/// Decides, from what a report did, which messages it raises. The store calls it inside
+/// the report's transaction when the report moved its delivery on ([`Applied::Yes`]) and
+/// writes the messages (with their deliveries) in that same transaction, so an event is
+/// raised exactly when its cause is recorded: a process killed after the commit cannot
+/// lose it, and one killed before cannot raise it for an attempt nobody recorded. A
+/// message whose `eventId` its application already has is skipped (the event was raised
+/// already), as is one whose application is gone.
+#[derive(Clone)]
+pub struct Raise(pub Arc<RaiseFn>);
+
+/// What a [`Raise`] calls.
+pub type RaiseFn = dyn Fn(&ReportOutcome) -> Vec<Message> + Send + Sync;
+
+impl fmt::Debug for Raise {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Raise(..)")
+    }
 }
 
 /// What the store did with an [`AttemptReport`].

@@ -231,16 +231,20 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("writer thread dropped a write".into()))?
     }
 
+    /// The attached intake, if it is still there.
+    fn intake(&self) -> Option<Arc<dyn Intake>> {
+        self.intake
+            .read()
+            .expect("intake lock")
+            .as_ref()
+            .and_then(Weak::upgrade)
+    }
+
     /// Commits a message and its deliveries (to `only` that endpoint, if given); the
     /// attached intake gets those it reserved slots for once the commit is durable (if it
     /// does not commit, the slots are given back).
     async fn write_message(&self, msg: Message, only: Option<String>) -> Result<Message> {
-        let intake = self
-            .intake
-            .read()
-            .expect("intake lock")
-            .as_ref()
-            .and_then(Weak::upgrade);
+        let intake = self.intake();
         self.write_then(
             Durability::Full,
             move |c| {

@@ -196,8 +196,12 @@ async fn run(ctx: &Ctx, ops: Vec<Op>) {
     }
     let mut creates = Vec::new();
     let mut reports = Vec::new();
+    let mut alone = Vec::new();
     for op in ops {
         match op {
+            // Rare (a failure, a recovery) and raising writes of their own: in a
+            // transaction of their own.
+            Op::Report { ref report, .. } if report.raise.is_some() => alone.push(op),
             Op::Create { msg, only, reply } => creates.push(CreateOp {
                 msg,
                 only,
@@ -218,6 +222,16 @@ async fn run(ctx: &Ctx, ops: Vec<Op>) {
             }),
         }
     }
+    if !creates.is_empty() || !reports.is_empty() {
+        batched(ctx, creates, reports).await;
+    }
+    for op in alone {
+        single(ctx, op).await;
+    }
+}
+
+/// Runs creates and reports together, or one at a time if that fails before its commit.
+async fn batched(ctx: &Ctx, mut creates: Vec<CreateOp>, mut reports: Vec<ReportOp>) {
     let n = (creates.len() + reports.len()) as u64;
     match together(ctx, &mut creates, &mut reports).await {
         Ok(()) => {
@@ -286,17 +300,44 @@ async fn single(ctx: &Ctx, op: Op) {
             report,
             reply,
         } => {
-            let out = async {
-                let mut client = ctx.pool.get().await.map_err(pool_error)?;
-                let tx = client.transaction().await.map_err(backend)?;
-                let out = queue::report(&tx, delivery_id, &token, report).await?;
-                tx.commit().await.map_err(backend)?;
-                Ok(out)
-            }
-            .await;
-            let _ = reply.send(out);
+            let _ = reply.send(report_one(ctx, delivery_id, &token, report).await);
         }
     }
+}
+
+/// Applies a report alone, with the messages it raises.
+async fn report_one(
+    ctx: &Ctx,
+    delivery_id: i64,
+    token: &str,
+    mut report: AttemptReport,
+) -> Result<ReportOutcome> {
+    let raise = report.raise.take();
+    let mut fresh = Fresh::new(ctx.intake());
+    let mut client = ctx.pool.get().await.map_err(pool_error)?;
+    let mut tx = client.transaction().await.map_err(backend)?;
+    let out = queue::report(&tx, delivery_id, token, report).await?;
+    if let (Some(raise), Applied::Yes) = (raise, out.applied) {
+        for msg in (raise.0)(&out) {
+            // An error aborts a PostgreSQL transaction: each message is tried under a
+            // savepoint, so one raised already (its eventId taken, by a process that
+            // raced this one) or whose application is gone is skipped, not fatal.
+            let sp = tx.transaction().await.map_err(backend)?;
+            match super::store::insert_message(&sp, &msg).await {
+                Ok(()) => {
+                    queue::fan_out(&sp, &ctx.node, &msg, None, &mut fresh).await?;
+                    sp.commit().await.map_err(backend)?;
+                }
+                Err(StoreError::Conflict(_) | StoreError::NotFound) => {
+                    sp.rollback().await.map_err(backend)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    tx.commit().await.map_err(backend)?;
+    fresh.hand_over();
+    Ok(out)
 }
 
 /// Creates a message and its deliveries (to `only` that endpoint, if given) alone.

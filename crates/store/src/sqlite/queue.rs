@@ -356,6 +356,7 @@ pub(super) fn report(
     delivery_id: i64,
     token: &str,
     rep: AttemptReport,
+    fresh: &mut Fresh,
 ) -> Result<ReportOutcome> {
     let a = &rep.attempt;
     let now = ms(a.attempted_at + chrono::Duration::milliseconds(a.duration_ms as i64));
@@ -456,7 +457,7 @@ pub(super) fn report(
             Applied::DeliveryGone
         }
     };
-    Ok(ReportOutcome {
+    let outcome = ReportOutcome {
         applied,
         endpoint_disabled,
         consecutive_failures: if a.succeeded {
@@ -464,7 +465,19 @@ pub(super) fn report(
         } else {
             attempts.unwrap_or(0)
         },
-    })
+    };
+    if let (Some(raise), Applied::Yes) = (&rep.raise, applied) {
+        for msg in (raise.0)(&outcome) {
+            // A failed statement leaves SQLite's transaction as it was: a message raised
+            // already (its eventId taken) or whose application is gone is skipped.
+            match insert_message(c, &msg) {
+                Ok(()) => fan_out(c, &msg, None, fresh)?,
+                Err(StoreError::Conflict(_) | StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(outcome)
 }
 
 #[async_trait]
@@ -491,8 +504,16 @@ impl DeliveryQueue for SqliteStore {
         report: AttemptReport,
     ) -> Result<ReportOutcome> {
         let token = lease_token.to_string();
-        self.write(move |c| self::report(c, delivery_id, &token, report))
-            .await
+        let mut fresh = Fresh::new(self.intake());
+        self.write_then(
+            Durability::Full,
+            move |c| {
+                let out = self::report(c, delivery_id, &token, report, &mut fresh)?;
+                Ok((out, fresh))
+            },
+            Fresh::hand_over,
+        )
+        .await
     }
 
     async fn release_delivery(

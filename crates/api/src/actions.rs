@@ -115,6 +115,11 @@ pub struct EndpointStats {
     pub sending: u64,
     pub fail: u64,
     pub canceled: u64,
+    /// How many attempts this process lets be in flight to the endpoint now: its
+    /// adaptive concurrency limit, within `maxConcurrency` (hookline extension; `null`
+    /// when this process made no attempt to it in the last minute).
+    #[serde(rename = "concurrencyLimit")]
+    pub concurrency_limit: Option<u32>,
 }
 
 /// How many of the endpoint's deliveries are in each state.
@@ -140,6 +145,11 @@ async fn stats(
         sending: c.sending,
         fail: c.failed,
         canceled: 0,
+        concurrency_limit: state.concurrency_limits.as_ref().and_then(|all| {
+            all()
+                .into_iter()
+                .find_map(|(id, limit)| (id == ep.id).then_some(limit))
+        }),
     }))
 }
 

@@ -59,7 +59,13 @@ pub struct Shared {
     pub queue_stats: tokio::sync::Mutex<Option<(std::time::Instant, hookline_store::QueueStats)>>,
     /// What this process does (`--role`): `all`, `api` or `worker`, as health says it.
     pub role: &'static str,
+    /// The delivery workers' adaptive concurrency limit per endpoint with attempts in
+    /// the last minute, in this process (`None`: it delivers nothing).
+    pub concurrency_limits: Option<ConcurrencyLimits>,
 }
+
+/// Reads the adaptive concurrency limits (see [`Shared::concurrency_limits`]).
+pub type ConcurrencyLimits = Arc<dyn Fn() -> Vec<(String, u32)> + Send + Sync>;
 
 /// How long `/metrics` reuses the queue's figures.
 const QUEUE_STATS_FOR: std::time::Duration = std::time::Duration::from_secs(1);
@@ -218,12 +224,30 @@ async fn metrics_text(State(state): State<AppState>) -> axum::response::Response
         }
         Err(e) => tracing::warn!(error = %e, "reading queue stats for metrics failed"),
     }
+    let mut text = render();
+    // Rendered here, not through the recorder: a gauge per endpoint would stay in the
+    // recorder forever, and this one must list only endpoints with recent work.
+    if let Some(limits) = &state.concurrency_limits {
+        use std::fmt::Write;
+        let mut limits = limits();
+        limits.sort();
+        text.push_str(
+            "# HELP hookline_endpoint_concurrency_limit Adaptive concurrency limit of each endpoint with attempts in the last minute.\n\
+             # TYPE hookline_endpoint_concurrency_limit gauge\n",
+        );
+        for (endpoint, limit) in limits {
+            let _ = writeln!(
+                text,
+                "hookline_endpoint_concurrency_limit{{endpoint=\"{endpoint}\"}} {limit}"
+            );
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(),
+        text,
     )
         .into_response()
 }

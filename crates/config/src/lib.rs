@@ -220,6 +220,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKLINE_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
 
+    /// The most attempts in flight to one endpoint that sets no `maxConcurrency`: its
+    /// concurrency adapts between 1 and this, growing while the receiver answers as fast
+    /// and shrinking when it slows down or refuses. 1 to 1000.
+    #[arg(long, env = "HOOKLINE_MAX_ENDPOINT_CONCURRENCY", default_value_t = 256)]
+    pub max_endpoint_concurrency: u32,
+
     /// On SIGTERM, seconds in-flight attempts may take to finish before being handed back.
     #[arg(long, env = "HOOKLINE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -306,6 +312,7 @@ struct FileConfig {
     role: Option<Role>,
     endpoint_disable_after_secs: Option<u64>,
     max_in_flight: Option<usize>,
+    max_endpoint_concurrency: Option<u32>,
     shutdown_grace_secs: Option<u64>,
     lease_secs: Option<u64>,
     operational_webhook_url: Option<String>,
@@ -338,6 +345,7 @@ pub struct Config {
     pub role: Role,
     pub endpoint_disable_after_secs: u64,
     pub max_in_flight: usize,
+    pub max_endpoint_concurrency: u32,
     pub shutdown_grace_secs: u64,
     pub lease_secs: u64,
     pub operational_webhook_url: Option<String>,
@@ -367,6 +375,7 @@ impl std::fmt::Debug for Config {
                 &self.endpoint_disable_after_secs,
             )
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_endpoint_concurrency", &self.max_endpoint_concurrency)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("lease_secs", &self.lease_secs)
             .field("operational_webhook_url", &self.operational_webhook_url)
@@ -573,6 +582,16 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         1,
         1_000_000,
     )? as usize;
+    let max_endpoint_concurrency = in_range(
+        "max_endpoint_concurrency",
+        pick(
+            explicit("max_endpoint_concurrency"),
+            args.max_endpoint_concurrency,
+            file.max_endpoint_concurrency,
+        ) as u64,
+        1,
+        1_000,
+    )? as u32;
     let lease_secs = in_range(
         "lease_secs",
         pick(explicit("lease_secs"), args.lease_secs, file.lease_secs),
@@ -626,6 +645,7 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         operational_webhook_secret,
         endpoint_disable_after_secs,
         max_in_flight,
+        max_endpoint_concurrency,
         shutdown_grace_secs: pick(
             explicit("shutdown_grace_secs"),
             args.shutdown_grace_secs,
@@ -732,6 +752,20 @@ mod tests {
         std::fs::write(&path, "role = \"api\"\n").unwrap();
         let c = serve(&[&pg[..], &["--config", path.to_str().unwrap()]].concat()).unwrap();
         assert_eq!(c.role, Role::Api);
+    }
+
+    #[test]
+    fn max_endpoint_concurrency_is_256_unless_set_within_bounds() {
+        assert_eq!(serve(&[]).unwrap().max_endpoint_concurrency, 256);
+        let c = serve(&["--max-endpoint-concurrency", "1000"]).unwrap();
+        assert_eq!(c.max_endpoint_concurrency, 1000);
+        for bad in ["0", "1001"] {
+            let err = serve(&["--max-endpoint-concurrency", bad]).expect_err("out of range");
+            assert_eq!(
+                err.to_string(),
+                "max_endpoint_concurrency: must be between 1 and 1000"
+            );
+        }
     }
 
     #[test]

@@ -34,8 +34,8 @@ use std::time::Duration;
 
 use hookline_retry::RetryPolicy;
 use hookline_store::{
-    new_id, Applied, Attempt, AttemptReport, ClaimedDelivery, DeliveryQueue, Endpoint, Intake,
-    NextStep, Raise, ReportOutcome, StoreError,
+    new_id, Applied, Attempt, AttemptReport, Busy, ClaimedDelivery, DeliveryQueue, Endpoint,
+    Intake, NextStep, Raise, ReportOutcome, StoreError,
 };
 use rand::Rng;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -44,10 +44,19 @@ use tokio::task::JoinSet;
 
 use crate::client::{delivery_headers, payload_body, Client, Transport};
 use crate::clock::{Clock, SystemClock};
+use crate::limiter::{Limiter, Outcome};
 use crate::outcome::{classify, next_step, parse_retry_after, Verdict};
 
 /// Default per-attempt timeout when the endpoint sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(15_000);
+
+/// `--max-endpoint-concurrency`'s default.
+pub const DEFAULT_MAX_ENDPOINT_CONCURRENCY: u32 = 256;
+
+/// How long an endpoint's adaptive limit is kept after its last attempt: it is shown
+/// (stats, `/metrics`) and used while the endpoint has work, and an endpoint back after
+/// a pause starts afresh, from the default.
+const LIMIT_KEPT_FOR: Duration = Duration::from_secs(60);
 
 /// A throttled endpoint gets no new claims while its pacing is booked further ahead.
 pub use hookline_store::PACE_AHEAD;
@@ -68,6 +77,9 @@ pub struct DispatcherConfig {
     pub svix_headers: bool,
     /// Spread retries by ±20 % (off only in tests that check exact schedules).
     pub jitter: bool,
+    /// The most attempts in flight to one endpoint that sets no `maxConcurrency`: its
+    /// adaptive limit grows up to this ([`crate::limiter`]).
+    pub max_endpoint_concurrency: u32,
 }
 
 impl Default for DispatcherConfig {
@@ -80,6 +92,7 @@ impl Default for DispatcherConfig {
             shutdown_grace: Duration::from_secs(10),
             svix_headers: false,
             jitter: true,
+            max_endpoint_concurrency: DEFAULT_MAX_ENDPOINT_CONCURRENCY,
         }
     }
 }
@@ -126,6 +139,14 @@ struct InFlight {
     failing: bool,
 }
 
+/// One endpoint's adaptive concurrency limit.
+#[derive(Debug)]
+struct Adaptive {
+    limiter: Limiter,
+    /// When an attempt last took a slot or finished.
+    used: tokio::time::Instant,
+}
+
 /// Attempts in flight in this process, per endpoint id and to failing endpoints in all.
 #[derive(Debug, Default)]
 struct Slots {
@@ -148,6 +169,9 @@ pub struct Dispatcher {
     pacing: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Claimed deliveries not yet reported, for handing back on shutdown.
     leases: Mutex<HashMap<i64, String>>,
+    /// Per endpoint id with attempts in the last [`LIMIT_KEPT_FOR`]: its adaptive
+    /// concurrency limit (a std mutex: held for a map update or a limiter's arithmetic).
+    limits: Mutex<HashMap<String, Adaptive>>,
     observers: Vec<Arc<dyn AttemptObserver>>,
     /// Deliveries handed over by the store's creates ([`Intake::take`]); the receiver is
     /// taken by [`Dispatcher::run`].
@@ -227,6 +251,7 @@ impl Dispatcher {
             in_flight: Mutex::new(Slots::default()),
             pacing: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
             observers,
             fresh_tx,
             fresh_rx: Mutex::new(Some(fresh_rx)),
@@ -377,7 +402,7 @@ impl Dispatcher {
     /// failing) and, if it is failing, against the slots failing endpoints may hold; if
     /// it has room in both.
     fn take_slot(&self, endpoint: &Endpoint) -> bool {
-        let cap = endpoint.concurrency_cap();
+        let cap = endpoint.concurrency_cap_within(Some(self.adaptive_limit(endpoint)));
         let failing = endpoint.is_failing();
         let mut slots = self.in_flight.lock().expect("in-flight map");
         let attempts = slots.endpoints.get(&endpoint.id).map_or(0, |f| f.attempts);
@@ -393,6 +418,117 @@ impl Dispatcher {
             slots.failing += 1;
         }
         true
+    }
+
+    /// The most the adaptive limit of `ep` may reach: its `maxConcurrency`, or the
+    /// global maximum.
+    fn limit_ceiling(&self, ep: &Endpoint) -> u32 {
+        ep.settings
+            .max_concurrency
+            .unwrap_or(self.cfg.max_endpoint_concurrency)
+            .max(1)
+    }
+
+    /// This process's concurrency limit for `ep` now: its adaptive limit (made, at the
+    /// default, for an endpoint it has none for), or 0 while the receiver asked for a
+    /// pause with `Retry-After`.
+    fn adaptive_limit(&self, ep: &Endpoint) -> usize {
+        let now = tokio::time::Instant::now();
+        let ceiling = self.limit_ceiling(ep);
+        let mut limits = self.limits.lock().expect("limit map");
+        let a = limits.entry(ep.id.clone()).or_insert_with(|| Adaptive {
+            limiter: Limiter::new(ceiling),
+            used: now,
+        });
+        a.used = now;
+        a.limiter.set_max(ceiling);
+        if a.limiter.paused_until(now.into_std()).is_some() {
+            0
+        } else {
+            a.limiter.limit() as usize
+        }
+    }
+
+    /// Feeds a finished attempt to its endpoint's adaptive limit.
+    fn learn(&self, ep: &Endpoint, verdict: &Verdict, error_kind: Option<&str>, latency: Duration) {
+        let outcome = match verdict {
+            Verdict::Delivered => Outcome::Success,
+            Verdict::Throttled { retry_after } => Outcome::Throttled {
+                retry_after: *retry_after,
+            },
+            Verdict::Gone => Outcome::Other,
+            Verdict::Failed => match error_kind {
+                Some("timeout") => Outcome::Timeout,
+                Some("connect" | "connection_refused" | "connection_reset") => {
+                    Outcome::ConnectionError
+                }
+                _ => Outcome::Other,
+            },
+        };
+        // Itself included: its slot is given back after the report.
+        let in_flight = self
+            .in_flight
+            .lock()
+            .expect("in-flight map")
+            .endpoints
+            .get(&ep.id)
+            .map_or(1, |f| f.attempts) as u32;
+        let now = tokio::time::Instant::now();
+        let ceiling = self.limit_ceiling(ep);
+        let (before, after) = {
+            let mut limits = self.limits.lock().expect("limit map");
+            let a = limits.entry(ep.id.clone()).or_insert_with(|| Adaptive {
+                limiter: Limiter::new(ceiling),
+                used: now,
+            });
+            a.used = now;
+            a.limiter.set_max(ceiling);
+            let before = a.limiter.limit();
+            a.limiter
+                .record(outcome, latency, in_flight, now.into_std());
+            (before, a.limiter.limit())
+        };
+        if before != after {
+            tracing::trace!(endpoint = %ep.id, before, after, "adaptive concurrency limit");
+            if let Some(f) = self
+                .in_flight
+                .lock()
+                .expect("in-flight map")
+                .endpoints
+                .get_mut(&ep.id)
+            {
+                f.cap = ep.concurrency_cap_within(Some(after as usize));
+            }
+            // More room than the claims so far took: look again now, not when a slot
+            // of a full endpoint frees.
+            if after > before {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// The adaptive concurrency limit of each endpoint with attempts in the last minute
+    /// (stats, `/metrics`).
+    pub fn concurrency_limits(&self) -> Vec<(String, u32)> {
+        let now = tokio::time::Instant::now();
+        let mut limits = self.limits.lock().expect("limit map");
+        limits.retain(|_, a| now.duration_since(a.used) < LIMIT_KEPT_FOR);
+        limits
+            .iter()
+            .map(|(id, a)| (id.clone(), a.limiter.limit()))
+            .collect()
+    }
+
+    /// The adaptive concurrency limit of `endpoint_id`, if it had attempts in the last
+    /// minute.
+    pub fn concurrency_limit(&self, endpoint_id: &str) -> Option<u32> {
+        let now = tokio::time::Instant::now();
+        self.limits
+            .lock()
+            .expect("limit map")
+            .get(endpoint_id)
+            .filter(|a| now.duration_since(a.used) < LIMIT_KEPT_FOR)
+            .map(|a| a.limiter.limit())
     }
 
     /// How many attempts may go to failing endpoints at once: half the global cap. Dead
@@ -443,7 +579,7 @@ impl Dispatcher {
     /// How long to sleep when there was nothing to claim: until the next delivery falls
     /// due on an endpoint with room (a freed slot wakes the loop anyway).
     async fn idle_wait(&self) -> Duration {
-        match self
+        let wait = match self
             .store
             .next_due(&self.busy(), self.failing_room() > 0)
             .await
@@ -453,6 +589,21 @@ impl Dispatcher {
                 .unwrap_or(Duration::from_millis(5))
                 .clamp(Duration::from_millis(5), self.cfg.poll_interval),
             _ => self.cfg.poll_interval,
+        };
+        // The work of a paused endpoint was left out above: look again when it resumes.
+        let now = tokio::time::Instant::now();
+        let resumes = self
+            .limits
+            .lock()
+            .expect("limit map")
+            .values()
+            .filter_map(|a| a.limiter.paused_until(now.into_std()))
+            .min();
+        match resumes {
+            Some(at) => {
+                wait.min(at.saturating_duration_since(now.into_std()) + Duration::from_millis(1))
+            }
+            None => wait,
         }
     }
 
@@ -501,36 +652,46 @@ impl Dispatcher {
         tracing::info!("dispatcher stopped");
     }
 
-    /// Attempts in flight per endpoint, for the store's claim: an endpoint at its
-    /// `maxConcurrency` counts as full (`usize::MAX`), and so does a throttled endpoint
+    /// Attempts in flight and adaptive limits per endpoint, for the store's claim: an
+    /// endpoint at its limit counts as full ([`Busy::FULL`]), and so does a throttled endpoint
     /// (or application: its id) whose pacing is booked beyond [`PACE_AHEAD`], until it
     /// catches up.
-    fn busy(&self) -> Vec<(String, usize)> {
-        let mut busy: HashMap<String, usize> = self
-            .in_flight
-            .lock()
-            .expect("in-flight map")
-            .endpoints
-            .iter()
-            .map(|(id, f)| {
-                let n = if f.attempts >= f.cap {
-                    usize::MAX
+    fn busy(&self) -> Vec<Busy> {
+        let now = tokio::time::Instant::now();
+        let mut busy: HashMap<String, Busy> = HashMap::new();
+        // Every endpoint with a limit, so claims take no more than it allows even of one
+        // with nothing in flight (and nothing of one the receiver paused).
+        {
+            let mut limits = self.limits.lock().expect("limit map");
+            limits.retain(|_, a| now.duration_since(a.used) < LIMIT_KEPT_FOR);
+            for (id, a) in limits.iter() {
+                let paused = a.limiter.paused_until(now.into_std()).is_some();
+                let mut b = Busy::new(id.clone(), if paused { Busy::FULL } else { 0 });
+                b.limit = Some(a.limiter.limit() as usize);
+                busy.insert(id.clone(), b);
+            }
+        }
+        for (id, f) in &self.in_flight.lock().expect("in-flight map").endpoints {
+            let b = busy
+                .entry(id.clone())
+                .or_insert_with(|| Busy::new(id.clone(), 0));
+            if !b.is_full() {
+                b.in_flight = if f.attempts >= f.cap {
+                    Busy::FULL
                 } else {
                     f.attempts
                 };
-                (id.clone(), n)
-            })
-            .collect();
-        let now = tokio::time::Instant::now();
+            }
+        }
         let mut pacing = self.pacing.lock().expect("pacing map");
         // A slot in the past is the same as none.
         pacing.retain(|_, next| *next > now);
-        for (endpoint_id, next) in pacing.iter() {
+        for (id, next) in pacing.iter() {
             if *next > now + PACE_AHEAD {
-                busy.insert(endpoint_id.clone(), usize::MAX);
+                busy.insert(id.clone(), Busy::full(id.clone()));
             }
         }
-        busy.into_iter().collect()
+        busy.into_values().collect()
     }
 
     /// Gives back a slot of `endpoint_id`; whether the endpoint was at its cap (or a
@@ -626,6 +787,7 @@ impl Dispatcher {
         } else {
             0.0
         };
+        self.learn(ep, &verdict, result.error_kind, result.duration);
         let finished = self.clock.now();
         let next = next_step(
             &verdict,
@@ -756,6 +918,10 @@ impl Dispatcher {
 impl Intake for Dispatcher {
     fn lease(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.cfg.lease).unwrap_or_default()
+    }
+
+    fn limit(&self, endpoint: &Endpoint) -> Option<usize> {
+        Some(self.adaptive_limit(endpoint))
     }
 
     fn reserve(&self, endpoint: &Endpoint, app_throttle_rate: Option<u32>) -> bool {

@@ -137,6 +137,7 @@ pub async fn run(
             disable_after: Duration::from_secs(config.endpoint_disable_after_secs),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
             lease: Duration::from_secs(config.lease_secs),
+            max_endpoint_concurrency: config.max_endpoint_concurrency,
             svix_headers: config.svix_headers,
             ..DispatcherConfig::default()
         },
@@ -151,6 +152,10 @@ pub async fn run(
         metrics: install_metrics(),
         queue_stats: Default::default(),
         role: config.role.as_str(),
+        concurrency_limits: config.role.delivers().then(|| {
+            let dispatcher = dispatcher.clone();
+            Arc::new(move || dispatcher.concurrency_limits()) as hookline_api::ConcurrencyLimits
+        }),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // An API-only process never runs its dispatcher: nothing is handed to it, and the

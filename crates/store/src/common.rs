@@ -155,11 +155,15 @@ pub(crate) struct AppLimits {
 pub(crate) fn claimable(
     ep: &Endpoint,
     busy: usize,
+    limit: Option<usize>,
     remaining: usize,
     failing_room: usize,
     app: &AppLimits,
 ) -> usize {
-    let mut free = ep.concurrency_cap().saturating_sub(busy).min(remaining);
+    let mut free = ep
+        .concurrency_cap_within(limit)
+        .saturating_sub(busy)
+        .min(remaining);
     if ep.is_failing() {
         free = free.min(failing_room);
     }

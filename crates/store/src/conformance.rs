@@ -526,7 +526,7 @@ async fn full_endpoints_are_skipped_not_parked(store: Arc<dyn Store>) {
     store.create_message(message(&a.id)).await.unwrap();
     let lease = chrono::Duration::seconds(30);
     let now = Utc::now();
-    let busy = vec![(full.id.clone(), usize::MAX)];
+    let busy = vec![Busy::full(full.id.clone())];
     let got = store
         .claim_deliveries(now, lease, 10, 10, &busy)
         .await
@@ -554,7 +554,7 @@ async fn full_endpoints_are_skipped_not_parked(store: Arc<dyn Store>) {
     // A full application counts for all its endpoints.
     store.create_message(message(&a.id)).await.unwrap();
     let later = now + chrono::Duration::milliseconds(10);
-    let busy = vec![(a.id.clone(), usize::MAX)];
+    let busy = vec![Busy::full(a.id.clone())];
     assert!(store
         .claim_deliveries(later, lease, 10, 10, &busy)
         .await
@@ -575,7 +575,7 @@ async fn claims_respect_endpoint_concurrency(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(first.len(), 2);
-    let busy = vec![(ep.id.clone(), 2)];
+    let busy = vec![Busy::new(ep.id.clone(), 2)];
     assert!(store
         .claim_deliveries(now, lease, 10, 10, &busy)
         .await
@@ -587,7 +587,7 @@ async fn claims_respect_endpoint_concurrency(store: Arc<dyn Store>) {
         .report_attempt(first[0].id, &first[0].lease_token, done)
         .await
         .unwrap();
-    let busy = vec![(ep.id.clone(), 1)];
+    let busy = vec![Busy::new(ep.id.clone(), 1)];
     let soon = now + chrono::Duration::seconds(2);
     assert_eq!(
         store
@@ -615,7 +615,7 @@ async fn failing_endpoints_are_claimed_one_at_a_time_within_the_room_given(store
     let now = Utc::now();
     // Before any failure the endpoint is not failing: all five at once. One fails and
     // is retried at once; the other four are handed back.
-    let healthy_full = vec![(healthy.id.clone(), usize::MAX)];
+    let healthy_full = vec![Busy::full(healthy.id.clone())];
     let first = store
         .claim_deliveries(now, lease, 5, 5, &healthy_full)
         .await
@@ -687,14 +687,14 @@ async fn claims_give_a_throttled_endpoint_a_second_of_work(store: Arc<dyn Store>
         .unwrap();
     assert_eq!(claimed.len(), 3, "at most throttleRate per claim");
     // The dispatcher's "full for now" (pacing booked ahead) gets nothing.
-    let full = vec![(ep.id.clone(), usize::MAX)];
+    let full = vec![Busy::full(ep.id.clone())];
     let soon = now + chrono::Duration::seconds(2);
     assert!(store
         .claim_deliveries(soon, lease, 50, 50, &full)
         .await
         .unwrap()
         .is_empty());
-    let busy = vec![(ep.id.clone(), 3)];
+    let busy = vec![Busy::new(ep.id.clone(), 3)];
     let later = now + chrono::Duration::seconds(4);
     assert_eq!(
         store

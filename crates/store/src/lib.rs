@@ -98,6 +98,14 @@ pub trait Intake: Send + Sync + 'static {
     /// has one free (within the endpoint's `maxConcurrency` and the worker's global cap).
     /// Called inside the write transaction: it must not block or wait.
     fn reserve(&self, endpoint: &Endpoint, app_throttle_rate: Option<u32>) -> bool;
+    /// The worker's own concurrency limit for `endpoint` (adaptive concurrency), if it
+    /// has one: where the store counts attempts in flight across processes, a fresh
+    /// delivery is handed over only while they are under it
+    /// ([`Endpoint::concurrency_cap_within`]).
+    fn limit(&self, endpoint: &Endpoint) -> Option<usize> {
+        let _ = endpoint;
+        None
+    }
     /// The reserved deliveries, leased, once their message is durable.
     fn take(&self, claimed: Vec<ClaimedDelivery>);
     /// The write that reserved these slots (one endpoint id per slot) did not commit.
@@ -114,9 +122,10 @@ pub trait Intake: Send + Sync + 'static {
 pub trait DeliveryQueue: Send + Sync + 'static {
     /// Claims up to `max` due deliveries with a lease until `now + lease`. Deliveries
     /// whose lease expired (a crashed worker) are due again. `busy` says how many
-    /// attempts this process already has in flight per endpoint id, so no endpoint gets
-    /// more than its `maxConcurrency` (`usize::MAX`: the endpoint is full for now, and is
-    /// not even looked at; an application id with `usize::MAX`: all its endpoints are). A throttled endpoint
+    /// attempts this process already has in flight per endpoint id, and its own limit for
+    /// the endpoint if any, so no endpoint gets more than its `maxConcurrency` (or that
+    /// limit; [`Busy::FULL`]: the endpoint is full for now, and is not even looked at; an
+    /// application id marked full: all its endpoints are). A throttled endpoint
     /// gets at most `throttleRate` per claim, and a throttled application at most its
     /// `throttleRate` over all its endpoints. A failing endpoint (one whose last attempt
     /// failed) gets one attempt at a time ([`Endpoint::concurrency_cap`]), and at most
@@ -129,7 +138,7 @@ pub trait DeliveryQueue: Send + Sync + 'static {
         lease: chrono::Duration,
         max: usize,
         max_failing: usize,
-        busy: &[(String, usize)],
+        busy: &[Busy],
     ) -> Result<Vec<ClaimedDelivery>>;
     /// Logs the attempt and, if `lease_token` still holds the delivery, moves it on.
     async fn report_attempt(
@@ -148,11 +157,7 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// When the earliest queued delivery (or lease expiry) falls due, if any, leaving
     /// out endpoints and applications `busy` marks full (`usize::MAX`), as the claim does,
     /// and failing endpoints unless `failing` (the worker has room for them).
-    async fn next_due(
-        &self,
-        busy: &[(String, usize)],
-        failing: bool,
-    ) -> Result<Option<DateTime<Utc>>>;
+    async fn next_due(&self, busy: &[Busy], failing: bool) -> Result<Option<DateTime<Utc>>>;
     /// Hands fresh deliveries that can start at once straight to `intake` (see
     /// [`Intake`]). Held weakly: the worker holds the store, not the other way round. A
     /// backend that cannot do this ignores it; the deliveries are then claimed as usual.

@@ -141,7 +141,44 @@ pub struct Endpoint {
     pub failing_since: Option<DateTime<Utc>>,
 }
 
-/// `maxConcurrency` when an endpoint sets none.
+/// What a worker holds of an endpoint (or of an application, for its pacing) when it
+/// claims work, so that claims keep within its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy {
+    /// The endpoint's or the application's id.
+    pub id: String,
+    /// Attempts in flight to it in this process; [`Busy::FULL`]: take nothing of it now
+    /// (an application id so marked: nothing of any of its endpoints).
+    pub in_flight: usize,
+    /// The worker's concurrency limit for the endpoint (adaptive concurrency), if it
+    /// has one: see [`Endpoint::concurrency_cap_within`].
+    pub limit: Option<usize>,
+}
+
+impl Busy {
+    pub const FULL: usize = usize::MAX;
+
+    /// `id` with `in_flight` attempts and no limit of the worker's own.
+    pub fn new(id: impl Into<String>, in_flight: usize) -> Self {
+        Self {
+            id: id.into(),
+            in_flight,
+            limit: None,
+        }
+    }
+
+    /// `id`, of which nothing is to be taken now.
+    pub fn full(id: impl Into<String>) -> Self {
+        Self::new(id, Self::FULL)
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.in_flight == Self::FULL
+    }
+}
+
+/// `maxConcurrency` when an endpoint sets none (and the worker has no limit of its own
+/// for it: see [`Busy::limit`]).
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 8;
 
 impl Endpoint {
@@ -160,10 +197,19 @@ impl Endpoint {
     /// its timeout instead of eight, and a struggling receiver gets one request at a time
     /// until it answers 2xx again, when its full concurrency comes back.
     pub fn concurrency_cap(&self) -> usize {
-        let cap = self
-            .settings
-            .max_concurrency
-            .unwrap_or(DEFAULT_MAX_CONCURRENCY) as usize;
+        self.concurrency_cap_within(None)
+    }
+
+    /// [`Self::concurrency_cap`] under a worker's own limit for the endpoint (its
+    /// adaptive concurrency), if it has one: the limit stands in for the default and
+    /// stays within an explicit `maxConcurrency`.
+    pub fn concurrency_cap_within(&self, limit: Option<usize>) -> usize {
+        let cap = match (self.settings.max_concurrency, limit) {
+            (Some(max), Some(limit)) => (max as usize).min(limit),
+            (Some(max), None) => max as usize,
+            (None, Some(limit)) => limit,
+            (None, None) => DEFAULT_MAX_CONCURRENCY as usize,
+        };
         if self.is_failing() {
             cap.min(1)
         } else {

@@ -40,7 +40,7 @@ impl DeliveryQueue for Held {
         lease: chrono::Duration,
         max: usize,
         max_failing: usize,
-        busy: &[(String, usize)],
+        busy: &[hookline_store::Busy],
     ) -> hookline_store::Result<Vec<ClaimedDelivery>> {
         let (s, busy) = (self.0.clone(), busy.to_vec());
         held(async move {
@@ -72,7 +72,7 @@ impl DeliveryQueue for Held {
 
     async fn next_due(
         &self,
-        busy: &[(String, usize)],
+        busy: &[hookline_store::Busy],
         failing: bool,
     ) -> hookline_store::Result<Option<DateTime<Utc>>> {
         let (s, busy) = (self.0.clone(), busy.to_vec());

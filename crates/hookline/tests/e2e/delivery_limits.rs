@@ -535,3 +535,129 @@ async fn throttled_backlog_does_not_hold_global_slots() {
         "throttleRate 1 not kept: gaps between arrivals {gaps:?}"
     );
 }
+
+/// Adaptive concurrency (no `maxConcurrency`): a receiver that answers every request in
+/// 20 ms, whatever the load, gets more than the old fixed default of 8 at once while a
+/// backlog waits, and every message arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fast_receiver_gets_more_than_eight_at_once_by_default() {
+    let server = loopback_server(&[]).await;
+    let api = server.client();
+    let rx = Receiver::start().await;
+    rx.set("/fast", Behavior::Delay(Duration::from_millis(20), 200));
+    let app = new_app(&api, "adaptive-fast").await;
+    let ep = new_endpoint(&api, &app, json!({"url": rx.url("/fast")})).await;
+
+    let n = 5_000;
+    let ids = send_many(&api, &app, n, 32).await;
+    let all = rx
+        .wait_for(SETTLE, |r| delivered_ids(r, "/fast").len() >= n)
+        .await;
+    let got = delivered_ids(&rx, "/fast");
+    assert!(
+        all,
+        "only {} of {n} messages arrived within {SETTLE:?}",
+        got.len()
+    );
+    assert!(
+        ids.iter().all(|id| got.contains(id)),
+        "a message is missing"
+    );
+    let peak = rx.max_concurrent("/fast");
+    let (_, stats) = api
+        .get(&format!("/api/v1/app/{app}/endpoint/{ep}/stats"))
+        .await;
+    eprintln!(
+        "adaptive, 20 ms receiver: {n} messages, peak {peak} at once, limit now {}",
+        stats["concurrencyLimit"]
+    );
+    assert!(
+        peak > 8,
+        "the limit never grew past the default of 8 (peak {peak})"
+    );
+    assert!(
+        peak <= 256,
+        "more at once ({peak}) than --max-endpoint-concurrency's default"
+    );
+    let limit = stats["concurrencyLimit"].as_u64().expect("limit in stats");
+    assert!(limit > 8, "stats show a limit of {limit}");
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "hookline_endpoint_concurrency_limit{{endpoint=\"{ep}\"}}"
+        )),
+        "no limit gauge for the endpoint in /metrics"
+    );
+}
+
+/// A receiver that serves 4 at once and answers 503 to any beyond: the limit comes down
+/// to what it serves (the receiver sees at most 5 at once once it has settled), and every
+/// message is delivered, the refused ones by their retries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_refusing_beyond_four_gets_at_most_five_at_once() {
+    let server = loopback_server(&[]).await;
+    let api = server.client();
+    let rx = Receiver::start().await;
+    rx.set(
+        "/four",
+        Behavior::Capacity {
+            max: 4,
+            delay: Duration::from_millis(20),
+        },
+    );
+    let app = new_app(&api, "adaptive-four").await;
+    let ep = new_endpoint(
+        &api,
+        &app,
+        json!({"url": rx.url("/four"),
+               "retryPolicy": {"kind": "fixed", "intervalSeconds": 1, "giveUpAfterSeconds": 600}}),
+    )
+    .await;
+
+    let n = 600;
+    send_many(&api, &app, n, 16).await;
+    let stats = format!("/api/v1/app/{app}/endpoint/{ep}/stats");
+    let succeeded = |s: &Value| s["success"].as_u64().unwrap_or(0) as usize;
+    // Settled once a third is delivered: from then on, the peak is what adaptation holds.
+    get_within(&api, &stats, SETTLE, |s| succeeded(s) >= n / 3).await;
+    let early = rx.max_concurrent("/four");
+    rx.reset_max_concurrent("/four");
+    let done = get_within(&api, &stats, SETTLE, |s| succeeded(s) >= n).await;
+    assert_eq!(
+        succeeded(&done),
+        n,
+        "not every message was delivered: {done}"
+    );
+    assert_eq!(done["fail"], 0, "{done}");
+    let settled = rx.max_concurrent("/four");
+    let refused = rx.requests_to("/four").len() - n;
+    eprintln!(
+        "receiver serving 4: peak {early} before settling, {settled} after; {refused} requests refused"
+    );
+    assert!(
+        settled <= 5,
+        "after settling the receiver still saw {settled} requests at once"
+    );
+}
+
+/// GETs `path` until `ready` holds for its body or `within` has passed; the last body.
+async fn get_within(
+    api: &Api,
+    path: &str,
+    within: Duration,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let end = Instant::now() + within;
+    loop {
+        let (status, body) = api.get(path).await;
+        if (status == 200 && ready(&body)) || Instant::now() > end {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

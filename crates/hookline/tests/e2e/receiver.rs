@@ -25,6 +25,9 @@ pub enum Behavior {
     Hang,
     /// Answer 200 with a body of this many bytes.
     BigBody(usize),
+    /// Serve at most `max` requests at once, each taking `delay`, and answer 503 at once
+    /// to any beyond them (a receiver at its capacity).
+    Capacity { max: usize, delay: Duration },
 }
 
 /// One recorded request.
@@ -184,15 +187,16 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
         .await
         .unwrap_or_default();
-    let _guard = {
+    let (_guard, now_in_flight) = {
         let mut m = inner.in_flight.lock().unwrap();
         let e = m.entry(path.clone()).or_default();
         e.0 += 1;
         e.1 = e.1.max(e.0);
+        let now_in_flight = e.0;
         let mut all = inner.in_flight_all.lock().unwrap();
         all.0 += 1;
         all.1 = all.1.max(all.0);
-        InFlight(inner.clone(), path.clone())
+        (InFlight(inner.clone(), path.clone()), now_in_flight)
     };
     inner.requests.lock().unwrap().push(Recorded {
         path: path.clone(),
@@ -226,6 +230,13 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         Behavior::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
+        }
+        Behavior::Capacity { max, delay } => {
+            if now_in_flight > max {
+                return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+            }
+            tokio::time::sleep(delay).await;
+            (StatusCode::OK, "ok").into_response()
         }
         Behavior::BigBody(n) => {
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);

@@ -561,7 +561,7 @@ async fn write(
             let mut reserved = None;
             if let Some(intake) = &intake {
                 // Nothing due before it, and a slot free across processes.
-                let room = state.in_flight < ep.concurrency_cap();
+                let room = state.in_flight < ep.concurrency_cap_within(intake.limit(ep));
                 if immediate && room && state.next_due.is_none_or(|t| t > start) {
                     let app = limits.entry(msg.app_id.clone()).or_default();
                     if intake.reserve(ep, app.rate) {

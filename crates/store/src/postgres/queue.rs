@@ -189,11 +189,11 @@ pub(super) async fn fan_out(
             continue; // deleted or disabled since it was matched
         };
         // Handed over only with nothing due before it and a slot free across processes.
-        let room = leased.get(&ep.id).copied().unwrap_or(0) < ep.concurrency_cap();
-        let intake = fresh
-            .intake
-            .clone()
-            .filter(|_| immediate && room && next_due.is_none_or(|t| t > start));
+        let intake = fresh.intake.clone().filter(|intake| {
+            let room = leased.get(&ep.id).copied().unwrap_or(0)
+                < ep.concurrency_cap_within(intake.limit(&ep));
+            immediate && room && next_due.is_none_or(|t| t > start)
+        });
         let mut reserved = None;
         if let Some(intake) = intake {
             if app.is_none() {
@@ -302,11 +302,11 @@ const EP_COLUMNS: usize = 9;
 pub(super) const HEALTHY: &str = "failing_since IS NULL";
 pub(super) const FAILING: &str = "failing_since IS NOT NULL";
 
-/// The ids a worker reports as full (`usize::MAX` in its busy list).
-fn full_ids(busy: &[(String, usize)]) -> Vec<String> {
+/// The ids a worker reports as full ([`Busy::FULL`]).
+fn full_ids(busy: &[Busy]) -> Vec<String> {
     busy.iter()
-        .filter(|(_, n)| *n == usize::MAX)
-        .map(|(id, _)| id.clone())
+        .filter(|b| b.is_full())
+        .map(|b| b.id.clone())
         .collect()
 }
 
@@ -428,13 +428,17 @@ pub(super) async fn claim(
     lease: chrono::Duration,
     max: usize,
     max_failing: usize,
-    busy: &[(String, usize)],
+    busy: &[Busy],
 ) -> Result<Vec<ClaimedDelivery>> {
     let now = ms(now);
     let until = ms(now + lease);
     let full = full_ids(busy);
-    let busy_of: HashMap<&str, usize> = busy.iter().map(|(id, n)| (id.as_str(), *n)).collect();
-    let busy_of = |id: &str| busy_of.get(id).copied().unwrap_or(0);
+    let busy_of: HashMap<&str, &Busy> = busy.iter().map(|b| (b.id.as_str(), b)).collect();
+    let busy_of = |id: &str| {
+        busy_of
+            .get(id)
+            .map_or((0, None), |b| (b.in_flight, b.limit))
+    };
     let mut candidates = due_endpoints(tx, HEALTHY, now, (max * 2).max(16), max, &full).await?;
     if max_failing > 0 {
         candidates
@@ -467,10 +471,12 @@ pub(super) async fn claim(
         }
         let app = apps.entry(ep.app_id.clone()).or_default();
         // In flight to it: this process's count, or every process's if that is more
-        // (limits hold across processes).
+        // (limits hold across processes; so does this process's own limit, if any).
+        let (in_flight, limit) = busy_of(&ep.id);
         let free = claimable(
             ep,
-            busy_of(&ep.id).max(leased.get(&ep.id).copied().unwrap_or(0)),
+            in_flight.max(leased.get(&ep.id).copied().unwrap_or(0)),
+            limit,
             remaining,
             max_failing.saturating_sub(failing_planned),
             app,
@@ -974,7 +980,7 @@ pub(super) async fn release(
 /// When the earliest queued work falls due on an endpoint with room, if any.
 pub(super) async fn next_due(
     client: &impl GenericClient,
-    busy: &[(String, usize)],
+    busy: &[Busy],
     failing: bool,
 ) -> Result<Option<DateTime<Utc>>> {
     let full = full_ids(busy);

@@ -433,7 +433,7 @@ impl DeliveryQueue for PgStore {
         lease: chrono::Duration,
         max: usize,
         max_failing: usize,
-        busy: &[(String, usize)],
+        busy: &[Busy],
     ) -> Result<Vec<ClaimedDelivery>> {
         let busy = busy.to_vec();
         let node = self.node.clone();
@@ -469,11 +469,7 @@ impl DeliveryQueue for PgStore {
         .await
     }
 
-    async fn next_due(
-        &self,
-        busy: &[(String, usize)],
-        failing: bool,
-    ) -> Result<Option<DateTime<Utc>>> {
+    async fn next_due(&self, busy: &[Busy], failing: bool) -> Result<Option<DateTime<Utc>>> {
         let client = self.client().await?;
         queue::next_due(&client, busy, failing).await
     }

@@ -1812,7 +1812,7 @@ async fn throttle_rate_paces_every_process_claims() {
         here.create_message(message(&b.id, "t")).await.unwrap();
     }
     let now = crate::now() + Duration::milliseconds(10);
-    let busy = vec![(ep_id_of(&first), usize::MAX)];
+    let busy = vec![Busy::full(ep_id_of(&first))];
     let of_b = elsewhere
         .claim_deliveries(now, lease, 100, 10, &busy)
         .await

@@ -200,11 +200,12 @@ pub(super) fn lease_token() -> String {
     format!("{:016x}", rand::rng().next_u64())
 }
 
-/// The ids a worker reports as full (`usize::MAX` in its busy list), as a JSON array.
-pub(super) fn full_ids_json<'a>(busy: impl Iterator<Item = (&'a str, usize)>) -> String {
+/// The ids a worker reports as full ([`Busy::FULL`]), as a JSON array.
+pub(super) fn full_ids_json(busy: &[Busy]) -> String {
     let full: Vec<&str> = busy
-        .filter(|(_, n)| *n == usize::MAX)
-        .map(|(id, _)| id)
+        .iter()
+        .filter(|b| b.is_full())
+        .map(|b| b.id.as_str())
         .collect();
     to_json(&full)
 }
@@ -215,16 +216,16 @@ pub(super) fn claim(
     lease: chrono::Duration,
     max: usize,
     max_failing: usize,
-    busy: &[(String, usize)],
+    busy: &[Busy],
 ) -> Result<Vec<ClaimedDelivery>> {
     let now_ms = ms(now);
     let until = ms(now + lease);
-    let busy: HashMap<&str, usize> = busy.iter().map(|(id, n)| (id.as_str(), *n)).collect();
-    let busy_of = |id: &str| busy.get(id).copied().unwrap_or(0);
+    let full = full_ids_json(busy);
+    let busy: HashMap<&str, &Busy> = busy.iter().map(|b| (b.id.as_str(), b)).collect();
+    let busy_of = |id: &str| busy.get(id).map_or((0, None), |b| (b.in_flight, b.limit));
     // Endpoints (and applications) the worker says are full are skipped in the index
     // walk itself, so they neither crowd out the others nor need parking: the worker
     // claims again as soon as one of their slots frees.
-    let full = full_ids_json(busy.iter().map(|(id, n)| (*id, *n)));
     // Look at a few more endpoints than slots: some may be throttled. Failing endpoints
     // (one delivery each at most) have their own walk, and none when the worker has no
     // room for them; both walks merge in due order.
@@ -248,9 +249,11 @@ pub(super) fn claim(
             apps.insert(ep.app_id.clone(), app_limits(c, &ep.app_id)?);
         }
         let app = apps.get_mut(&ep.app_id).expect("inserted above");
+        let (in_flight, limit) = busy_of(&ep.id);
         let free = claimable(
             &ep,
-            busy_of(&ep.id),
+            in_flight,
+            limit,
             remaining,
             max_failing.saturating_sub(failing_claimed),
             app,
@@ -488,7 +491,7 @@ impl DeliveryQueue for SqliteStore {
         lease: chrono::Duration,
         max: usize,
         max_failing: usize,
-        busy: &[(String, usize)],
+        busy: &[Busy],
     ) -> Result<Vec<ClaimedDelivery>> {
         let busy = busy.to_vec();
         self.write_with(Durability::Lazy, move |c| {
@@ -542,12 +545,8 @@ impl DeliveryQueue for SqliteStore {
         .await
     }
 
-    async fn next_due(
-        &self,
-        busy: &[(String, usize)],
-        failing: bool,
-    ) -> Result<Option<DateTime<Utc>>> {
-        let full = full_ids_json(busy.iter().map(|(id, n)| (id.as_str(), *n)));
+    async fn next_due(&self, busy: &[Busy], failing: bool) -> Result<Option<DateTime<Utc>>> {
+        let full = full_ids_json(busy);
         self.read(move |c| {
             let kinds: &[&str] = if failing {
                 &[HEALTHY, FAILING]

@@ -81,11 +81,19 @@ enum Which {
     Nodes,
     /// `--nodes` processes under steady load, one of them SIGKILLed.
     Takeover,
+    /// One endpoint, a receiver answering in 1 ms: default settings against
+    /// `maxConcurrency: 256`.
+    Hot,
+    /// The same with a receiver answering in 50 ms.
+    HotSlow,
+    /// One endpoint whose receiver queues past 16 at once: default settings against a
+    /// sweep of fixed limits.
+    Knee,
     All,
 }
 
 impl Which {
-    const EVERY: [Which; 9] = [
+    const EVERY: [Which; 12] = [
         Which::Baseline,
         Which::Ingest,
         Which::E2e,
@@ -95,6 +103,9 @@ impl Which {
         Which::Backlog,
         Which::Nodes,
         Which::Takeover,
+        Which::Hot,
+        Which::HotSlow,
+        Which::Knee,
     ];
 
     /// Several processes share a database only on PostgreSQL.
@@ -113,6 +124,9 @@ impl Which {
             Which::Backlog => "backlog",
             Which::Nodes => "nodes",
             Which::Takeover => "takeover",
+            Which::Hot => "hot",
+            Which::HotSlow => "hot-slow",
+            Which::Knee => "knee",
             Which::All => "all",
         }
     }
@@ -323,6 +337,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Which::Backlog => scenarios::backlog(&ctx).await,
             Which::Nodes => scenarios::nodes(&ctx).await,
             Which::Takeover => scenarios::takeover(&ctx).await,
+            Which::Hot => scenarios::hot(&ctx).await,
+            Which::HotSlow => scenarios::hot_slow(&ctx).await,
+            Which::Knee => scenarios::knee(&ctx).await,
             Which::All => unreachable!("expanded above"),
         };
         let mut r = outcome.unwrap_or_else(|e| {

@@ -4,7 +4,10 @@
 //! Paths say what to do and whose request it is: `/ok/{n}` is answered at once and
 //! recorded as an arrival of path `n` (with the `seq` found at the start of the payload);
 //! `/hold/{n}` is held unanswered until the sender gives up (its timeout) or the receiver
-//! is dropped, and only counted.
+//! is dropped, and only counted. `/slow/{ms}/{n}` is recorded like `/ok/{n}` and answered
+//! after `ms` milliseconds, however many are in flight; `/knee/{n}` likewise, but served
+//! at most [`Receiver::start_with_knee`]'s `k` at a time (the others queue, so its latency
+//! grows with every request beyond `k`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +47,11 @@ struct Shared {
     connections: AtomicU64,
     /// Turns true when the receiver is dropped: held requests are let go.
     release: watch::Sender<bool>,
+    /// `/knee/`'s servers and how long each request takes them.
+    knee: Option<(Arc<tokio::sync::Semaphore>, Duration)>,
+    /// Requests to `/slow/` and `/knee/` in flight now, and the most at once.
+    busy_now: AtomicU64,
+    busy_peak: AtomicU64,
 }
 
 pub struct Receiver {
@@ -54,6 +62,17 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_knee(None).await
+    }
+
+    /// A receiver whose `/knee/` path serves `k` requests at a time, each for `serve`.
+    pub async fn start_with_knee(k: usize, serve: Duration) -> anyhow::Result<Self> {
+        Self::start_knee(Some((Arc::new(tokio::sync::Semaphore::new(k)), serve))).await
+    }
+
+    async fn start_knee(
+        knee: Option<(Arc<tokio::sync::Semaphore>, Duration)>,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -63,6 +82,9 @@ impl Receiver {
             held_now: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             release: watch::channel(false).0,
+            knee,
+            busy_now: AtomicU64::new(0),
+            busy_peak: AtomicU64::new(0),
         });
         let s = shared.clone();
         let accept = tokio::spawn(async move {
@@ -95,6 +117,21 @@ impl Receiver {
     /// `http://127.0.0.1:PORT/ok/{n}`
     pub fn ok_url(&self, n: u32) -> String {
         format!("http://{}/ok/{n}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/slow/{ms}/{n}`
+    pub fn slow_url(&self, ms: u64, n: u32) -> String {
+        format!("http://{}/slow/{ms}/{n}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/knee/{n}`
+    pub fn knee_url(&self, n: u32) -> String {
+        format!("http://{}/knee/{n}", self.addr)
+    }
+
+    /// The most `/slow/` and `/knee/` requests in flight at once since the last call.
+    pub fn take_busy_peak(&self) -> u64 {
+        self.shared.busy_peak.swap(0, Ordering::Relaxed)
     }
 
     /// `http://127.0.0.1:PORT/hold/{n}`
@@ -197,6 +234,38 @@ async fn handle(
         s.answered.send_modify(|c| *c += 1);
         return Ok(Response::new(Full::new(Bytes::new())));
     }
+    let slow = path.strip_prefix("/slow/").and_then(|rest| {
+        let (ms, n) = rest.split_once('/')?;
+        Some((
+            n.parse::<u32>().ok()?,
+            Some(Duration::from_millis(ms.parse().ok()?)),
+        ))
+    });
+    let knee = path_number(&path, "/knee/").map(|n| (n, None));
+    if let Some((n, delay)) = slow.or(knee) {
+        let now = s.busy_now.fetch_add(1, Ordering::Relaxed) + 1;
+        s.busy_peak.fetch_max(now, Ordering::Relaxed);
+        let _busy = BusyGuard(s.clone());
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Ok(status(400)),
+        };
+        match (delay, &s.knee) {
+            (Some(d), _) => tokio::time::sleep(d).await,
+            (None, Some((servers, serve))) => {
+                let _server = servers.acquire().await.expect("never closed");
+                tokio::time::sleep(*serve).await;
+            }
+            (None, None) => return Ok(status(404)),
+        }
+        s.arrivals.lock().expect("arrivals").push(Arrival {
+            path: n,
+            seq: parse_seq(&body),
+            at,
+        });
+        s.answered.send_modify(|c| *c += 1);
+        return Ok(Response::new(Full::new(Bytes::new())));
+    }
     if path.starts_with("/hold/") {
         s.held_total.fetch_add(1, Ordering::Relaxed);
         s.held_now.fetch_add(1, Ordering::Relaxed);
@@ -208,6 +277,14 @@ async fn handle(
         return Ok(status(503));
     }
     Ok(status(404))
+}
+
+struct BusyGuard(Arc<Shared>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.busy_now.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct HeldGuard(Arc<Shared>);

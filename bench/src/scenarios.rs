@@ -22,7 +22,9 @@ use crate::results::{Figure, Goal, ScenarioResult, ServerNumbers};
 use crate::server::{self, Server};
 use crate::stats::{bucket_for, cdf_points, rate_series, summarize};
 
+mod hot;
 mod nodes;
+pub use hot::{hot, hot_slow, knee};
 pub use nodes::{nodes, takeover};
 
 /// hookline's defaults that decide how much it delivers at once (see `hookline serve

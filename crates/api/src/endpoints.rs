@@ -116,7 +116,10 @@ pub struct EndpointOut {
     #[schema(value_type = Option<Object>)]
     pub retry_policy: Option<RetryPolicy>,
     pub timeout_ms: u32,
-    pub max_concurrency: u32,
+    /// The most attempts in flight to the endpoint at once; `null`: adaptive (it finds
+    /// what the receiver serves, up to `--max-endpoint-concurrency`; its current limit
+    /// is in the endpoint's stats).
+    pub max_concurrency: Option<u32>,
     #[schema(value_type = Object)]
     pub signature: SignatureConfig,
     pub created_at: DateTime<Utc>,
@@ -140,9 +143,7 @@ impl From<Endpoint> for EndpointOut {
             version: 1,
             retry_policy: s.retry_policy,
             timeout_ms: s.timeout_ms.unwrap_or(validate::DEFAULT_TIMEOUT_MS),
-            max_concurrency: s
-                .max_concurrency
-                .unwrap_or(hookline_store::DEFAULT_MAX_CONCURRENCY),
+            max_concurrency: s.max_concurrency,
             signature: s
                 .signature
                 .unwrap_or(SignatureConfig::Standard { svix_headers: None }),

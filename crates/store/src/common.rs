@@ -155,6 +155,7 @@ pub(crate) struct AppLimits {
 pub(crate) fn claimable(
     ep: &Endpoint,
     busy: usize,
+    shared: usize,
     limit: Option<usize>,
     remaining: usize,
     failing_room: usize,
@@ -163,6 +164,10 @@ pub(crate) fn claimable(
     let mut free = ep
         .concurrency_cap_within(limit)
         .saturating_sub(busy)
+        .min(
+            ep.shared_concurrency_cap(limit.is_some())
+                .saturating_sub(shared),
+        )
         .min(remaining);
     if ep.is_failing() {
         free = free.min(failing_room);

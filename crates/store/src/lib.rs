@@ -99,9 +99,9 @@ pub trait Intake: Send + Sync + 'static {
     /// Called inside the write transaction: it must not block or wait.
     fn reserve(&self, endpoint: &Endpoint, app_throttle_rate: Option<u32>) -> bool;
     /// The worker's own concurrency limit for `endpoint` (adaptive concurrency), if it
-    /// has one: where the store counts attempts in flight across processes, a fresh
-    /// delivery is handed over only while they are under it
-    /// ([`Endpoint::concurrency_cap_within`]).
+    /// has one: then attempts across processes are bounded by an explicit
+    /// `maxConcurrency` only ([`Endpoint::shared_concurrency_cap`]), and the worker's
+    /// own by the limit, which [`Intake::reserve`] checks.
     fn limit(&self, endpoint: &Endpoint) -> Option<usize> {
         let _ = endpoint;
         None

@@ -200,9 +200,27 @@ impl Endpoint {
         self.concurrency_cap_within(None)
     }
 
-    /// [`Self::concurrency_cap`] under a worker's own limit for the endpoint (its
-    /// adaptive concurrency), if it has one: the limit stands in for the default and
-    /// stays within an explicit `maxConcurrency`.
+    /// How many attempts to this endpoint may be in flight across all processes: its
+    /// `maxConcurrency`; without one, the default, unless the worker keeps an adaptive
+    /// limit of its own (`adaptive`): that bounds its own attempts
+    /// ([`Self::concurrency_cap_within`]), and each process's limit follows the
+    /// receiver's latency, which all of them load. One while failing, across all.
+    pub fn shared_concurrency_cap(&self, adaptive: bool) -> usize {
+        let cap = match self.settings.max_concurrency {
+            Some(max) => max as usize,
+            None if adaptive => usize::MAX,
+            None => DEFAULT_MAX_CONCURRENCY as usize,
+        };
+        if self.is_failing() {
+            cap.min(1)
+        } else {
+            cap
+        }
+    }
+
+    /// How many attempts to this endpoint one worker may have in flight, under its own
+    /// limit for the endpoint (its adaptive concurrency), if it has one: the limit
+    /// stands in for the default and stays within an explicit `maxConcurrency`.
     pub fn concurrency_cap_within(&self, limit: Option<usize>) -> usize {
         let cap = match (self.settings.max_concurrency, limit) {
             (Some(max), Some(limit)) => (max as usize).min(limit),

@@ -561,7 +561,8 @@ async fn write(
             let mut reserved = None;
             if let Some(intake) = &intake {
                 // Nothing due before it, and a slot free across processes.
-                let room = state.in_flight < ep.concurrency_cap_within(intake.limit(ep));
+                // The worker's own limit, if any, it checks itself when reserving.
+                let room = state.in_flight < ep.shared_concurrency_cap(intake.limit(ep).is_some());
                 if immediate && room && state.next_due.is_none_or(|t| t > start) {
                     let app = limits.entry(msg.app_id.clone()).or_default();
                     if intake.reserve(ep, app.rate) {

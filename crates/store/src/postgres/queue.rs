@@ -190,8 +190,9 @@ pub(super) async fn fan_out(
         };
         // Handed over only with nothing due before it and a slot free across processes.
         let intake = fresh.intake.clone().filter(|intake| {
+            // The worker's own limit, if any, it checks itself when reserving.
             let room = leased.get(&ep.id).copied().unwrap_or(0)
-                < ep.concurrency_cap_within(intake.limit(&ep));
+                < ep.shared_concurrency_cap(intake.limit(&ep).is_some());
             immediate && room && next_due.is_none_or(|t| t > start)
         });
         let mut reserved = None;
@@ -475,6 +476,7 @@ pub(super) async fn claim(
         let (in_flight, limit) = busy_of(&ep.id);
         let free = claimable(
             ep,
+            in_flight,
             in_flight.max(leased.get(&ep.id).copied().unwrap_or(0)),
             limit,
             remaining,

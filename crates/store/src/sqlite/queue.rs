@@ -250,8 +250,10 @@ pub(super) fn claim(
         }
         let app = apps.get_mut(&ep.app_id).expect("inserted above");
         let (in_flight, limit) = busy_of(&ep.id);
+        // One process: what it has in flight is all there is.
         let free = claimable(
             &ep,
+            in_flight,
             in_flight,
             limit,
             remaining,

@@ -163,8 +163,9 @@ pub enum EndpointCommand {
 pub struct EndpointAddArgs {
     /// The application (id or uid).
     pub app: String,
-    /// Where deliveries go.
-    pub url: String,
+    /// Where deliveries go. (Not named `url`: that is the global `--url` of hookline.)
+    #[arg(value_name = "URL")]
+    pub endpoint_url: String,
     /// Only these event types (repeatable; default: all).
     #[arg(long = "event-type", value_name = "NAME")]
     pub event_types: Vec<String>,
@@ -360,6 +361,25 @@ mod tests {
             panic!("app")
         };
         assert!(app.api.json);
+        // A command's own URL argument does not take the place of --url.
+        let cli = crate::Cli::try_parse_from([
+            "hookline",
+            "endpoint",
+            "add",
+            "acme",
+            "http://r/x",
+            "--url",
+            "http://h:1",
+        ])
+        .unwrap();
+        let crate::Command::Endpoint(ep) = cli.command else {
+            panic!("endpoint")
+        };
+        assert_eq!(ep.api.url, "http://h:1");
+        let crate::EndpointCommand::Add(add) = ep.command else {
+            panic!("add")
+        };
+        assert_eq!(add.endpoint_url, "http://r/x");
         assert_eq!(app.api.url, "http://h:1");
         assert_eq!(app.api.token.as_deref(), Some("t"));
     }

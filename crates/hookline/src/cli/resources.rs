@@ -163,7 +163,7 @@ async fn set_disabled(c: &Client, app: &str, endpoint: &str, disabled: bool) -> 
 /// The endpoint's JSON from the flags, with `--with`'s fields merged over them.
 fn endpoint_body(add: &EndpointAddArgs) -> anyhow::Result<Value> {
     let mut body = Map::new();
-    body.insert("url".into(), add.url.clone().into());
+    body.insert("url".into(), add.endpoint_url.clone().into());
     if !add.event_types.is_empty() {
         body.insert("filterTypes".into(), add.event_types.clone().into());
     }

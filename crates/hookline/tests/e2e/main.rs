@@ -3,6 +3,7 @@
 
 mod auth_scope;
 mod bad_input;
+mod cli;
 mod copy;
 mod crash;
 mod delivery_limits;

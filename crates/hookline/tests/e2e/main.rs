@@ -27,3 +27,4 @@ mod seed_shoperti;
 mod seed_treble;
 mod support;
 mod svix_sdk;
+mod walkthrough;

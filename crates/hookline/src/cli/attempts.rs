@@ -43,7 +43,7 @@ pub async fn run(args: AttemptsArgs) -> anyhow::Result<()> {
         for a in fresh {
             seen.insert(a["id"].as_str().unwrap_or_default().to_string());
             if c.json {
-                println!("{a}");
+                outln!("{a}");
             } else {
                 if !header_printed {
                     print_row(&HEADERS.map(str::to_string), true);
@@ -105,8 +105,8 @@ fn print_row(cells: &[String; 7], header: bool) {
     }
     let line = line.trim_end();
     if header && colour() {
-        println!("\x1b[1m{line}\x1b[0m");
+        outln!("\x1b[1m{line}\x1b[0m");
     } else {
-        println!("{line}");
+        outln!("{line}");
     }
 }

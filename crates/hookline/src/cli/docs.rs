@@ -13,23 +13,25 @@ pub fn completions(args: CompletionsArgs) -> anyhow::Result<()> {
         Shell::Elvish => S::Elvish,
         Shell::PowerShell => S::PowerShell,
     };
-    clap_complete::generate(
-        shell,
-        &mut Cli::command(),
-        "hookline",
-        &mut std::io::stdout(),
-    );
+    // Into a buffer first: `generate` panics when its writer fails (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "hookline", &mut script);
+    super::write_out(&String::from_utf8_lossy(&script));
     Ok(())
 }
 
 pub fn man(args: ManArgs) -> anyhow::Result<()> {
     let cmd = Cli::command();
     match args.dir {
-        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            super::write_out(&String::from_utf8_lossy(&page));
+        }
         Some(dir) => {
             std::fs::create_dir_all(&dir)?;
             clap_mangen::generate_to(cmd, &dir)?;
-            println!("hookline: man pages written to {}", dir.display());
+            outln!("hookline: man pages written to {}", dir.display());
         }
     }
     Ok(())

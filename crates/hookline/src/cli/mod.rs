@@ -13,13 +13,21 @@
 //! one line on stderr (the API's `detail` for an API error) and exit status 1; clap's
 //! usage errors exit 2.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use hookline_config::{ApiArgs, Command};
 use reqwest::{Method, Url};
 use serde_json::Value;
+
+/// `println!` that ends the process quietly, with status 0, when stdout is closed
+/// (`hookline app list | head -1`), as ripgrep does, instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::cli::write_out(&format!("{}\n", format_args!($($t)*)))
+    };
+}
 
 mod attempts;
 mod docs;
@@ -48,6 +56,18 @@ pub async fn run(command: Command) -> i32 {
             eprintln!("hookline: {e:#}");
             1
         }
+    }
+}
+
+/// Writes `text` to stdout; see [`outln!`].
+pub fn write_out(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .is_err()
+    {
+        std::process::exit(0);
     }
 }
 
@@ -295,16 +315,16 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// One object: a JSON line with `--json`, else `field: value` lines.
 pub fn print_object(json: bool, v: &Value) {
     if json {
-        println!("{v}");
+        outln!("{v}");
         return;
     }
     let Some(obj) = v.as_object() else {
-        println!("{}", cell(v));
+        outln!("{}", cell(v));
         return;
     };
     let width = obj.keys().map(|k| k.chars().count()).max().unwrap_or(0);
     for (k, v) in obj {
-        println!("{k:width$}  {}", cell(v));
+        outln!("{k:width$}  {}", cell(v));
     }
 }
 
@@ -314,7 +334,7 @@ pub fn print_list(json: bool, page: &Value, columns: &[(&str, &str)]) {
     let items = page["data"].as_array().cloned().unwrap_or_default();
     if json {
         for item in &items {
-            println!("{item}");
+            outln!("{item}");
         }
     } else {
         let headers: Vec<&str> = columns.iter().map(|(_, h)| *h).collect();
@@ -322,7 +342,7 @@ pub fn print_list(json: bool, page: &Value, columns: &[(&str, &str)]) {
             .iter()
             .map(|item| columns.iter().map(|(f, _)| cell(&item[*f])).collect())
             .collect();
-        print!("{}", table(&headers, &rows));
+        write_out(&table(&headers, &rows));
     }
     if page["done"] == Value::Bool(false) {
         if let Some(it) = page["iterator"].as_str() {

@@ -106,13 +106,13 @@ fn report(json: bool, recovered: u64, outcome: Option<(u64, u64)>) -> anyhow::Re
             v["delivered"] = delivered.into();
             v["failed"] = failed.into();
         }
-        println!("{v}");
+        outln!("{v}");
     } else {
         match outcome {
             Some((delivered, failed)) => {
-                println!("recovered {recovered} deliveries: {delivered} delivered, {failed} failed")
+                outln!("recovered {recovered} deliveries: {delivered} delivered, {failed} failed")
             }
-            None => println!("recovered {recovered} deliveries"),
+            None => outln!("recovered {recovered} deliveries"),
         }
     }
     Ok(())

@@ -54,9 +54,9 @@ pub async fn app(args: AppArgs) -> anyhow::Result<()> {
 /// The answer of a call that returns nothing: a sentence, or `{"<what>": id}` for scripts.
 fn done(json: bool, what: &str, id: &str, kind: &str) {
     if json {
-        println!("{}", json!({ what: id }));
+        outln!("{}", json!({ what: id }));
     } else {
-        println!("{what} {kind} {id}");
+        outln!("{what} {kind} {id}");
     }
 }
 
@@ -133,9 +133,9 @@ fn print_secret(json: bool, s: &Value) -> anyhow::Result<()> {
         .as_str()
         .ok_or_else(|| anyhow!("hookline's answer has no `key`"))?;
     if json {
-        println!("{}", json!({ "key": key }));
+        outln!("{}", json!({ "key": key }));
     } else {
-        println!("{key}");
+        outln!("{key}");
     }
     Ok(())
 }
@@ -149,10 +149,10 @@ async fn set_disabled(c: &Client, app: &str, endpoint: &str, disabled: bool) -> 
         )
         .await?;
     if c.json {
-        println!("{ep}");
+        outln!("{ep}");
     } else {
         let id = ep["id"].as_str().unwrap_or(endpoint);
-        println!(
+        outln!(
             "{} endpoint {id}",
             if disabled { "disabled" } else { "enabled" }
         );
@@ -255,7 +255,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         .call(Method::POST, c.url(&["app", &args.app, "msg"]), Some(body))
         .await?;
     if c.json {
-        println!("{msg}");
+        outln!("{msg}");
     } else {
         let mut shown = msg.clone();
         // The payload was the caller's own input; the rest is what they need (the id).

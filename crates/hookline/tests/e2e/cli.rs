@@ -798,3 +798,27 @@ async fn completions_and_man_pages_cover_the_commands() {
         assert!(dir.path().join(page).is_file(), "{page} not written");
     }
 }
+
+/// `hookline ... | head -1`: once the reader is gone, the command ends quietly with
+/// status 0 (no panic, no "Broken pipe" message), as ripgrep does.
+#[tokio::test]
+async fn a_closed_stdout_ends_the_command_quietly() {
+    let server = Server::start().await;
+    let cases: [&[&str]; 2] = [&["completions", "bash"], &["app", "list", "--json"]];
+    for args in cases {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .args(args)
+            .env("HOOKLINE_URL", &server.base)
+            .env("HOOKLINE_TOKEN", &server.token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // Closed before the child (still starting) writes a byte.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().await.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
+}

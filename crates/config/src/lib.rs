@@ -12,6 +12,9 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use ipnet::IpNet;
 use serde::Deserialize;
 
+mod tools;
+pub use tools::*;
+
 /// The `hookline` command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +47,24 @@ pub enum Command {
     /// it was. The hookline serving the SQLite file must be stopped first.
     #[command(after_help = COPY_AFTER_HELP)]
     Copy(CopyArgs),
+    /// Receive webhooks on 127.0.0.1, print each one and check its signature.
+    Listen(ListenArgs),
+    /// Create, list, show and delete applications.
+    App(AppArgs),
+    /// Add, list and manage an application's endpoints.
+    Endpoint(EndpointArgs),
+    /// Add and list event types.
+    EventType(EventTypeArgs),
+    /// Send a message: one event for one application.
+    Send(SendArgs),
+    /// Show delivery attempts of a message or to an endpoint.
+    Attempts(AttemptsArgs),
+    /// Resend an endpoint's failed deliveries since a time, and wait for their outcomes.
+    Recover(RecoverArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the man page (or write one per command into a directory).
+    Man(ManArgs),
 }
 
 const COPY_AFTER_HELP: &str = "Counts of every kind are checked against the target before \
@@ -432,7 +453,7 @@ where
                 .expect("serve subcommand present");
             Some(resolve(serve.clone(), sub)?)
         }
-        Command::Migrate(_) | Command::Copy(_) => None,
+        _ => None,
     };
     Ok((cli.command, config))
 }

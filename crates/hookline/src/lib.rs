@@ -18,7 +18,9 @@ use hookline_store::sqlite::SqliteStore;
 use hookline_store::{ApiToken, Store};
 use tokio::net::TcpListener;
 
+pub mod cli;
 pub mod copy;
+pub mod listen;
 pub mod listener;
 pub mod operational;
 

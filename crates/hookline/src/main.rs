@@ -106,6 +106,8 @@ async fn serve() -> anyhow::Result<()> {
                 }
             }
         }
+        // listen, the API commands, completions and man: no logs of their own.
+        tool => std::process::exit(hookline::cli::run(tool).await),
     }
 }
 

@@ -12,7 +12,7 @@
 mod hmac_hex;
 mod standard;
 
-pub use hmac_hex::sign_hmac_sha256_hex;
+pub use hmac_hex::{sign_hmac_sha256_hex, verify_hmac_sha256_hex, HexVerifyError};
 pub use standard::{
     sign_standard, signature_header, verify_standard, SecretError, StandardSecret, VerifyError,
     HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_KEY_LEN, MIN_KEY_LEN, SECRET_PREFIX,

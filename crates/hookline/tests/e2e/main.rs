@@ -3,6 +3,7 @@
 
 mod auth_scope;
 mod bad_input;
+mod cli;
 mod copy;
 mod crash;
 mod delivery_limits;
@@ -26,3 +27,4 @@ mod seed_shoperti;
 mod seed_treble;
 mod support;
 mod svix_sdk;
+mod walkthrough;

@@ -59,6 +59,18 @@ pub struct Shared {
     pub queue_stats: tokio::sync::Mutex<Option<(std::time::Instant, hookline_store::QueueStats)>>,
     /// What this process does (`--role`): `all`, `api` or `worker`, as health says it.
     pub role: &'static str,
+    /// How new endpoints that name no scheme and bring no secret sign (`--default-signature`).
+    pub default_signature: DefaultSignature,
+}
+
+/// The signature of new endpoints that name no scheme and bring no secret.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DefaultSignature {
+    /// Standard Webhooks with a generated `whsec_` secret (HMAC).
+    #[default]
+    Standard,
+    /// Standard Webhooks with a generated `whsk_` ed25519 key pair.
+    Ed25519,
 }
 
 /// How long `/metrics` reuses the queue's figures.

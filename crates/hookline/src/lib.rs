@@ -154,6 +154,10 @@ pub async fn run(
         metrics: install_metrics(),
         queue_stats: Default::default(),
         role: config.role.as_str(),
+        default_signature: match config.default_signature {
+            hookline_config::DefaultSignature::Standard => hookline_api::DefaultSignature::Standard,
+            hookline_config::DefaultSignature::Ed25519 => hookline_api::DefaultSignature::Ed25519,
+        },
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // An API-only process never runs its dispatcher: nothing is handed to it, and the

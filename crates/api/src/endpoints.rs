@@ -654,9 +654,14 @@ async fn rotate_secret(
     if let Some(k) = &input.key {
         validate::secret("key", k, existing.settings.signature.as_ref())?;
     }
+    let scheme = existing
+        .settings
+        .signature
+        .clone()
+        .or_else(|| implied_scheme(existing.current_secret()));
     let new_key = input
         .key
-        .unwrap_or_else(|| generate_secret(existing.settings.signature.as_ref()));
+        .unwrap_or_else(|| generate_secret(scheme.as_ref()));
     let returned = shown_key(&existing.id, &new_key)?;
     state
         .store

@@ -320,8 +320,9 @@ pub fn secret(field: &str, v: &str, scheme: Option<&SignatureConfig>) -> Result<
 }
 
 /// Whether the kind of a (valid) current secret agrees with the scheme: `ed25519` signs
-/// only with a `whsk_` key pair and `standard` only with a `whsec_` secret. `Err` says
-/// why not, for the caller to attach to the field it blames.
+/// only with a `whsk_` key pair and `standard` only with a `whsec_` secret. No scheme
+/// (never set, or reset with `null`) follows the secret. `Err` says why not, for the
+/// caller to attach to the field it blames.
 pub fn secret_matches_scheme(
     secret: &str,
     scheme: Option<&SignatureConfig>,
@@ -331,7 +332,7 @@ pub fn secret_matches_scheme(
         Some(SignatureConfig::Ed25519 { .. }) if !ed25519 => Err(
             "is a whsec_ (HMAC) secret, but signature.scheme ed25519 signs with a key pair: give a 'whsk_' key pair, or leave the secret out to have one generated",
         ),
-        None | Some(SignatureConfig::Standard { .. }) if ed25519 => Err(
+        Some(SignatureConfig::Standard { .. }) if ed25519 => Err(
             "is a whsk_ ed25519 key pair, but signature.scheme standard signs with an HMAC: set signature.scheme to ed25519, or give a 'whsec_' secret",
         ),
         _ => Ok(()),

@@ -261,6 +261,28 @@ async fn generated_and_brought_key_pairs_sign_and_only_the_public_key_is_shown()
     if let Some(py) = py {
         verify_with_libraries(&py, deliveries).await;
     }
+
+    // Resetting the scheme (`null`) leaves the key pair deciding: still ed25519, and a
+    // rotation without a key generates another key pair.
+    let (status, body) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/app/{app}/endpoint/{brought}"),
+            Some(json!({"signature": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["signature"], json!({"scheme": "ed25519"}));
+    let rotated = api
+        .create(
+            &format!("/api/v1/app/{app}/endpoint/{brought}/secret/rotate"),
+            json!({}),
+        )
+        .await;
+    assert!(
+        rotated["key"].as_str().unwrap().starts_with("whpk_"),
+        "{rotated}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

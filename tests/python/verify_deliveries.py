@@ -9,15 +9,18 @@ The file holds {"deliveries": [...]}; each delivery is
     {"name": "...",                 # for messages
      "bodyB64": "...",              # the request body exactly as received
      "headers": {"name": "value"},  # the request headers as received (lower-case names)
-     "scheme": "standard" | "hmac-sha256-hex" | "none",
-     "secrets": ["..."],            # every one of these must verify the delivery
+     "scheme": "standard" | "ed25519" | "hmac-sha256-hex" | "none",
+     "secrets": ["..."],            # every one of these must verify the delivery:
+                                    # whsec_ secrets (v1, HMAC) or whpk_ keys (v1a, ed25519)
      "svixHeaders": true | false,   # standard: whether svix-* headers must be present
      "header": "X-..."}             # hmac-sha256-hex: the signature header's name
 
 Each delivery must verify with every listed secret, with both `standardwebhooks` and the
 `svix` library (for the standard scheme), and must NOT verify once the body is tampered
-with or with a secret that is not listed. Exits 1 listing every failed check, 0 when all
-passed.
+with or with a secret that is not listed. Neither library knows ed25519, so a `whpk_` key
+is checked here with `cryptography` (OpenSSL's ed25519), parsing the header the way the
+Standard Webhooks specification describes it. Exits 1 listing every failed check, 0 when
+all passed.
 """
 
 import base64
@@ -26,9 +29,16 @@ import hmac
 import json
 import secrets as pyrandom
 import sys
+import time
 
 import standardwebhooks
 import svix.webhooks
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 FAILURES = []
 CHECKS = 0
@@ -63,6 +73,41 @@ def random_whsec():
     return "whsec_" + base64.b64encode(pyrandom.token_bytes(24)).decode()
 
 
+def random_whpk():
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return "whpk_" + base64.b64encode(raw).decode()
+
+
+class Ed25519Verifier:
+    """A receiver's ed25519 check: the same call shape as the libraries' `Webhook`."""
+
+    TOLERANCE = 300
+
+    def __init__(self, public_key):
+        if not public_key.startswith("whpk_"):
+            raise ValueError("not a whpk_ key")
+        raw = base64.b64decode(public_key[len("whpk_"):], validate=True)
+        self.key = Ed25519PublicKey.from_public_bytes(raw)
+
+    def verify(self, body, headers):
+        msg_id = headers["webhook-id"] if "webhook-id" in headers else headers["svix-id"]
+        ts = headers["webhook-timestamp"] if "webhook-timestamp" in headers else headers["svix-timestamp"]
+        sigs = headers["webhook-signature"] if "webhook-signature" in headers else headers["svix-signature"]
+        if abs(time.time() - int(ts)) > self.TOLERANCE:
+            raise ValueError("timestamp outside tolerance")
+        signed = f"{msg_id}.{ts}.".encode() + body
+        for entry in sigs.split(" "):
+            version, _, sig = entry.partition(",")
+            if version != "v1a":
+                continue
+            try:
+                self.key.verify(base64.b64decode(sig, validate=True), signed)
+                return
+            except (InvalidSignature, ValueError):
+                continue
+        raise ValueError("no v1a signature verifies")
+
+
 def only(headers, prefix):
     return {k: v for k, v in headers.items() if not k.startswith(prefix)}
 
@@ -72,6 +117,9 @@ def verify_standard(d, body, headers):
     std = only(headers, "svix-")  # what a Standard Webhooks receiver looks at
     for secret in d["secrets"]:
         short = secret[:12] + "..."
+        if secret.startswith("whpk_"):
+            verify_ed25519(name, secret, body, headers, std, d.get("svixHeaders"))
+            continue
         err = verifies(standardwebhooks.Webhook, secret, body, std)
         check(err is None, f"{name}: standardwebhooks rejects with secret {short}: {err}")
         err = verifies(svix.webhooks.Webhook, secret, body, headers)
@@ -93,6 +141,11 @@ def verify_standard(d, body, headers):
             verifies(svix.webhooks.Webhook, secret, bad, headers) is not None,
             f"{name}: svix accepts a tampered body",
         )
+    if any(s.startswith("whpk_") for s in d["secrets"]):
+        check(
+            verifies(Ed25519Verifier, random_whpk(), body, std) is not None,
+            f"{name}: ed25519 check accepts an unrelated public key",
+        )
     other = random_whsec()
     check(
         verifies(standardwebhooks.Webhook, other, body, std) is not None,
@@ -108,6 +161,19 @@ def verify_standard(d, body, headers):
     else:
         present = sorted(k for k in headers if k.startswith("svix-"))
         check(not present, f"{name}: unexpected svix headers {present}")
+
+
+def verify_ed25519(name, key, body, headers, std, svix_headers):
+    short = key[:12] + "..."
+    err = verifies(Ed25519Verifier, key, body, std)
+    check(err is None, f"{name}: ed25519 rejects webhook-* headers with {short}: {err}")
+    if svix_headers:
+        err = verifies(Ed25519Verifier, key, body, only(headers, "webhook-"))
+        check(err is None, f"{name}: ed25519 rejects svix-* headers with {short}: {err}")
+    check(
+        verifies(Ed25519Verifier, key, tampered(body), std) is not None,
+        f"{name}: ed25519 check accepts a tampered body",
+    )
 
 
 def verify_hmac_hex(d, body, headers):
@@ -147,7 +213,7 @@ def main():
         body = base64.b64decode(d["bodyB64"], validate=True)
         headers = {k.lower(): v for k, v in d["headers"].items()}
         scheme = d["scheme"]
-        if scheme == "standard":
+        if scheme in ("standard", "ed25519"):
             verify_standard(d, body, headers)
         elif scheme == "hmac-sha256-hex":
             verify_hmac_hex(d, body, headers)

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use hookline_retry::RetryPolicy;
-use hookline_signing::StandardSecret;
+use hookline_signing::{Ed25519Secret, EndpointKey, StandardSecret};
 use hookline_store::{
     new_id, Endpoint, EndpointSettings, Order, Rejected, SecretEntry, SignatureConfig,
 };
@@ -21,7 +21,7 @@ use crate::error::{ApiError, ApiResult, HttpErrorOut, ValidationErrorOut};
 use crate::extract::{JsonBody, OptionalJsonBody, Patch, QueryParams};
 use crate::pagination::{ListParams, ListResponse};
 use crate::validate::{self, Errors};
-use crate::AppState;
+use crate::{AppState, DefaultSignature};
 
 /// Default grace period of a rotated-out secret, as in Svix.
 const DEFAULT_GRACE_SECS: u64 = 24 * 3600;
@@ -41,7 +41,10 @@ pub struct EndpointIn {
     pub filter_types: Option<Vec<String>>,
     /// Channels this endpoint receives (omit for all).
     pub channels: Option<Vec<String>>,
-    /// Signing secret; generated when omitted.
+    /// Signing secret: `whsec_` + base64 (HMAC, `v1,` signatures) or `whsk_` + base64 of
+    /// a 64-byte ed25519 key pair (`v1a,` signatures; the scheme becomes `ed25519`).
+    /// Generated when omitted, of the kind `signature.scheme` asks for (else the server's
+    /// `--default-signature`).
     pub secret: Option<String>,
     /// Deliveries per second at most. `rateLimit` is accepted too.
     #[serde(alias = "rateLimit")]
@@ -58,8 +61,9 @@ pub struct EndpointIn {
     /// hookline extension: concurrent deliveries at most (default 8; one at a time while
     /// the endpoint is failing, until an attempt succeeds).
     pub max_concurrency: Option<u32>,
-    /// hookline extension: `{"scheme": "standard" | "hmac-sha256-hex" | "none", ...}`.
-    #[schema(value_type = Option<Object>)]
+    /// hookline extension: how deliveries are signed (default: the server's
+    /// `--default-signature`, or `ed25519` when `secret` is a `whsk_` key pair).
+    #[schema(value_type = Option<SignatureDoc>)]
     pub signature: Option<SignatureConfig>,
 }
 
@@ -92,8 +96,10 @@ pub struct EndpointPatch {
     #[serde(default)]
     #[schema(value_type = Option<u32>)]
     pub max_concurrency: Patch<u32>,
+    /// How deliveries are signed; switching between `standard` and `ed25519` needs the
+    /// current secret to be of the new kind already (rotate to it first).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<SignatureDoc>)]
     pub signature: Patch<SignatureConfig>,
 }
 
@@ -120,10 +126,39 @@ pub struct EndpointOut {
     /// what the receiver serves, up to `--max-endpoint-concurrency`; its current limit
     /// is in the endpoint's stats).
     pub max_concurrency: Option<u32>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = SignatureDoc)]
     pub signature: SignatureConfig,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+// The OpenAPI shape of [`SignatureConfig`], which lives in the store and knows nothing of
+// OpenAPI; its doc comment below is the schema's description.
+/// How deliveries to an endpoint are signed (hookline extension).
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "scheme", rename_all = "kebab-case")]
+#[allow(dead_code)] // only its schema is used
+pub enum SignatureDoc {
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp` and `webhook-signature:
+    /// v1,<base64 HMAC-SHA256>` keyed by a `whsec_` secret.
+    Standard {
+        /// Also send the `svix-*` header names (default: the server's `--svix-headers`).
+        #[serde(rename = "svixHeaders")]
+        svix_headers: Option<bool>,
+    },
+    /// The same headers signed with ed25519 as Svix does it: `v1a,<base64 signature>` by a
+    /// `whsk_` key pair; `GET .../secret` answers the `whpk_` public key receivers verify
+    /// with.
+    Ed25519 {
+        /// Also send the `svix-*` header names (default: the server's `--svix-headers`).
+        #[serde(rename = "svixHeaders")]
+        svix_headers: Option<bool>,
+    },
+    /// Lower-case hex HMAC-SHA256 of the raw body, keyed by the secret string as typed,
+    /// in the named header.
+    HmacSha256Hex { header: String },
+    /// No signature.
+    None,
 }
 
 impl From<Endpoint> for EndpointOut {
@@ -144,9 +179,10 @@ impl From<Endpoint> for EndpointOut {
             retry_policy: s.retry_policy,
             timeout_ms: s.timeout_ms.unwrap_or(validate::DEFAULT_TIMEOUT_MS),
             max_concurrency: s.max_concurrency,
-            signature: s
-                .signature
-                .unwrap_or(SignatureConfig::Standard { svix_headers: None }),
+            signature: s.signature.unwrap_or_else(|| {
+                implied_scheme(s.secrets.first().map(|e| e.key.as_str()))
+                    .unwrap_or(SignatureConfig::Standard { svix_headers: None })
+            }),
             created_at: e.created_at,
             updated_at: e.updated_at,
         }
@@ -159,14 +195,32 @@ fn check_whole(ep: &Endpoint) -> Result<(), Rejected> {
     let sig = ep.settings.signature.as_ref();
     for (i, s) in ep.settings.secrets.iter().enumerate() {
         if validate::secret("secret", &s.key, sig).is_err() {
-            let field = if i == 0 { "secret" } else { "signature.scheme" };
+            // A whsk_ key pair is a fine secret that the scheme being switched to cannot
+            // use, so it is the scheme that is wrong.
+            let field = if i == 0 && !EndpointKey::is_ed25519(&s.key) {
+                "secret"
+            } else {
+                "signature.scheme"
+            };
             return Err(Rejected::new(
                 field,
                 match sig {
                     Some(SignatureConfig::HmacSha256Hex { .. }) => {
-                        "the endpoint's secret must be 8 to 512 visible ASCII characters for the hmac-sha256-hex scheme"
+                        "the endpoint's secrets must be 8 to 512 visible ASCII characters, and no whsk_ key pair, for the hmac-sha256-hex scheme"
                     }
-                    _ => "the endpoint's secret is not a whsec_ secret, which the standard scheme needs; rotate it with a whsec_ key first",
+                    _ => "the endpoint's secret is not a whsec_ secret or whsk_ key pair, which the standard and ed25519 schemes need; rotate it with one first",
+                },
+            ));
+        }
+    }
+    if let Some(current) = ep.current_secret() {
+        if validate::secret_matches_scheme(current, sig).is_err() {
+            return Err(Rejected::new(
+                "signature.scheme",
+                if EndpointKey::is_ed25519(current) {
+                    "the endpoint's current secret is a whsk_ ed25519 key pair, which the standard scheme cannot use; rotate to a whsec_ secret first (POST .../secret/rotate with {\"key\": \"whsec_...\"}), which switches the scheme back to standard"
+                } else {
+                    "the endpoint's current secret is a whsec_ secret, which the ed25519 scheme cannot use; rotate to a whsk_ key pair first (POST .../secret/rotate with {\"key\": \"whsk_...\"}), which switches the scheme to ed25519"
                 },
             ));
         }
@@ -208,7 +262,16 @@ fn check_in(input: &EndpointIn) -> ApiResult<()> {
         e.check(validate::headers("headers", h, input.signature.as_ref()));
     }
     if let Some(s) = &input.secret {
-        e.check(validate::secret("secret", s, input.signature.as_ref()));
+        match validate::secret("secret", s, input.signature.as_ref()) {
+            Err(err) => e.check(Err(err)),
+            // Only an explicit scheme can disagree: with none, the secret's kind decides.
+            Ok(()) if input.signature.is_some() => {
+                if let Err(why) = validate::secret_matches_scheme(s, input.signature.as_ref()) {
+                    e.add("secret", why);
+                }
+            }
+            Ok(()) => {}
+        }
     }
     if let Some(p) = &input.retry_policy {
         e.check(validate::retry_policy("retryPolicy", p));
@@ -238,8 +301,33 @@ fn settings_from(input: EndpointIn, secrets: Vec<SecretEntry>) -> EndpointSettin
     }
 }
 
-fn generate_secret() -> String {
-    StandardSecret::generate().to_string()
+/// A fresh secret of the kind the scheme signs with: an ed25519 key pair for `ed25519`,
+/// a `whsec_` secret for everything else (the hex scheme keys with it as a string).
+fn generate_secret(scheme: Option<&SignatureConfig>) -> String {
+    match scheme {
+        Some(SignatureConfig::Ed25519 { .. }) => Ed25519Secret::generate().to_string(),
+        _ => StandardSecret::generate().to_string(),
+    }
+}
+
+/// The scheme an endpoint that names none signs with, when its current secret decides:
+/// a `whsk_` key pair can only sign with ed25519.
+fn implied_scheme(current_secret: Option<&str>) -> Option<SignatureConfig> {
+    current_secret
+        .filter(|k| EndpointKey::is_ed25519(k))
+        .map(|_| SignatureConfig::Ed25519 { svix_headers: None })
+}
+
+/// What a receiver verifies with, as `GET .../secret` and rotation show it: a `whsk_` key
+/// pair only ever as its `whpk_` public key; any other secret as stored.
+fn shown_key(ep_id: &str, key: &str) -> ApiResult<String> {
+    if !EndpointKey::is_ed25519(key) {
+        return Ok(key.to_string());
+    }
+    EndpointKey::parse(key)
+        .map(|k| k.verification_key())
+        // Never the key, never the parse error (it describes the key).
+        .map_err(|_| ApiError::Internal(format!("endpoint {ep_id}'s ed25519 key does not parse")))
 }
 
 async fn create_endpoint(
@@ -248,7 +336,20 @@ async fn create_endpoint(
     input: EndpointIn,
 ) -> ApiResult<Endpoint> {
     let now = hookline_store::now();
-    let key = input.secret.clone().unwrap_or_else(generate_secret);
+    let mut input = input;
+    if input.signature.is_none() {
+        input.signature = match &input.secret {
+            Some(k) => implied_scheme(Some(k)),
+            None => match state.default_signature {
+                DefaultSignature::Standard => None,
+                DefaultSignature::Ed25519 => Some(SignatureConfig::Ed25519 { svix_headers: None }),
+            },
+        };
+    }
+    let key = input
+        .secret
+        .clone()
+        .unwrap_or_else(|| generate_secret(input.signature.as_ref()));
     let ep = Endpoint {
         id: new_id("ep"),
         app_id,
@@ -370,6 +471,10 @@ async fn put_one(
                     }],
                     None => std::mem::take(&mut ep.settings.secrets),
                 };
+                let mut input = input;
+                if input.signature.is_none() {
+                    input.signature = implied_scheme(secrets.first().map(|e| e.key.as_str()));
+                }
                 ep.uid = input.uid.clone().or(ep.uid.take());
                 ep.url = input.url.clone();
                 ep.disabled = input.disabled.unwrap_or(false);
@@ -489,10 +594,13 @@ async fn delete_one(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EndpointSecretOut {
+    /// What receivers verify with: the `whsec_` secret, the hex scheme's secret string,
+    /// or for an ed25519 endpoint its `whpk_` public key (never the private key).
     pub key: String,
 }
 
-/// Get the endpoint's current signing secret.
+/// Get what receivers verify the endpoint's deliveries with: its current secret, or for
+/// an ed25519 endpoint the public key.
 #[utoipa::path(get, path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret", tag = "Endpoint",
     params(("app_id" = String, Path), ("endpoint_id" = String, Path)),
     responses((status = 200, body = EndpointSecretOut), (status = 404, body = HttpErrorOut)),
@@ -505,15 +613,18 @@ async fn get_secret(
     let ep = find(&state, &auth, &app_id, &ep_id).await?;
     let key = ep
         .current_secret()
-        .ok_or_else(|| ApiError::Internal(format!("endpoint {} has no secret", ep.id)))?
-        .to_string();
-    Ok(Json(EndpointSecretOut { key }))
+        .ok_or_else(|| ApiError::Internal(format!("endpoint {} has no secret", ep.id)))?;
+    Ok(Json(EndpointSecretOut {
+        key: shown_key(&ep.id, key)?,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointSecretRotateIn {
-    /// The new secret; generated when omitted.
+    /// The new secret; generated when omitted, of the endpoint's current kind. A `whsk_`
+    /// key pair on a standard endpoint switches it to `ed25519`, a `whsec_` secret on an
+    /// ed25519 endpoint switches it back; both sign while the old one's grace lasts.
     pub key: Option<String>,
     /// How long the previous secret stays valid, in seconds (default 86400, at most 604800).
     pub grace_period_seconds: Option<u64>,
@@ -544,8 +655,15 @@ async fn rotate_secret(
     if let Some(k) = &input.key {
         validate::secret("key", k, existing.settings.signature.as_ref())?;
     }
-    let new_key = input.key.unwrap_or_else(generate_secret);
-    let returned = new_key.clone();
+    let scheme = existing
+        .settings
+        .signature
+        .clone()
+        .or_else(|| implied_scheme(existing.current_secret()));
+    let new_key = input
+        .key
+        .unwrap_or_else(|| generate_secret(scheme.as_ref()));
+    let returned = shown_key(&existing.id, &new_key)?;
     state
         .store
         .update_endpoint(
@@ -574,6 +692,19 @@ async fn rotate_secret(
                     },
                 );
                 s.secrets.truncate(MAX_SECRETS);
+                // The new current key's kind decides between the two Standard Webhooks
+                // schemes; `svixHeaders` carries over.
+                let ed25519 = EndpointKey::is_ed25519(&s.secrets[0].key);
+                s.signature = match s.signature.take() {
+                    Some(SignatureConfig::Standard { svix_headers }) if ed25519 => {
+                        Some(SignatureConfig::Ed25519 { svix_headers })
+                    }
+                    None if ed25519 => Some(SignatureConfig::Ed25519 { svix_headers: None }),
+                    Some(SignatureConfig::Ed25519 { svix_headers }) if !ed25519 => {
+                        Some(SignatureConfig::Standard { svix_headers })
+                    }
+                    other => other,
+                };
                 ep.updated_at = now;
                 check_whole(ep)
             }),

@@ -62,6 +62,18 @@ pub struct Shared {
     /// The delivery workers' adaptive concurrency limit per endpoint with attempts in
     /// the last minute, in this process (`None`: it delivers nothing).
     pub concurrency_limits: Option<ConcurrencyLimits>,
+    /// How new endpoints that name no scheme and bring no secret sign (`--default-signature`).
+    pub default_signature: DefaultSignature,
+}
+
+/// The signature of new endpoints that name no scheme and bring no secret.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DefaultSignature {
+    /// Standard Webhooks with a generated `whsec_` secret (HMAC).
+    #[default]
+    Standard,
+    /// Standard Webhooks with a generated `whsk_` ed25519 key pair.
+    Ed25519,
 }
 
 /// Reads the adaptive concurrency limits (see [`Shared::concurrency_limits`]).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::http::{HeaderName, HeaderValue};
 use hookline_retry::RetryPolicy;
-use hookline_signing::StandardSecret;
+use hookline_signing::{EndpointKey, EndpointKeyError};
 use hookline_store::SignatureConfig;
 
 use crate::error::{ApiError, FieldError};
@@ -279,8 +279,13 @@ pub fn signature(field: &str, s: &SignatureConfig) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Whether a secret string fits the endpoint's signature scheme: Standard Webhooks needs
-/// a `whsec_` base64 key; the hex scheme uses the string as typed.
+/// Whether a secret string fits the endpoint's signature scheme. The Standard Webhooks
+/// schemes (and `none`, which keeps its secrets for a later switch) take a `whsec_`
+/// secret or a `whsk_` ed25519 key pair, of either kind because a rotation may move an
+/// endpoint from one to the other; whether the kind matches the scheme is
+/// [`secret_matches_scheme`]'s question. The hex scheme uses the string as typed, but
+/// never a `whsk_` key pair: its secret is shown back verbatim, and a private key must
+/// not be.
 pub fn secret(field: &str, v: &str, scheme: Option<&SignatureConfig>) -> Result<(), ApiError> {
     match scheme {
         Some(SignatureConfig::HmacSha256Hex { .. }) => {
@@ -290,13 +295,46 @@ pub fn secret(field: &str, v: &str, scheme: Option<&SignatureConfig>) -> Result<
                     "must be 8 to 512 visible ASCII characters",
                 ));
             }
+            if EndpointKey::is_ed25519(v) {
+                return Err(ApiError::field(
+                    field,
+                    "is a whsk_ ed25519 key pair, which the hmac-sha256-hex scheme cannot use (it shows its secret verbatim); choose another secret",
+                ));
+            }
             Ok(())
         }
-        _ => StandardSecret::parse(v).map(|_| ()).map_err(|e| {
+        _ => EndpointKey::parse(v).map(|_| ()).map_err(|e| {
             ApiError::field(
                 field,
-                format!("must be 'whsec_' followed by base64 of 24 to 64 random bytes ({e})"),
+                match e {
+                    EndpointKeyError::Hmac(e) => format!(
+                        "must be 'whsec_' followed by base64 of 24 to 64 random bytes, or an ed25519 key pair 'whsk_...' ({e})"
+                    ),
+                    EndpointKeyError::Ed25519(e) => format!(
+                        "must be 'whsk_' followed by base64 of the 64-byte ed25519 key pair: the 32-byte seed, then its 32-byte public key ({e})"
+                    ),
+                },
             )
         }),
+    }
+}
+
+/// Whether the kind of a (valid) current secret agrees with the scheme: `ed25519` signs
+/// only with a `whsk_` key pair and `standard` only with a `whsec_` secret. No scheme
+/// (never set, or reset with `null`) follows the secret. `Err` says why not, for the
+/// caller to attach to the field it blames.
+pub fn secret_matches_scheme(
+    secret: &str,
+    scheme: Option<&SignatureConfig>,
+) -> Result<(), &'static str> {
+    let ed25519 = EndpointKey::is_ed25519(secret);
+    match scheme {
+        Some(SignatureConfig::Ed25519 { .. }) if !ed25519 => Err(
+            "is a whsec_ (HMAC) secret, but signature.scheme ed25519 signs with a key pair: give a 'whsk_' key pair, or leave the secret out to have one generated",
+        ),
+        Some(SignatureConfig::Standard { .. }) if ed25519 => Err(
+            "is a whsk_ ed25519 key pair, but signature.scheme standard signs with an HMAC: set signature.scheme to ed25519, or give a 'whsec_' secret",
+        ),
+        _ => Ok(()),
     }
 }

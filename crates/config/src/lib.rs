@@ -272,6 +272,27 @@ pub struct ServeArgs {
         value_name = "SECRET"
     )]
     pub operational_webhook_secret: Option<String>,
+
+    /// How new endpoints sign when they name no `signature.scheme` and bring no secret:
+    /// `standard` (a generated `whsec_` secret, HMAC) or `ed25519` (a generated `whsk_`
+    /// key pair; receivers verify with its `whpk_` public key).
+    #[arg(
+        long,
+        env = "HOOKLINE_DEFAULT_SIGNATURE",
+        default_value = "standard",
+        value_name = "SCHEME"
+    )]
+    pub default_signature: DefaultSignature,
+}
+
+/// The `--default-signature` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultSignature {
+    /// Standard Webhooks with an HMAC `whsec_` secret.
+    Standard,
+    /// Standard Webhooks with an ed25519 `whsk_` key pair, as Svix does it.
+    Ed25519,
 }
 
 /// What a `serve` process does.
@@ -338,6 +359,7 @@ struct FileConfig {
     lease_secs: Option<u64>,
     operational_webhook_url: Option<String>,
     operational_webhook_secret: Option<String>,
+    default_signature: Option<DefaultSignature>,
 }
 
 /// Which database to use.
@@ -371,6 +393,7 @@ pub struct Config {
     pub lease_secs: u64,
     pub operational_webhook_url: Option<String>,
     pub operational_webhook_secret: Option<String>,
+    pub default_signature: DefaultSignature,
 }
 
 impl std::fmt::Debug for Config {
@@ -404,6 +427,7 @@ impl std::fmt::Debug for Config {
                 "operational_webhook_secret",
                 &self.operational_webhook_secret.as_ref().map(|_| "***"),
             )
+            .field("default_signature", &self.default_signature)
             .finish()
     }
 }
@@ -662,6 +686,11 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         }
     }
     Ok(Config {
+        default_signature: pick(
+            explicit("default_signature"),
+            args.default_signature,
+            file.default_signature,
+        ),
         operational_webhook_url,
         operational_webhook_secret,
         endpoint_disable_after_secs,
@@ -833,6 +862,40 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:9001");
         assert!(!c.svix_headers);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn default_signature_is_standard_unless_set() {
+        assert_eq!(
+            serve(&[]).unwrap().default_signature,
+            DefaultSignature::Standard
+        );
+        let c = serve(&["--default-signature", "ed25519"]).unwrap();
+        assert_eq!(c.default_signature, DefaultSignature::Ed25519);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(&path, "default_signature = \"ed25519\"\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = serve(&["--config", p]).unwrap();
+        assert_eq!(c.default_signature, DefaultSignature::Ed25519);
+        let c = serve(&["--config", p, "--default-signature", "standard"]).unwrap();
+        assert_eq!(c.default_signature, DefaultSignature::Standard);
+        // A wrong value names the flag and the choices.
+        let err = Cli::command()
+            .try_get_matches_from(["hookline", "serve", "--default-signature", "rsa"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--default-signature")
+                && err.contains("standard")
+                && err.contains("ed25519"),
+            "{err}"
+        );
+        std::fs::write(&path, "default_signature = \"rsa\"\n").unwrap();
+        let err = serve(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rsa") && err.contains("ed25519"), "{err}");
     }
 
     #[test]

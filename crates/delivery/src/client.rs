@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use hookline_signing::{sign_hmac_sha256_hex, signature_header, StandardSecret};
+use hookline_signing::{endpoint_signature_header, sign_hmac_sha256_hex, EndpointKey};
 use hookline_store::{Endpoint, Message, SignatureConfig};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
@@ -562,21 +562,22 @@ pub fn delivery_headers(
     h.insert("webhook-timestamp", ts_value.clone());
     let body = msg.payload.as_bytes();
     match ep.settings.signature.as_ref() {
-        None | Some(SignatureConfig::Standard { .. }) => {
-            let secrets: Vec<StandardSecret> = ep
+        None | Some(SignatureConfig::Standard { .. } | SignatureConfig::Ed25519 { .. }) => {
+            // Each valid secret signs by its own kind, whatever the scheme says: during a
+            // rotation from `whsec_` to `whsk_` (or back) both kinds are valid at once.
+            let keys: Vec<EndpointKey> = ep
                 .settings
                 .valid_secrets(now)
-                .filter_map(|s| StandardSecret::parse(&s.key).ok())
+                .filter_map(|s| EndpointKey::parse(&s.key).ok())
                 .collect();
-            let refs: Vec<&StandardSecret> = secrets.iter().collect();
-            let sig = signature_header(&refs, &msg.id, ts, body);
+            let sig = endpoint_signature_header(&keys, &msg.id, ts, body);
             let sig = HeaderValue::from_str(&sig).expect("signatures are header-safe");
-            let svix = match ep.settings.signature.as_ref() {
-                Some(SignatureConfig::Standard {
-                    svix_headers: Some(v),
-                }) => *v,
-                _ => svix_headers_default,
-            };
+            let svix = ep
+                .settings
+                .signature
+                .as_ref()
+                .and_then(SignatureConfig::svix_headers)
+                .unwrap_or(svix_headers_default);
             if svix {
                 h.insert("svix-id", id);
                 h.insert("svix-timestamp", ts_value);
@@ -604,6 +605,81 @@ pub fn delivery_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An endpoint rotating from a `whsec_` secret (still in its grace period) to a `whsk_`
+    /// key pair signs with both, each by its own kind, under the ed25519 scheme's
+    /// `svixHeaders` choice rather than the server default.
+    #[test]
+    fn rotation_from_hmac_to_ed25519_signs_with_both_kinds() {
+        use hookline_signing::{verify_ed25519, verify_standard, Ed25519Secret, StandardSecret};
+        use hookline_store::{EndpointSettings, SecretEntry};
+
+        let now = chrono::Utc::now();
+        let pair = Ed25519Secret::generate();
+        let hmac = StandardSecret::generate();
+        let expired = StandardSecret::generate();
+        let ep = Endpoint {
+            id: "ep_1".into(),
+            app_id: "app_1".into(),
+            uid: None,
+            url: "http://127.0.0.1:1/".into(),
+            disabled: false,
+            settings: EndpointSettings {
+                secrets: vec![
+                    SecretEntry {
+                        key: pair.to_string(),
+                        expires_at: None,
+                    },
+                    SecretEntry {
+                        key: hmac.to_string(),
+                        expires_at: Some(now + chrono::Duration::hours(1)),
+                    },
+                    SecretEntry {
+                        key: expired.to_string(),
+                        expires_at: Some(now - chrono::Duration::seconds(1)),
+                    },
+                ],
+                signature: Some(SignatureConfig::Ed25519 {
+                    svix_headers: Some(true),
+                }),
+                ..Default::default()
+            },
+            created_at: now,
+            updated_at: now,
+            failing_since: None,
+        };
+        let msg = Message {
+            id: "msg_1".into(),
+            app_id: "app_1".into(),
+            event_id: None,
+            event_type: "t".into(),
+            payload: Arc::from(r#"{"a":1}"#),
+            channels: None,
+            tags: None,
+            created_at: now,
+            deliver_at: None,
+        };
+        let h = delivery_headers(&ep, &msg, now, false);
+        let sig = h["webhook-signature"].to_str().unwrap();
+        let entries: Vec<&str> = sig.split(' ').collect();
+        assert_eq!(entries.len(), 2, "{sig}");
+        assert!(
+            entries[0].starts_with("v1a,") && entries[1].starts_with("v1,"),
+            "{sig}"
+        );
+        let ts = now.timestamp();
+        let body = msg.payload.as_bytes();
+        assert_eq!(
+            verify_ed25519(&pair.public_key(), "msg_1", ts, body, sig, ts, 0),
+            Ok(())
+        );
+        assert_eq!(
+            verify_standard(&hmac, "msg_1", ts, body, sig, ts, 0),
+            Ok(())
+        );
+        assert!(verify_standard(&expired, "msg_1", ts, body, sig, ts, 0).is_err());
+        assert_eq!(h["svix-signature"], h["webhook-signature"]);
+    }
 
     #[test]
     fn excerpt_never_exceeds_its_limit() {

@@ -158,6 +158,10 @@ pub async fn run(
             let dispatcher = dispatcher.clone();
             Arc::new(move || dispatcher.concurrency_limits()) as hookline_api::ConcurrencyLimits
         }),
+        default_signature: match config.default_signature {
+            hookline_config::DefaultSignature::Standard => hookline_api::DefaultSignature::Standard,
+            hookline_config::DefaultSignature::Ed25519 => hookline_api::DefaultSignature::Ed25519,
+        },
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // An API-only process never runs its dispatcher: nothing is handed to it, and the

@@ -18,7 +18,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 use hookline_config::ListenArgs;
 use hookline_signing::{
-    verify_hmac_sha256_hex, verify_standard, HexVerifyError, StandardSecret, VerifyError,
+    verify_ed25519, verify_hmac_sha256_hex, verify_standard, Ed25519PublicKey, HexVerifyError,
+    StandardSecret, VerifyError,
 };
 use serde_json::{json, Value};
 
@@ -35,8 +36,8 @@ pub enum Verifier {
     None,
     /// Standard Webhooks, with `webhook-*` headers or the `svix-*` ones.
     Standard(StandardSecret),
-    /// A `whpk_` public key: ed25519 signatures (`v1a,`), once crates/signing has them.
-    Ed25519,
+    /// A `whpk_` public key: ed25519 signatures (`v1a,`) in the same headers.
+    Ed25519(Ed25519PublicKey),
     /// A hex HMAC-SHA256 of the body in a header of the endpoint's choosing; the key is
     /// the secret string's bytes, as hookline signs.
     Hex { header: HeaderName, key: String },
@@ -53,7 +54,9 @@ impl Verifier {
         }
         match args.secret.as_deref() {
             None => Ok(Verifier::None),
-            Some(s) if s.starts_with("whpk_") => Ok(Verifier::Ed25519),
+            Some(s) if s.starts_with("whpk_") => Ed25519PublicKey::parse(s)
+                .map(Verifier::Ed25519)
+                .map_err(|e| format!("--secret: {e}")),
             Some(s) => StandardSecret::parse(s)
                 .map(Verifier::Standard)
                 .map_err(|e| format!("--secret: {e}")),
@@ -66,8 +69,8 @@ impl Verifier {
             Verifier::Standard(_) => {
                 "checking Standard Webhooks signatures (webhook-* or svix-* headers)".into()
             }
-            Verifier::Ed25519 => {
-                "ed25519 (whpk_) not supported yet: signatures are not checked".into()
+            Verifier::Ed25519(_) => {
+                "checking ed25519 signatures (webhook-* or svix-* headers)".into()
             }
             Verifier::Hex { header, .. } => {
                 format!("checking the hex HMAC-SHA256 of the body in {header}")
@@ -99,9 +102,6 @@ pub fn check(verifier: &Verifier, headers: &HeaderMap, body: &[u8], now: i64) ->
         Verifier::None => Verdict::Unchecked {
             reason: "no --secret given".into(),
         },
-        Verifier::Ed25519 => Verdict::Unchecked {
-            reason: "ed25519 (whpk_) not supported yet".into(),
-        },
         Verifier::Hex { header: name, key } => {
             let scheme = "hmac-sha256-hex";
             let Some(value) = header(name.as_str()) else {
@@ -123,17 +123,23 @@ pub fn check(verifier: &Verifier, headers: &HeaderMap, body: &[u8], now: i64) ->
                 },
             }
         }
-        Verifier::Standard(secret) => {
+        Verifier::Standard(_) | Verifier::Ed25519(_) => {
+            let ed25519 = matches!(verifier, Verifier::Ed25519(_));
             // The `webhook-*` names when they are there, else Svix's (an endpoint sends
             // both while its receivers migrate; either set verifies the same way).
             let (prefix, scheme) =
                 if header("webhook-id").is_some() || header("webhook-signature").is_some() {
-                    ("webhook", "standard")
+                    ("webhook", if ed25519 { "ed25519" } else { "standard" })
                 } else if header("svix-id").is_some() || header("svix-signature").is_some() {
-                    ("svix", "standard (svix-* headers)")
+                    let scheme = if ed25519 {
+                        "ed25519 (svix-* headers)"
+                    } else {
+                        "standard (svix-* headers)"
+                    };
+                    ("svix", scheme)
                 } else {
                     return Verdict::Invalid {
-                        scheme: "standard",
+                        scheme: if ed25519 { "ed25519" } else { "standard" },
                         reason: "no webhook-id / webhook-signature headers (nor svix-*)".into(),
                     };
                 };
@@ -150,14 +156,24 @@ pub fn check(verifier: &Verifier, headers: &HeaderMap, body: &[u8], now: i64) ->
             let Ok(ts) = ts.trim().parse::<i64>() else {
                 return invalid(format!("{prefix}-timestamp is not a Unix time"));
             };
-            match verify_standard(secret, id, ts, body, sig, now, TOLERANCE_SECS) {
+            let verified = match verifier {
+                Verifier::Ed25519(key) => {
+                    verify_ed25519(key, id, ts, body, sig, now, TOLERANCE_SECS)
+                }
+                Verifier::Standard(secret) => {
+                    verify_standard(secret, id, ts, body, sig, now, TOLERANCE_SECS)
+                }
+                _ => unreachable!("matched above"),
+            };
+            let version = if ed25519 { "v1a" } else { "v1" };
+            match verified {
                 Ok(()) => Verdict::Valid { scheme },
                 Err(VerifyError::TimestampTooOld) => invalid("expired timestamp".into()),
                 Err(VerifyError::TimestampTooNew) => {
                     invalid("timestamp too far in the future".into())
                 }
                 Err(VerifyError::NoSignature) => {
-                    invalid(format!("no v1 signature in {prefix}-signature"))
+                    invalid(format!("no {version} signature in {prefix}-signature"))
                 }
                 Err(VerifyError::NoMatchingSignature) => invalid(
                     "signature does not match (wrong secret, or the body was altered)".into(),
@@ -479,18 +495,37 @@ mod tests {
     }
 
     #[test]
-    fn without_a_secret_or_with_ed25519_nothing_is_claimed() {
+    fn without_a_secret_nothing_is_claimed() {
         let body = b"{}";
         let h = signed("webhook", body, NOW);
         assert!(matches!(
             check(&Verifier::None, &h, body, NOW),
             Verdict::Unchecked { .. }
         ));
-        assert_eq!(
-            check(&Verifier::Ed25519, &h, body, NOW),
-            Verdict::Unchecked {
-                reason: "ed25519 (whpk_) not supported yet".into()
-            }
+    }
+
+    #[test]
+    fn ed25519_signatures_are_checked_with_the_public_key() {
+        let pair = hookline_signing::Ed25519Secret::generate();
+        let v = Verifier::Ed25519(pair.public_key());
+        let body = b"{\"a\":1}";
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", "msg_1".parse().unwrap());
+        h.insert("webhook-timestamp", NOW.to_string().parse().unwrap());
+        h.insert(
+            "webhook-signature",
+            pair.sign("msg_1", NOW, body).parse().unwrap(),
         );
+        assert_eq!(
+            check(&v, &h, body, NOW),
+            Verdict::Valid { scheme: "ed25519" }
+        );
+        assert!(reason(check(&v, &h, b"{\"a\":2}", NOW)).contains("does not match"));
+        let other = Verifier::Ed25519(hookline_signing::Ed25519Secret::generate().public_key());
+        assert!(reason(check(&other, &h, body, NOW)).contains("does not match"));
+        assert_eq!(reason(check(&v, &h, body, NOW + 600)), "expired timestamp");
+        // An HMAC signature is not an ed25519 one.
+        let hmac = signed("webhook", body, NOW);
+        assert!(reason(check(&v, &hmac, body, NOW)).contains("no v1a signature"));
     }
 }

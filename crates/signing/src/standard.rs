@@ -59,7 +59,7 @@ pub enum VerifyError {
     TimestampTooOld,
     #[error("timestamp is further in the future than the allowed tolerance")]
     TimestampTooNew,
-    #[error("signature header contains no `v1,` signature")]
+    #[error("signature header contains no signature of the key's version (`v1,` for whsec_ secrets, `v1a,` for whpk_ keys)")]
     NoSignature,
     #[error("no signature in the header matches")]
     NoMatchingSignature,
@@ -190,6 +190,45 @@ pub fn signature_header(
         .join(" ")
 }
 
+/// The entries of a `webhook-signature` header as `(version, signature)` pairs, in
+/// order: entries are separated by ASCII whitespace and split at their first comma.
+/// Tokens without a comma are skipped (they carry no version), so any string can be fed
+/// to it; what a signature must look like is its verifier's business.
+pub fn signature_entries(header_value: &str) -> impl Iterator<Item = (&str, &str)> {
+    header_value
+        .split_ascii_whitespace()
+        .filter_map(|entry| entry.split_once(','))
+}
+
+/// The signatures of one version (`v1`, `v1a`) in a `webhook-signature` header.
+pub(crate) fn entries<'h>(
+    header_value: &'h str,
+    version: &'h str,
+) -> impl Iterator<Item = &'h str> + 'h {
+    signature_entries(header_value)
+        .filter(move |(v, _)| *v == version)
+        .map(|(_, signature)| signature)
+}
+
+/// Refuses a timestamp outside `now ± tolerance_secs` (a negative tolerance counts as
+/// zero). Checked before any signature so stale replays are rejected cheaply.
+pub(crate) fn check_timestamp(
+    timestamp: i64,
+    now: i64,
+    tolerance_secs: i64,
+) -> Result<(), VerifyError> {
+    // i128 so extreme caller-supplied values cannot overflow.
+    let age = i128::from(now) - i128::from(timestamp);
+    let tolerance = i128::from(tolerance_secs.max(0));
+    if age > tolerance {
+        return Err(VerifyError::TimestampTooOld);
+    }
+    if -age > tolerance {
+        return Err(VerifyError::TimestampTooNew);
+    }
+    Ok(())
+}
+
 /// Checks a `webhook-signature` header against one secret.
 ///
 /// `now` and `tolerance_secs` are passed in so the function stays pure and
@@ -205,27 +244,15 @@ pub fn verify_standard(
     now: i64,
     tolerance_secs: i64,
 ) -> Result<(), VerifyError> {
-    // i128 so extreme caller-supplied values cannot overflow.
-    let age = i128::from(now) - i128::from(timestamp);
-    let tolerance = i128::from(tolerance_secs.max(0));
-    if age > tolerance {
-        return Err(VerifyError::TimestampTooOld);
-    }
-    if -age > tolerance {
-        return Err(VerifyError::TimestampTooNew);
-    }
-
-    let expected = sign_standard(secret.key(), msg_id, timestamp, body);
+    check_timestamp(timestamp, now, tolerance_secs)?;
+    let expected = STANDARD.encode(standard_mac(secret.key(), msg_id, timestamp, body));
     let mut seen_v1 = false;
     // Every entry is compared, without early exit, so timing does not reveal
     // which entry matched or how close a forged one came.
     let mut matched = Choice::from(0);
-    for entry in header_value
-        .split_ascii_whitespace()
-        .filter(|e| e.starts_with("v1,"))
-    {
+    for signature in entries(header_value, "v1") {
         seen_v1 = true;
-        matched |= entry.as_bytes().ct_eq(expected.as_bytes());
+        matched |= signature.as_bytes().ct_eq(expected.as_bytes());
     }
     if !seen_v1 {
         Err(VerifyError::NoSignature)
@@ -603,6 +630,45 @@ mod tests {
                     verify_standard(&secret, &msg_id, timestamp, &body, &header, timestamp + skew, 300),
                     Ok(())
                 );
+            }
+
+            #[test]
+            fn header_entries_never_panic_and_verify_never_panics(
+                header in ".{0,300}",
+                timestamp in any::<i64>(),
+                now in any::<i64>(),
+                tolerance in any::<i64>(),
+            ) {
+                for (version, signature) in signature_entries(&header) {
+                    prop_assert!(!version.contains(','));
+                    prop_assert!(!version.chars().chain(signature.chars()).any(|c| c.is_ascii_whitespace()));
+                }
+                let secret = vector_secret();
+                let _ = verify_standard(&secret, VECTOR_ID, timestamp, VECTOR_BODY, &header, now, tolerance);
+                let _ = verify_standard(&secret, VECTOR_ID, VECTOR_TS, VECTOR_BODY, &header, VECTOR_TS, 300);
+            }
+
+            #[test]
+            fn header_entries_round_trip(
+                entries in proptest::collection::vec(("[a-z0-9]{1,4}", "[A-Za-z0-9+/=,]{0,90}"), 0..6),
+                separators in proptest::collection::vec("[ \t\r\n]{1,3}", 6),
+                leading in "[ \t]{0,2}",
+            ) {
+                let mut header = leading;
+                for (i, (version, signature)) in entries.iter().enumerate() {
+                    header.push_str(&format!("{version},{signature}"));
+                    header.push_str(&separators[i]);
+                }
+                let parsed: Vec<(String, String)> = signature_entries(&header)
+                    .map(|(v, s)| (v.to_string(), s.to_string()))
+                    .collect();
+                prop_assert_eq!(parsed, entries);
+            }
+
+            #[test]
+            fn parsing_any_secret_string_never_panics(s in ".{0,200}") {
+                let _ = StandardSecret::parse(&s);
+                let _ = StandardSecret::parse(&format!("whsec_{s}"));
             }
 
             #[test]

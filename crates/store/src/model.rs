@@ -82,11 +82,38 @@ pub enum SignatureConfig {
         )]
         svix_headers: Option<bool>,
     },
+    /// The same headers, signed with ed25519 (`v1a,`) by a `whsk_` key pair; receivers
+    /// verify with its `whpk_` public key. `svix_headers` as for `Standard`.
+    Ed25519 {
+        #[serde(
+            rename = "svixHeaders",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        svix_headers: Option<bool>,
+    },
     /// Hex HMAC-SHA256 of the raw body in the named header, keyed by the secret string.
     HmacSha256Hex {
         header: String,
     },
     None,
+}
+
+impl SignatureConfig {
+    /// Whether deliveries carry the Standard Webhooks headers (`webhook-id`,
+    /// `webhook-timestamp`, `webhook-signature`), whose signatures follow each secret's
+    /// kind (`whsec_`: `v1,`; `whsk_`: `v1a,`).
+    pub fn is_standard_webhooks(&self) -> bool {
+        matches!(self, Self::Standard { .. } | Self::Ed25519 { .. })
+    }
+
+    /// The endpoint's own choice about the `svix-*` headers (`None`: the server's).
+    pub fn svix_headers(&self) -> Option<bool> {
+        match self {
+            Self::Standard { svix_headers } | Self::Ed25519 { svix_headers } => *svix_headers,
+            Self::HmacSha256Hex { .. } | Self::None => None,
+        }
+    }
 }
 
 /// One signing secret. The first entry of [`EndpointSettings::secrets`] is the current
@@ -578,6 +605,44 @@ mod tests {
         let both = settings(Some(&["a"]), Some(&["x"]));
         assert!(both.wants("a", Some(&ch(&["x"]))));
         assert!(!both.wants("b", Some(&ch(&["x"]))));
+    }
+
+    #[test]
+    fn signature_config_json_names_the_scheme() {
+        let cases = [
+            (
+                r#"{"scheme":"ed25519"}"#,
+                SignatureConfig::Ed25519 { svix_headers: None },
+            ),
+            (
+                r#"{"scheme":"ed25519","svixHeaders":true}"#,
+                SignatureConfig::Ed25519 {
+                    svix_headers: Some(true),
+                },
+            ),
+            (
+                r#"{"scheme":"standard"}"#,
+                SignatureConfig::Standard { svix_headers: None },
+            ),
+        ];
+        for (json, want) in cases {
+            let got: SignatureConfig = serde_json::from_str(json).unwrap();
+            assert_eq!(got, want, "{json}");
+            assert_eq!(serde_json::to_string(&got).unwrap(), json);
+        }
+        assert!(SignatureConfig::Ed25519 { svix_headers: None }.is_standard_webhooks());
+        assert!(!SignatureConfig::None.is_standard_webhooks());
+        assert_eq!(
+            SignatureConfig::Ed25519 {
+                svix_headers: Some(false)
+            }
+            .svix_headers(),
+            Some(false)
+        );
+        assert!(
+            serde_json::from_str::<SignatureConfig>(r#"{"scheme":"ed25519","header":"x"}"#)
+                .is_err()
+        );
     }
 
     #[test]

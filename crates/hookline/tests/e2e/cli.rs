@@ -251,6 +251,53 @@ async fn listen_prints_real_deliveries_of_each_scheme_as_valid() {
     );
 }
 
+/// An ed25519 endpoint's deliveries, checked by `listen` with its `whpk_` public key (what
+/// `GET .../secret` gives the customer); the same deliveries with another key are not.
+#[tokio::test]
+async fn listen_verifies_ed25519_deliveries_with_the_public_key() {
+    let server = loopback_server().await;
+    let api = server.client();
+    let pair = hookline_signing::Ed25519Secret::generate();
+    let public = pair.public_key().to_string();
+    let other = hookline_signing::Ed25519Secret::generate()
+        .public_key()
+        .to_string();
+    let listen = Listen::start(&["--json", "--secret", &public]).await;
+    let wrong = Listen::start(&["--json", "--secret", &other]).await;
+    let app = api.create("/api/v1/app", json!({"name": "ed"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for url in [listen.url("/ed25519"), wrong.url("/ed25519")] {
+        let ep = api
+            .create(
+                &format!("/api/v1/app/{app}/endpoint"),
+                json!({"url": url, "secret": pair.to_string()}),
+            )
+            .await;
+        let (_, secret) = api
+            .get(&format!(
+                "/api/v1/app/{app}/endpoint/{}/secret",
+                ep["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(secret["key"], public, "the customer gets the public key");
+    }
+    api.create(
+        &format!("/api/v1/app/{app}/msg"),
+        json!({"eventType": "lead.created", "payload": {"id": "7"}}),
+    )
+    .await;
+    let got = &listen.wait_entries(1).await[0];
+    assert_eq!(
+        got["signature"],
+        json!({"result": "valid", "scheme": "ed25519"}),
+        "{got}"
+    );
+    let bad = &wrong.wait_entries(1).await[0];
+    assert_eq!(bad["signature"]["result"], "invalid", "{bad}");
+}
+
 /// The delivered body's bytes: what `listen --json` parsed, serialized again compactly
 /// (the test's client sent the payload compact with sorted keys, so these are the same).
 fn delivered_bytes(entry: &Value) -> String {

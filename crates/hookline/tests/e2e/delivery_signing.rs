@@ -24,7 +24,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Payloads as clients really write them: odd whitespace (tabs, CRLF, spaces around
 /// colons), escapes that re-serialising would change, non-ASCII text, numbers in forms
 /// a parser would normalise. Each must arrive byte for byte.
-const PAYLOADS: &[&str] = &[
+pub(crate) const PAYLOADS: &[&str] = &[
     r#"{"type":"compact","n":1}"#,
     "{ \"spaced\" :  true ,\n\t\"tabs\":\t[ 1 ,2,\r\n 3 ]   }",
     r#"{"unicode":"Zoë — 日本語 ✓ 😀","escaped":"\u00e9\ud83d\ude00\n\"q\" \\ \/","num":1.50E+3,"neg":-0.0,"big":12345678901234567890123}"#,
@@ -34,13 +34,13 @@ const PAYLOADS: &[&str] = &[
 
 /// The create-message request body for `payload`, with whitespace around the payload
 /// that is not part of it.
-fn create_body(event_type: &str, payload: &str) -> String {
+pub(crate) fn create_body(event_type: &str, payload: &str) -> String {
     format!("{{ \"eventType\" : \"{event_type}\",\n  \"payload\" :\t{payload} \r\n}}")
 }
 
 /// The payload as it must arrive: the JSON value's own text (surrounding whitespace is
 /// not part of the value).
-fn expected_body(payload: &str) -> &str {
+pub(crate) fn expected_body(payload: &str) -> &str {
     payload.trim()
 }
 
@@ -68,7 +68,13 @@ fn b64(data: &[u8]) -> String {
 }
 
 /// One recorded request as the verifier script reads it.
-fn for_verifier(name: &str, r: &Recorded, scheme: &str, secrets: &[String], extra: Value) -> Value {
+pub(crate) fn for_verifier(
+    name: &str,
+    r: &Recorded,
+    scheme: &str,
+    secrets: &[String],
+    extra: Value,
+) -> Value {
     let mut headers = serde_json::Map::new();
     for name in r.headers.keys() {
         let values: Vec<_> = r.headers.get_all(name).iter().collect();
@@ -90,7 +96,7 @@ fn for_verifier(name: &str, r: &Recorded, scheme: &str, secrets: &[String], extr
 }
 
 /// Runs `tests/python/verify_deliveries.py` on `deliveries`; it must exit 0.
-async fn verify_with_libraries(python: &Path, deliveries: Vec<Value>) {
+pub(crate) async fn verify_with_libraries(python: &Path, deliveries: Vec<Value>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let file: PathBuf = dir.path().join("deliveries.json");
     std::fs::write(
@@ -120,7 +126,7 @@ async fn verify_with_libraries(python: &Path, deliveries: Vec<Value>) {
     print!("{stdout}");
 }
 
-async fn secret_of(api: &Api, app: &str, ep: &str) -> String {
+pub(crate) async fn secret_of(api: &Api, app: &str, ep: &str) -> String {
     let path = format!("/api/v1/app/{app}/endpoint/{ep}/secret");
     let (status, body) = api.get(&path).await;
     assert_eq!(status, 200, "GET {path}: {body}");
@@ -128,7 +134,7 @@ async fn secret_of(api: &Api, app: &str, ep: &str) -> String {
 }
 
 /// Waits until `path` has received `n` requests; returns them.
-async fn received(rx: &Receiver, path: &str, n: usize) -> Vec<Recorded> {
+pub(crate) async fn received(rx: &Receiver, path: &str, n: usize) -> Vec<Recorded> {
     let ok = rx.wait_for(WAIT, |r| r.requests_to(path).len() >= n).await;
     let got = rx.requests_to(path);
     assert!(ok, "{path}: {} of {n} requests within {WAIT:?}", got.len());
@@ -136,7 +142,7 @@ async fn received(rx: &Receiver, path: &str, n: usize) -> Vec<Recorded> {
 }
 
 /// The request to `path` carrying `webhook-id: msg`.
-fn request_for<'a>(reqs: &'a [Recorded], msg: &str) -> &'a Recorded {
+pub(crate) fn request_for<'a>(reqs: &'a [Recorded], msg: &str) -> &'a Recorded {
     let found: Vec<&Recorded> = reqs
         .iter()
         .filter(|r| r.header("webhook-id").as_deref() == Some(msg))
@@ -151,7 +157,7 @@ fn request_for<'a>(reqs: &'a [Recorded], msg: &str) -> &'a Recorded {
 }
 
 /// Headers every delivery has, whatever the scheme.
-fn assert_common_headers(r: &Recorded, msg: &str) {
+pub(crate) fn assert_common_headers(r: &Recorded, msg: &str) {
     assert_eq!(r.header("webhook-id").as_deref(), Some(msg), "webhook-id");
     assert_eq!(
         r.header("content-type").as_deref(),

@@ -9,6 +9,7 @@ mod crash;
 mod delivery_limits;
 mod delivery_outcomes;
 mod delivery_signing;
+mod ed25519;
 mod full_disk;
 mod hostile_clients;
 mod hostile_receivers;

@@ -28,6 +28,8 @@ struct Run {
     attempts_not_delivered: f64,
     /// The endpoint's adaptive limit, sampled every 100 ms: (seconds, limit).
     limit_samples: Vec<(f64, f64)>,
+    /// Mean create → receipt of the messages received in each 100 ms: (seconds, ms).
+    latency_by_receipt: Vec<(f64, f64)>,
 }
 
 /// Messages of `knee`'s runs (it runs six): enough to settle, few enough to be quick.
@@ -102,6 +104,18 @@ async fn run(
         ])
         .await?;
     let limit_samples = std::mem::take(&mut *samples.lock().expect("samples"));
+    let mut buckets: std::collections::BTreeMap<u64, (f64, u32)> = Default::default();
+    for (at, ms) in received.iter().zip(&latencies) {
+        let b = buckets
+            .entry((at.duration_since(t0).as_secs_f64() * 10.0) as u64)
+            .or_default();
+        b.0 += ms;
+        b.1 += 1;
+    }
+    let latency_by_receipt = buckets
+        .into_iter()
+        .map(|(b, (sum, n))| (b as f64 / 10.0, sum / f64::from(n)))
+        .collect();
     let run = Run {
         settings,
         delivered_per_s: n as f64 / elapsed,
@@ -110,6 +124,7 @@ async fn run(
         receiver_peak: recv.take_busy_peak(),
         attempts_not_delivered: failed.iter().sum(),
         limit_samples,
+        latency_by_receipt,
     };
     let mut numbers = ServerNumbers {
         idle_rss_mb: server.idle_rss_mb,
@@ -289,6 +304,23 @@ pub async fn knee(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
     );
     r.figures
         .push(Figure::new("best fixed maxConcurrency", best, "msg/s"));
+    let chart = ctx.out.join("knee-limit.svg");
+    charts::rate_over_time(
+        &chart,
+        &format!("knee: adaptive limit and latency over time (receiver serves {KNEE} at a time)"),
+        "limit (attempts) / mean create → receipt (ms)",
+        &[
+            Series {
+                name: "limit".into(),
+                points: adaptive.limit_samples.clone(),
+            },
+            Series {
+                name: "mean create → receipt, ms".into(),
+                points: adaptive.latency_by_receipt.clone(),
+            },
+        ],
+    )?;
+    r.charts = vec![file_name(&chart)];
     r.server = Some(numbers);
     r.details = json!({"messages": n, "knee": KNEE, "serve_ms": KNEE_SERVE.as_millis() as u64,
         "adaptive": adaptive, "sweep": sweep, "settled_limit": settled});

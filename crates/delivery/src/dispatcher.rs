@@ -28,7 +28,7 @@
 //! a notification.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -181,6 +181,9 @@ pub struct Dispatcher {
     reserved: AtomicUsize,
     /// Set when draining starts: no more reservations.
     stopping: AtomicBool,
+    /// How late attempt tasks start after being spawned (a moving average, in
+    /// microseconds): this process's own load, which the adaptive limits discount.
+    start_delay_us: AtomicU64,
 }
 
 /// One attempt's hold on its endpoint's slot and on a global permit, given back when
@@ -257,6 +260,7 @@ impl Dispatcher {
             fresh_rx: Mutex::new(Some(fresh_rx)),
             reserved: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            start_delay_us: AtomicU64::new(0),
         })
     }
 
@@ -449,6 +453,16 @@ impl Dispatcher {
         }
     }
 
+    /// Folds how late an attempt task started into the moving average (weight 1/8).
+    fn note_start_delay(&self, delay: Duration) {
+        let sample = delay.as_micros().min(u128::from(u32::MAX)) as u64;
+        let _ = self
+            .start_delay_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |avg| {
+                Some(avg - avg / 8 + sample / 8)
+            });
+    }
+
     /// Feeds a finished attempt to its endpoint's adaptive limit.
     fn learn(&self, ep: &Endpoint, verdict: &Verdict, error_kind: Option<&str>, latency: Duration) {
         let outcome = match verdict {
@@ -483,6 +497,9 @@ impl Dispatcher {
             });
             a.used = now;
             a.limiter.set_max(ceiling);
+            a.limiter.set_local_delay(Duration::from_micros(
+                self.start_delay_us.load(Ordering::Relaxed),
+            ));
             let before = a.limiter.limit();
             a.limiter
                 .record(outcome, latency, in_flight, now.into_std());
@@ -567,9 +584,11 @@ impl Dispatcher {
             dispatcher: self.clone(),
             endpoint_id: d.endpoint.id.clone(),
         };
+        let spawned = tokio::time::Instant::now();
         tasks.spawn(async move {
-            if let Some(t) = start_at {
-                tokio::time::sleep_until(t).await;
+            match start_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => slot.dispatcher.note_start_delay(spawned.elapsed()),
             }
             slot.dispatcher.attempt(d).await;
             drop(slot);

@@ -22,6 +22,12 @@
 //! the first success that started alone stands in for it, so a receiver that queues
 //! below the starting limit is found too.
 //!
+//! The sender's own delay is not the receiver's: a process short of CPU answers its
+//! attempts late whatever the receiver does, and cutting the limit then only queues work
+//! behind it. The caller tells the limiter how late its own tasks start
+//! ([`Limiter::set_local_delay`]); a round is flat while its mean is within the
+//! tolerance plus a few times that delay, and a cut discounts it.
+//!
 //! Timeouts, connection errors and throttled answers halve the limit, once per round of
 //! failures; three in a row drop it to 1, to start over in slow start. Other failures (a
 //! 500, a 4xx) say nothing about capacity and change nothing. A throttled answer's
@@ -35,6 +41,10 @@ use hookline_store::DEFAULT_MAX_CONCURRENCY;
 /// rest is noise, or too little to matter.
 const TOLERANCE: f64 = 1.25;
 const SLACK: Duration = Duration::from_micros(500);
+
+/// How many times the process's own scheduling delay an attempt's latency may carry
+/// (its request is written and its response read by tasks that wait that long).
+const LOCAL_DELAY_FACTOR: u32 = 4;
 
 /// The fewest successes a round averages, so a limit of 1 or 2 is not judged on one.
 const MIN_ROUND: u32 = 8;
@@ -89,6 +99,8 @@ pub struct Limiter {
     /// it again.
     failure_cut_at: Option<Instant>,
     paused_until: Option<Instant>,
+    /// How late the caller's tasks start now (its own load), see [`Limiter::set_local_delay`].
+    local_delay: Duration,
 }
 
 /// The successes that make up the next verdict on the limit.
@@ -128,7 +140,14 @@ impl Limiter {
             failures: 0,
             failure_cut_at: None,
             paused_until: None,
+            local_delay: Duration::ZERO,
         }
+    }
+
+    /// How late the caller's own tasks start at present (a process short of CPU): that
+    /// much of an attempt's latency is the sender's, and says nothing about the receiver.
+    pub fn set_local_delay(&mut self, delay: Duration) {
+        self.local_delay = delay;
     }
 
     /// How many attempts may be in flight now.
@@ -207,7 +226,8 @@ impl Limiter {
             self.best_before = std::mem::replace(&mut self.best, Duration::MAX);
         }
 
-        if mean <= best.mul_f64(TOLERANCE) + SLACK {
+        let local = self.local_delay * LOCAL_DELAY_FACTOR;
+        if mean <= best.mul_f64(TOLERANCE) + SLACK + local {
             let most = if self.slow_start {
                 self.limit
             } else {
@@ -216,7 +236,8 @@ impl Limiter {
             self.limit = self.limit.saturating_add(self.step.min(most)).min(self.max);
             self.step = self.step.saturating_mul(2).min(self.limit);
         } else {
-            let serves = f64::from(self.limit) * best.as_secs_f64() / mean.as_secs_f64();
+            let receiver = mean.saturating_sub(local).max(best);
+            let serves = f64::from(self.limit) * best.as_secs_f64() / receiver.as_secs_f64();
             self.cut(serves as u32, now);
         }
     }
@@ -344,6 +365,31 @@ mod tests {
 
     fn range(limits: &[u32]) -> (u32, u32) {
         (*limits.iter().min().unwrap(), *limits.iter().max().unwrap())
+    }
+
+    /// A sender short of CPU: a 1 ms receiver's attempts take 1 ms plus up to 8 ms of
+    /// the sender's own scheduling, more the more it has in flight. Told its own delay,
+    /// the limiter keeps growing; not told, it takes the sender's delay for the
+    /// receiver's and cuts.
+    #[test]
+    fn the_senders_own_delay_is_not_held_against_the_receiver() {
+        let busy_sender =
+            |in_flight: u32, _: Instant| (MS + MS * in_flight.min(64) / 8, Outcome::Success);
+        let mut told = Sim::new(256);
+        told.limiter.set_local_delay(2 * MS);
+        let limits = told.run(5_000, busy_sender);
+        assert!(
+            *limits.last().unwrap() >= 64,
+            "told of its own delay, the limit should grow past 64: {:?}",
+            &limits[limits.len() - 10..]
+        );
+        let mut blind = Sim::new(256);
+        let limits = blind.run(5_000, busy_sender);
+        assert!(
+            limits.iter().skip(2_500).all(|l| *l < 64),
+            "not told, the limit stays low: {:?}",
+            &limits[limits.len() - 10..]
+        );
     }
 
     #[test]

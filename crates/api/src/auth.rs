@@ -101,6 +101,27 @@ async fn authenticate(state: &AppState, req: &mut Request) -> Result<(), ApiErro
         .ok_or(ApiError::Unauthorized(
             "Authorization header must be 'Bearer <token>'",
         ))?;
+    let Auth {
+        caller,
+        read_only,
+        fingerprint,
+    } = resolve_token(state, token)
+        .await?
+        .ok_or(ApiError::Unauthorized("invalid or expired token"))?;
+    if read_only && !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::Forbidden("this token is read-only"));
+    }
+    req.extensions_mut().insert(Auth {
+        caller,
+        read_only,
+        fingerprint,
+    });
+    Ok(())
+}
+
+/// Who a token belongs to (`None`: nobody, or it expired). The web console checks a
+/// token with it at sign-in, so that the console and the API accept the same tokens.
+pub async fn resolve_token(state: &AppState, token: &str) -> ApiResult<Option<Auth>> {
     let hash = hash_token(token);
     let fingerprint = hex_prefix(&hash);
     let mut found = None;
@@ -119,16 +140,11 @@ async fn authenticate(state: &AppState, req: &mut Request) -> Result<(), ApiErro
                 Some(app) => (Caller::App(app), t.read_only),
             });
     }
-    let (caller, read_only) = found.ok_or(ApiError::Unauthorized("invalid or expired token"))?;
-    if read_only && !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return Err(ApiError::Forbidden("this token is read-only"));
-    }
-    req.extensions_mut().insert(Auth {
+    Ok(found.map(|(caller, read_only)| Auth {
         caller,
         read_only,
         fingerprint,
-    });
-    Ok(())
+    }))
 }
 
 fn hex_prefix(hash: &[u8; 32]) -> String {

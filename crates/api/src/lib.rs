@@ -64,6 +64,46 @@ pub struct Shared {
     pub concurrency_limits: Option<ConcurrencyLimits>,
     /// How new endpoints that name no scheme and bring no secret sign (`--default-signature`).
     pub default_signature: DefaultSignature,
+    /// Which browser origins may call `/api/v1` (`--cors-allowed-origins`).
+    pub cors: Cors,
+}
+
+/// Which web pages' origins may call the API from a browser (CORS).
+///
+/// Any origin is a safe default only because the API takes its credentials from the
+/// `Authorization` header alone: a browser never attaches one by itself, so a page
+/// from another origin can only act with a token it was given. Credentialed CORS
+/// (`Access-Control-Allow-Credentials`) is never answered, so the console's cookie
+/// could not ride along even if the API read cookies (it does not).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Cors {
+    /// `Access-Control-Allow-Origin: *`.
+    #[default]
+    AnyOrigin,
+    /// Only these origins (`scheme://host[:port]`), echoed back when they match.
+    Origins(Vec<String>),
+}
+
+impl Cors {
+    /// The layer answering preflights and adding CORS headers. Every method and request
+    /// header is allowed (the Svix SDKs send their own, such as `svix-req-id` and
+    /// `idempotency-key`), and every response header is readable (`Retry-After`).
+    pub fn layer(&self) -> tower_http::cors::CorsLayer {
+        use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer, ExposeHeaders};
+        let origin = match self {
+            Cors::AnyOrigin => AllowOrigin::any(),
+            Cors::Origins(list) => AllowOrigin::list(
+                list.iter()
+                    .filter_map(|o| axum::http::HeaderValue::from_str(o).ok()),
+            ),
+        };
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_methods(AllowMethods::mirror_request())
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers(ExposeHeaders::any())
+            .max_age(std::time::Duration::from_secs(3600))
+    }
 }
 
 /// The signature of new endpoints that name no scheme and bring no secret.
@@ -371,17 +411,21 @@ async fn not_served_here() -> ApiError {
 pub type ApiService = NormalizePath<Router>;
 
 /// The complete API service: routes, limits, JSON errors for unknown paths and methods,
-/// and trailing slashes accepted everywhere.
+/// CORS for browser clients, and trailing slashes accepted everywhere.
 pub fn router(state: AppState, body_limit: usize) -> ApiService {
     let (router, spec) = routes_and_spec(state.clone());
     let doc = Arc::new(spec.to_json().expect("OpenAPI document serializes"));
+    // CORS wraps the API's routes and its not-found answers, outside authentication so
+    // that preflights (which carry no token) are answered. `/metrics`, added after it,
+    // stays same-origin: a web page should not read an internal server's figures.
     let router = router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(state.cors.layer())
         .route(
             "/metrics",
             axum::routing::get(metrics_text).with_state(state),
         )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(doc))
         .layer(Extension(BodyLimit(body_limit)))
         .layer(DefaultBodyLimit::max(body_limit))

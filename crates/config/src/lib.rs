@@ -283,6 +283,18 @@ pub struct ServeArgs {
         value_name = "SCHEME"
     )]
     pub default_signature: DefaultSignature,
+
+    /// Origins whose pages may call `/api/v1` from a browser (CORS), comma-separated,
+    /// e.g. `https://dashboard.example.com`; default any (`*`). Safe as a default because
+    /// the API authenticates by bearer header only, never by cookie, so no page can ride
+    /// on a signed-in browser.
+    #[arg(
+        long,
+        env = "HOOKLINE_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// The `--default-signature` choices.
@@ -360,6 +372,7 @@ struct FileConfig {
     operational_webhook_url: Option<String>,
     operational_webhook_secret: Option<String>,
     default_signature: Option<DefaultSignature>,
+    cors_allowed_origins: Option<Vec<String>>,
 }
 
 /// Which database to use.
@@ -394,6 +407,8 @@ pub struct Config {
     pub operational_webhook_url: Option<String>,
     pub operational_webhook_secret: Option<String>,
     pub default_signature: DefaultSignature,
+    /// Browser origins allowed to call the API; empty: any.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -428,6 +443,7 @@ impl std::fmt::Debug for Config {
                 &self.operational_webhook_secret.as_ref().map(|_| "***"),
             )
             .field("default_signature", &self.default_signature)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
             .finish()
     }
 }
@@ -685,7 +701,13 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
             });
         }
     }
+    let cors_allowed_origins = cors_origins(pick(
+        explicit("cors_allowed_origins"),
+        args.cors_allowed_origins,
+        file.cors_allowed_origins,
+    ))?;
     Ok(Config {
+        cors_allowed_origins,
         default_signature: pick(
             explicit("default_signature"),
             args.default_signature,
@@ -725,6 +747,43 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         log_format: pick(explicit("log_format"), args.log_format, file.log_format),
         role,
     })
+}
+
+/// Checks `--cors-allowed-origins`: each one an origin as browsers send it
+/// (`scheme://host[:port]`, no path, no trailing slash), or `*` alone for any; `*`
+/// becomes the empty list.
+fn cors_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let origins: Vec<String> = origins
+        .into_iter()
+        .map(|o| o.trim().to_string())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.iter().any(|o| o == "*") {
+        return if origins.len() == 1 {
+            Ok(Vec::new())
+        } else {
+            Err(ConfigError::Invalid {
+                field: "cors_allowed_origins",
+                message: "`*` (any origin) cannot be combined with other origins".into(),
+            })
+        };
+    }
+    for o in &origins {
+        let ok = url::Url::parse(o).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.origin().ascii_serialization() == *o
+        });
+        if !ok {
+            return Err(ConfigError::Invalid {
+                field: "cors_allowed_origins",
+                message: format!(
+                    "{o:?} is not an origin: write scheme://host[:port] with no path or trailing slash, e.g. https://dashboard.example.com"
+                ),
+            });
+        }
+    }
+    Ok(origins)
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -957,5 +1016,35 @@ mod tests {
     fn debug_hides_token() {
         let c = serve(&["--admin-token", "supersecrettoken123"]).unwrap();
         assert!(!format!("{c:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn cors_origins_default_to_any_and_are_checked() {
+        assert!(serve(&[]).unwrap().cors_allowed_origins.is_empty());
+        assert!(serve(&["--cors-allowed-origins", "*"])
+            .unwrap()
+            .cors_allowed_origins
+            .is_empty());
+        let c = serve(&[
+            "--cors-allowed-origins",
+            "https://dash.example.com,http://127.0.0.1:3000",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.cors_allowed_origins,
+            ["https://dash.example.com", "http://127.0.0.1:3000"]
+        );
+        for bad in [
+            "https://dash.example.com/",
+            "https://dash.example.com/app",
+            "dash.example.com",
+            "ftp://x.example",
+            "*,https://a.example",
+        ] {
+            let e = serve(&["--cors-allowed-origins", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cors_allowed_origins"), "{bad}: {e}");
+        }
     }
 }

@@ -17,6 +17,7 @@ use hookline_delivery::{Client, Dispatcher, DispatcherConfig, Guard};
 use hookline_store::sqlite::SqliteStore;
 use hookline_store::{ApiToken, Store};
 use tokio::net::TcpListener;
+use tower::Layer;
 
 pub mod cli;
 pub mod copy;
@@ -162,6 +163,11 @@ pub async fn run(
             hookline_config::DefaultSignature::Standard => hookline_api::DefaultSignature::Standard,
             hookline_config::DefaultSignature::Ed25519 => hookline_api::DefaultSignature::Ed25519,
         },
+        cors: if config.cors_allowed_origins.is_empty() {
+            hookline_api::Cors::AnyOrigin
+        } else {
+            hookline_api::Cors::Origins(config.cors_allowed_origins.clone())
+        },
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // An API-only process never runs its dispatcher: nothing is handed to it, and the
@@ -171,7 +177,12 @@ pub async fn run(
         .delivers()
         .then(|| tokio::spawn(dispatcher.run(stop_rx.clone())));
     let service = if config.role.serves_api() {
-        hookline_api::router(state, config.body_limit_bytes)
+        let api = hookline_api::router(state.clone(), config.body_limit_bytes);
+        // The console's pages first, everything else to the API; the console calls
+        // the same API service in-process for its data.
+        let console = hookline_console::Console::new(api.clone(), state);
+        let site = hookline_console::router(console).fallback_service(api);
+        tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(site)
     } else {
         hookline_api::worker_router(state)
     };

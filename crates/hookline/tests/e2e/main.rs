@@ -4,6 +4,7 @@
 mod auth_scope;
 mod bad_input;
 mod cli;
+mod console;
 mod copy;
 mod crash;
 mod delivery_limits;

@@ -1,0 +1,1385 @@
+//! The console's pages: sign-in, applications, an application, a message, an endpoint.
+//!
+//! Each handler reads through the API (newest first, one page at a time, by the API's
+//! iterators: no page counts a table) and renders with maud. Each form that changes
+//! something posts to a handler that checks the session's CSRF token, calls the API,
+//! and either redirects back (post/redirect/get, with a fixed notice) or renders the
+//! same page again with the API's validation messages next to the fields they name.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use maud::{html, Markup, DOCTYPE};
+use serde_json::{json, Value};
+
+use crate::session::{self, Session};
+use crate::{json, over_https, redirect, seg, Console, Failure};
+
+pub fn router() -> Router<Console> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/apps", get(apps).post(create_app))
+        .route("/apps/{app}", get(app_page))
+        .route("/apps/{app}/delete", post(delete_app))
+        .route("/apps/{app}/endpoints", post(create_endpoint))
+        .route("/apps/{app}/messages", post(create_message))
+        .route("/apps/{app}/msgs/{msg}", get(message_page))
+        .route("/apps/{app}/msgs/{msg}/resend/{ep}", post(resend))
+        .route("/apps/{app}/endpoints/{ep}", get(endpoint_page))
+        .route("/apps/{app}/endpoints/{ep}/{action}", post(endpoint_action))
+        .route("/console/assets/{file}", get(asset))
+}
+
+// ---------------------------------------------------------------------------------
+// Assets
+
+const CSS: &str = include_str!("../assets/console.css");
+const JS: &str = include_str!("../assets/console.js");
+const FAVICON: &str = include_str!("../assets/favicon.svg");
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "console.css" => (CSS, "text/css; charset=utf-8"),
+        "console.js" => (JS, "text/javascript; charset=utf-8"),
+        "favicon.svg" => (FAVICON, "image/svg+xml"),
+        _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------
+// Sessions, forms and errors
+
+/// A submitted `application/x-www-form-urlencoded` form.
+struct Form(HashMap<String, String>);
+
+impl Form {
+    fn parse(body: &[u8]) -> Self {
+        Form(
+            serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> &str {
+        self.0.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// A form shown again after the API refused it: what was typed, and why not.
+#[derive(Default)]
+struct Refused {
+    /// Which form on the page (`endpoint`, `message`, ...).
+    form: &'static str,
+    values: HashMap<String, String>,
+    errors: Vec<(String, String)>,
+}
+
+impl Refused {
+    fn new(form: &'static str, values: &Form, failure: Failure) -> Self {
+        let errors = match failure {
+            Failure::Invalid(list) => list,
+            other => vec![(String::new(), other.message())],
+        };
+        Refused {
+            form,
+            values: values.0.clone(),
+            errors,
+        }
+    }
+
+    fn value<'a>(&'a self, form: &str, name: &str, default: &'a str) -> &'a str {
+        if self.form == form {
+            self.values.get(name).map(String::as_str).unwrap_or("")
+        } else {
+            default
+        }
+    }
+
+    /// Errors of this form that name no field shown on it.
+    fn general(&self, form: &str, fields: &[&str]) -> Vec<&str> {
+        if self.form != form {
+            return Vec::new();
+        }
+        self.errors
+            .iter()
+            .filter(|(f, _)| !fields.iter().any(|name| field_matches(f, name)))
+            .map(|(_, m)| m.as_str())
+            .collect()
+    }
+
+    fn field(&self, form: &str, name: &str) -> Option<String> {
+        if self.form != form {
+            return None;
+        }
+        let msgs: Vec<&str> = self
+            .errors
+            .iter()
+            .filter(|(f, _)| field_matches(f, name))
+            .map(|(_, m)| m.as_str())
+            .collect();
+        (!msgs.is_empty()).then(|| msgs.join("; "))
+    }
+}
+
+/// Whether an API error's field (`filterTypes.0`) belongs to a form field (`filterTypes`).
+fn field_matches(api_field: &str, name: &str) -> bool {
+    api_field == name
+        || api_field
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+impl Console {
+    fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        self.sessions.get(&session::cookie_value(headers)?)
+    }
+
+    /// The session of a form post, if the post is allowed: signed in, sent by a page of
+    /// this origin, with this session's CSRF token.
+    #[allow(clippy::result_large_err)]
+    fn post_session(&self, headers: &HeaderMap, form: &Form) -> Result<Session, Response> {
+        if cross_site(headers) {
+            return Err(forbidden());
+        }
+        let s = self.session(headers).ok_or_else(|| redirect("/"))?;
+        if !s.csrf_matches(form.0.get("csrf").map(String::as_str)) {
+            return Err(forbidden());
+        }
+        Ok(s)
+    }
+
+    /// The page for a failed API call.
+    fn failed(&self, headers: &HeaderMap, s: &Session, f: Failure) -> Response {
+        match f {
+            Failure::SignedOut => {
+                self.sessions.remove(&s.id);
+                let mut resp = redirect("/?expired=1");
+                if let Ok(v) = session::clear_cookie(over_https(headers)).parse() {
+                    resp.headers_mut().insert(header::SET_COOKIE, v);
+                }
+                resp
+            }
+            Failure::NotFound(detail) => page(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                Some(s),
+                html! {
+                    h1 { "Not found" }
+                    p.error role="alert" { (detail) }
+                    p { a href="/apps" { "Back to applications" } }
+                },
+            ),
+            other => {
+                let status = match &other {
+                    Failure::Other(status, _) => *status,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                page(
+                    status,
+                    "Error",
+                    Some(s),
+                    html! {
+                        h1 { "Something went wrong" }
+                        p.error role="alert" { (other.message()) }
+                        p { a href="/apps" { "Back to applications" } }
+                    },
+                )
+            }
+        }
+    }
+}
+
+/// A post another site made the browser send (browsers say so in `Sec-Fetch-Site`;
+/// the CSRF token and `SameSite=Strict` refuse it anyway, this says why early).
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site")
+}
+
+fn forbidden() -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        "Form expired",
+        None,
+        html! {
+            h1 { "This form cannot be accepted" }
+            p.error role="alert" {
+                "It was not sent from a page of this console session (the page may be from before you signed in again). Reload the page and try again."
+            }
+            p { a href="/" { "Go to the console" } }
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// Layout
+
+fn page(status: StatusCode, title: &str, s: Option<&Session>, body: Markup) -> Response {
+    (status, Html(layout(title, s, body).into_string())).into_response()
+}
+
+fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · hookline" }
+                link rel="icon" href="/console/assets/favicon.svg" type="image/svg+xml";
+                link rel="stylesheet" href="/console/assets/console.css";
+                script src="/console/assets/console.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href=(if s.is_some() { "/apps" } else { "/" }) { "hookline" }
+                    @if let Some(s) = s {
+                        nav aria-label="Main" {
+                            a href="/apps" { "Applications" }
+                        }
+                        form.signout method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main #main { (body) }
+            }
+        }
+    }
+}
+
+/// Fixed notices after a redirect, chosen by key: a URL can pick one, never write one.
+fn notice(q: &HashMap<String, String>) -> Markup {
+    let text = match q.get("done").map(String::as_str) {
+        Some("app-created") => "Application created.",
+        Some("app-deleted") => "Application deleted.",
+        Some("endpoint-created") => "Endpoint created.",
+        Some("message-created") => "Message created.",
+        Some("rotated") => "Secret rotated. The previous secret keeps signing for 24 hours.",
+        Some("enabled") => "Endpoint enabled.",
+        Some("disabled") => "Endpoint disabled.",
+        Some("resent") => "Message resent.",
+        Some("example-sent") => "Example sent.",
+        _ => return html! {},
+    };
+    html! { p.notice role="status" { (text) } }
+}
+
+fn text_field(
+    label: &str,
+    name: &str,
+    value: &str,
+    error: Option<String>,
+    extra: Markup,
+    required: bool,
+) -> Markup {
+    let id = format!("f-{name}");
+    let err_id = format!("{id}-error");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            input type="text" id=(id) name=(name) value=(value) required[required]
+                aria-invalid=[error.as_ref().map(|_| "true")]
+                aria-describedby=[error.as_ref().map(|_| err_id.as_str())];
+            (extra)
+            @if let Some(e) = &error {
+                p.field-error id=(err_id) { (e) }
+            }
+        }
+    }
+}
+
+fn textarea_field(label: &str, name: &str, value: &str, error: Option<String>) -> Markup {
+    let id = format!("f-{name}");
+    let err_id = format!("{id}-error");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            textarea id=(id) name=(name) rows="6" spellcheck="false"
+                aria-invalid=[error.as_ref().map(|_| "true")]
+                aria-describedby=[error.as_ref().map(|_| err_id.as_str())] { (value) }
+            @if let Some(e) = &error {
+                p.field-error id=(err_id) { (e) }
+            }
+        }
+    }
+}
+
+fn general_errors(errors: Vec<&str>) -> Markup {
+    html! {
+        @for e in errors {
+            p.error role="alert" { (e) }
+        }
+    }
+}
+
+fn csrf(s: &Session) -> Markup {
+    html! { input type="hidden" name="csrf" value=(s.csrf); }
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn list_text(v: &Value, key: &str) -> String {
+    match v.get(key).and_then(Value::as_array) {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "all".into(),
+    }
+}
+
+/// Comma-separated form input as a JSON list (`None` when empty: "all").
+fn comma_list(s: &str) -> Option<Vec<String>> {
+    let list: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    (!list.is_empty()).then_some(list)
+}
+
+/// A payload typed into a form, kept byte for byte (it is what will be signed and
+/// delivered), or the reason it is not JSON, for the field.
+fn raw_payload(s: &str) -> Result<Box<serde_json::value::RawValue>, Failure> {
+    serde_json::value::RawValue::from_string(s.trim().to_string())
+        .map_err(|e| Failure::Invalid(vec![("payload".into(), format!("is not valid JSON: {e}"))]))
+}
+
+fn timestamp(v: &Value, key: &str) -> Markup {
+    let t = text(v, key);
+    html! { time datetime=(t) { (t.replace('T', " ").split('.').next().unwrap_or(t).trim_end_matches('Z')) } }
+}
+
+// ---------------------------------------------------------------------------------
+// Sign-in
+
+async fn home(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if c.session(&headers).is_some() {
+        return redirect("/apps");
+    }
+    let note = q
+        .contains_key("expired")
+        .then_some("Your session ended; sign in again.");
+    login_page(StatusCode::OK, None, note)
+}
+
+fn login_page(status: StatusCode, error: Option<&str>, note: Option<&str>) -> Response {
+    page(
+        status,
+        "Sign in",
+        None,
+        html! {
+            h1 { "Sign in to hookline" }
+            @if let Some(n) = note { p.notice role="status" { (n) } }
+            form.card method="post" action="/login" {
+                div.field {
+                    label for="token" { "Admin token" }
+                    input #token type="password" name="token" autocomplete="current-password" required
+                        aria-invalid=[error.map(|_| "true")]
+                        aria-describedby=[error.map(|_| "token-error")];
+                    @if let Some(e) = error {
+                        p.field-error #token-error role="alert" { (e) }
+                    }
+                }
+                button type="submit" { "Sign in" }
+            }
+            p.hint {
+                "The admin token was printed when hookline first started, or set with "
+                code { "--admin-token" } ". It is kept on the server for this session only."
+            }
+        },
+    )
+}
+
+async fn login(State(c): State<Console>, headers: HeaderMap, body: Bytes) -> Response {
+    if cross_site(&headers) {
+        return forbidden();
+    }
+    let form = Form::parse(&body);
+    let token = form.get("token").trim();
+    if token.is_empty() {
+        return login_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("enter a token"),
+            None,
+        );
+    }
+    let auth = match hookline_api::auth::resolve_token(&c.state, token).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = ?e, "console sign-in could not check a token");
+            return login_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("the token could not be checked now; try again"),
+                None,
+            );
+        }
+    };
+    match auth {
+        None => login_page(
+            StatusCode::UNAUTHORIZED,
+            Some("invalid or expired token"),
+            None,
+        ),
+        Some(a) if a.caller != hookline_api::auth::Caller::Admin => login_page(
+            StatusCode::FORBIDDEN,
+            Some("this token is scoped to one application; the console needs an admin token"),
+            None,
+        ),
+        Some(_) => {
+            let s = c.sessions.create(token.to_string());
+            let mut resp = redirect("/apps");
+            if let Ok(v) = session::set_cookie(&s.id, over_https(&headers)).parse() {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            resp
+        }
+    }
+}
+
+async fn logout(State(c): State<Console>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = Form::parse(&body);
+    let s = match c.post_session(&headers, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    c.sessions.remove(&s.id);
+    let mut resp = redirect("/");
+    if let Ok(v) = session::clear_cookie(over_https(&headers)).parse() {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+// ---------------------------------------------------------------------------------
+// Applications
+
+/// Applications whose name contains the search are looked for among this many (one
+/// API page); an exact id or uid is found wherever it is.
+const SEARCH_SCAN: u32 = 250;
+
+async fn apps(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(s) = c.session(&headers) else {
+        return redirect("/");
+    };
+    apps_view(&c, &headers, &s, &q, Refused::default()).await
+}
+
+async fn apps_view(
+    c: &Console,
+    headers: &HeaderMap,
+    s: &Session,
+    q: &HashMap<String, String>,
+    refused: Refused,
+) -> Response {
+    let search = q.get("q").map(|t| t.trim()).unwrap_or("");
+    let iterator = q.get("iterator").map(String::as_str).unwrap_or("");
+    let (rows, next): (Vec<Value>, Option<String>) = if search.is_empty() {
+        let mut path = "app?limit=50".to_string();
+        if !iterator.is_empty() {
+            path.push_str(&format!("&iterator={}", seg(iterator)));
+        }
+        match c.api(&s.token, Method::GET, &path, None).await {
+            Ok(page) => (
+                page["data"].as_array().cloned().unwrap_or_default(),
+                (!page["done"].as_bool().unwrap_or(true))
+                    .then(|| text(&page, "iterator").to_string()),
+            ),
+            Err(f) => return c.failed(headers, s, f),
+        }
+    } else {
+        let mut found = Vec::new();
+        match c
+            .api(&s.token, Method::GET, &format!("app/{}", seg(search)), None)
+            .await
+        {
+            Ok(app) => found.push(app),
+            Err(Failure::NotFound(_)) => {}
+            Err(f) => return c.failed(headers, s, f),
+        }
+        let needle = search.to_lowercase();
+        match c
+            .api(
+                &s.token,
+                Method::GET,
+                &format!("app?limit={SEARCH_SCAN}"),
+                None,
+            )
+            .await
+        {
+            Ok(page) => {
+                for app in page["data"].as_array().into_iter().flatten() {
+                    let matches = text(app, "name").to_lowercase().contains(&needle);
+                    if matches && !found.iter().any(|f| f["id"] == app["id"]) {
+                        found.push(app.clone());
+                    }
+                }
+            }
+            Err(f) => return c.failed(headers, s, f),
+        }
+        (found, None)
+    };
+    let status = if refused.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    page(
+        status,
+        "Applications",
+        Some(s),
+        html! {
+            h1 { "Applications" }
+            (notice(q))
+            form.search method="get" action="/apps" role="search" {
+                label for="q" { "Search by name, id or uid" }
+                input #q type="search" name="q" value=(search);
+                button type="submit" { "Search" }
+                @if !search.is_empty() { " " a href="/apps" { "Clear" } }
+            }
+            @if !search.is_empty() {
+                p.hint { "Exact id or uid, or a name among the first " (SEARCH_SCAN) " applications." }
+            }
+            @if rows.is_empty() {
+                p.empty { @if search.is_empty() { "No applications yet." } @else { "No application matches." } }
+            } @else {
+                table {
+                    caption.visually-hidden { "Applications" }
+                    thead { tr { th scope="col" { "Name" } th scope="col" { "uid" } th scope="col" { "id" } th scope="col" { "Created" } } }
+                    tbody {
+                        @for app in &rows {
+                            tr {
+                                td { a href=(format!("/apps/{}", seg(text(app, "id")))) { (text(app, "name")) } }
+                                td { (text(app, "uid")) }
+                                td { code { (text(app, "id")) } }
+                                td { (timestamp(app, "createdAt")) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(next) = &next {
+                p.pager { a href=(format!("/apps?iterator={}", seg(next))) { "Next page" } }
+            }
+            section.card aria-labelledby="new-app" {
+                h2 #new-app { "New application" }
+                form method="post" action="/apps" {
+                    (csrf(s))
+                    (general_errors(refused.general("app", &["name", "uid"])))
+                    (text_field("Name", "name", refused.value("app", "name", ""), refused.field("app", "name"), html!{}, true))
+                    (text_field("uid (optional)", "uid", refused.value("app", "uid", ""), refused.field("app", "uid"), html!{}, false))
+                    button type="submit" { "Create application" }
+                }
+            }
+        },
+    )
+}
+
+async fn create_app(State(c): State<Console>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = Form::parse(&body);
+    let s = match c.post_session(&headers, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut input = json!({ "name": form.get("name").trim() });
+    if !form.get("uid").trim().is_empty() {
+        input["uid"] = json!(form.get("uid").trim());
+    }
+    match c
+        .api(&s.token, Method::POST, "app", Some(input.to_string()))
+        .await
+    {
+        Ok(app) => redirect(&format!("/apps/{}?done=app-created", seg(text(&app, "id")))),
+        Err(Failure::SignedOut) => c.failed(&headers, &s, Failure::SignedOut),
+        Err(f) => {
+            let refused = Refused::new("app", &form, f);
+            apps_view(&c, &headers, &s, &HashMap::new(), refused).await
+        }
+    }
+}
+
+async fn delete_app(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> Response {
+    let form = Form::parse(&body);
+    let s = match c.post_session(&headers, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match c
+        .api(
+            &s.token,
+            Method::DELETE,
+            &format!("app/{}", seg(&app)),
+            None,
+        )
+        .await
+    {
+        Ok(_) => redirect("/apps?done=app-deleted"),
+        Err(f) => c.failed(&headers, &s, f),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// An application
+
+async fn app_page(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(s) = c.session(&headers) else {
+        return redirect("/");
+    };
+    app_view(&c, &headers, &s, &app, &q, Refused::default()).await
+}
+
+/// Messages per page of an application's log.
+const MESSAGES_PER_PAGE: u32 = 20;
+
+async fn app_view(
+    c: &Console,
+    headers: &HeaderMap,
+    s: &Session,
+    app_id: &str,
+    q: &HashMap<String, String>,
+    refused: Refused,
+) -> Response {
+    let app = match c
+        .api(&s.token, Method::GET, &format!("app/{}", seg(app_id)), None)
+        .await
+    {
+        Ok(a) => a,
+        Err(f) => return c.failed(headers, s, f),
+    };
+    let id = text(&app, "id").to_string();
+    let base = format!("app/{}", seg(&id));
+    let endpoints = match c
+        .api(
+            &s.token,
+            Method::GET,
+            &format!("{base}/endpoint?limit=50"),
+            None,
+        )
+        .await
+    {
+        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
+        Err(f) => return c.failed(headers, s, f),
+    };
+    // Health at a glance: each endpoint's deliveries by state and its newest attempt.
+    let mut health = Vec::with_capacity(endpoints.len());
+    for ep in &endpoints {
+        let ep_path = format!("{base}/endpoint/{}", seg(text(ep, "id")));
+        let stats = c
+            .api(&s.token, Method::GET, &format!("{ep_path}/stats"), None)
+            .await
+            .unwrap_or(Value::Null);
+        let last = c
+            .api(
+                &s.token,
+                Method::GET,
+                &format!("{base}/attempt/endpoint/{}?limit=1", seg(text(ep, "id"))),
+                None,
+            )
+            .await
+            .ok()
+            .and_then(|p| p["data"].get(0).cloned());
+        health.push((stats, last));
+    }
+    let iterator = q.get("iterator").map(String::as_str).unwrap_or("");
+    let mut msg_path = format!("{base}/msg?limit={MESSAGES_PER_PAGE}&with_content=false");
+    if !iterator.is_empty() {
+        msg_path.push_str(&format!("&iterator={}", seg(iterator)));
+    }
+    let messages = match c.api(&s.token, Method::GET, &msg_path, None).await {
+        Ok(p) => p,
+        Err(f) => return c.failed(headers, s, f),
+    };
+    let app_url = format!("/apps/{}", seg(&id));
+    let status = if refused.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    page(
+        status,
+        text(&app, "name"),
+        Some(s),
+        html! {
+            p.crumbs { a href="/apps" { "Applications" } " / " }
+            h1 { (text(&app, "name")) }
+            p.ids { "id " code { (id) } @if !text(&app, "uid").is_empty() { " · uid " code { (text(&app, "uid")) } } }
+            (notice(q))
+            section aria-labelledby="endpoints" {
+                h2 #endpoints { "Endpoints" }
+                @if endpoints.is_empty() {
+                    p.empty { "No endpoints yet." }
+                } @else {
+                    table {
+                        thead { tr {
+                            th scope="col" { "URL" } th scope="col" { "State" }
+                            th scope="col" { "Newest attempt" }
+                            th scope="col" { "Delivered" } th scope="col" { "Pending" } th scope="col" { "Failed" }
+                        } }
+                        tbody {
+                            @for (ep, (stats, last)) in endpoints.iter().zip(&health) {
+                                tr {
+                                    td {
+                                        a href=(format!("{app_url}/endpoints/{}", seg(text(ep, "id")))) { (text(ep, "url")) }
+                                        @if !text(ep, "description").is_empty() { br; span.hint { (text(ep, "description")) } }
+                                    }
+                                    td { (ep_state(ep)) }
+                                    td {
+                                        @match last {
+                                            Some(a) => { (attempt_badge(a)) " " (timestamp(a, "timestamp")) }
+                                            None => { span.hint { "none yet" } }
+                                        }
+                                    }
+                                    td { (stats["success"]) }
+                                    td { (stats["pending"].as_u64().unwrap_or(0) + stats["sending"].as_u64().unwrap_or(0)) }
+                                    td { (stats["fail"]) }
+                                }
+                            }
+                        }
+                    }
+                }
+                details.card open[refused.form == "endpoint"] {
+                    summary { "Add an endpoint" }
+                    form method="post" action=(format!("{app_url}/endpoints")) {
+                        (csrf(s))
+                        (general_errors(refused.general("endpoint", &["url", "description", "filterTypes", "channels"])))
+                        (text_field("URL", "url", refused.value("endpoint", "url", ""), refused.field("endpoint", "url"), html!{}, true))
+                        (text_field("Description", "description", refused.value("endpoint", "description", ""), refused.field("endpoint", "description"), html!{}, false))
+                        (text_field("Event types (comma-separated; empty: all)", "filterTypes", refused.value("endpoint", "filterTypes", ""), refused.field("endpoint", "filterTypes"), html!{}, false))
+                        (text_field("Channels (comma-separated; empty: all)", "channels", refused.value("endpoint", "channels", ""), refused.field("endpoint", "channels"), html!{}, false))
+                        button type="submit" { "Create endpoint" }
+                    }
+                }
+            }
+            section aria-labelledby="messages" {
+                h2 #messages { "Messages" }
+                (message_table(&app_url, &messages))
+                p.pager {
+                    @if !iterator.is_empty() { a href=(app_url) { "Newest" } " " }
+                    @if !messages["done"].as_bool().unwrap_or(true) {
+                        a href=(format!("{app_url}?iterator={}", seg(text(&messages, "iterator")))) { "Older messages" }
+                    }
+                }
+                details.card open[refused.form == "message"] {
+                    summary { "Create a message" }
+                    form method="post" action=(format!("{app_url}/messages")) {
+                        (csrf(s))
+                        (general_errors(refused.general("message", &["eventType", "payload"])))
+                        (text_field("Event type", "eventType", refused.value("message", "eventType", ""), refused.field("message", "eventType"), html!{}, true))
+                        (textarea_field("Payload (JSON object)", "payload", refused.value("message", "payload", "{}"), refused.field("message", "payload")))
+                        button type="submit" { "Create message" }
+                    }
+                }
+            }
+            details.card.danger {
+                summary { "Delete this application" }
+                p { "Deletes the application with its endpoints, messages and attempts. This cannot be undone." }
+                form method="post" action=(format!("{app_url}/delete")) {
+                    (csrf(s))
+                    button.danger type="submit" { "Delete " (text(&app, "name")) }
+                }
+            }
+        },
+    )
+}
+
+fn ep_state(ep: &Value) -> Markup {
+    if ep["disabled"].as_bool().unwrap_or(false) {
+        html! { span.badge.off { "Disabled" } }
+    } else {
+        html! { span.badge.on { "Enabled" } }
+    }
+}
+
+fn attempt_badge(a: &Value) -> Markup {
+    let code = a["responseStatusCode"].as_u64().unwrap_or(0);
+    let ok = a["status"].as_u64() == Some(0);
+    let label = if code == 0 {
+        text(a, "errorKind").to_string()
+    } else {
+        code.to_string()
+    };
+    html! {
+        @if ok { span.badge.on { (label) } } @else { span.badge.off { (label) } }
+    }
+}
+
+fn message_table(app_url: &str, page: &Value) -> Markup {
+    let rows = page["data"].as_array().cloned().unwrap_or_default();
+    html! {
+        @if rows.is_empty() {
+            p.empty { "No messages." }
+        } @else {
+            table {
+                thead { tr { th scope="col" { "Message" } th scope="col" { "Event type" } th scope="col" { "eventId" } th scope="col" { "Created" } } }
+                tbody {
+                    @for m in &rows {
+                        tr {
+                            td { a href=(format!("{app_url}/msgs/{}", seg(text(m, "id")))) { code { (text(m, "id")) } } }
+                            td { (text(m, "eventType")) }
+                            td { (text(m, "eventId")) }
+                            td { (timestamp(m, "timestamp")) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn create_endpoint(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> Response {
+    let form = Form::parse(&body);
+    let s = match c.post_session(&headers, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut input = json!({ "url": form.get("url").trim() });
+    if !form.get("description").trim().is_empty() {
+        input["description"] = json!(form.get("description").trim());
+    }
+    if let Some(types) = comma_list(form.get("filterTypes")) {
+        input["filterTypes"] = json!(types);
+    }
+    if let Some(channels) = comma_list(form.get("channels")) {
+        input["channels"] = json!(channels);
+    }
+    let path = format!("app/{}/endpoint", seg(&app));
+    match c
+        .api(&s.token, Method::POST, &path, Some(input.to_string()))
+        .await
+    {
+        Ok(ep) => redirect(&format!(
+            "/apps/{}/endpoints/{}?done=endpoint-created",
+            seg(&app),
+            seg(text(&ep, "id"))
+        )),
+        Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
+        Err(f) => {
+            let refused = Refused::new("endpoint", &form, f);
+            app_view(&c, &headers, &s, &app, &HashMap::new(), refused).await
+        }
+    }
+}
+
+/// A message or example typed into a form; the payload goes to the API byte for byte.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewMessage<'a> {
+    event_type: &'a str,
+    payload: &'a serde_json::value::RawValue,
+}
+
+async fn create_message(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> Response {
+    let form = Form::parse(&body);
+    let s = match c.post_session(&headers, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = match raw_payload(form.get("payload")) {
+        Ok(payload) => {
+            let input = NewMessage {
+                event_type: form.get("eventType").trim(),
+                payload: &payload,
+            };
+            let body = serde_json::to_string(&input).unwrap_or_default();
+            c.api(
+                &s.token,
+                Method::POST,
+                &format!("app/{}/msg", seg(&app)),
+                Some(body),
+            )
+            .await
+        }
+        Err(f) => Err(f),
+    };
+    match result {
+        Ok(msg) => redirect(&format!(
+            "/apps/{}/msgs/{}?done=message-created",
+            seg(&app),
+            seg(text(&msg, "id"))
+        )),
+        Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
+        Err(f) => {
+            let refused = Refused::new("message", &form, f);
+            app_view(&c, &headers, &s, &app, &HashMap::new(), refused).await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// A message
+
+async fn message_page(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path((app, msg)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(s) = c.session(&headers) else {
+        return redirect("/");
+    };
+    let app_v = match c
+        .api(&s.token, Method::GET, &format!("app/{}", seg(&app)), None)
+        .await
+    {
+        Ok(a) => a,
+        Err(f) => return c.failed(&headers, &s, f),
+    };
+    let app_id = text(&app_v, "id").to_string();
+    let base = format!("app/{}", seg(&app_id));
+    let raw = match c
+        .api_bytes(
+            &s.token,
+            Method::GET,
+            &format!("{base}/msg/{}", seg(&msg)),
+            None,
+        )
+        .await
+    {
+        Ok(m) => m,
+        Err(f) => return c.failed(&headers, &s, f),
+    };
+    let m: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    // The payload as the API sent it: a parsed `Value` would sort its keys.
+    #[derive(serde::Deserialize)]
+    struct RawMessage {
+        payload: Box<serde_json::value::RawValue>,
+    }
+    let payload = serde_json::from_slice::<RawMessage>(&raw)
+        .map(|r| json::pretty(r.payload.get()))
+        .unwrap_or_default();
+    let msg_id = text(&m, "id").to_string();
+    let deliveries = match c
+        .api(
+            &s.token,
+            Method::GET,
+            &format!("{base}/msg/{}/endpoint?limit=250", seg(&msg_id)),
+            None,
+        )
+        .await
+    {
+        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
+        Err(f) => return c.failed(&headers, &s, f),
+    };
+    let attempts = match c
+        .api(
+            &s.token,
+            Method::GET,
+            &format!("{base}/attempt/msg/{}?limit=100", seg(&msg_id)),
+            None,
+        )
+        .await
+    {
+        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
+        Err(f) => return c.failed(&headers, &s, f),
+    };
+    let app_url = format!("/apps/{}", seg(&app_id));
+    let msg_url = format!("{app_url}/msgs/{}", seg(&msg_id));
+    page(
+        StatusCode::OK,
+        &format!("Message {msg_id}"),
+        Some(&s),
+        html! {
+            p.crumbs { a href="/apps" { "Applications" } " / " a href=(app_url) { (text(&app_v, "name")) } " / " }
+            h1 { "Message " code { (msg_id) } }
+            (notice(&q))
+            dl.props {
+                dt { "Event type" } dd { (text(&m, "eventType")) }
+                dt { "eventId" } dd { (text(&m, "eventId")) }
+                dt { "Channels" } dd { (list_text(&m, "channels")) }
+                dt { "Created" } dd { (timestamp(&m, "timestamp")) }
+            }
+            section aria-labelledby="payload" {
+                h2 #payload { "Payload" }
+                pre.payload tabindex="0" aria-labelledby="payload" { code { (payload) } }
+            }
+            section aria-labelledby="deliveries" {
+                h2 #deliveries { "Deliveries" }
+                @if deliveries.is_empty() {
+                    p.empty { "No endpoint matched this message." }
+                } @else {
+                    table {
+                        thead { tr { th scope="col" { "Endpoint" } th scope="col" { "State" } th scope="col" { "Attempts" } th scope="col" { "Next attempt" } th scope="col" { "Action" } } }
+                        tbody {
+                            @for d in &deliveries {
+                                tr {
+                                    td { a href=(format!("{app_url}/endpoints/{}", seg(text(d, "id")))) { (text(d, "url")) } }
+                                    td { span.badge.(delivery_class(text(d, "statusText"))) { (text(d, "statusText")) } }
+                                    td { (d["attempts"]) }
+                                    td { @if d["nextAttempt"].is_string() { (timestamp(d, "nextAttempt")) } @else { "—" } }
+                                    td {
+                                        form method="post" action=(format!("{msg_url}/resend/{}", seg(text(d, "id")))) {
+                                            (csrf(&s))
+                                            button type="submit" aria-label=(format!("Resend to {}", text(d, "url"))) { "Resend" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="attempts" {
+                h2 #attempts { "Attempts" }
+                (attempt_table(&app_url, &attempts))
+            }
+        },
+    )
+}
+
+fn delivery_class(status: &str) -> &'static str {
+    match status {
+        "success" => "on",
+        "fail" => "off",
+        _ => "wait",
+    }
+}
+
+fn attempt_table(app_url: &str, attempts: &[Value]) -> Markup {
+    html! {
+        @if attempts.is_empty() {
+            p.empty { "No attempts yet." }
+        } @else {
+            table.attempts {
+                thead { tr {
+                    th scope="col" { "Time" } th scope="col" { "Endpoint" } th scope="col" { "Status" }
+                    th scope="col" { "Duration" } th scope="col" { "Trigger" } th scope="col" { "Response" }
+                } }
+                tbody {
+                    @for a in attempts {
+                        tr {
+                            td { (timestamp(a, "timestamp")) }
+                            td { a href=(format!("{app_url}/endpoints/{}", seg(text(a, "endpointId")))) { (text(a, "url")) } }
+                            td.status { (attempt_badge(a)) }
+                            td { (a["responseDurationMs"]) " ms" }
+                            td { @if a["triggerType"].as_u64() == Some(1) { "manual" } @else { "scheduled" } }
+                            td { code.excerpt { (excerpt(text(a, "response"))) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The start of a response body, for a table cell (the API keeps up to 4 KiB).
+fn excerpt(s: &str) -> String {
+    const MAX: usize = 200;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+async fn resend(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path((app, msg, ep)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let form = Form::parse(&body);
+    let s = match c.post_session(&headers, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let path = format!(
+        "app/{}/msg/{}/endpoint/{}/resend",
+        seg(&app),
+        seg(&msg),
+        seg(&ep)
+    );
+    match c.api(&s.token, Method::POST, &path, None).await {
+        Ok(_) => redirect(&format!(
+            "/apps/{}/msgs/{}?done=resent",
+            seg(&app),
+            seg(&msg)
+        )),
+        Err(f) => c.failed(&headers, &s, f),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// An endpoint
+
+async fn endpoint_page(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path((app, ep)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(s) = c.session(&headers) else {
+        return redirect("/");
+    };
+    endpoint_view(&c, &headers, &s, &app, &ep, &q, Refused::default()).await
+}
+
+async fn endpoint_view(
+    c: &Console,
+    headers: &HeaderMap,
+    s: &Session,
+    app: &str,
+    ep: &str,
+    q: &HashMap<String, String>,
+    refused: Refused,
+) -> Response {
+    let app_v = match c
+        .api(&s.token, Method::GET, &format!("app/{}", seg(app)), None)
+        .await
+    {
+        Ok(a) => a,
+        Err(f) => return c.failed(headers, s, f),
+    };
+    let app_id = text(&app_v, "id").to_string();
+    let base = format!("app/{}", seg(&app_id));
+    let e = match c
+        .api(
+            &s.token,
+            Method::GET,
+            &format!("{base}/endpoint/{}", seg(ep)),
+            None,
+        )
+        .await
+    {
+        Ok(e) => e,
+        Err(f) => return c.failed(headers, s, f),
+    };
+    let ep_id = text(&e, "id").to_string();
+    let attempts = match c
+        .api(
+            &s.token,
+            Method::GET,
+            &format!("{base}/attempt/endpoint/{}?limit=20", seg(&ep_id)),
+            None,
+        )
+        .await
+    {
+        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
+        Err(f) => return c.failed(headers, s, f),
+    };
+    let app_url = format!("/apps/{}", seg(&app_id));
+    let ep_url = format!("{app_url}/endpoints/{}", seg(&ep_id));
+    let disabled = e["disabled"].as_bool().unwrap_or(false);
+    let retry = match &e["retryPolicy"] {
+        Value::Null => "the application's (or the default)".to_string(),
+        p => p.to_string(),
+    };
+    let status = if refused.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    page(
+        status,
+        &format!("Endpoint {}", text(&e, "url")),
+        Some(s),
+        html! {
+            p.crumbs { a href="/apps" { "Applications" } " / " a href=(app_url) { (text(&app_v, "name")) } " / " }
+            h1 { "Endpoint " span.url { (text(&e, "url")) } }
+            p.ids { "id " code { (ep_id) } " · " (ep_state(&e)) }
+            (notice(q))
+            section aria-labelledby="settings" {
+                h2 #settings { "Settings" }
+                dl.props {
+                    dt { "URL" } dd { (text(&e, "url")) }
+                    dt { "Description" } dd { (text(&e, "description")) }
+                    dt { "uid" } dd { (text(&e, "uid")) }
+                    dt { "Event types" } dd { (list_text(&e, "filterTypes")) }
+                    dt { "Channels" } dd { (list_text(&e, "channels")) }
+                    dt { "Throttle" } dd { @if let Some(r) = e["throttleRate"].as_u64() { (r) " / s" } @else { "none" } }
+                    dt { "Timeout" } dd { (e["timeoutMs"]) " ms" }
+                    dt { "Max concurrency" } dd { @if let Some(m) = e["maxConcurrency"].as_u64() { (m) } @else { "adaptive" } }
+                    dt { "Retry policy" } dd { code { (retry) } }
+                    dt { "Signature" } dd { (e["signature"]["scheme"].as_str().unwrap_or("standard")) }
+                }
+            }
+            section aria-labelledby="secret" {
+                h2 #secret { "Signing secret" }
+                p { code #secret-value hidden { } }
+                div.actions {
+                    form method="post" action=(format!("{ep_url}/secret")) data-reveal="secret-value" {
+                        (csrf(s))
+                        button type="submit" { "Reveal secret" }
+                    }
+                    form method="post" action=(format!("{ep_url}/rotate")) {
+                        (csrf(s))
+                        button type="submit" { "Rotate secret" }
+                    }
+                    @if disabled {
+                        form method="post" action=(format!("{ep_url}/enable")) {
+                            (csrf(s))
+                            button type="submit" { "Enable endpoint" }
+                        }
+                    } @else {
+                        form method="post" action=(format!("{ep_url}/disable")) {
+                            (csrf(s))
+                            button type="submit" { "Disable endpoint" }
+                        }
+                    }
+                }
+            }
+            section.card aria-labelledby="example" {
+                h2 #example { "Send an example" }
+                p.hint { "Sent to this endpoint only, whatever its event type filter." }
+                form method="post" action=(format!("{ep_url}/send-example")) {
+                    (csrf(s))
+                    (general_errors(refused.general("example", &["eventType", "payload"])))
+                    (text_field("Event type", "eventType", refused.value("example", "eventType", "console.example"), refused.field("example", "eventType"), html!{}, true))
+                    (textarea_field("Payload (JSON object)", "payload", refused.value("example", "payload", "{\"example\": true}"), refused.field("example", "payload")))
+                    button type="submit" { "Send example" }
+                }
+            }
+            section aria-labelledby="recent" {
+                h2 #recent { "Recent attempts" }
+                (attempt_table(&app_url, &attempts))
+            }
+        },
+    )
+}
+
+async fn endpoint_action(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path((app, ep, action)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let form = Form::parse(&body);
+    let s = match c.post_session(&headers, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let api_path = format!("app/{}/endpoint/{}", seg(&app), seg(&ep));
+    let page_url = format!("/apps/{}/endpoints/{}", seg(&app), seg(&ep));
+    let back = |done: &str| redirect(&format!("{page_url}?done={done}"));
+    match action.as_str() {
+        "secret" => {
+            // Read by the page's script when the operator asks; never part of a page.
+            match c
+                .api(&s.token, Method::GET, &format!("{api_path}/secret"), None)
+                .await
+            {
+                Ok(v) => (
+                    [(header::CACHE_CONTROL, "no-store")],
+                    axum::Json(json!({ "key": text(&v, "key") })),
+                )
+                    .into_response(),
+                Err(f) => (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(json!({ "detail": f.message() })),
+                )
+                    .into_response(),
+            }
+        }
+        "rotate" => match c
+            .api(
+                &s.token,
+                Method::POST,
+                &format!("{api_path}/secret/rotate"),
+                Some("{}".into()),
+            )
+            .await
+        {
+            Ok(_) => back("rotated"),
+            Err(f) => c.failed(&headers, &s, f),
+        },
+        "enable" | "disable" => {
+            let body = json!({ "disabled": action == "disable" }).to_string();
+            match c.api(&s.token, Method::PATCH, &api_path, Some(body)).await {
+                Ok(_) => back(if action == "disable" {
+                    "disabled"
+                } else {
+                    "enabled"
+                }),
+                Err(f) => c.failed(&headers, &s, f),
+            }
+        }
+        "send-example" => {
+            let result = match raw_payload(form.get("payload")) {
+                Ok(payload) => {
+                    let body = serde_json::to_string(&NewMessage {
+                        event_type: form.get("eventType").trim(),
+                        payload: &payload,
+                    })
+                    .unwrap_or_default();
+                    c.api(
+                        &s.token,
+                        Method::POST,
+                        &format!("{api_path}/send-example"),
+                        Some(body),
+                    )
+                    .await
+                }
+                Err(f) => Err(f),
+            };
+            match result {
+                Ok(msg) => redirect(&format!(
+                    "/apps/{}/msgs/{}?done=example-sent",
+                    seg(&app),
+                    seg(text(&msg, "id"))
+                )),
+                Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
+                Err(f) => {
+                    let refused = Refused::new("example", &form, f);
+                    endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
+                }
+            }
+        }
+        _ => c.failed(
+            &headers,
+            &s,
+            Failure::NotFound("no such endpoint action".into()),
+        ),
+    }
+}

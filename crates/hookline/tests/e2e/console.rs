@@ -1,0 +1,562 @@
+//! The operator console at `/` and CORS for browser clients of the API.
+//!
+//! `operator_flow_in_chromium` drives the real console in Debian's headless Chromium
+//! (through `playwright-core`, installed here into `target/browser-tests` when missing,
+//! at pinned versions; `scripts/test` installs Chromium itself) with
+//! `tests/browser/console.mjs`, and asserts on the JSON report that script prints.
+//! The other tests check the console's and CORS's rules over plain HTTP.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::process::Command;
+
+use crate::receiver::Receiver;
+use crate::support::{require_tool, Server, ADMIN_TOKEN};
+
+/// The npm packages the browser test uses, pinned.
+const PLAYWRIGHT_CORE: &str = "1.65.2";
+const AXE_CORE: &str = "4.14.1";
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+}
+
+fn installed_version(modules: &Path, package: &str) -> Option<String> {
+    let text = std::fs::read_to_string(modules.join(package).join("package.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["version"].as_str().map(str::to_string)
+}
+
+/// `target/browser-tests/node_modules` with the pinned packages, installed when missing.
+async fn browser_modules(npm: &Path) -> PathBuf {
+    let prefix = target_dir().join("browser-tests");
+    let modules = prefix.join("node_modules");
+    let wanted = [("playwright-core", PLAYWRIGHT_CORE), ("axe-core", AXE_CORE)];
+    if wanted
+        .iter()
+        .all(|(p, v)| installed_version(&modules, p).as_deref() == Some(*v))
+    {
+        return modules;
+    }
+    std::fs::create_dir_all(&prefix).expect("create target/browser-tests");
+    let status = Command::new(npm)
+        .arg("install")
+        .arg("--prefix")
+        .arg(&prefix)
+        .args(["--no-audit", "--no-fund", "--loglevel=error"])
+        .args(wanted.iter().map(|(p, v)| format!("{p}@{v}")))
+        .status()
+        .await
+        .expect("run npm");
+    assert!(
+        status.success(),
+        "npm install of the browser test's packages failed"
+    );
+    modules
+}
+
+/// Status codes the script provokes on purpose; any other error response, failed
+/// request or console error is a bug.
+fn expected_error(url: &str, status: u64) -> bool {
+    matches!(
+        (status, url),
+        (401, u) if u.ends_with("/login") || u.ends_with("/api/v1/app")
+    ) || (status == 422 && url.ends_with("/endpoints"))
+        || (status == 404 && url.ends_with("/apps/app_doesnotexist"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_flow_in_chromium() {
+    let test = "console::operator_flow_in_chromium";
+    let (Some(node), Some(npm), Some(_)) = (
+        require_tool("node", test),
+        require_tool("npm", test),
+        require_tool("chromium", test),
+    ) else {
+        return;
+    };
+    let modules = browser_modules(&npm).await;
+    let server = Server::start_with(&["--allow-target", "127.0.0.0/8"]).await;
+    let receiver = Receiver::start().await;
+    let shots = target_dir().join("browser-screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot folder");
+    for old in std::fs::read_dir(&shots)
+        .expect("list screenshots")
+        .flatten()
+    {
+        let _ = std::fs::remove_file(old.path());
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/console.mjs");
+    let started = std::time::Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(&node)
+            .arg(&script)
+            .env("HOOKLINE_URL", &server.base)
+            .env("HOOKLINE_TOKEN", ADMIN_TOKEN)
+            .env("RECEIVER_URL", receiver.url("/console-hook"))
+            .env("BROWSER_MODULES", &modules)
+            .env("OUT_DIR", &shots)
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser script ends within 120 s")
+    .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "browser script failed: {stdout}");
+    let r: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("browser script printed no JSON report ({e}): {stdout}"));
+    eprintln!("browser script ran in {:?}", started.elapsed());
+    assert!(
+        r.get("error").is_none(),
+        "the browser script stopped: {r:#}"
+    );
+    let s = &r["steps"];
+
+    // A wrong token: an error and no data.
+    assert_eq!(
+        s["wrongToken"]["error"], "invalid or expired token",
+        "{r:#}"
+    );
+    assert_eq!(s["wrongToken"]["tables"], 0);
+    assert_eq!(s["wrongToken"]["signOut"], 0);
+
+    // Signed in with a cookie that scripts cannot read and other sites cannot send,
+    // which is not the token.
+    assert!(s["signIn"]["url"].as_str().unwrap().ends_with("/apps"));
+    assert_eq!(
+        s["signIn"]["cookie"],
+        json!({"httpOnly": true, "sameSite": "Strict", "secure": false})
+    );
+    assert_eq!(s["signIn"]["tokenInCookie"], false);
+
+    assert_eq!(s["createApp"]["heading"], "Acme Support");
+    // The API's own validation message, next to the field.
+    assert!(
+        s["badEndpoint"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("must be an absolute http(s) URL"),
+        "{r:#}"
+    );
+    assert_eq!(s["createEndpoint"]["notice"], "Endpoint created.");
+    assert_eq!(s["example"]["attemptStatus"], "200", "{r:#}");
+    assert_eq!(s["example"]["delivery"], "success");
+    assert_eq!(s["resend"]["notice"], "Message resent.");
+
+    // Reveal, rotate, reveal: a new secret, shown only when asked.
+    let sec = &s["secret"];
+    assert_eq!(sec["firstPrefix"], "whsec_");
+    assert_eq!(sec["changed"], true, "{r:#}");
+    assert!(sec["notice"]
+        .as_str()
+        .unwrap()
+        .starts_with("Secret rotated"));
+    assert_eq!(s["disable"]["badge"], "Disabled");
+
+    // The console showed what the API holds.
+    let api = server.client();
+    let app_id = s["createApp"]["url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (status, eps) = api.get(&format!("/api/v1/app/{app_id}/endpoint")).await;
+    assert_eq!(status, 200);
+    let ep = &eps["data"][0];
+    assert_eq!(ep["url"], receiver.url("/console-hook"));
+    assert_eq!(ep["disabled"], true);
+    let (_, secret) = api
+        .get(&format!(
+            "/api/v1/app/{app_id}/endpoint/{}/secret",
+            ep["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(secret["key"], sec["second"]);
+    assert_ne!(secret["key"], sec["first"]);
+    // The example and its resend both arrived, signed.
+    let got = receiver.requests_to("/console-hook");
+    assert!(got.len() >= 2, "the receiver got {} requests", got.len());
+    assert!(got.iter().all(|g| g.header("webhook-signature").is_some()));
+
+    // A payload with a script is text: no dialog, no extra script or image element,
+    // and its keys in the order they were sent.
+    let xss = &s["xss"];
+    assert!(xss["payload"]
+        .as_str()
+        .unwrap()
+        .contains("\"z\": \"<script>alert(1)</script>\""));
+    assert_eq!(xss["scripts"], 1, "only console.js: {r:#}");
+    assert_eq!(xss["images"], 0);
+    assert_eq!(xss["keyOrderKept"], true);
+    assert_eq!(r["dialogs"], json!([]));
+
+    // The console's cookie is no credential for the API.
+    assert_eq!(s["cookieOnly"]["status"], 401);
+    assert_eq!(s["missingApp"]["status"], 404);
+    assert_eq!(s["search"]["rows"], 1);
+    assert_eq!(s["keyboard"]["first"], "Skip to content");
+    assert!(s["signOut"]["url"].as_str().unwrap().ends_with('/'));
+    assert_eq!(s["signOut"]["tokenField"], 1);
+
+    // Another loopback origin lists applications with a bearer token (preflighted).
+    let cors = &s["cors"];
+    assert_eq!(cors["status"], 200, "{r:#}");
+    assert_ne!(cors["origin"].as_str().unwrap(), server.base);
+    assert_eq!(cors["names"], json!(["Acme Support"]));
+
+    // Nothing failed that the script did not provoke.
+    assert_eq!(r["pageErrors"], json!([]), "{r:#}");
+    // Chromium fetches the favicon after a page loads and cancels it when the script
+    // has already moved on: that abort is the browser's, not a failure.
+    let failed: Vec<&Value> = r["failedRequests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            !(f["error"] == "net::ERR_ABORTED"
+                && f["url"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("/console/assets/favicon.svg"))
+        })
+        .collect();
+    assert!(failed.is_empty(), "failed requests: {failed:#?}");
+    for e in r["errorResponses"].as_array().unwrap() {
+        let url = e["url"].as_str().unwrap();
+        assert!(
+            expected_error(url, e["status"].as_u64().unwrap()),
+            "unexpected error response {e}"
+        );
+    }
+    for e in r["consoleErrors"].as_array().unwrap() {
+        let text = e["text"].as_str().unwrap();
+        let url = e["url"].as_str().unwrap_or("");
+        let provoked = text.starts_with("Failed to load resource")
+            && r["errorResponses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["url"] == url && text.contains(&x["status"].to_string()));
+        assert!(provoked, "console error: {e}");
+    }
+
+    // Accessibility: no serious or critical axe-core violation on any main page.
+    let axe = r["axe"].as_object().unwrap();
+    for page in [
+        "login",
+        "applications",
+        "application",
+        "endpoint",
+        "message",
+    ] {
+        let found = axe
+            .get(page)
+            .unwrap_or_else(|| panic!("axe did not run on {page}"));
+        let bad: Vec<&Value> = found
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+            .collect();
+        assert!(bad.is_empty(), "axe on {page}: {bad:#?}");
+    }
+
+    // A screenshot of each main page, not blank.
+    let shots_taken = r["screenshots"].as_array().unwrap();
+    for name in [
+        "console-login",
+        "console-applications",
+        "console-application",
+        "console-endpoint",
+        "console-message",
+    ] {
+        let shot = shots_taken
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no screenshot {name}"));
+        let path = shot["path"].as_str().unwrap();
+        assert!(
+            std::fs::metadata(path)
+                .map(|m| m.len() > 1000)
+                .unwrap_or(false),
+            "{path}"
+        );
+        assert!(
+            shot["colors"].as_u64().unwrap() > 20,
+            "{name} looks blank: {shot}"
+        );
+        assert!(
+            shot["notBackground"].as_f64().unwrap() > 0.05,
+            "{name} looks blank: {shot}"
+        );
+    }
+}
+
+/// An HTTP client that shows redirects instead of following them, with no cookie jar.
+fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn cookie_of(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("hookline_console="))
+        .map(str::to_string)
+}
+
+/// Signs in and returns the `Cookie` header value and the CSRF token of the apps page.
+async fn sign_in(server: &Server, http: &reqwest::Client) -> (String, String) {
+    let resp = http
+        .post(server.url("/login"))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let set = cookie_of(&resp).expect("a session cookie");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = http
+        .get(server.url("/apps"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field")
+        .to_string();
+    (cookie, csrf)
+}
+
+#[tokio::test]
+async fn forms_need_the_sessions_csrf_token_and_tokens_are_checked() {
+    let server = Server::start().await;
+    let http = plain_client();
+
+    // No session: pages send to the sign-in form.
+    let resp = http.get(server.url("/apps")).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/");
+    let resp = http.get(server.url("/")).send().await.unwrap();
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+
+    // A wrong token, and an app-portal token, get no session.
+    let resp = http
+        .post(server.url("/login"))
+        .form(&[("token", "sk_wrong_token_0123456789")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(cookie_of(&resp).is_none());
+    let api = server.client();
+    let (_, app) = api.post("/api/v1/app", json!({"name": "Portal"})).await;
+    let (_, portal) = api
+        .post(
+            &format!(
+                "/api/v1/auth/app-portal-access/{}",
+                app["id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
+        .await;
+    let resp = http
+        .post(server.url("/login"))
+        .form(&[("token", portal["token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(cookie_of(&resp).is_none());
+    assert!(resp.text().await.unwrap().contains("needs an admin token"));
+
+    // Over https (a proxy says so), the cookie is Secure.
+    let resp = http
+        .post(server.url("/login"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let set = cookie_of(&resp).unwrap();
+    assert!(
+        set.contains("; Secure") && set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+
+    let (cookie, csrf) = sign_in(&server, &http).await;
+    let count = |v: Value| v["data"].as_array().unwrap().len();
+    let (_, before) = api.get("/api/v1/app").await;
+
+    // Without the CSRF field, with another one, or posted cross-site: refused, nothing made.
+    for (form, cross) in [
+        (vec![("name", "Sneaky")], false),
+        (vec![("name", "Sneaky"), ("csrf", "not-the-token")], false),
+        (vec![("name", "Sneaky"), ("csrf", csrf.as_str())], true),
+    ] {
+        let mut req = http
+            .post(server.url("/apps"))
+            .header("cookie", &cookie)
+            .form(&form);
+        if cross {
+            req = req.header("sec-fetch-site", "cross-site");
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{form:?} cross-site {cross}");
+    }
+    let (_, after) = api.get("/api/v1/app").await;
+    assert_eq!(count(before.clone()), count(after));
+
+    // With it: created, and the API's validation shows next to the field.
+    let resp = http
+        .post(server.url("/apps"))
+        .header("cookie", &cookie)
+        .form(&[("name", "Made here"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let resp = http
+        .post(server.url("/apps"))
+        .header("cookie", &cookie)
+        .form(&[("name", ""), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("id=\"f-name-error\""), "{page}");
+    let (_, after) = api.get("/api/v1/app").await;
+    assert_eq!(count(after), count(before) + 1);
+
+    // An application that does not exist is a 404 page; a page with ids that are not
+    // plain segments cannot reach another API path.
+    for path in [
+        "/apps/app_missing",
+        "/apps/..%2F..%2Fapp",
+        "/apps/x%3Flimit=1",
+    ] {
+        let resp = http
+            .get(server.url(path))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+    }
+
+    // Signing out ends the session on the server, not just in the browser.
+    let resp = http
+        .post(server.url("/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let resp = http
+        .get(server.url("/apps"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+}
+
+async fn preflight(http: &reqwest::Client, url: &str, origin: &str) -> reqwest::Response {
+    http.request(reqwest::Method::OPTIONS, url)
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,idempotency-key",
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cors_answers_any_origin_by_default_and_only_the_listed_ones_when_set() {
+    let http = plain_client();
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+
+    let server = Server::start().await;
+    let resp = preflight(&http, &server.url("/api/v1/app"), "http://127.0.0.1:1").await;
+    assert!(resp.status().is_success());
+    assert_eq!(
+        header(&resp, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert_eq!(
+        header(&resp, "access-control-allow-headers").as_deref(),
+        Some("authorization,content-type,idempotency-key")
+    );
+    // Never credentialed: no cookie could ride along.
+    assert!(header(&resp, "access-control-allow-credentials").is_none());
+    // Answered on actual requests too, errors included, but not by /metrics or the console.
+    let resp = http
+        .get(server.url("/api/v1/app"))
+        .header("origin", "http://127.0.0.1:1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        header(&resp, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    for path in ["/metrics", "/"] {
+        let resp = http
+            .get(server.url(path))
+            .header("origin", "http://127.0.0.1:1")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            header(&resp, "access-control-allow-origin").is_none(),
+            "{path}"
+        );
+    }
+
+    let listed = "http://127.0.0.1:4321";
+    let server = Server::start_with_env(&[], &[("HOOKLINE_CORS_ALLOWED_ORIGINS", listed)]).await;
+    let resp = preflight(&http, &server.url("/api/v1/app"), listed).await;
+    assert_eq!(
+        header(&resp, "access-control-allow-origin").as_deref(),
+        Some(listed)
+    );
+    let resp = preflight(&http, &server.url("/api/v1/app"), "http://127.0.0.1:9999").await;
+    assert!(header(&resp, "access-control-allow-origin").is_none());
+}

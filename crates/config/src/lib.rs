@@ -47,6 +47,11 @@ pub enum Command {
     /// it was. The hookline serving the SQLite file must be stopped first.
     #[command(after_help = COPY_AFTER_HELP)]
     Copy(CopyArgs),
+    /// Copy the embedded SQLite database into a new file, consistently, while the server
+    /// keeps running (SQLite's online backup): the copy holds everything committed before
+    /// the backup began. For PostgreSQL, use pg_dump.
+    #[command(after_help = BACKUP_AFTER_HELP)]
+    Backup(BackupArgs),
     /// Receive webhooks on 127.0.0.1, print each one and check its signature.
     Listen(ListenArgs),
     /// Create, list, show and delete applications.
@@ -73,6 +78,24 @@ with --database-url set to the target.
 
 Example:
   hookline copy --from sqlite://./hookline-data --to postgres://hookline@db:5432/hookline";
+
+const BACKUP_AFTER_HELP: &str = "To restore: stop hookline, copy the backup into the data \
+dir as hookline.sqlite (remove any hookline.sqlite-wal and -shm left there), start hookline.
+
+Example:
+  hookline backup --data-dir ./hookline-data --to /backups/hookline-$(date +%F).sqlite";
+
+/// Flags of `hookline backup`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// Which database: as for `serve` (`--data-dir`, `--database-url`, `--config`).
+    #[command(flatten)]
+    pub database: MigrateArgs,
+
+    /// The file to write the copy to; it must not exist yet.
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+}
 
 /// Flags of `hookline copy`.
 #[derive(Debug, Clone, Args)]
@@ -283,6 +306,17 @@ pub struct ServeArgs {
         value_name = "SCHEME"
     )]
     pub default_signature: DefaultSignature,
+
+    /// How long messages are kept, with their deliveries and attempts, after they were
+    /// created (never while a delivery is still to be made): a number and a unit, `s`,
+    /// `m`, `h` or `d` (`90d`, `12h`, `30s`).
+    #[arg(
+        long,
+        env = "HOOKLINE_RETENTION",
+        default_value = "90d",
+        value_name = "DURATION"
+    )]
+    pub retention: String,
 }
 
 /// The `--default-signature` choices.
@@ -360,6 +394,7 @@ struct FileConfig {
     operational_webhook_url: Option<String>,
     operational_webhook_secret: Option<String>,
     default_signature: Option<DefaultSignature>,
+    retention: Option<String>,
 }
 
 /// Which database to use.
@@ -394,6 +429,8 @@ pub struct Config {
     pub operational_webhook_url: Option<String>,
     pub operational_webhook_secret: Option<String>,
     pub default_signature: DefaultSignature,
+    /// `--retention`: how long a message is kept after its creation.
+    pub retention: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -428,6 +465,7 @@ impl std::fmt::Debug for Config {
                 &self.operational_webhook_secret.as_ref().map(|_| "***"),
             )
             .field("default_signature", &self.default_signature)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -685,7 +723,9 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
             });
         }
     }
+    let retention = parse_retention(&pick(explicit("retention"), args.retention, file.retention))?;
     Ok(Config {
+        retention,
         default_signature: pick(
             explicit("default_signature"),
             args.default_signature,
@@ -725,6 +765,25 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         log_format: pick(explicit("log_format"), args.log_format, file.log_format),
         role,
     })
+}
+
+/// The longest `--retention` (100 years): beyond it, times overflow.
+const MAX_RETENTION: std::time::Duration = std::time::Duration::from_secs(36_500 * 86400);
+
+/// `--retention`: a duration as [`parse_duration`] reads it (`90d`, `12h`, `30s`), from
+/// 1 s to 100 years; the error names the setting and the accepted forms.
+fn parse_retention(text: &str) -> Result<std::time::Duration, ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid {
+        field: "retention",
+        message: format!("{why}; give a whole number and a unit, e.g. 90d, 12h, 15m, 30s"),
+    };
+    match parse_duration(text).map_err(invalid)? {
+        d if d < std::time::Duration::from_secs(1) => {
+            Err(invalid(format!("`{text}` is shorter than 1s")))
+        }
+        d if d > MAX_RETENTION => Err(invalid(format!("`{text}` is longer than 36500d"))),
+        d => Ok(d),
+    }
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -896,6 +955,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rsa") && err.contains("ed25519"), "{err}");
+    }
+
+    #[test]
+    fn retention_is_90_days_unless_set_in_human_units() {
+        let day = 86400;
+        assert_eq!(serve(&[]).unwrap().retention.as_secs(), 90 * day);
+        for (text, secs) in [
+            ("30s", 30),
+            ("15m", 900),
+            ("12h", 12 * 3600),
+            ("7d", 7 * day),
+        ] {
+            let c = serve(&["--retention", text]).unwrap();
+            assert_eq!(c.retention.as_secs(), secs, "{text}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(&path, "retention = \"2d\"\n").unwrap();
+        let p = path.to_str().unwrap();
+        assert_eq!(
+            serve(&["--config", p]).unwrap().retention.as_secs(),
+            2 * day
+        );
+        let c = serve(&["--config", p, "--retention", "1h"]).unwrap();
+        assert_eq!(c.retention.as_secs(), 3600);
+        for (bad, why) in [
+            ("90", "needs a unit"),
+            ("d", "whole number"),
+            ("90 days", "not a unit"),
+            ("1w", "not a unit"),
+            ("-5s", "whole number"),
+            ("0s", "shorter than 1s"),
+            ("500ms", "shorter than 1s"),
+            ("36501d", "longer than 36500d"),
+            ("99999999999999999999999d", "whole number"),
+        ] {
+            let flag = format!("--retention={bad}");
+            let err = serve(&[flag.as_str()]).unwrap_err().to_string();
+            assert!(
+                err.starts_with("retention: ") && err.contains(why) && err.contains("90d, 12h"),
+                "{bad}: {err}"
+            );
+        }
+        std::fs::write(&path, "retention = \"soon\"\n").unwrap();
+        let err = serve(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().starts_with("retention: "), "{err}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod operations;
 mod postgres;
 mod receiver;
 mod restart;
+mod retention;
 mod seed_cabaprop;
 mod seed_cablenetai;
 mod seed_instantmessage;

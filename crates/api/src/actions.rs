@@ -36,6 +36,11 @@ async fn resend(
         .get_endpoint(&app.id, &ep_id)
         .await?
         .ok_or(ApiError::NotFound("endpoint not found"))?;
+    if msg.payload_expired(hookline_store::now()) {
+        return Err(ApiError::Conflict(
+            "the message's payload has expired (payloadRetentionPeriod or payloadRetentionHours): there is nothing left to send".into(),
+        ));
+    }
     state
         .store
         .resend(&app.id, &msg.id, &ep.id, hookline_store::now())
@@ -229,6 +234,7 @@ async fn send_example(
         tags: None,
         created_at: hookline_store::now(),
         deliver_at: None,
+        payload_expires_at: None,
     };
     let msg = state.store.create_message_for_endpoint(msg, &ep.id).await?;
     Ok((

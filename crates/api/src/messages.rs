@@ -34,11 +34,34 @@ pub struct MessageIn {
     pub application: Option<ApplicationIn>,
     /// Deliver no earlier than this time (at most 30 days ahead; a past time means now).
     pub deliver_at: Option<DateTime<Utc>>,
-    /// Accepted for Svix compatibility; hookline keeps payloads until the message is deleted.
+    /// Days to keep the payload (1 to 36500); afterwards the message reads
+    /// `{"expired": true}` and its payload is deleted once no delivery of it is still
+    /// owed. Without it (or `payloadRetentionHours`), the payload is kept as long as the
+    /// message (the server's `--retention`). Not with `payloadRetentionHours`.
+    #[schema(minimum = 1, maximum = 36500)]
     pub payload_retention_period: Option<i64>,
-    /// Accepted for Svix compatibility; hookline keeps payloads until the message is deleted.
+    /// Hours to keep the payload (1 to 876000), as `payloadRetentionPeriod` but finer.
+    /// Not with `payloadRetentionPeriod`.
+    #[schema(minimum = 1, maximum = 876000)]
     pub payload_retention_hours: Option<i64>,
 }
+
+/// The most days a payload retention may ask for (100 years).
+const MAX_PAYLOAD_RETENTION_DAYS: i64 = 36_500;
+
+impl MessageIn {
+    /// How long the payload is kept, from `payloadRetentionPeriod` or `…Hours`.
+    fn payload_retention(&self) -> Option<chrono::Duration> {
+        match (self.payload_retention_period, self.payload_retention_hours) {
+            (Some(days), _) => Some(chrono::Duration::days(days)),
+            (None, Some(hours)) => Some(chrono::Duration::hours(hours)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// What a message reads as once its payload retention has ended, as Svix shows it.
+const EXPIRED_PAYLOAD: &str = r#"{"expired":true}"#;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -56,7 +79,9 @@ pub struct MessageOut {
 
 impl MessageOut {
     pub(crate) fn new(m: Message, with_content: bool) -> Self {
-        let payload = if with_content {
+        let payload = if with_content && m.payload_expired(hookline_store::now()) {
+            RawValue::from_string(EXPIRED_PAYLOAD.into())
+        } else if with_content {
             RawValue::from_string(m.payload.to_string())
         } else {
             RawValue::from_string("{}".into())
@@ -103,6 +128,24 @@ fn check_in(m: &MessageIn) -> ApiResult<()> {
         if at > hookline_store::now() + chrono::Duration::days(30) {
             e.add("deliverAt", "must be at most 30 days in the future");
         }
+    }
+    match (m.payload_retention_period, m.payload_retention_hours) {
+        (Some(_), Some(_)) => e.add(
+            "payloadRetentionHours",
+            "cannot be given with payloadRetentionPeriod; give one of them",
+        ),
+        (Some(days), None) if !(1..=MAX_PAYLOAD_RETENTION_DAYS).contains(&days) => e.add(
+            "payloadRetentionPeriod",
+            format!("must be between 1 and {MAX_PAYLOAD_RETENTION_DAYS} days"),
+        ),
+        (None, Some(hours)) if !(1..=MAX_PAYLOAD_RETENTION_DAYS * 24).contains(&hours) => e.add(
+            "payloadRetentionHours",
+            format!(
+                "must be between 1 and {} hours",
+                MAX_PAYLOAD_RETENTION_DAYS * 24
+            ),
+        ),
+        _ => {}
     }
     if let Some(tags) = &m.tags {
         if tags.len() > 5 {
@@ -202,6 +245,7 @@ async fn create(
     JsonBody(input): JsonBody<MessageIn>,
 ) -> ApiResult<(StatusCode, Json<MessageOut>)> {
     check_in(&input)?;
+    let payload_retention = input.payload_retention();
     let app = match (visible_app(&state, &auth, &app_id).await, input.application) {
         (Ok(app), _) => app,
         (Err(ApiError::NotFound(_)), Some(mut new_app)) if auth.require_admin().is_ok() => {
@@ -229,6 +273,8 @@ async fn create(
         (Err(e), _) => return Err(e),
     };
     check_payload(&state, &app, &input.event_type, &input.payload).await?;
+    let created_at = hookline_store::now();
+    let payload_expires_at = payload_retention.map(|keep| created_at + keep);
     let msg = Message {
         id: new_id("msg"),
         app_id: app.id,
@@ -237,8 +283,9 @@ async fn create(
         payload: input.payload.get().into(),
         channels: input.channels,
         tags: input.tags,
-        created_at: hookline_store::now(),
+        created_at,
         deliver_at: input.deliver_at,
+        payload_expires_at,
     };
     // The store tells the dispatcher about the new deliveries itself (its intake).
     let msg = state.store.create_message(msg).await?;

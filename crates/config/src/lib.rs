@@ -47,6 +47,11 @@ pub enum Command {
     /// it was. The hookline serving the SQLite file must be stopped first.
     #[command(after_help = COPY_AFTER_HELP)]
     Copy(CopyArgs),
+    /// Copy the embedded SQLite database into a new file, consistently, while the server
+    /// keeps running (SQLite's online backup): the copy holds everything committed before
+    /// the backup began. For PostgreSQL, use pg_dump.
+    #[command(after_help = BACKUP_AFTER_HELP)]
+    Backup(BackupArgs),
     /// Receive webhooks on 127.0.0.1, print each one and check its signature.
     Listen(ListenArgs),
     /// Create, list, show and delete applications.
@@ -73,6 +78,24 @@ with --database-url set to the target.
 
 Example:
   hookline copy --from sqlite://./hookline-data --to postgres://hookline@db:5432/hookline";
+
+const BACKUP_AFTER_HELP: &str = "To restore: stop hookline, copy the backup into the data \
+dir as hookline.sqlite (remove any hookline.sqlite-wal and -shm left there), start hookline.
+
+Example:
+  hookline backup --data-dir ./hookline-data --to /backups/hookline-$(date +%F).sqlite";
+
+/// Flags of `hookline backup`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// Which database: as for `serve` (`--data-dir`, `--database-url`, `--config`).
+    #[command(flatten)]
+    pub database: MigrateArgs,
+
+    /// The file to write the copy to; it must not exist yet.
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+}
 
 /// Flags of `hookline copy`.
 #[derive(Debug, Clone, Args)]
@@ -295,6 +318,16 @@ pub struct ServeArgs {
         value_name = "ORIGIN"
     )]
     pub cors_allowed_origins: Vec<String>,
+    /// How long messages are kept, with their deliveries and attempts, after they were
+    /// created (never while a delivery is still to be made): a number and a unit, `s`,
+    /// `m`, `h` or `d` (`90d`, `12h`, `30s`).
+    #[arg(
+        long,
+        env = "HOOKLINE_RETENTION",
+        default_value = "90d",
+        value_name = "DURATION"
+    )]
+    pub retention: String,
 }
 
 /// The `--default-signature` choices.
@@ -373,6 +406,7 @@ struct FileConfig {
     operational_webhook_secret: Option<String>,
     default_signature: Option<DefaultSignature>,
     cors_allowed_origins: Option<Vec<String>>,
+    retention: Option<String>,
 }
 
 /// Which database to use.
@@ -409,6 +443,8 @@ pub struct Config {
     pub default_signature: DefaultSignature,
     /// Browser origins allowed to call the API; empty: any.
     pub cors_allowed_origins: Vec<String>,
+    /// `--retention`: how long a message is kept after its creation.
+    pub retention: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -444,6 +480,7 @@ impl std::fmt::Debug for Config {
             )
             .field("default_signature", &self.default_signature)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -706,8 +743,10 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         args.cors_allowed_origins,
         file.cors_allowed_origins,
     ))?;
+    let retention = parse_retention(&pick(explicit("retention"), args.retention, file.retention))?;
     Ok(Config {
         cors_allowed_origins,
+        retention,
         default_signature: pick(
             explicit("default_signature"),
             args.default_signature,
@@ -784,6 +823,25 @@ fn cors_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(origins)
+}
+
+/// The longest `--retention` (100 years): beyond it, times overflow.
+const MAX_RETENTION: std::time::Duration = std::time::Duration::from_secs(36_500 * 86400);
+
+/// `--retention`: a duration as [`parse_duration`] reads it (`90d`, `12h`, `30s`), from
+/// 1 s to 100 years; the error names the setting and the accepted forms.
+fn parse_retention(text: &str) -> Result<std::time::Duration, ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid {
+        field: "retention",
+        message: format!("{why}; give a whole number and a unit, e.g. 90d, 12h, 15m, 30s"),
+    };
+    match parse_duration(text).map_err(invalid)? {
+        d if d < std::time::Duration::from_secs(1) => {
+            Err(invalid(format!("`{text}` is shorter than 1s")))
+        }
+        d if d > MAX_RETENTION => Err(invalid(format!("`{text}` is longer than 36500d"))),
+        d => Ok(d),
+    }
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -955,6 +1013,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rsa") && err.contains("ed25519"), "{err}");
+    }
+
+    #[test]
+    fn retention_is_90_days_unless_set_in_human_units() {
+        let day = 86400;
+        assert_eq!(serve(&[]).unwrap().retention.as_secs(), 90 * day);
+        for (text, secs) in [
+            ("30s", 30),
+            ("15m", 900),
+            ("12h", 12 * 3600),
+            ("7d", 7 * day),
+        ] {
+            let c = serve(&["--retention", text]).unwrap();
+            assert_eq!(c.retention.as_secs(), secs, "{text}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(&path, "retention = \"2d\"\n").unwrap();
+        let p = path.to_str().unwrap();
+        assert_eq!(
+            serve(&["--config", p]).unwrap().retention.as_secs(),
+            2 * day
+        );
+        let c = serve(&["--config", p, "--retention", "1h"]).unwrap();
+        assert_eq!(c.retention.as_secs(), 3600);
+        for (bad, why) in [
+            ("90", "needs a unit"),
+            ("d", "whole number"),
+            ("90 days", "not a unit"),
+            ("1w", "not a unit"),
+            ("-5s", "whole number"),
+            ("0s", "shorter than 1s"),
+            ("500ms", "shorter than 1s"),
+            ("36501d", "longer than 36500d"),
+            ("99999999999999999999999d", "whole number"),
+        ] {
+            let flag = format!("--retention={bad}");
+            let err = serve(&[flag.as_str()]).unwrap_err().to_string();
+            assert!(
+                err.starts_with("retention: ") && err.contains(why) && err.contains("90d, 12h"),
+                "{bad}: {err}"
+            );
+        }
+        std::fs::write(&path, "retention = \"soon\"\n").unwrap();
+        let err = serve(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().starts_with("retention: "), "{err}");
     }
 
     #[test]

@@ -658,6 +658,7 @@ mod tests {
             tags: None,
             created_at: now,
             deliver_at: None,
+            payload_expires_at: None,
         };
         let h = delivery_headers(&ep, &msg, now, false);
         let sig = h["webhook-signature"].to_str().unwrap();

@@ -19,11 +19,13 @@ use hookline_store::{ApiToken, Store};
 use tokio::net::TcpListener;
 use tower::Layer;
 
+pub mod backup;
 pub mod cli;
 pub mod copy;
 pub mod listen;
 pub mod listener;
 pub mod operational;
+pub mod retention;
 
 /// Opens the configured store, running migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -186,7 +188,8 @@ pub async fn run(
     } else {
         hookline_api::worker_router(state)
     };
-    let purge = tokio::spawn(purge_idempotency_keys(store));
+    let purge = tokio::spawn(purge_idempotency_keys(store.clone()));
+    let prune = tokio::spawn(retention::run(store, config.retention));
     let limits = listener::Limits {
         idle_timeout: Duration::from_secs(config.api_idle_timeout_secs),
         header_timeout: Duration::from_secs(config.api_header_timeout_secs),
@@ -223,6 +226,7 @@ pub async fn run(
         delivering.await?;
     }
     purge.abort();
+    prune.abort();
     tracing::info!("hookline stopped");
     Ok(())
 }
@@ -241,6 +245,13 @@ fn install_metrics() -> Option<Arc<dyn Fn() -> String + Send + Sync>> {
                 Matcher::Full("hookline_attempt_duration_seconds".into()),
                 &buckets,
             )
+            // Around retention's 10 ms target per batch (`retention::TARGET`).
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("hookline_retention_batch_seconds".into()),
+                    &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 1.0],
+                )
+            })
             .and_then(|b| b.install_recorder())
             .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
             .ok()

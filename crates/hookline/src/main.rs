@@ -106,6 +106,10 @@ async fn serve() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Backup(args) => {
+            init_logs_at(LogFormat::Text, "warn");
+            std::process::exit(hookline::backup::run(&args).await)
+        }
         // listen, the API commands, completions and man: no logs of their own.
         tool => std::process::exit(hookline::cli::run(tool).await),
     }

@@ -245,6 +245,7 @@ impl AttemptObserver for Notifier {
                         tags: None,
                         created_at: t,
                         deliver_at: None,
+                        payload_expires_at: None,
                     }
                 })
                 .collect()

@@ -113,6 +113,9 @@ suite! {
         concurrent_creates_fan_out_each_message_and_fail_alone,
         endpoints_whose_work_was_done_elsewhere_do_not_hide_due_work,
         a_report_raises_its_messages_in_its_own_transaction,
+        retention_deletes_old_finished_messages_with_their_deliveries_and_attempts,
+        expired_payloads_are_dropped_once_no_delivery_is_owed,
+        concurrent_retention_walks_delete_each_message_once,
     ],
     sqlite: [],
 }
@@ -163,6 +166,7 @@ pub(crate) fn message(app_id: &str) -> Message {
         tags: None,
         created_at: now(),
         deliver_at: None,
+        payload_expires_at: None,
     }
 }
 
@@ -1122,4 +1126,309 @@ async fn endpoints_whose_work_was_done_elsewhere_do_not_hide_due_work(store: Arc
     }
     assert_eq!(found.len(), 1, "the due delivery was never claimed");
     assert_eq!(found[0].message.id, waiting.id);
+}
+
+// --- retention -----------------------------------------------------------------------
+
+/// Reports every delivery handed to `rec` so far with `next`; returns how many.
+async fn finish_handed(store: &dyn Store, rec: &Recorder, next: NextStep) -> usize {
+    let handed: Vec<ClaimedDelivery> = rec.taken.lock().unwrap().drain(..).collect();
+    for d in &handed {
+        let r = report_for(d, next.clone());
+        store.report_attempt(d.id, &d.lease_token, r).await.unwrap();
+    }
+    handed.len()
+}
+
+/// Walks the whole retention pass in batches of `limit`; returns the sum and how many
+/// batches it took.
+async fn prune_all(store: &dyn Store, before: DateTime<Utc>, limit: usize) -> (Pruned, usize) {
+    let mut total = Pruned::default();
+    let mut after: Option<String> = None;
+    let mut batches = 0;
+    loop {
+        let p = store
+            .prune_messages(before, after.as_deref(), limit)
+            .await
+            .unwrap();
+        assert!(p.examined <= limit, "a batch looked at {}", p.examined);
+        batches += 1;
+        total.messages += p.messages;
+        total.deliveries += p.deliveries;
+        total.attempts += p.attempts;
+        total.examined += p.examined;
+        after = p.next;
+        if after.is_none() {
+            return (total, batches);
+        }
+    }
+}
+
+async fn retention_deletes_old_finished_messages_with_their_deliveries_and_attempts(
+    store: Arc<dyn Store>,
+) {
+    let rec = attach(store.as_ref());
+    let a = store.create_app(app(None)).await.unwrap();
+    let ep = store.create_endpoint(endpoint(&a.id, 100)).await.unwrap();
+    let quiet = store.create_app(app(None)).await.unwrap();
+    // (A failure makes an endpoint take one attempt at a time: that one goes elsewhere.)
+    let b = store.create_app(app(None)).await.unwrap();
+    store.create_endpoint(endpoint(&b.id, 100)).await.unwrap();
+    // Old and finished: delivered, failed for good, more delivered, and one that never
+    // had a delivery (its application has no endpoint).
+    let delivered = store.create_message(message(&a.id)).await.unwrap();
+    assert_eq!(
+        finish_handed(store.as_ref(), &rec, NextStep::Succeeded).await,
+        1
+    );
+    let failed = store.create_message(message(&b.id)).await.unwrap();
+    assert_eq!(
+        finish_handed(store.as_ref(), &rec, NextStep::Failed).await,
+        1
+    );
+    let mut old = vec![delivered.id.clone()];
+    for _ in 0..5 {
+        old.push(store.create_message(message(&a.id)).await.unwrap().id);
+    }
+    assert_eq!(
+        finish_handed(store.as_ref(), &rec, NextStep::Succeeded).await,
+        5
+    );
+    let lonely = store.create_message(message(&quiet.id)).await.unwrap();
+    // Old but still owed: one in flight (handed over, not reported), one waiting.
+    let sending = store.create_message(message(&a.id)).await.unwrap();
+    let in_flight: Vec<ClaimedDelivery> = rec.taken.lock().unwrap().drain(..).collect();
+    let pending = store
+        .create_message(Message {
+            deliver_at: Some(Utc::now() + chrono::Duration::hours(1)),
+            ..message(&a.id)
+        })
+        .await
+        .unwrap();
+    // New and finished.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let cutoff = Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let recent = store.create_message(message(&a.id)).await.unwrap();
+    assert_eq!(
+        finish_handed(store.as_ref(), &rec, NextStep::Succeeded).await,
+        1
+    );
+
+    // In batches of 3: the 11 messages below the cutoff take 4 batches.
+    let (total, batches) = prune_all(store.as_ref(), cutoff, 3).await;
+    assert_eq!(
+        (total.messages, total.deliveries, total.attempts),
+        (8, 7, 7),
+        "{total:?}"
+    );
+    assert_eq!((total.examined, batches), (10, 4), "{total:?}");
+    let gone = old
+        .iter()
+        .map(|id| (&a.id, id))
+        .chain([(&b.id, &failed.id), (&quiet.id, &lonely.id)]);
+    for (app_id, id) in gone {
+        assert!(store.get_message(app_id, id).await.unwrap().is_none());
+        assert!(status_of(store.as_ref(), app_id, id).await.is_empty());
+    }
+    let all = ListQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let attempts = store
+        .list_attempts(
+            &a.id,
+            &AttemptQuery {
+                list: all.clone(),
+                endpoint_id: Some(ep.id.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let attempted: Vec<_> = attempts.data.iter().map(|t| t.msg_id.as_str()).collect();
+    assert_eq!(attempted, [recent.id.as_str()]);
+    let mut listed: Vec<_> = store
+        .list_messages(
+            &a.id,
+            &MessageQuery {
+                list: all.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .data
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    listed.sort();
+    let mut kept = vec![sending.id.clone(), pending.id.clone(), recent.id.clone()];
+    kept.sort();
+    assert_eq!(listed, kept);
+    let deliveries = store
+        .list_endpoint_deliveries(&a.id, &ep.id, &all, None)
+        .await
+        .unwrap();
+    assert_eq!(deliveries.data.len(), 3);
+    assert_eq!(
+        status_of(store.as_ref(), &a.id, &sending.id).await,
+        [DeliveryStatus::Sending]
+    );
+    assert_eq!(
+        status_of(store.as_ref(), &a.id, &pending.id).await,
+        [DeliveryStatus::Pending]
+    );
+
+    // Nothing more to do until the owed delivery finishes; then it goes too.
+    let (again, _) = prune_all(store.as_ref(), cutoff, 3).await;
+    assert_eq!(again.messages + again.deliveries + again.attempts, 0);
+    let d = &in_flight[0];
+    let report = report_for(d, NextStep::Succeeded);
+    store
+        .report_attempt(d.id, &d.lease_token, report)
+        .await
+        .unwrap();
+    let (last, _) = prune_all(store.as_ref(), cutoff, 3).await;
+    assert_eq!((last.messages, last.deliveries, last.attempts), (1, 1, 1));
+    assert!(store
+        .get_message(&a.id, &sending.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get_message(&a.id, &pending.id)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn expired_payloads_are_dropped_once_no_delivery_is_owed(store: Arc<dyn Store>) {
+    let rec = attach(store.as_ref());
+    let a = store.create_app(app(None)).await.unwrap();
+    let ep = store.create_endpoint(endpoint(&a.id, 100)).await.unwrap();
+    let secret = r#"{"card":"4242"}"#;
+    let t0 = Utc::now();
+    let with = |expires: DateTime<Utc>| Message {
+        payload: secret.into(),
+        payload_expires_at: Some(expires),
+        ..message(&a.id)
+    };
+    let past = t0 - chrono::Duration::seconds(1);
+    let delivered = store.create_message(with(past)).await.unwrap();
+    finish_handed(store.as_ref(), &rec, NextStep::Succeeded).await;
+    let failed = store.create_message(with(past)).await.unwrap();
+    finish_handed(store.as_ref(), &rec, NextStep::Failed).await;
+    let failed_kept = store
+        .create_message(Message {
+            payload: secret.into(),
+            ..message(&a.id)
+        })
+        .await
+        .unwrap();
+    finish_handed(store.as_ref(), &rec, NextStep::Failed).await;
+    let owed = store
+        .create_message(Message {
+            deliver_at: Some(t0 + chrono::Duration::hours(1)),
+            ..with(past)
+        })
+        .await
+        .unwrap();
+    let later = store
+        .create_message(with(t0 + chrono::Duration::hours(1)))
+        .await
+        .unwrap();
+    finish_handed(store.as_ref(), &rec, NextStep::Succeeded).await;
+    assert!(delivered.payload_expired(t0) && !later.payload_expired(t0));
+
+    let now = Utc::now();
+    let dropped = store.drop_expired_payloads(now, 10).await.unwrap();
+    assert_eq!(dropped.payloads, 2, "{dropped:?}");
+    for (m, payload) in [
+        (&delivered, "{}"),
+        (&failed, "{}"),
+        (&owed, secret),
+        (&later, secret),
+        (&failed_kept, secret),
+    ] {
+        let got = store.get_message(&a.id, &m.id).await.unwrap().unwrap();
+        assert_eq!(&*got.payload, payload, "{}", m.id);
+        assert_eq!(
+            got.payload_expires_at,
+            m.payload_expires_at
+                .map(|t| { DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap() })
+        );
+    }
+    // The message and its log stay: only the payload went.
+    let attempts = store
+        .list_attempts(
+            &a.id,
+            &AttemptQuery {
+                list: ListQuery {
+                    limit: 10,
+                    ..Default::default()
+                },
+                msg_id: Some(delivered.id.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(attempts.data.len(), 1);
+    assert_eq!(
+        store.drop_expired_payloads(now, 10).await.unwrap().payloads,
+        0
+    );
+    // Recovering the endpoint requeues the failed delivery that still has its payload,
+    // not the one whose payload is gone.
+    let since = t0 - chrono::Duration::minutes(1);
+    assert_eq!(
+        store
+            .recover(&a.id, &ep.id, since, None, now)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        status_of(store.as_ref(), &a.id, &failed.id).await,
+        [DeliveryStatus::Failed]
+    );
+}
+
+async fn concurrent_retention_walks_delete_each_message_once(store: Arc<dyn Store>) {
+    let rec = attach(store.as_ref());
+    let a = store.create_app(app(None)).await.unwrap();
+    store.create_endpoint(endpoint(&a.id, 1000)).await.unwrap();
+    for _ in 0..60 {
+        store.create_message(message(&a.id)).await.unwrap();
+    }
+    assert_eq!(
+        finish_handed(store.as_ref(), &rec, NextStep::Succeeded).await,
+        60
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let cutoff = Utc::now();
+    let walks = all_at_once(4, |_| {
+        let store = store.clone();
+        async move { prune_all(store.as_ref(), cutoff, 5).await.0 }
+    })
+    .await;
+    let sum = |f: fn(&Pruned) -> u64| walks.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|p| p.messages), 60, "{walks:?}");
+    assert_eq!(sum(|p| p.deliveries), 60, "{walks:?}");
+    assert_eq!(sum(|p| p.attempts), 60, "{walks:?}");
+    let left = store
+        .list_messages(
+            &a.id,
+            &MessageQuery {
+                list: ListQuery {
+                    limit: 100,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(left.data.is_empty());
 }

@@ -915,9 +915,9 @@ fn spec(kind: Kind) -> Spec {
             },
         },
         Kind::Messages => Spec {
-            sqlite_cols: "id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at",
-            pg_cols: "id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at",
-            pg_types: &[T::TEXT, T::TEXT, T::TEXT, T::TEXT, T::TEXT, T::TEXT, T::TEXT, T::TIMESTAMPTZ, T::TIMESTAMPTZ],
+            sqlite_cols: "id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at, payload_expires_at",
+            pg_cols: "id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at, payload_expires_at",
+            pg_types: &[T::TEXT, T::TEXT, T::TEXT, T::TEXT, T::TEXT, T::TEXT, T::TEXT, T::TIMESTAMPTZ, T::TIMESTAMPTZ, T::TIMESTAMPTZ],
             wanted: None,
             parents: Some(MESSAGE_HAS_APP),
             map: |r, _| {
@@ -934,6 +934,7 @@ fn spec(kind: Kind) -> Spec {
                     Cell::Text(at.opt_json::<Vec<String>>(r, 6, "tags")?),
                     Cell::Time(Some(at.time(r, 7, "created_at")?)),
                     Cell::Time(at.opt_time(r, 8, "deliver_at")?),
+                    Cell::Time(at.opt_time(r, 9, "payload_expires_at")?),
                 ])
             },
         },

@@ -274,7 +274,8 @@ pub trait Store: DeliveryQueue {
         now: DateTime<Utc>,
     ) -> Result<()>;
     /// Requeues, due now, every failed delivery to the endpoint of a message created in
-    /// `[since, until)`. One transaction: done entirely or not at all.
+    /// `[since, until)`, but for messages whose payload retention has ended (nothing
+    /// left to send). One transaction: done entirely or not at all.
     async fn recover(
         &self,
         app_id: &str,
@@ -295,4 +296,28 @@ pub trait Store: DeliveryQueue {
         q: &ListQuery,
         status: Option<DeliveryStatus>,
     ) -> Result<Page<DeliveryView>>;
+
+    // --- retention ----------------------------------------------------------------
+    /// One small batch of the retention pass: looks at up to `limit` messages created
+    /// before `before`, in id (creation) order after `after`, and deletes each one none
+    /// of whose deliveries is pending or in flight, with its deliveries and attempts. A
+    /// message still owed a delivery is kept, and looked at again by the next walk.
+    /// Safe to run from several processes at once: each batch takes messages no other
+    /// batch holds, and a row is deleted once.
+    async fn prune_messages(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Pruned>;
+    /// Drops the payloads (replaced by `{}`) of up to `limit` messages whose payload
+    /// retention ended by `now` and none of whose deliveries is pending or in flight.
+    async fn drop_expired_payloads(&self, now: DateTime<Utc>, limit: usize) -> Result<Pruned>;
+    /// Gives some of the space freed by deletes back to the file system, a bounded
+    /// amount per call; returns how many pages went. Only SQLite has any to give (and
+    /// only a database created with incremental auto-vacuum); PostgreSQL's autovacuum
+    /// makes freed space reusable by itself.
+    async fn reclaim_space(&self) -> Result<u64> {
+        Ok(0)
+    }
 }

@@ -278,6 +278,49 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
     /// Deliver no earlier than this (Svix's `deliverAt`); `None`: at once.
     pub deliver_at: Option<DateTime<Utc>>,
+    /// When the payload is to be dropped (Svix's `payloadRetentionPeriod`/`Hours`);
+    /// `None`: it is kept as long as the message. Once past, the API shows the payload
+    /// as expired, and the store's retention pass replaces it with `{}` as soon as no
+    /// delivery of the message is pending or in flight (a delivery still owed gets the
+    /// payload it was accepted with).
+    pub payload_expires_at: Option<DateTime<Utc>>,
+}
+
+impl Message {
+    /// Whether the payload is past its retention at `now` (dropped, or about to be).
+    pub fn payload_expired(&self, now: DateTime<Utc>) -> bool {
+        self.payload_expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// What one batch of the retention pass ([`Store::prune_messages`]) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Rows deleted, by kind.
+    pub messages: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+    /// Messages the batch looked at, those kept (a delivery still owed) included.
+    pub examined: usize,
+    /// Where the next batch of this walk goes on (the last message looked at), or
+    /// `None` when the walk reached the cutoff: the next walk starts from the oldest.
+    pub next: Option<String>,
+    /// Payloads dropped ([`Store::drop_expired_payloads`](crate::Store::drop_expired_payloads)).
+    pub payloads: u64,
+    /// How long the batch held the database (on SQLite: the writer thread), so the
+    /// caller can size the next one.
+    pub held: std::time::Duration,
+}
+
+/// The smallest id `new_id(prefix)` can give at `at` (KSUIDs start with their time, to
+/// 4 ms): every id made before `at` sorts below it. Lets the retention pass find old
+/// messages through the primary key's index instead of a second index on `created_at`
+/// that every insert would have to write.
+pub fn id_bound(prefix: &str, at: DateTime<Utc>) -> String {
+    use svix_ksuid::KsuidLike;
+    let zero = [0u8; svix_ksuid::KsuidMs::PAYLOAD_BYTES];
+    let ksuid = svix_ksuid::KsuidMs::from_millis(Some(at.timestamp_millis()), Some(&zero));
+    format!("{prefix}_{}", ksuid.to_base62())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -8,6 +8,7 @@
 //! | `postgres/batch.rs` | the group commit of creates and attempt reports |
 //! | `postgres/queue.rs` | fan-out, the claim (`FOR UPDATE SKIP LOCKED`), reports, leases |
 //! | `postgres/deliveries.rs` | the delivery log's reads and actions (resend, recover, stats) |
+//! | `postgres/retention.rs` | deleting old messages and expired payloads, from several processes at once |
 //! | `postgres/changes.rs` | cached applications and event types, kept true by `LISTEN` |
 //! | `postgres/listing.rs`, `rows.rs`, `errors.rs` | pagination, row mapping, error mapping |
 //! | `postgres/migrations/` | the schema, one file per version |
@@ -38,6 +39,7 @@ mod deliveries;
 mod errors;
 mod listing;
 mod queue;
+mod retention;
 mod rows;
 mod store;
 
@@ -104,6 +106,12 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "paces",
         sql: include_str!("postgres/migrations/0005_paces.sql"),
+        additive: true,
+    },
+    Migration {
+        version: 6,
+        name: "retention",
+        sql: include_str!("postgres/migrations/0006_retention.sql"),
         additive: true,
     },
 ];

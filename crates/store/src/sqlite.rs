@@ -26,6 +26,8 @@
 //! | `sqlite/rows.rs` | row mapping, lookups by id or uid, error and value conversions |
 //! | `sqlite/listing.rs` | cursor pagination |
 //! | `sqlite/keyed.rs` | the key tables behind the listings by tenant |
+//! | `sqlite/backup.rs` | `hookline backup`: a consistent copy while a server runs |
+//! | `sqlite/retention.rs` | deleting old messages, dropping expired payloads, giving space back |
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -127,6 +129,13 @@ impl SqliteStore {
             ))
         })?;
         let mut conn = Connection::open(&path).map_err(backend)?;
+        // Space freed by the retention pass goes back to the file system a little at a
+        // time (`reclaim_space`), which needs incremental auto-vacuum. It can only be
+        // set before the first table exists: a database created by an older hookline
+        // keeps `none` (its free pages are reused for new rows, the file keeps its size;
+        // README "Retention" says how to convert one).
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+            .map_err(backend)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -357,15 +366,18 @@ fn tune(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+mod backup;
 mod keyed;
 mod listing;
 mod migrations;
 mod queue;
+mod retention;
 mod rows;
 mod store;
 mod writer;
 
 use crate::cache::*;
+pub use backup::{backup, BackupReport};
 use keyed::*;
 use listing::*;
 use migrations::*;

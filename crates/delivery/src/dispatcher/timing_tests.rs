@@ -209,6 +209,7 @@ async fn run_with(
             tags: None,
             created_at: now,
             deliver_at: None,
+            payload_expires_at: None,
         })
         .await
         .unwrap();

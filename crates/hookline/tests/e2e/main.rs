@@ -22,6 +22,7 @@ mod operations;
 mod postgres;
 mod receiver;
 mod restart;
+mod retention;
 mod seed_cabaprop;
 mod seed_cablenetai;
 mod seed_instantmessage;

@@ -114,6 +114,13 @@ impl Server {
         }
     }
 
+    /// The `--database-url` the server runs on, if any (a PostgreSQL run's database);
+    /// `None`: the SQLite file in its data dir.
+    pub fn database_url(&self) -> Option<String> {
+        let at = self.extra_args.iter().position(|a| a == "--database-url")?;
+        self.extra_args.get(at + 1).cloned()
+    }
+
     /// The server's process id (for reading its memory use from `/proc`).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref()?.id()

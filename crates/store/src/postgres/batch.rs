@@ -736,7 +736,8 @@ async fn insert_messages(tx: &Transaction<'_>, creates: &[CreateOp]) -> Result<(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let (mut channels, mut tags, mut created, mut deliver) = (
+    let (mut channels, mut tags, mut created, mut deliver, mut payload_expiry) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -753,18 +754,28 @@ async fn insert_messages(tx: &Transaction<'_>, creates: &[CreateOp]) -> Result<(
         tags.push(m.tags.as_ref().map(to_json));
         created.push(m.created_at);
         deliver.push(m.deliver_at);
+        payload_expiry.push(m.payload_expires_at);
     }
     let stmt = tx
         .prepare_cached(
             "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags,
-                 created_at, deliver_at)
+                 created_at, deliver_at, payload_expires_at)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                 $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[])",
+                 $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])",
         )
         .await
         .map_err(backend)?;
-    let args: [&(dyn ToSql + Sync); 9] = [
-        &ids, &apps, &event_ids, &types, &payloads, &channels, &tags, &created, &deliver,
+    let args: [&(dyn ToSql + Sync); 10] = [
+        &ids,
+        &apps,
+        &event_ids,
+        &types,
+        &payloads,
+        &channels,
+        &tags,
+        &created,
+        &deliver,
+        &payload_expiry,
     ];
     // Any failure (a duplicate eventId, a deleted application) sends the batch back to
     // one write at a time, where it gets its own error.

@@ -236,7 +236,8 @@ pub(super) async fn recover(
                  WHERE endpoint_id = $2 AND app_id = $1 AND status = 'failed'
                    AND EXISTS (SELECT 1 FROM messages WHERE messages.id = deliveries.msg_id
                                AND created_at >= $3
-                               AND ($4::timestamptz IS NULL OR created_at < $4))",
+                               AND ($4::timestamptz IS NULL OR created_at < $4)
+                               AND (payload_expires_at IS NULL OR payload_expires_at > $5))",
             )
             .await
             .map_err(backend)?,

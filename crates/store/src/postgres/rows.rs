@@ -114,7 +114,7 @@ pub(super) fn ep_row(r: &Row) -> Result<Endpoint> {
 }
 
 pub(super) const MSG_COLS: &str =
-    "id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at";
+    "id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at, payload_expires_at";
 
 pub(super) fn msg_row(r: &Row) -> Result<Message> {
     Ok(Message {
@@ -127,6 +127,7 @@ pub(super) fn msg_row(r: &Row) -> Result<Message> {
         tags: opt_json(r, 6)?,
         created_at: get(r, 7)?,
         deliver_at: get(r, 8)?,
+        payload_expires_at: get(r, 9)?,
     })
 }
 

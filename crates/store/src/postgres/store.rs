@@ -39,6 +39,7 @@ use super::deliveries;
 use super::errors::{self, backend, is_foreign_key, unique_as_conflict};
 use super::listing::{paginate, Params};
 use super::queue;
+use super::retention;
 use super::rows::*;
 use super::{connect, migrate, PgSettings};
 use crate::cache::LookupCache;
@@ -241,6 +242,7 @@ fn remember<T: Clone>(
 fn stored(mut msg: Message) -> Message {
     msg.created_at = ms(msg.created_at);
     msg.deliver_at = msg.deliver_at.map(ms);
+    msg.payload_expires_at = msg.payload_expires_at.map(ms);
     msg
 }
 
@@ -397,8 +399,8 @@ async fn put_ep(c: &impl GenericClient, e: &Endpoint, insert: bool) -> Result<()
 pub(super) async fn insert_message(c: &impl GenericClient, msg: &Message) -> Result<()> {
     exec(
         c,
-        "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at, payload_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[
             &msg.id,
             &msg.app_id,
@@ -409,6 +411,7 @@ pub(super) async fn insert_message(c: &impl GenericClient, msg: &Message) -> Res
             &msg.tags.as_ref().map(to_json),
             &msg.created_at,
             &msg.deliver_at,
+            &msg.payload_expires_at,
         ],
     )
     .await
@@ -979,6 +982,30 @@ impl Store for PgStore {
     ) -> Result<Page<DeliveryView>> {
         let client = self.client().await?;
         deliveries::list_endpoint_deliveries(&client, app_id, endpoint_id, q, status).await
+    }
+
+    // --- retention ---------------------------------------------------------------
+
+    async fn prune_messages(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Pruned> {
+        let after = after.map(str::to_string);
+        self.in_tx(move |tx| {
+            Box::pin(
+                async move { retention::prune_messages(tx, before, after.as_deref(), limit).await },
+            )
+        })
+        .await
+    }
+
+    async fn drop_expired_payloads(&self, now: DateTime<Utc>, limit: usize) -> Result<Pruned> {
+        self.in_tx(move |tx| {
+            Box::pin(async move { retention::drop_expired_payloads(tx, now, limit).await })
+        })
+        .await
     }
 }
 

@@ -90,6 +90,7 @@ fn message(app_id: &str, event_type: &str) -> Message {
         tags: None,
         created_at: fine_now(),
         deliver_at: None,
+        payload_expires_at: None,
     }
 }
 

@@ -270,6 +270,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX endpoints_due_failing ON endpoints (next_due_at)
         WHERE next_due_at IS NOT NULL AND disabled = 0 AND failing_since IS NOT NULL;
     "#,
+    // 8: retention. A message's payload may be dropped before the message itself
+    // (Svix's payloadRetentionPeriod/Hours): this is when. A dropped payload is `{}`, so
+    // the index holds only payloads still to drop, and the retention pass finds them
+    // without a scan. (Old messages are found by id: ids are time-ordered KSUIDs, and
+    // their primary key index already exists; see `prune_messages`.)
+    r#"
+    ALTER TABLE messages ADD COLUMN payload_expires_at INTEGER;   -- NULL: kept with the message
+    CREATE INDEX messages_payload_expiry ON messages (payload_expires_at)
+        WHERE payload_expires_at IS NOT NULL AND payload <> '{}';
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -37,8 +37,8 @@ pub(super) fn recover_leases(conn: &Connection) -> Result<()> {
 pub(super) fn insert_message(c: &Connection, msg: &Message) -> Result<()> {
     // Only while the application exists (no foreign key checks it: see migration 6).
     let n = c.prepare_cached(
-        "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM applications WHERE id = ?2)",
+        "INSERT INTO messages (id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at, payload_expires_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 WHERE EXISTS (SELECT 1 FROM applications WHERE id = ?2)",
     )
     .map_err(backend)?
     .execute(params![
@@ -50,7 +50,8 @@ pub(super) fn insert_message(c: &Connection, msg: &Message) -> Result<()> {
         msg.channels.as_ref().map(to_json),
         msg.tags.as_ref().map(to_json),
         ms(msg.created_at),
-        msg.deliver_at.map(ms)
+        msg.deliver_at.map(ms),
+        msg.payload_expires_at.map(ms)
     ])
     .map_err(unique_as_conflict(
         "a message with this eventId already exists in this application",

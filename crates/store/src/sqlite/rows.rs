@@ -235,7 +235,7 @@ pub(super) fn put_ep(conn: &Connection, e: &Endpoint, insert: bool) -> Result<()
 }
 
 pub(super) const MSG_COLS: &str =
-    "id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at";
+    "id, app_id, event_id, event_type, payload, channels, tags, created_at, deliver_at, payload_expires_at";
 
 pub(super) fn msg_row(r: &Row) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -248,6 +248,7 @@ pub(super) fn msg_row(r: &Row) -> rusqlite::Result<Message> {
         tags: opt_json_col(r, 6)?,
         created_at: from_ms(r.get(7)?),
         deliver_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
+        payload_expires_at: r.get::<_, Option<i64>>(9)?.map(from_ms),
     })
 }
 

@@ -597,7 +597,8 @@ impl Store for SqliteStore {
                          trigger = 1, updated_at = ?5
                      WHERE rowid IN ({}) AND app_id = ?1 AND status = 'failed'
                        AND EXISTS (SELECT 1 FROM messages WHERE messages.id = deliveries.msg_id
-                                   AND created_at >= ?3 AND (?4 IS NULL OR created_at < ?4))",
+                                   AND created_at >= ?3 AND (?4 IS NULL OR created_at < ?4)
+                                   AND (payload_expires_at IS NULL OR payload_expires_at > ?5))",
                     DELIVERY_KEYS.rowids(2)
                 ))
                 .map_err(backend)?
@@ -682,5 +683,32 @@ impl Store for SqliteStore {
             .map_err(backend)
         })
         .await
+    }
+
+    // Deletes need not wait for their fsync (lazy): one lost with a power cut is only
+    // done again by the next pass.
+    async fn prune_messages(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Pruned> {
+        let after = after.map(str::to_string);
+        self.write_with(Durability::Lazy, move |c| {
+            retention::prune_messages(c, before, after.as_deref(), limit)
+        })
+        .await
+    }
+
+    async fn drop_expired_payloads(&self, now: DateTime<Utc>, limit: usize) -> Result<Pruned> {
+        self.write_with(Durability::Lazy, move |c| {
+            retention::drop_expired_payloads(c, now, limit)
+        })
+        .await
+    }
+
+    async fn reclaim_space(&self) -> Result<u64> {
+        self.write_with(Durability::Lazy, retention::reclaim_space)
+            .await
     }
 }

@@ -12,6 +12,8 @@ pub enum Goal {
     AtMost { max: f64 },
     /// The figure's ratio to the reference named `of` is at most `max`.
     RatioAtMost { max: f64, of: &'static str },
+    /// The figure's ratio to the reference named `of` is at least `min`.
+    RatioOfAtLeast { min: f64, of: &'static str },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +59,7 @@ impl Figure {
             Some(Goal::RatioAtLeast { min }) => self.ratio.map(|r| r >= min),
             Some(Goal::AtMost { max }) => Some(self.value <= max),
             Some(Goal::RatioAtMost { max, .. }) => self.ratio.map(|r| r <= max),
+            Some(Goal::RatioOfAtLeast { min, .. }) => self.ratio.map(|r| r >= min),
             None => None,
         };
     }
@@ -80,6 +83,7 @@ impl Figure {
             Some(Goal::RatioAtLeast { min }) => format!("≥ {min} × baseline"),
             Some(Goal::AtMost { max }) => format!("≤ {max} {}", self.unit),
             Some(Goal::RatioAtMost { max, of }) => format!("≤ {max} × {of}"),
+            Some(Goal::RatioOfAtLeast { min, of }) => format!("≥ {min} × {of}"),
             None => "-".into(),
         }
     }

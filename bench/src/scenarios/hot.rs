@@ -193,7 +193,10 @@ async fn hot_at(ctx: &Ctx, name: &str, answer_ms: u64) -> anyhow::Result<Scenari
             "msg/s",
         )
         .ratio(ratio)
-        .goal(Goal::RatioAtLeast { min: 0.9 }),
+        .goal(Goal::RatioOfAtLeast {
+            min: 0.9,
+            of: "maxConcurrency 256",
+        }),
     );
     if answer_ms <= 1 {
         r.figures.push(
@@ -287,7 +290,10 @@ pub async fn knee(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
             "msg/s",
         )
         .ratio(adaptive.delivered_per_s / best)
-        .goal(Goal::RatioAtLeast { min: 0.9 }),
+        .goal(Goal::RatioOfAtLeast {
+            min: 0.9,
+            of: "best fixed",
+        }),
     );
     r.figures.push(Figure::new(
         "limit settled at (median, second half)",

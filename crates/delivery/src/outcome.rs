@@ -168,4 +168,37 @@ mod tests {
             NextStep::Failed
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever a receiver sends as `Retry-After`, parsing ends (no panic) and a
+            /// wait is always within 1 s to 1 h.
+            #[test]
+            fn any_retry_after_is_parsed_within_bounds(value in ".{0,64}") {
+                if let Some(wait) = parse_retry_after(&value, Utc::now()) {
+                    prop_assert!((RETRY_AFTER_MIN..=RETRY_AFTER_MAX).contains(&wait));
+                }
+            }
+
+            /// Delay-seconds round-trip: n seconds is a wait of n seconds, clamped.
+            #[test]
+            fn delay_seconds_are_the_wait(n in any::<u64>()) {
+                let wait = parse_retry_after(&n.to_string(), Utc::now()).unwrap();
+                prop_assert_eq!(wait, Duration::from_secs(n).clamp(RETRY_AFTER_MIN, RETRY_AFTER_MAX));
+            }
+
+            /// An HTTP date that far ahead is that wait (to the second), clamped.
+            #[test]
+            fn http_dates_are_the_wait_until_them(secs in 0u64..10_000) {
+                let now = Utc::now();
+                let at = std::time::SystemTime::from(now) + Duration::from_secs(secs + 1);
+                let wait = parse_retry_after(&httpdate::fmt_http_date(at), now).unwrap();
+                let expected = Duration::from_secs(secs).clamp(RETRY_AFTER_MIN, RETRY_AFTER_MAX);
+                prop_assert!(wait.abs_diff(expected) <= Duration::from_secs(1), "{:?} vs {:?}", wait, expected);
+            }
+        }
+    }
 }

@@ -248,4 +248,45 @@ mod tests {
         assert!(e.to_string().contains("loopback"));
         assert!(e.to_string().contains("--allow-target"));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Every IPv4 address is judged the same in each IPv6 form that embeds it
+            /// (IPv4-mapped, NAT64, 6to4): none of them is a way around the guard.
+            #[test]
+            fn embedded_ipv4_is_judged_as_itself(raw in any::<u32>()) {
+                let v4 = Ipv4Addr::from(raw);
+                let g = Guard::default();
+                let blocked = g.check(IpAddr::V4(v4)).is_err();
+                let o = v4.octets();
+                let forms = [
+                    v4.to_ipv6_mapped(),
+                    Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0,
+                        u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([o[2], o[3]])),
+                    Ipv6Addr::new(0x2002, u16::from_be_bytes([o[0], o[1]]),
+                        u16::from_be_bytes([o[2], o[3]]), 0, 0, 0, 0, 1),
+                ];
+                for v6 in forms {
+                    prop_assert_eq!(g.check(IpAddr::V6(v6)).is_err(), blocked, "{} as {}", v4, v6);
+                }
+            }
+
+            /// Any address gets an answer (no panic), and an allowed network lets each of
+            /// its addresses through, special or not.
+            #[test]
+            fn any_address_is_judged_and_the_allow_list_wins(raw in any::<u128>(), v6 in any::<bool>()) {
+                let addr = if v6 {
+                    IpAddr::V6(Ipv6Addr::from(raw))
+                } else {
+                    IpAddr::V4(Ipv4Addr::from(raw as u32))
+                };
+                let _ = Guard::default().check(addr);
+                let net = IpNet::new(addr, if v6 { 128 } else { 32 }).unwrap();
+                prop_assert!(Guard::new(vec![net]).check(addr).is_ok());
+            }
+        }
+    }
 }

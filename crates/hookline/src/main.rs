@@ -150,7 +150,16 @@ fn init_logs(format: LogFormat) {
 /// Logs to stderr at `level` unless RUST_LOG says otherwise.
 fn init_logs_at(format: LogFormat, level: &str) {
     use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(level))
+        // tokio-postgres logs every statement with its parameters at debug: endpoint
+        // secrets, custom header values, token hashes and payloads. Never, whatever
+        // RUST_LOG asks (tests/e2e/secrets_in_logs.rs).
+        .add_directive(
+            "tokio_postgres::query=info"
+                .parse()
+                .expect("a valid directive"),
+        );
     // Colour only for a person at a terminal: not in files, pipes or log collectors, and
     // never when NO_COLOR is set (https://no-color.org).
     let colour = std::io::stderr().is_terminal()

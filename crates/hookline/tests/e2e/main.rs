@@ -23,6 +23,7 @@ mod postgres;
 mod receiver;
 mod restart;
 mod retention;
+mod secrets_in_logs;
 mod seed_cabaprop;
 mod seed_cablenetai;
 mod seed_instantmessage;

@@ -64,7 +64,17 @@ impl Server {
         Self::launch(data_dir, extra_args, log, &[]).await
     }
 
-    /// [`start_logging`](Self::start_logging), with these environment variables set.
+    /// [`start_logging`](Self::start_logging), with these environment variables set
+    /// (`RUST_LOG` among them chooses the log level).
+    pub async fn start_logging_env(
+        data_dir: &Path,
+        extra_args: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Server {
+        Self::launch(data_dir, extra_args, Some(log), env).await
+    }
+
     async fn launch(
         data_dir: &Path,
         extra_args: &[&str],
@@ -277,7 +287,10 @@ async fn spawn(
         .env_remove("HOOKLINE_CONFIG")
         .env(
             "RUST_LOG",
-            std::env::var("HOOKLINE_TEST_LOG")
+            env.iter()
+                .find(|(k, _)| k == "RUST_LOG")
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var("HOOKLINE_TEST_LOG").ok())
                 .unwrap_or(if log.is_some() { "info" } else { "warn" }.into()),
         )
         .stdout(Stdio::piped())

@@ -267,6 +267,71 @@ async fn max_concurrency_holds_across_processes() {
     db.drop_db().await;
 }
 
+/// Adaptive concurrency across processes (docs/adaptive-concurrency.md, "Several
+/// nodes"): three processes, an endpoint without `maxConcurrency` whose receiver serves 4
+/// at once and answers 503 beyond. Each process adapts its own limit to what it sees, so
+/// together they may go over the receiver's 4, but by no more than each one's settled
+/// limit (5 at most, as one process alone settles): at most 15 at once once settled, and
+/// every message is delivered (the refused ones by their retries).
+#[tokio::test(flavor = "multi_thread")]
+async fn adaptive_limits_across_processes_stay_within_their_bound_and_deliver_everything() {
+    let Some(db) = TestDb::create("adaptive_limits_across_processes").await else {
+        return;
+    };
+    let recv = Receiver::start().await;
+    recv.set(
+        "/four",
+        Behavior::Capacity {
+            max: 4,
+            delay: Duration::from_millis(20),
+        },
+    );
+    let (nodes, apis) = three_processes(&db).await;
+    let (app, ep) = app_with_endpoint(
+        &apis[0],
+        json!({"url": recv.url("/four"),
+               "retryPolicy": {"kind": "fixed", "intervalSeconds": 1, "giveUpAfterSeconds": 600}}),
+    )
+    .await;
+    let n = 300;
+    send_round_robin(&apis, &app, n).await;
+    let stats = format!("/api/v1/app/{app}/endpoint/{ep}/stats");
+    let succeeded = |s: &Value| s["success"].as_u64().unwrap_or(0) as usize;
+    let settle_by = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, s) = apis[0].get(&stats).await;
+        if succeeded(&s) >= n / 3 || std::time::Instant::now() > settle_by {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let early = recv.max_concurrent("/four");
+    recv.reset_max_concurrent("/four");
+    let done_by = std::time::Instant::now() + Duration::from_secs(90);
+    let done = loop {
+        let (_, s) = apis[0].get(&stats).await;
+        if succeeded(&s) >= n || std::time::Instant::now() > done_by {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        succeeded(&done),
+        n,
+        "not every message was delivered: {done}"
+    );
+    let settled = recv.max_concurrent("/four");
+    eprintln!(
+        "receiver serving 4, three processes adapting: peak {early} before settling, {settled} after"
+    );
+    assert!(
+        settled <= 15,
+        "{settled} at once across three processes, over three times one process's settled limit"
+    );
+    drop(nodes);
+    db.drop_db().await;
+}
+
 /// `throttleRate` holds across processes: three processes on one database, an endpoint
 /// with `throttleRate: 20`, 60 messages sent round-robin through the three: no 1-second
 /// window of arrivals holds more than 22 (each process alone would allow 20, so 60; 49

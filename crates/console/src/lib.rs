@@ -1,9 +1,10 @@
-//! hookline's operator web console, served by the binary at `/`.
+//! hookline's operator web console, served by the binary at `/`, and its customer
+//! portal at `/portal/{app}` (see `portal.rs` for how a portal link becomes a session).
 //!
 //! Pages are rendered on the server with [maud]: templates are Rust expressions
 //! checked at compile time, every interpolated value is HTML-escaped unless wrapped in
 //! `PreEscaped` (which this crate never does with data), and there is no template
-//! directory to ship. The one stylesheet and one script are embedded with
+//! directory to ship. The one stylesheet and the scripts are embedded with
 //! `include_str!`, so `cargo build` alone produces a binary with the whole console,
 //! and it works with no internet. maud is chosen over askama for this slice because its
 //! templates live next to the handlers that fill them; both are well kept.

@@ -337,6 +337,9 @@ fn newest_schema(et: &Value) -> Option<String> {
 /// Messages per page of the log.
 const MESSAGES_PER_PAGE: u32 = 20;
 
+/// Endpoints per page (each costs one more API call, for its newest attempt).
+const ENDPOINTS_PER_PAGE: u32 = 50;
+
 async fn home(
     State(c): State<Console>,
     headers: HeaderMap,
@@ -379,16 +382,16 @@ async fn home_view(
         Ok(a) => a,
         Err(f) => return c.portal_failed(headers, app, s, f),
     };
-    let endpoints = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/endpoint?limit=250"),
-            None,
-        )
-        .await
-    {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
+    let ep_iterator = q.get("endpoints").map(String::as_str).unwrap_or("");
+    let mut ep_path = format!("{base}/endpoint?limit={ENDPOINTS_PER_PAGE}");
+    if !ep_iterator.is_empty() {
+        ep_path.push_str(&format!("&iterator={}", seg(ep_iterator)));
+    }
+    let (endpoints, more_endpoints) = match c.api(&s.token, Method::GET, &ep_path, None).await {
+        Ok(p) => (
+            p["data"].as_array().cloned().unwrap_or_default(),
+            (!p["done"].as_bool().unwrap_or(true)).then(|| text(&p, "iterator").to_string()),
+        ),
         Err(f) => return c.portal_failed(headers, app, s, f),
     };
     let mut last_attempts = Vec::with_capacity(endpoints.len());
@@ -469,6 +472,12 @@ async fn home_view(
                                 }
                             }
                         }
+                    }
+                }
+                p.pager {
+                    @if !ep_iterator.is_empty() { a href=(app_url) { "First endpoints" } " " }
+                    @if let Some(next) = &more_endpoints {
+                        a href=(format!("{app_url}?endpoints={}", seg(next))) { "More endpoints" }
                     }
                 }
                 @if !s.read_only {

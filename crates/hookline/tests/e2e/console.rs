@@ -85,11 +85,14 @@ async fn operator_flow_in_chromium() {
     let receiver = Receiver::start().await;
     let shots = target_dir().join("browser-screenshots");
     std::fs::create_dir_all(&shots).expect("screenshot folder");
+    // Only this test's screenshots: the portal's test saves beside them.
     for old in std::fs::read_dir(&shots)
         .expect("list screenshots")
         .flatten()
     {
-        let _ = std::fs::remove_file(old.path());
+        if old.file_name().to_string_lossy().starts_with("console-") {
+            let _ = std::fs::remove_file(old.path());
+        }
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/console.mjs");
     let started = std::time::Instant::now();

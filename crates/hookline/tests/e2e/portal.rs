@@ -553,6 +553,23 @@ async fn the_url_carries_the_token_in_its_fragment_and_sessions_stay_in_their_ap
     let (_, list) = api.get(&eps).await;
     assert_eq!(list["data"][0]["filterTypes"], json!(["a.b", "c.d"]));
 
+    // Endpoints come 50 a page, by the API's iterator.
+    for i in 0..50 {
+        api.create(&eps, json!({"url": format!("https://example.com/{i}")}))
+            .await;
+    }
+    let (_, first) = get(format!("/portal/{app_a}")).await;
+    assert_eq!(first.matches("/endpoints/ep_").count(), 50);
+    let next = first
+        .split("?endpoints=")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a link to more endpoints");
+    let (status, second) = get(format!("/portal/{app_a}?endpoints={next}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(second.matches("/endpoints/ep_").count(), 1);
+    assert!(!second.contains("?endpoints="));
+
     // A read-only session: the same forged post is refused, nothing made.
     let (_, ro) = api
         .post(
@@ -586,7 +603,12 @@ async fn the_url_carries_the_token_in_its_fragment_and_sessions_stay_in_their_ap
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    assert_eq!(count(&api.get(&eps).await.1), 1);
+    assert!(!api
+        .get(&format!("{eps}?limit=250"))
+        .await
+        .1
+        .to_string()
+        .contains("example.com/b"));
 }
 
 #[tokio::test]

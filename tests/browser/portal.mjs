@@ -7,9 +7,11 @@
 // returned, read-write and read-only, for application A); APP_A, EP_A, MSG_A (A's
 // endpoint, whose first attempt failed, and that message); APP_B, EP_B, MSG_B (another
 // application's ids); RECEIVER_URL (a loopback receiver answering 200, for the new
-// endpoint); BROWSER_MODULES; OUT_DIR (screenshots); CHROMIUM (default /usr/bin/chromium).
+// endpoint); EMBED_PORT (the loopback port of the one origin the server lets frame the
+// portal); BROWSER_MODULES; OUT_DIR (screenshots); CHROMIUM (default /usr/bin/chromium).
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { join } from "node:path";
 
 const env = (name) => {
@@ -23,6 +25,10 @@ const portalUrlRo = env("PORTAL_URL_RO");
 const [appA, epA, msgA] = [env("APP_A"), env("EP_A"), env("MSG_A")];
 const [appB, epB, msgB] = [env("APP_B"), env("EP_B"), env("MSG_B")];
 const receiver = env("RECEIVER_URL");
+const embedPort = Number(env("EMBED_PORT"));
+// The embedding pages' servers, closed however the script ends (an open one would keep
+// node running).
+const servers = [];
 const outDir = env("OUT_DIR");
 const require = createRequire(join(env("BROWSER_MODULES"), "noop.js"));
 const { chromium } = require("playwright-core");
@@ -272,11 +278,48 @@ try {
   await axe("read-only message");
   report.steps.readOnly = ro;
   await roContext.close();
+
+  // Embedded: a page of the allowed origin frames the portal link, in a browser that
+  // prefers dark; a page of another origin cannot frame it. (This context is not
+  // watched: the refused frame's console error is the point.)
+  const frameHtml = (src) =>
+    `<!doctype html><html lang="en"><title>Product</title><h1>Our product</h1>` +
+    `<iframe title="Webhooks" src="${src}" width="1000" height="600"></iframe></html>`;
+  const serve = (port) =>
+    new Promise((ok) => {
+      const srv = createServer((req, res) => {
+        res.writeHead(200, { "content-type": "text/html" });
+        res.end(frameHtml(portalUrl));
+      });
+      servers.push(srv);
+      srv.listen(port, "127.0.0.1", () => ok(srv));
+    });
+  await serve(embedPort);
+  const other = await serve(0);
+  const embedContext = await browser.newContext({ viewport: { width: 1100, height: 800 }, colorScheme: "dark" });
+  page = await embedContext.newPage();
+  page.setDefaultTimeout(10000);
+  await page.goto(`http://127.0.0.1:${embedPort}/`);
+  const framed = page.frameLocator("iframe");
+  await framed.locator("h1:has-text('Webhooks for')").waitFor();
+  const embedded = {
+    heading: (await framed.locator("h1").first().textContent()).trim(),
+    background: await framed.locator("html").evaluate((el) => getComputedStyle(el).backgroundColor),
+  };
+  await screenshot("portal-embedded-dark");
+  await page.goto(`http://127.0.0.1:${other.address().port}/`);
+  await page.waitForTimeout(1500);
+  const child = page.frames().find((f) => f !== page.mainFrame());
+  embedded.otherOriginFrameUrl = child ? child.url() : null;
+  embedded.otherOriginHeading = child ? await child.locator("h1:has-text('Webhooks for')").count().catch(() => -1) : null;
+  report.steps.embedded = embedded;
+  await embedContext.close();
 } catch (e) {
   report.error = String(e && e.stack ? e.stack : e);
   report.at = page.url();
   report.errorsShown = await page.locator(".error, .field-error").allTextContents().catch(() => []);
 } finally {
+  for (const srv of servers) srv.close();
   await browser.close();
 }
 console.log(JSON.stringify(report));

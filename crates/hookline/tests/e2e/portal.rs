@@ -54,7 +54,19 @@ async fn customer_flow_in_chromium() {
         return;
     };
     let modules = browser_modules(&npm).await;
-    let server = Server::start_with(&["--allow-target", "127.0.0.0/8"]).await;
+    // The one origin allowed to frame the portal: a loopback port the script serves.
+    let embed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let embedder = format!("http://127.0.0.1:{embed_port}");
+    let server = Server::start_with(&[
+        "--allow-target",
+        "127.0.0.0/8",
+        "--portal-frame-ancestors",
+        &embedder,
+    ])
+    .await;
     let receiver = Receiver::start().await;
     let api = server.client();
 
@@ -150,6 +162,7 @@ async fn customer_flow_in_chromium() {
             .env("EP_B", &ep_b)
             .env("MSG_B", &msg_b)
             .env("RECEIVER_URL", receiver.url("/added-in-portal"))
+            .env("EMBED_PORT", embed_port.to_string())
             .env("BROWSER_MODULES", &modules)
             .env("OUT_DIR", &shots)
             .stderr(Stdio::inherit())
@@ -314,6 +327,19 @@ async fn customer_flow_in_chromium() {
         .starts_with("Endpoint"));
     assert_eq!(ro["messageHeading"], format!("Message {msg_a}"));
 
+    // Framed by the allowed origin, dark as that browser prefers; refused elsewhere.
+    let embedded = &s["embedded"];
+    assert_eq!(embedded["heading"], "Webhooks for Acme Shop", "{r:#}");
+    assert_eq!(embedded["background"], s["colorScheme"]["dark"]);
+    assert_eq!(embedded["otherOriginHeading"], 0, "{r:#}");
+    assert!(
+        !embedded["otherOriginFrameUrl"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&server.base),
+        "{r:#}"
+    );
+
     // Nothing failed that the script did not provoke.
     assert_eq!(r["pageErrors"], json!([]), "{r:#}");
     let failed: Vec<&Value> = r["failedRequests"]
@@ -370,6 +396,7 @@ async fn customer_flow_in_chromium() {
         "portal-endpoint",
         "portal-message",
         "portal-home-dark",
+        "portal-embedded-dark",
     ] {
         let shot = taken
             .iter()

@@ -445,7 +445,9 @@ async fn exchange(
 
 #[tokio::test]
 async fn the_url_carries_the_token_in_its_fragment_and_sessions_stay_in_their_application() {
-    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let mut server = Server::start_logging(&dir.path().join("data"), &[], Some(&log)).await;
     let api = server.client();
     let http = plain_client();
     let app_a = id(&api.create("/api/v1/app", json!({"name": "A"})).await);
@@ -636,6 +638,14 @@ async fn the_url_carries_the_token_in_its_fragment_and_sessions_stay_in_their_ap
         .1
         .to_string()
         .contains("example.com/b"));
+
+    // No token reached the server's log, nor a session id.
+    server.terminate().await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("listening"), "{logged}");
+    for secret in [token, ro["token"].as_str().unwrap(), &cookie[16..]] {
+        assert!(!logged.contains(secret), "{secret} in the log");
+    }
 }
 
 #[tokio::test]

@@ -170,6 +170,8 @@ pub struct AppPortalAccessIn {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AppPortalAccessOut {
+    /// Opens the customer portal for this one application (the token is in the URL's
+    /// fragment, `#key=`, which browsers never send to a server).
     pub url: String,
     pub token: String,
 }
@@ -217,7 +219,9 @@ async fn app_portal_access(
         })
         .await?;
     Ok(Json(AppPortalAccessOut {
-        url: format!("{}/api/v1/app/{}", state.public_url, app.id),
+        // The customer portal for this application, with the token in the fragment:
+        // browsers never send a fragment, so the token reaches no request line or log.
+        url: format!("{}/portal/{}#key={token}", state.public_url, app.id),
         token,
     }))
 }

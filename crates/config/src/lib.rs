@@ -318,6 +318,16 @@ pub struct ServeArgs {
         value_name = "ORIGIN"
     )]
     pub cors_allowed_origins: Vec<String>,
+    /// Origins whose pages may show the customer portal in a frame (its CSP
+    /// `frame-ancestors`), comma-separated, e.g. `https://app.example.com`; default none.
+    /// The operator console can never be framed.
+    #[arg(
+        long,
+        env = "HOOKLINE_PORTAL_FRAME_ANCESTORS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub portal_frame_ancestors: Vec<String>,
     /// How long messages are kept, with their deliveries and attempts, after they were
     /// created (never while a delivery is still to be made): a number and a unit, `s`,
     /// `m`, `h` or `d` (`90d`, `12h`, `30s`).
@@ -406,6 +416,7 @@ struct FileConfig {
     operational_webhook_secret: Option<String>,
     default_signature: Option<DefaultSignature>,
     cors_allowed_origins: Option<Vec<String>>,
+    portal_frame_ancestors: Option<Vec<String>>,
     retention: Option<String>,
 }
 
@@ -443,6 +454,8 @@ pub struct Config {
     pub default_signature: DefaultSignature,
     /// Browser origins allowed to call the API; empty: any.
     pub cors_allowed_origins: Vec<String>,
+    /// Origins allowed to frame the customer portal; empty: none.
+    pub portal_frame_ancestors: Vec<String>,
     /// `--retention`: how long a message is kept after its creation.
     pub retention: std::time::Duration,
 }
@@ -480,6 +493,7 @@ impl std::fmt::Debug for Config {
             )
             .field("default_signature", &self.default_signature)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("portal_frame_ancestors", &self.portal_frame_ancestors)
             .field("retention", &self.retention)
             .finish()
     }
@@ -743,9 +757,15 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         args.cors_allowed_origins,
         file.cors_allowed_origins,
     ))?;
+    let portal_frame_ancestors = frame_ancestors(pick(
+        explicit("portal_frame_ancestors"),
+        args.portal_frame_ancestors,
+        file.portal_frame_ancestors,
+    ))?;
     let retention = parse_retention(&pick(explicit("retention"), args.retention, file.retention))?;
     Ok(Config {
         cors_allowed_origins,
+        portal_frame_ancestors,
         retention,
         default_signature: pick(
             explicit("default_signature"),
@@ -818,6 +838,33 @@ fn cors_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
                 field: "cors_allowed_origins",
                 message: format!(
                     "{o:?} is not an origin: write scheme://host[:port] with no path or trailing slash, e.g. https://dashboard.example.com"
+                ),
+            });
+        }
+    }
+    Ok(origins)
+}
+
+/// Checks `--portal-frame-ancestors`: exact origins only (`scheme://host[:port]`), as
+/// they go into a CSP `frame-ancestors` list; no `*`, since framing by any site is what
+/// clickjacking needs.
+fn frame_ancestors(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let origins: Vec<String> = origins
+        .into_iter()
+        .map(|o| o.trim().to_string())
+        .filter(|o| !o.is_empty())
+        .collect();
+    for o in &origins {
+        let ok = url::Url::parse(o).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.origin().ascii_serialization() == *o
+        });
+        if !ok {
+            return Err(ConfigError::Invalid {
+                field: "portal_frame_ancestors",
+                message: format!(
+                    "{o:?} is not an origin: write scheme://host[:port] with no path, wildcard or trailing slash, e.g. https://app.example.com"
                 ),
             });
         }
@@ -1120,6 +1167,26 @@ mod tests {
     fn debug_hides_token() {
         let c = serve(&["--admin-token", "supersecrettoken123"]).unwrap();
         assert!(!format!("{c:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn portal_frame_ancestors_default_to_none_and_are_checked() {
+        assert!(serve(&[]).unwrap().portal_frame_ancestors.is_empty());
+        let c = serve(&[
+            "--portal-frame-ancestors",
+            "https://app.example.com,http://127.0.0.1:8080",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.portal_frame_ancestors,
+            ["https://app.example.com", "http://127.0.0.1:8080"]
+        );
+        for bad in ["*", "https://app.example.com/", "app.example.com", "'self'"] {
+            let e = serve(&["--portal-frame-ancestors", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("portal_frame_ancestors"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! hookline's operator web console, served by the binary at `/`.
+//! hookline's operator web console, served by the binary at `/`, and its customer
+//! portal at `/portal/{app}` (see `portal.rs` for how a portal link becomes a session).
 //!
 //! Pages are rendered on the server with [maud]: templates are Rust expressions
 //! checked at compile time, every interpolated value is HTML-escaped unless wrapped in
 //! `PreEscaped` (which this crate never does with data), and there is no template
-//! directory to ship. The one stylesheet and one script are embedded with
+//! directory to ship. The one stylesheet and the scripts are embedded with
 //! `include_str!`, so `cargo build` alone produces a binary with the whole console,
 //! and it works with no internet. maud is chosen over askama for this slice because its
 //! templates live next to the handlers that fill them; both are well kept.
@@ -23,6 +24,7 @@
 
 mod json;
 mod pages;
+mod portal;
 pub mod session;
 
 use std::sync::Arc;
@@ -48,6 +50,11 @@ pub struct Inner {
     /// The API's state, to check a token at sign-in as the API does.
     state: AppState,
     sessions: Sessions,
+    /// Customers' portal sessions, apart from the operators' (each is limited to one
+    /// application and carries its own cookie).
+    portal_sessions: Sessions,
+    /// The portal pages' Content-Security-Policy, with `--portal-frame-ancestors`.
+    portal_csp: HeaderValue,
 }
 
 impl std::ops::Deref for Console {
@@ -60,10 +67,35 @@ impl std::ops::Deref for Console {
 
 impl Console {
     pub fn new(api: ApiService, state: AppState) -> Self {
+        Self::with_portal_frame_ancestors(api, state, &[])
+    }
+
+    /// A console whose customer portal may be framed by pages of these origins
+    /// (`--portal-frame-ancestors`; empty: by none). Origins are checked by the config.
+    pub fn with_portal_frame_ancestors(
+        api: ApiService,
+        state: AppState,
+        frame_ancestors: &[String],
+    ) -> Self {
+        let ancestors = if frame_ancestors.is_empty() {
+            "'none'".to_string()
+        } else {
+            frame_ancestors.join(" ")
+        };
+        let csp = CSP.replace(
+            "frame-ancestors 'none'",
+            &format!("frame-ancestors {ancestors}"),
+        );
+        // An origin with a character a header cannot hold never passes the config's
+        // check; should one reach here, framing stays forbidden.
+        let portal_csp =
+            HeaderValue::from_str(&csp).unwrap_or_else(|_| HeaderValue::from_static(CSP));
         Self(Arc::new(Inner {
             api,
             state,
             sessions: Sessions::default(),
+            portal_sessions: Sessions::default(),
+            portal_csp,
         }))
     }
 }
@@ -72,8 +104,12 @@ impl Console {
 /// API (whose paths all start with `/api/` or are `/metrics`).
 pub fn router(console: Console) -> Router {
     pages::router()
-        .with_state(console)
-        .layer(axum::middleware::from_fn(security_headers))
+        .merge(portal::router())
+        .with_state(console.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            console,
+            security_headers,
+        ))
 }
 
 /// The policy every console response carries: scripts and styles from this origin only
@@ -82,19 +118,34 @@ pub fn router(console: Console) -> Router {
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-async fn security_headers(req: Request, next: Next) -> Response {
+/// The same policy on the customer portal's pages, except `frame-ancestors`, which
+/// `--portal-frame-ancestors` sets (and then no `X-Frame-Options`, which cannot list
+/// origins; browsers that know `frame-ancestors` ignore it anyway).
+async fn security_headers(
+    axum::extract::State(console): axum::extract::State<Console>,
+    req: Request,
+    next: Next,
+) -> Response {
     let is_asset = req.uri().path().starts_with("/console/assets/");
+    let is_portal = req.uri().path() == "/portal" || req.uri().path().starts_with("/portal/");
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    if is_portal {
+        h.insert(header::CONTENT_SECURITY_POLICY, console.portal_csp.clone());
+        if console.portal_csp.as_bytes() == CSP.as_bytes() {
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        }
+    } else {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),

@@ -43,11 +43,13 @@ pub fn router() -> Router<Console> {
 const CSS: &str = include_str!("../assets/console.css");
 const JS: &str = include_str!("../assets/console.js");
 const FAVICON: &str = include_str!("../assets/favicon.svg");
+const PORTAL_JS: &str = include_str!("../assets/portal.js");
 
 async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "console.css" => (CSS, "text/css; charset=utf-8"),
         "console.js" => (JS, "text/javascript; charset=utf-8"),
+        "portal.js" => (PORTAL_JS, "text/javascript; charset=utf-8"),
         "favicon.svg" => (FAVICON, "image/svg+xml"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
@@ -65,10 +67,10 @@ async fn asset(Path(file): Path<String>) -> Response {
 // Sessions, forms and errors
 
 /// A submitted `application/x-www-form-urlencoded` form.
-struct Form(HashMap<String, String>);
+pub(crate) struct Form(pub(crate) HashMap<String, String>);
 
 impl Form {
-    fn parse(body: &[u8]) -> Self {
+    pub(crate) fn parse(body: &[u8]) -> Self {
         Form(
             serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
                 .unwrap_or_default()
@@ -77,22 +79,22 @@ impl Form {
         )
     }
 
-    fn get(&self, name: &str) -> &str {
+    pub(crate) fn get(&self, name: &str) -> &str {
         self.0.get(name).map(String::as_str).unwrap_or("")
     }
 }
 
 /// A form shown again after the API refused it: what was typed, and why not.
 #[derive(Default)]
-struct Refused {
+pub(crate) struct Refused {
     /// Which form on the page (`endpoint`, `message`, ...).
-    form: &'static str,
+    pub(crate) form: &'static str,
     values: HashMap<String, String>,
-    errors: Vec<(String, String)>,
+    pub(crate) errors: Vec<(String, String)>,
 }
 
 impl Refused {
-    fn new(form: &'static str, values: &Form, failure: Failure) -> Self {
+    pub(crate) fn new(form: &'static str, values: &Form, failure: Failure) -> Self {
         let errors = match failure {
             Failure::Invalid(list) => list,
             other => vec![(String::new(), other.message())],
@@ -104,7 +106,7 @@ impl Refused {
         }
     }
 
-    fn value<'a>(&'a self, form: &str, name: &str, default: &'a str) -> &'a str {
+    pub(crate) fn value<'a>(&'a self, form: &str, name: &str, default: &'a str) -> &'a str {
         if self.form == form {
             self.values.get(name).map(String::as_str).unwrap_or("")
         } else {
@@ -113,7 +115,7 @@ impl Refused {
     }
 
     /// Errors of this form that name no field shown on it.
-    fn general(&self, form: &str, fields: &[&str]) -> Vec<&str> {
+    pub(crate) fn general(&self, form: &str, fields: &[&str]) -> Vec<&str> {
         if self.form != form {
             return Vec::new();
         }
@@ -124,7 +126,7 @@ impl Refused {
             .collect()
     }
 
-    fn field(&self, form: &str, name: &str) -> Option<String> {
+    pub(crate) fn field(&self, form: &str, name: &str) -> Option<String> {
         if self.form != form {
             return None;
         }
@@ -208,14 +210,14 @@ impl Console {
 
 /// A post another site made the browser send (browsers say so in `Sec-Fetch-Site`;
 /// the CSRF token and `SameSite=Strict` refuse it anyway, this says why early).
-fn cross_site(headers: &HeaderMap) -> bool {
+pub(crate) fn cross_site(headers: &HeaderMap) -> bool {
     headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "cross-site")
 }
 
-fn forbidden() -> Response {
+pub(crate) fn forbidden() -> Response {
     page(
         StatusCode::FORBIDDEN,
         "Form expired",
@@ -286,7 +288,7 @@ fn notice(q: &HashMap<String, String>) -> Markup {
     html! { p.notice role="status" { (text) } }
 }
 
-fn text_field(
+pub(crate) fn text_field(
     label: &str,
     name: &str,
     value: &str,
@@ -310,7 +312,12 @@ fn text_field(
     }
 }
 
-fn textarea_field(label: &str, name: &str, value: &str, error: Option<String>) -> Markup {
+pub(crate) fn textarea_field(
+    label: &str,
+    name: &str,
+    value: &str,
+    error: Option<String>,
+) -> Markup {
     let id = format!("f-{name}");
     let err_id = format!("{id}-error");
     html! {
@@ -326,7 +333,7 @@ fn textarea_field(label: &str, name: &str, value: &str, error: Option<String>) -
     }
 }
 
-fn general_errors(errors: Vec<&str>) -> Markup {
+pub(crate) fn general_errors(errors: Vec<&str>) -> Markup {
     html! {
         @for e in errors {
             p.error role="alert" { (e) }
@@ -334,15 +341,15 @@ fn general_errors(errors: Vec<&str>) -> Markup {
     }
 }
 
-fn csrf(s: &Session) -> Markup {
+pub(crate) fn csrf(s: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(s.csrf); }
 }
 
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+pub(crate) fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-fn list_text(v: &Value, key: &str) -> String {
+pub(crate) fn list_text(v: &Value, key: &str) -> String {
     match v.get(key).and_then(Value::as_array) {
         Some(list) if !list.is_empty() => list
             .iter()
@@ -354,7 +361,7 @@ fn list_text(v: &Value, key: &str) -> String {
 }
 
 /// Comma-separated form input as a JSON list (`None` when empty: "all").
-fn comma_list(s: &str) -> Option<Vec<String>> {
+pub(crate) fn comma_list(s: &str) -> Option<Vec<String>> {
     let list: Vec<String> = s
         .split(',')
         .map(str::trim)
@@ -366,12 +373,12 @@ fn comma_list(s: &str) -> Option<Vec<String>> {
 
 /// A payload typed into a form, kept byte for byte (it is what will be signed and
 /// delivered), or the reason it is not JSON, for the field.
-fn raw_payload(s: &str) -> Result<Box<serde_json::value::RawValue>, Failure> {
+pub(crate) fn raw_payload(s: &str) -> Result<Box<serde_json::value::RawValue>, Failure> {
     serde_json::value::RawValue::from_string(s.trim().to_string())
         .map_err(|e| Failure::Invalid(vec![("payload".into(), format!("is not valid JSON: {e}"))]))
 }
 
-fn timestamp(v: &Value, key: &str) -> Markup {
+pub(crate) fn timestamp(v: &Value, key: &str) -> Markup {
     let t = text(v, key);
     html! { time datetime=(t) { (t.replace('T', " ").split('.').next().unwrap_or(t).trim_end_matches('Z')) } }
 }
@@ -826,7 +833,7 @@ async fn app_view(
     )
 }
 
-fn ep_state(ep: &Value) -> Markup {
+pub(crate) fn ep_state(ep: &Value) -> Markup {
     if ep["disabled"].as_bool().unwrap_or(false) {
         html! { span.badge.off { "Disabled" } }
     } else {
@@ -834,7 +841,7 @@ fn ep_state(ep: &Value) -> Markup {
     }
 }
 
-fn attempt_badge(a: &Value) -> Markup {
+pub(crate) fn attempt_badge(a: &Value) -> Markup {
     let code = a["responseStatusCode"].as_u64().unwrap_or(0);
     let ok = a["status"].as_u64() == Some(0);
     let label = if code == 0 {
@@ -847,7 +854,7 @@ fn attempt_badge(a: &Value) -> Markup {
     }
 }
 
-fn message_table(app_url: &str, page: &Value) -> Markup {
+pub(crate) fn message_table(app_url: &str, page: &Value) -> Markup {
     let rows = page["data"].as_array().cloned().unwrap_or_default();
     html! {
         @if rows.is_empty() {
@@ -912,9 +919,9 @@ async fn create_endpoint(
 /// A message or example typed into a form; the payload goes to the API byte for byte.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-struct NewMessage<'a> {
-    event_type: &'a str,
-    payload: &'a serde_json::value::RawValue,
+pub(crate) struct NewMessage<'a> {
+    pub(crate) event_type: &'a str,
+    pub(crate) payload: &'a serde_json::value::RawValue,
 }
 
 async fn create_message(
@@ -1080,7 +1087,7 @@ async fn message_page(
     )
 }
 
-fn delivery_class(status: &str) -> &'static str {
+pub(crate) fn delivery_class(status: &str) -> &'static str {
     match status {
         "success" => "on",
         "fail" => "off",
@@ -1088,7 +1095,7 @@ fn delivery_class(status: &str) -> &'static str {
     }
 }
 
-fn attempt_table(app_url: &str, attempts: &[Value]) -> Markup {
+pub(crate) fn attempt_table(app_url: &str, attempts: &[Value]) -> Markup {
     html! {
         @if attempts.is_empty() {
             p.empty { "No attempts yet." }
@@ -1116,7 +1123,7 @@ fn attempt_table(app_url: &str, attempts: &[Value]) -> Markup {
 }
 
 /// The start of a response body, for a table cell (the API keeps up to 4 KiB).
-fn excerpt(s: &str) -> String {
+pub(crate) fn excerpt(s: &str) -> String {
     const MAX: usize = 200;
     match s.char_indices().nth(MAX) {
         Some((i, _)) => format!("{}…", &s[..i]),

@@ -37,6 +37,10 @@ pub struct Session {
     pub token: String,
     /// This session's CSRF token, for the hidden field of every form.
     pub csrf: String,
+    /// The one application a portal session may show (`None`: an operator's session).
+    pub app: Option<String>,
+    /// A portal session opened with a read-only token: its pages offer no action.
+    pub read_only: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -49,6 +53,8 @@ impl std::fmt::Debug for Session {
 struct Entry {
     token: String,
     csrf: String,
+    app: Option<String>,
+    read_only: bool,
     last_used: Instant,
 }
 
@@ -67,8 +73,13 @@ fn random_id() -> String {
 }
 
 impl Sessions {
-    /// A new session for `token`.
+    /// A new operator session for `token`.
     pub fn create(&self, token: String) -> Session {
+        self.create_scoped(token, None, false)
+    }
+
+    /// A new session for `token`, limited to one application (a customer's portal).
+    pub fn create_scoped(&self, token: String, app: Option<String>, read_only: bool) -> Session {
         let id = random_id();
         let csrf = random_id();
         let now = Instant::now();
@@ -88,10 +99,18 @@ impl Sessions {
             Entry {
                 token: token.clone(),
                 csrf: csrf.clone(),
+                app: app.clone(),
+                read_only,
                 last_used: now,
             },
         );
-        Session { id, token, csrf }
+        Session {
+            id,
+            token,
+            csrf,
+            app,
+            read_only,
+        }
     }
 
     /// The live session with this id, marked as used now.
@@ -108,6 +127,8 @@ impl Sessions {
             id: id.to_string(),
             token: entry.token.clone(),
             csrf: entry.csrf.clone(),
+            app: entry.app.clone(),
+            read_only: entry.read_only,
         })
     }
 
@@ -204,7 +225,9 @@ mod tests {
                 Session {
                     id: "i".into(),
                     token: "sk_x".into(),
-                    csrf: "c".into()
+                    csrf: "c".into(),
+                    app: None,
+                    read_only: false,
                 }
             ) == "Session(***)"
         );

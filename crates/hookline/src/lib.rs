@@ -182,7 +182,11 @@ pub async fn run(
         let api = hookline_api::router(state.clone(), config.body_limit_bytes);
         // The console's pages first, everything else to the API; the console calls
         // the same API service in-process for its data.
-        let console = hookline_console::Console::new(api.clone(), state);
+        let console = hookline_console::Console::with_portal_frame_ancestors(
+            api.clone(),
+            state,
+            &config.portal_frame_ancestors,
+        );
         let site = hookline_console::router(console).fallback_service(api);
         tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(site)
     } else {

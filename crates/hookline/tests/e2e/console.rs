@@ -20,7 +20,7 @@ use crate::support::{require_tool, Server, ADMIN_TOKEN};
 const PLAYWRIGHT_CORE: &str = "1.65.2";
 const AXE_CORE: &str = "4.14.1";
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
@@ -33,7 +33,7 @@ fn installed_version(modules: &Path, package: &str) -> Option<String> {
 }
 
 /// `target/browser-tests/node_modules` with the pinned packages, installed when missing.
-async fn browser_modules(npm: &Path) -> PathBuf {
+pub(crate) async fn browser_modules(npm: &Path) -> PathBuf {
     let prefix = target_dir().join("browser-tests");
     let modules = prefix.join("node_modules");
     let wanted = [("playwright-core", PLAYWRIGHT_CORE), ("axe-core", AXE_CORE)];
@@ -85,11 +85,14 @@ async fn operator_flow_in_chromium() {
     let receiver = Receiver::start().await;
     let shots = target_dir().join("browser-screenshots");
     std::fs::create_dir_all(&shots).expect("screenshot folder");
+    // Only this test's screenshots: the portal's test saves beside them.
     for old in std::fs::read_dir(&shots)
         .expect("list screenshots")
         .flatten()
     {
-        let _ = std::fs::remove_file(old.path());
+        if old.file_name().to_string_lossy().starts_with("console-") {
+            let _ = std::fs::remove_file(old.path());
+        }
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/console.mjs");
     let started = std::time::Instant::now();
@@ -303,7 +306,7 @@ async fn operator_flow_in_chromium() {
 }
 
 /// An HTTP client that shows redirects instead of following them, with no cookie jar.
-fn plain_client() -> reqwest::Client {
+pub(crate) fn plain_client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -19,6 +19,7 @@ mod idempotency;
 mod nodes;
 mod openapi;
 mod operations;
+mod portal;
 mod postgres;
 mod receiver;
 mod restart;

@@ -261,14 +261,18 @@ impl Store for SqliteStore {
     async fn insert_token(&self, token: ApiToken) -> Result<()> {
         self.write(move |c| {
             c.execute(
-                "INSERT INTO api_tokens (token_hash, app_id, expires_at, created_at, read_only)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO api_tokens (token_hash, app_id, expires_at, created_at, read_only,
+                                         name, prefix, last_used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     token.hash.to_vec(),
                     token.app_id,
                     token.expires_at.map(ms),
                     ms(token.created_at),
-                    token.read_only
+                    token.read_only,
+                    token.name,
+                    token.prefix,
+                    token.last_used_at.map(ms),
                 ],
             )
             .map_err(unique_as_conflict("token already exists"))?;
@@ -280,22 +284,67 @@ impl Store for SqliteStore {
     async fn find_token(&self, hash: &[u8; 32], now: DateTime<Utc>) -> Result<Option<ApiToken>> {
         let hash = *hash;
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT app_id, expires_at, created_at, read_only FROM api_tokens
-                 WHERE token_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
-            )
+            c.prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens
+                 WHERE token_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)"
+            ))
             .map_err(backend)?
-            .query_row(params![hash.to_vec(), ms(now)], |r| {
-                Ok(ApiToken {
-                    hash,
-                    app_id: r.get(0)?,
-                    expires_at: r.get::<_, Option<i64>>(1)?.map(from_ms),
-                    created_at: from_ms(r.get(2)?),
-                    read_only: r.get(3)?,
-                })
-            })
+            .query_row(params![hash.to_vec(), ms(now)], token_row)
             .optional()
             .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self, now: DateTime<Utc>) -> Result<Vec<ApiToken>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM api_tokens
+                     WHERE expires_at IS NULL OR expires_at > ?1
+                     ORDER BY created_at, token_hash"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![ms(now)], token_row)
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: &[u8; TOKEN_ID_BYTES]) -> Result<()> {
+        let (low, high) = token_hash_range(id);
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM api_tokens WHERE token_hash BETWEEN ?1 AND ?2",
+                    params![low.to_vec(), high.to_vec()],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_token(
+        &self,
+        hash: &[u8; 32],
+        now: DateTime<Utc>,
+        every: chrono::Duration,
+    ) -> Result<()> {
+        let hash = *hash;
+        self.write(move |c| {
+            c.execute(
+                "UPDATE api_tokens SET last_used_at = ?2
+                 WHERE token_hash = ?1 AND (last_used_at IS NULL OR last_used_at <= ?3)",
+                params![hash.to_vec(), ms(now), ms(now - every)],
+            )
+            .map_err(backend)?;
+            Ok(())
         })
         .await
     }
@@ -711,4 +760,26 @@ impl Store for SqliteStore {
         self.write_with(Durability::Lazy, retention::reclaim_space)
             .await
     }
+}
+
+/// The columns [`token_row`] reads, in its order.
+const TOKEN_COLUMNS: &str =
+    "token_hash, app_id, expires_at, created_at, read_only, name, prefix, last_used_at";
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
+    let bytes: Vec<u8> = r.get(0)?;
+    let mut hash = [0u8; 32];
+    if bytes.len() == 32 {
+        hash.copy_from_slice(&bytes);
+    }
+    Ok(ApiToken {
+        hash,
+        app_id: r.get(1)?,
+        expires_at: r.get::<_, Option<i64>>(2)?.map(from_ms),
+        created_at: from_ms(r.get(3)?),
+        read_only: r.get(4)?,
+        name: r.get(5)?,
+        prefix: r.get(6)?,
+        last_used_at: r.get::<_, Option<i64>>(7)?.map(from_ms),
+    })
 }

@@ -52,6 +52,10 @@ pub enum Command {
     /// the backup began. For PostgreSQL, use pg_dump.
     #[command(after_help = BACKUP_AFTER_HELP)]
     Backup(BackupArgs),
+    /// Create, list and revoke API tokens directly in the database (no server needed):
+    /// to bootstrap an installation or recover from a lost token. The server need not
+    /// be stopped; a revoked token is refused by its next request.
+    Token(TokenArgs),
     /// Receive webhooks on 127.0.0.1, print each one and check its signature.
     Listen(ListenArgs),
     /// Create, list, show and delete applications.
@@ -84,6 +88,63 @@ dir as hookline.sqlite (remove any hookline.sqlite-wal and -shm left there), sta
 
 Example:
   hookline backup --data-dir ./hookline-data --to /backups/hookline-$(date +%F).sqlite";
+
+/// `hookline token`: what to do.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+/// The `hookline token` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenAction {
+    /// Create a token and print it, once (only its hash is stored).
+    Create(TokenCreateArgs),
+    /// List stored tokens (never their text).
+    List(TokenListArgs),
+    /// Revoke a token by its id (`tok_...`, from `list`).
+    Revoke(TokenRevokeArgs),
+}
+
+/// Flags of `hookline token create`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenCreateArgs {
+    /// Which database: as for `serve` (`--data-dir`, `--database-url`, `--config`).
+    #[command(flatten)]
+    pub database: MigrateArgs,
+    /// What the token is for, for people.
+    #[arg(long)]
+    pub name: String,
+    /// Limit the token to this application (id or uid); default: an admin token.
+    #[arg(long, value_name = "APP")]
+    pub app: Option<String>,
+    /// The token may only read (GET).
+    #[arg(long)]
+    pub read_only: bool,
+    /// How long until it expires (`90d`, `12h`, `30m`); default: never.
+    #[arg(long, value_name = "DURATION", value_parser = tools::parse_duration)]
+    pub expires_in: Option<std::time::Duration>,
+}
+
+/// Flags of `hookline token list`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenListArgs {
+    /// Which database: as for `serve` (`--data-dir`, `--database-url`, `--config`).
+    #[command(flatten)]
+    pub database: MigrateArgs,
+}
+
+/// Flags of `hookline token revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenRevokeArgs {
+    /// Which database: as for `serve` (`--data-dir`, `--database-url`, `--config`).
+    #[command(flatten)]
+    pub database: MigrateArgs,
+    /// The token's id, `tok_...`.
+    #[arg(value_name = "TOKEN_ID")]
+    pub id: String,
+}
 
 /// Flags of `hookline backup`.
 #[derive(Debug, Clone, Args)]
@@ -328,6 +389,11 @@ pub struct ServeArgs {
         value_name = "DURATION"
     )]
     pub retention: String,
+    /// Requests per second each API token may send (the excess gets 429 with
+    /// `Retry-After`); default: no limit. Counted per process.
+    #[arg(long, env = "HOOKLINE_API_RATE_LIMIT", value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_rate_limit: Option<u32>,
 }
 
 /// The `--default-signature` choices.
@@ -407,6 +473,7 @@ struct FileConfig {
     default_signature: Option<DefaultSignature>,
     cors_allowed_origins: Option<Vec<String>>,
     retention: Option<String>,
+    api_rate_limit: Option<u32>,
 }
 
 /// Which database to use.
@@ -445,6 +512,8 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     /// `--retention`: how long a message is kept after its creation.
     pub retention: std::time::Duration,
+    /// `--api-rate-limit`: requests per second per token; `None`: no limit.
+    pub api_rate_limit: Option<u32>,
 }
 
 impl std::fmt::Debug for Config {
@@ -481,6 +550,7 @@ impl std::fmt::Debug for Config {
             .field("default_signature", &self.default_signature)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("retention", &self.retention)
+            .field("api_rate_limit", &self.api_rate_limit)
             .finish()
     }
 }
@@ -744,7 +814,19 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         file.cors_allowed_origins,
     ))?;
     let retention = parse_retention(&pick(explicit("retention"), args.retention, file.retention))?;
+    let api_rate_limit = if explicit("api_rate_limit") {
+        args.api_rate_limit
+    } else {
+        file.api_rate_limit.or(args.api_rate_limit)
+    };
+    if api_rate_limit == Some(0) {
+        return Err(ConfigError::Invalid {
+            field: "api_rate_limit",
+            message: "must be at least 1 (leave it out for no limit)".into(),
+        });
+    }
     Ok(Config {
+        api_rate_limit,
         cors_allowed_origins,
         retention,
         default_signature: pick(

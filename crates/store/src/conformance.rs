@@ -171,10 +171,16 @@ async fn managed_tokens_are_listed_touched_at_most_once_per_interval_and_revoked
     let minute = Duration::seconds(60);
     store.touch_token(&named.hash, now, minute).await.unwrap();
     let used = |t: Option<ApiToken>| t.unwrap().last_used_at;
-    assert_eq!(used(store.find_token(&named.hash, now).await.unwrap()), Some(now));
+    assert_eq!(
+        used(store.find_token(&named.hash, now).await.unwrap()),
+        Some(now)
+    );
     let soon = now + Duration::seconds(30);
     store.touch_token(&named.hash, soon, minute).await.unwrap();
-    assert_eq!(used(store.find_token(&named.hash, now).await.unwrap()), Some(now));
+    assert_eq!(
+        used(store.find_token(&named.hash, now).await.unwrap()),
+        Some(now)
+    );
     let later = now + Duration::seconds(61);
     store.touch_token(&named.hash, later, minute).await.unwrap();
     assert_eq!(
@@ -182,7 +188,10 @@ async fn managed_tokens_are_listed_touched_at_most_once_per_interval_and_revoked
         Some(later)
     );
     // Touching one token leaves the others alone.
-    assert_eq!(used(store.find_token(&scoped.hash, now).await.unwrap()), None);
+    assert_eq!(
+        used(store.find_token(&scoped.hash, now).await.unwrap()),
+        None
+    );
 
     // Revoked by its id: gone at once; the other stays; a second revoke is NotFound.
     let id = parse_token_id(&named.id()).expect("a token id parses");

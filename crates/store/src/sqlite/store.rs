@@ -259,37 +259,19 @@ impl Store for SqliteStore {
     }
 
     async fn insert_token(&self, token: ApiToken) -> Result<()> {
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO api_tokens (token_hash, app_id, expires_at, created_at, read_only,
-                                         name, prefix, last_used_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    token.hash.to_vec(),
-                    token.app_id,
-                    token.expires_at.map(ms),
-                    ms(token.created_at),
-                    token.read_only,
-                    token.name,
-                    token.prefix,
-                    token.last_used_at.map(ms),
-                ],
-            )
-            .map_err(unique_as_conflict("token already exists"))?;
-            Ok(())
-        })
-        .await
+        self.write(move |c| tokens::insert(c, &token)).await
     }
 
     async fn find_token(&self, hash: &[u8; 32], now: DateTime<Utc>) -> Result<Option<ApiToken>> {
         let hash = *hash;
         self.read(move |c| {
             c.prepare_cached(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM api_tokens
-                 WHERE token_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)"
+                "SELECT {} FROM api_tokens
+                 WHERE token_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                tokens::COLUMNS
             ))
             .map_err(backend)?
-            .query_row(params![hash.to_vec(), ms(now)], token_row)
+            .query_row(params![hash.to_vec(), ms(now)], tokens::row)
             .optional()
             .map_err(backend)
         })
@@ -297,37 +279,12 @@ impl Store for SqliteStore {
     }
 
     async fn list_tokens(&self, now: DateTime<Utc>) -> Result<Vec<ApiToken>> {
-        self.read(move |c| {
-            let mut stmt = c
-                .prepare_cached(&format!(
-                    "SELECT {TOKEN_COLUMNS} FROM api_tokens
-                     WHERE expires_at IS NULL OR expires_at > ?1
-                     ORDER BY created_at, token_hash"
-                ))
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map(params![ms(now)], token_row)
-                .map_err(backend)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
-        })
-        .await
+        self.read(move |c| tokens::list(c, now)).await
     }
 
     async fn revoke_token(&self, id: &[u8; TOKEN_ID_BYTES]) -> Result<()> {
-        let (low, high) = token_hash_range(id);
-        self.write(move |c| {
-            let n = c
-                .execute(
-                    "DELETE FROM api_tokens WHERE token_hash BETWEEN ?1 AND ?2",
-                    params![low.to_vec(), high.to_vec()],
-                )
-                .map_err(backend)?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(())
-        })
-        .await
+        let id = *id;
+        self.write(move |c| tokens::revoke(c, &id)).await
     }
 
     async fn touch_token(
@@ -760,26 +717,4 @@ impl Store for SqliteStore {
         self.write_with(Durability::Lazy, retention::reclaim_space)
             .await
     }
-}
-
-/// The columns [`token_row`] reads, in its order.
-const TOKEN_COLUMNS: &str =
-    "token_hash, app_id, expires_at, created_at, read_only, name, prefix, last_used_at";
-
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
-    let bytes: Vec<u8> = r.get(0)?;
-    let mut hash = [0u8; 32];
-    if bytes.len() == 32 {
-        hash.copy_from_slice(&bytes);
-    }
-    Ok(ApiToken {
-        hash,
-        app_id: r.get(1)?,
-        expires_at: r.get::<_, Option<i64>>(2)?.map(from_ms),
-        created_at: from_ms(r.get(3)?),
-        read_only: r.get(4)?,
-        name: r.get(5)?,
-        prefix: r.get(6)?,
-        last_used_at: r.get::<_, Option<i64>>(7)?.map(from_ms),
-    })
 }

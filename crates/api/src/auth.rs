@@ -530,3 +530,93 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_token, list_tokens))
         .routes(routes!(revoke_token))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_use_is_written_at_most_once_a_minute() {
+        let uses = RecentUses::default();
+        let t0 = Instant::now();
+        assert!(uses.due(&[1; 32], t0), "the first use is written");
+        assert!(!uses.due(&[1; 32], t0 + Duration::from_secs(59)));
+        assert!(uses.due(&[2; 32], t0), "another token is counted apart");
+        assert!(uses.due(&[1; 32], t0 + Duration::from_secs(60)));
+        assert!(!uses.due(&[1; 32], t0 + Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn minted_tokens_keep_a_short_prefix_and_only_their_hash() {
+        let now = hookline_store::now();
+        let (text, record) = mint_token(
+            &NewToken {
+                name: " ci ".into(),
+                app_id: Some("app_1".into()),
+                read_only: true,
+                expiry_secs: Some(60),
+            },
+            now,
+        );
+        assert!(text.starts_with("appsk_"), "{text}");
+        assert_eq!(record.hash, hash_token(&text));
+        assert_eq!(record.name.as_deref(), Some("ci"));
+        let prefix = record.prefix.clone().unwrap();
+        assert_eq!(prefix.len(), "appsk_".len() + 6);
+        assert!(text.starts_with(&prefix));
+        assert_eq!(record.expires_at, Some(now + chrono::Duration::seconds(60)));
+        assert!(record.read_only);
+        assert_eq!(
+            hookline_store::parse_token_id(&record.id()).map(|b| b.to_vec()),
+            Some(record.hash[..12].to_vec())
+        );
+    }
+
+    #[test]
+    fn new_tokens_need_a_name_and_a_sane_expiry() {
+        let ok = NewToken {
+            name: "ci".into(),
+            ..Default::default()
+        };
+        assert!(check_new_token(&ok).is_ok());
+        for (bad, field) in [
+            (
+                NewToken {
+                    name: " ".into(),
+                    ..ok.clone()
+                },
+                "name",
+            ),
+            (
+                NewToken {
+                    name: "x".repeat(101),
+                    ..ok.clone()
+                },
+                "name",
+            ),
+            (
+                NewToken {
+                    name: "a\nb".into(),
+                    ..ok.clone()
+                },
+                "name",
+            ),
+            (
+                NewToken {
+                    expiry_secs: Some(0),
+                    ..ok.clone()
+                },
+                "expiry",
+            ),
+            (
+                NewToken {
+                    expiry_secs: Some(MAX_TOKEN_EXPIRY_SECS + 1),
+                    ..ok.clone()
+                },
+                "expiry",
+            ),
+        ] {
+            assert_eq!(check_new_token(&bad).unwrap_err().0, field, "{bad:?}");
+        }
+    }
+}

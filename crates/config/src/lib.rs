@@ -1098,6 +1098,70 @@ mod tests {
     }
 
     #[test]
+    fn api_rate_limit_is_off_unless_set_and_at_least_one() {
+        assert_eq!(serve(&[]).unwrap().api_rate_limit, None);
+        assert_eq!(
+            serve(&["--api-rate-limit", "50"]).unwrap().api_rate_limit,
+            Some(50)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(&path, "api_rate_limit = 7\n").unwrap();
+        let p = path.to_str().unwrap();
+        assert_eq!(serve(&["--config", p]).unwrap().api_rate_limit, Some(7));
+        let c = serve(&["--config", p, "--api-rate-limit", "9"]).unwrap();
+        assert_eq!(c.api_rate_limit, Some(9));
+        assert!(Cli::command()
+            .try_get_matches_from(["hookline", "serve", "--api-rate-limit", "0"])
+            .is_err());
+        std::fs::write(&path, "api_rate_limit = 0\n").unwrap();
+        let err = serve(&["--config", p]).unwrap_err().to_string();
+        assert!(err.starts_with("api_rate_limit: "), "{err}");
+    }
+
+    #[test]
+    fn token_commands_take_the_database_flags() {
+        let (cmd, _) = parse_from([
+            "hookline",
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--app",
+            "app_1",
+            "--read-only",
+            "--expires-in",
+            "30d",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .unwrap();
+        let Command::Token(TokenArgs {
+            action: TokenAction::Create(a),
+        }) = cmd
+        else {
+            panic!("token create: {cmd:?}");
+        };
+        assert_eq!(a.name, "ci");
+        assert_eq!(a.app.as_deref(), Some("app_1"));
+        assert!(a.read_only);
+        assert_eq!(
+            a.expires_in,
+            Some(std::time::Duration::from_secs(30 * 86400))
+        );
+        assert_eq!(
+            migrate_database(&a.database).unwrap(),
+            Database::Sqlite(PathBuf::from("/tmp/x").join(SQLITE_FILE))
+        );
+        assert!(
+            Cli::command()
+                .try_get_matches_from(["hookline", "token", "revoke"])
+                .is_err(),
+            "needs an id"
+        );
+    }
+
+    #[test]
     fn retention_is_90_days_unless_set_in_human_units() {
         let day = 86400;
         assert_eq!(serve(&[]).unwrap().retention.as_secs(), 90 * day);

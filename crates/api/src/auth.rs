@@ -272,6 +272,7 @@ async fn app_portal_access(
             read_only: input.read_only.unwrap_or(false),
             expires_at: Some(now + chrono::Duration::seconds(expiry as i64)),
             created_at: now,
+            prefix: Some(token_prefix(&token)),
             ..Default::default()
         })
         .await?;
@@ -374,7 +375,8 @@ pub struct TokenOut {
     pub id: String,
     /// `None` for portal tokens and tokens created before tokens had names.
     pub name: Option<String>,
-    /// The first characters of the token text (`sk_AbC123`), to tell tokens apart.
+    /// The first characters of the token text (`sk_AbC123`), to tell tokens apart;
+    /// `None` for tokens created before hookline kept it.
     pub prefix: Option<String>,
     /// `admin` or `application`.
     pub scope: &'static str,

@@ -367,3 +367,33 @@ async fn a_flooding_token_is_limited_and_others_are_not() {
         assert!(body["detail"].as_str().unwrap().contains("rate"));
     }
 }
+
+/// Two processes on one PostgreSQL database: a token revoked through one is refused by
+/// the other on its next request (no process caches tokens).
+#[tokio::test]
+async fn a_token_revoked_on_one_node_is_refused_by_the_other_at_once() {
+    let Some(db) = TestDb::create("tokens_across_nodes").await else {
+        eprintln!("skipped: needs HOOKLINE_TEST_POSTGRES_URL");
+        return;
+    };
+    let args = [
+        "--database-url",
+        db.url.as_str(),
+        "--database-pool-size",
+        "4",
+    ];
+    let one = Server::start_with(&args).await;
+    let two = Server::start_with(&args).await;
+    let (text, id) = new_token(&one.client(), json!({"name": "shared"})).await;
+    let on_two = two.client().with_token(Some(&text));
+    assert_eq!(on_two.get("/api/v1/app").await.0, 200);
+    let (status, _) = one
+        .client()
+        .call("DELETE", &format!("/api/v1/auth/token/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, out) = on_two.get("/api/v1/app").await;
+    assert_eq!(status, 401, "{out}");
+    drop((one, two));
+    db.drop_db().await;
+}

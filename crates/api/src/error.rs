@@ -29,6 +29,9 @@ pub enum ApiError {
     StorageFull,
     /// The database cannot be reached for now.
     Unavailable(String),
+    /// The token sent more requests than `--api-rate-limit` allows; retry after this
+    /// many seconds.
+    RateLimited(u64),
     /// Something broke on our side; the detail is logged, never sent.
     Internal(String),
 }
@@ -106,6 +109,7 @@ impl ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -163,6 +167,19 @@ impl IntoResponse for ApiError {
                     Json(HttpErrorOut {
                         code: "unavailable".into(),
                         detail: "the database cannot be reached right now; try again (with an idempotency-key for a create)".into(),
+                    }),
+                )
+                    .into_response();
+            }
+            Self::RateLimited(secs) => {
+                return (
+                    status,
+                    [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                    Json(HttpErrorOut {
+                        code: "rate_limited".into(),
+                        detail: format!(
+                            "this token sent more requests than the server's --api-rate-limit allows; retry in {secs} s"
+                        ),
                     }),
                 )
                     .into_response();

@@ -18,6 +18,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod messages;
 pub mod pagination;
+pub mod rate_limit;
 pub mod schema_bounds;
 pub mod validate;
 
@@ -46,6 +47,11 @@ pub struct AppState(Arc<Shared>);
 /// What [`AppState`] holds.
 pub struct Shared {
     pub store: Arc<dyn Store>,
+    /// Requests per second per token (`--api-rate-limit`); `None`: no limit.
+    pub api_rate_limit: Option<rate_limit::RateLimiter>,
+    /// When this process last recorded each stored token's use (see
+    /// [`auth::RecentUses`]).
+    pub token_uses: auth::RecentUses,
     /// SHA-256 of admin tokens given in the configuration (compared in constant time).
     pub admin_token_hashes: Vec<[u8; 32]>,
     /// Base URL this server is reachable at, for links it hands out.

@@ -52,6 +52,10 @@ pub enum Command {
     /// the backup began. For PostgreSQL, use pg_dump.
     #[command(after_help = BACKUP_AFTER_HELP)]
     Backup(BackupArgs),
+    /// Create, list and revoke API tokens directly in the database (no server needed):
+    /// to bootstrap an installation or recover from a lost token. The server need not
+    /// be stopped; a revoked token is refused by its next request.
+    Token(TokenArgs),
     /// Receive webhooks on 127.0.0.1, print each one and check its signature.
     Listen(ListenArgs),
     /// Create, list, show and delete applications.
@@ -84,6 +88,63 @@ dir as hookline.sqlite (remove any hookline.sqlite-wal and -shm left there), sta
 
 Example:
   hookline backup --data-dir ./hookline-data --to /backups/hookline-$(date +%F).sqlite";
+
+/// `hookline token`: what to do.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+/// The `hookline token` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenAction {
+    /// Create a token and print it, once (only its hash is stored).
+    Create(TokenCreateArgs),
+    /// List stored tokens (never their text).
+    List(TokenListArgs),
+    /// Revoke a token by its id (`tok_...`, from `list`).
+    Revoke(TokenRevokeArgs),
+}
+
+/// Flags of `hookline token create`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenCreateArgs {
+    /// Which database: as for `serve` (`--data-dir`, `--database-url`, `--config`).
+    #[command(flatten)]
+    pub database: MigrateArgs,
+    /// What the token is for, for people.
+    #[arg(long)]
+    pub name: String,
+    /// Limit the token to this application (id or uid); default: an admin token.
+    #[arg(long, value_name = "APP")]
+    pub app: Option<String>,
+    /// The token may only read (GET).
+    #[arg(long)]
+    pub read_only: bool,
+    /// How long until it expires (`90d`, `12h`, `30m`); default: never.
+    #[arg(long, value_name = "DURATION", value_parser = tools::parse_duration)]
+    pub expires_in: Option<std::time::Duration>,
+}
+
+/// Flags of `hookline token list`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenListArgs {
+    /// Which database: as for `serve` (`--data-dir`, `--database-url`, `--config`).
+    #[command(flatten)]
+    pub database: MigrateArgs,
+}
+
+/// Flags of `hookline token revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenRevokeArgs {
+    /// Which database: as for `serve` (`--data-dir`, `--database-url`, `--config`).
+    #[command(flatten)]
+    pub database: MigrateArgs,
+    /// The token's id, `tok_...`.
+    #[arg(value_name = "TOKEN_ID")]
+    pub id: String,
+}
 
 /// Flags of `hookline backup`.
 #[derive(Debug, Clone, Args)]
@@ -338,6 +399,11 @@ pub struct ServeArgs {
         value_name = "DURATION"
     )]
     pub retention: String,
+    /// Requests per second each API token may send (the excess gets 429 with
+    /// `Retry-After`); default: no limit. Counted per process.
+    #[arg(long, env = "HOOKLINE_API_RATE_LIMIT", value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_rate_limit: Option<u32>,
 }
 
 /// The `--default-signature` choices.
@@ -418,6 +484,7 @@ struct FileConfig {
     cors_allowed_origins: Option<Vec<String>>,
     portal_frame_ancestors: Option<Vec<String>>,
     retention: Option<String>,
+    api_rate_limit: Option<u32>,
 }
 
 /// Which database to use.
@@ -458,6 +525,8 @@ pub struct Config {
     pub portal_frame_ancestors: Vec<String>,
     /// `--retention`: how long a message is kept after its creation.
     pub retention: std::time::Duration,
+    /// `--api-rate-limit`: requests per second per token; `None`: no limit.
+    pub api_rate_limit: Option<u32>,
 }
 
 impl std::fmt::Debug for Config {
@@ -495,6 +564,7 @@ impl std::fmt::Debug for Config {
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("portal_frame_ancestors", &self.portal_frame_ancestors)
             .field("retention", &self.retention)
+            .field("api_rate_limit", &self.api_rate_limit)
             .finish()
     }
 }
@@ -763,7 +833,19 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         file.portal_frame_ancestors,
     ))?;
     let retention = parse_retention(&pick(explicit("retention"), args.retention, file.retention))?;
+    let api_rate_limit = if explicit("api_rate_limit") {
+        args.api_rate_limit
+    } else {
+        file.api_rate_limit.or(args.api_rate_limit)
+    };
+    if api_rate_limit == Some(0) {
+        return Err(ConfigError::Invalid {
+            field: "api_rate_limit",
+            message: "must be at least 1 (leave it out for no limit)".into(),
+        });
+    }
     Ok(Config {
+        api_rate_limit,
         cors_allowed_origins,
         portal_frame_ancestors,
         retention,
@@ -1060,6 +1142,70 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rsa") && err.contains("ed25519"), "{err}");
+    }
+
+    #[test]
+    fn api_rate_limit_is_off_unless_set_and_at_least_one() {
+        assert_eq!(serve(&[]).unwrap().api_rate_limit, None);
+        assert_eq!(
+            serve(&["--api-rate-limit", "50"]).unwrap().api_rate_limit,
+            Some(50)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(&path, "api_rate_limit = 7\n").unwrap();
+        let p = path.to_str().unwrap();
+        assert_eq!(serve(&["--config", p]).unwrap().api_rate_limit, Some(7));
+        let c = serve(&["--config", p, "--api-rate-limit", "9"]).unwrap();
+        assert_eq!(c.api_rate_limit, Some(9));
+        assert!(Cli::command()
+            .try_get_matches_from(["hookline", "serve", "--api-rate-limit", "0"])
+            .is_err());
+        std::fs::write(&path, "api_rate_limit = 0\n").unwrap();
+        let err = serve(&["--config", p]).unwrap_err().to_string();
+        assert!(err.starts_with("api_rate_limit: "), "{err}");
+    }
+
+    #[test]
+    fn token_commands_take_the_database_flags() {
+        let (cmd, _) = parse_from([
+            "hookline",
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--app",
+            "app_1",
+            "--read-only",
+            "--expires-in",
+            "30d",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .unwrap();
+        let Command::Token(TokenArgs {
+            action: TokenAction::Create(a),
+        }) = cmd
+        else {
+            panic!("token create: {cmd:?}");
+        };
+        assert_eq!(a.name, "ci");
+        assert_eq!(a.app.as_deref(), Some("app_1"));
+        assert!(a.read_only);
+        assert_eq!(
+            a.expires_in,
+            Some(std::time::Duration::from_secs(30 * 86400))
+        );
+        assert_eq!(
+            migrate_database(&a.database).unwrap(),
+            Database::Sqlite(PathBuf::from("/tmp/x").join(SQLITE_FILE))
+        );
+        assert!(
+            Cli::command()
+                .try_get_matches_from(["hookline", "token", "revoke"])
+                .is_err(),
+            "needs an id"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod listen;
 pub mod listener;
 pub mod operational;
 pub mod retention;
+pub mod token;
 
 /// Opens the configured store, running migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -107,6 +108,9 @@ pub async fn ensure_admin_token(
             read_only: false,
             expires_at: None,
             created_at: hookline_store::now(),
+            name: Some("first admin token".into()),
+            prefix: Some(hookline_api::auth::token_prefix(&token)),
+            last_used_at: None,
         })
         .await?;
     Ok(Some(token))
@@ -151,6 +155,10 @@ pub async fn run(
     );
     let state = AppState::new(Shared {
         store: store.clone(),
+        api_rate_limit: config
+            .api_rate_limit
+            .map(hookline_api::rate_limit::RateLimiter::new),
+        token_uses: Default::default(),
         admin_token_hashes: config.admin_token.iter().map(|t| hash_token(t)).collect(),
         public_url: format!("http://{addr}"),
         wake: dispatcher.waker(),

@@ -110,6 +110,10 @@ async fn serve() -> anyhow::Result<()> {
             init_logs_at(LogFormat::Text, "warn");
             std::process::exit(hookline::backup::run(&args).await)
         }
+        Command::Token(args) => {
+            init_logs_at(LogFormat::Text, "warn");
+            std::process::exit(hookline::token::run(&args).await)
+        }
         // listen, the API commands, completions and man: no logs of their own.
         tool => std::process::exit(hookline::cli::run(tool).await),
     }

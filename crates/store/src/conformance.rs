@@ -116,8 +116,99 @@ suite! {
         retention_deletes_old_finished_messages_with_their_deliveries_and_attempts,
         expired_payloads_are_dropped_once_no_delivery_is_owed,
         concurrent_retention_walks_delete_each_message_once,
+        managed_tokens_are_listed_touched_at_most_once_per_interval_and_revoked,
     ],
     sqlite: [],
+}
+
+// --- tokens --------------------------------------------------------------------------
+
+async fn managed_tokens_are_listed_touched_at_most_once_per_interval_and_revoked(
+    store: Arc<dyn Store>,
+) {
+    use chrono::Duration;
+    let a = store.create_app(app(None)).await.unwrap();
+    // Whole milliseconds: both backends keep times to the millisecond.
+    let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    let named = ApiToken {
+        hash: [7; 32],
+        app_id: None,
+        read_only: true,
+        expires_at: Some(now + Duration::days(30)),
+        created_at: now - Duration::seconds(2),
+        name: Some("ci deploys".into()),
+        prefix: Some("sk_AbCdEf".into()),
+        last_used_at: None,
+    };
+    let scoped = ApiToken {
+        hash: [9; 32],
+        app_id: Some(a.id.clone()),
+        created_at: now - Duration::seconds(1),
+        name: Some("portal".into()),
+        ..Default::default()
+    };
+    let expired = ApiToken {
+        hash: [8; 32],
+        expires_at: Some(now - Duration::seconds(1)),
+        created_at: now,
+        ..Default::default()
+    };
+    for t in [&named, &scoped, &expired] {
+        store.insert_token(t.clone()).await.unwrap();
+    }
+    // Oldest first, every field kept, the expired one left out.
+    assert_eq!(
+        store.list_tokens(now).await.unwrap(),
+        vec![named.clone(), scoped.clone()]
+    );
+    assert_eq!(
+        store.find_token(&named.hash, now).await.unwrap(),
+        Some(named.clone())
+    );
+    assert_eq!(store.find_token(&expired.hash, now).await.unwrap(), None);
+
+    // The first use is recorded; another within the interval is not; one after it is.
+    let minute = Duration::seconds(60);
+    store.touch_token(&named.hash, now, minute).await.unwrap();
+    let used = |t: Option<ApiToken>| t.unwrap().last_used_at;
+    assert_eq!(
+        used(store.find_token(&named.hash, now).await.unwrap()),
+        Some(now)
+    );
+    let soon = now + Duration::seconds(30);
+    store.touch_token(&named.hash, soon, minute).await.unwrap();
+    assert_eq!(
+        used(store.find_token(&named.hash, now).await.unwrap()),
+        Some(now)
+    );
+    let later = now + Duration::seconds(61);
+    store.touch_token(&named.hash, later, minute).await.unwrap();
+    assert_eq!(
+        used(store.find_token(&named.hash, now).await.unwrap()),
+        Some(later)
+    );
+    // Touching one token leaves the others alone.
+    assert_eq!(
+        used(store.find_token(&scoped.hash, now).await.unwrap()),
+        None
+    );
+
+    // Revoked by its id: gone at once; the other stays; a second revoke is NotFound.
+    let id = parse_token_id(&named.id()).expect("a token id parses");
+    store.revoke_token(&id).await.unwrap();
+    assert_eq!(store.find_token(&named.hash, now).await.unwrap(), None);
+    assert!(store.find_token(&scoped.hash, now).await.unwrap().is_some());
+    assert!(matches!(
+        store.revoke_token(&id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.list_tokens(now).await.unwrap(), vec![scoped.clone()]);
+    // An id whose bytes are a prefix of no hash revokes nothing.
+    assert!(matches!(
+        store.revoke_token(&[0xab; TOKEN_ID_BYTES]).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.find_token(&scoped.hash, now).await.unwrap().is_some());
 }
 
 // --- fixtures ------------------------------------------------------------------------

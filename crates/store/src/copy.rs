@@ -870,9 +870,20 @@ fn spec(kind: Kind) -> Spec {
             },
         },
         Kind::ApiTokens => Spec {
-            sqlite_cols: "token_hash, app_id, read_only, expires_at, created_at",
-            pg_cols: "token_hash, app_id, read_only, expires_at, created_at",
-            pg_types: &[T::BYTEA, T::TEXT, T::BOOL, T::TIMESTAMPTZ, T::TIMESTAMPTZ],
+            sqlite_cols:
+                "token_hash, app_id, read_only, expires_at, created_at, name, prefix, last_used_at",
+            pg_cols:
+                "token_hash, app_id, read_only, expires_at, created_at, name, prefix, last_used_at",
+            pg_types: &[
+                T::BYTEA,
+                T::TEXT,
+                T::BOOL,
+                T::TIMESTAMPTZ,
+                T::TIMESTAMPTZ,
+                T::TEXT,
+                T::TEXT,
+                T::TIMESTAMPTZ,
+            ],
             wanted: None,
             parents: None,
             map: |r, _| {
@@ -891,6 +902,9 @@ fn spec(kind: Kind) -> Spec {
                     Cell::Bool(at.get(r, 2, "read_only")?),
                     Cell::Time(at.opt_time(r, 3, "expires_at")?),
                     Cell::Time(Some(at.time(r, 4, "created_at")?)),
+                    Cell::Text(at.opt_text(r, 5, "name")?),
+                    Cell::Text(at.opt_text(r, 6, "prefix")?),
+                    Cell::Time(at.opt_time(r, 7, "last_used_at")?),
                 ])
             },
         },

@@ -349,6 +349,7 @@ async fn installation() -> Installation {
             read_only: true,
             expires_at: None,
             created_at: now,
+            ..Default::default()
         })
         .await
         .unwrap();

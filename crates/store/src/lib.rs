@@ -231,6 +231,21 @@ pub trait Store: DeliveryQueue {
     async fn find_token(&self, hash: &[u8; 32], now: DateTime<Utc>) -> Result<Option<ApiToken>>;
     /// Whether any admin (not app-scoped) token exists.
     async fn has_admin_token(&self) -> Result<bool>;
+    /// Every token not expired at `now`, oldest first (for `GET /api/v1/auth/token`).
+    async fn list_tokens(&self, now: DateTime<Utc>) -> Result<Vec<ApiToken>>;
+    /// Deletes the token whose id ([`ApiToken::id`]) is these hash bytes; `NotFound` if
+    /// there is none. Requests look their token up each time, so it is refused at once,
+    /// by every process sharing the database.
+    async fn revoke_token(&self, id: &[u8; TOKEN_ID_BYTES]) -> Result<()>;
+    /// Records that the token was used at `now`, unless its last use recorded is less
+    /// than `every` before: at most one write per token per `every`, whatever the number
+    /// of processes and requests.
+    async fn touch_token(
+        &self,
+        hash: &[u8; 32],
+        now: DateTime<Utc>,
+        every: chrono::Duration,
+    ) -> Result<()>;
 
     // --- idempotency --------------------------------------------------------------
     /// Claims `key` within `scope`. A pending claim older than `stale_after` (its holder

@@ -369,7 +369,7 @@ impl<T> Page<T> {
 }
 
 /// An API token, known to the store only by the SHA-256 of its text.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ApiToken {
     pub hash: [u8; 32],
     /// `None`: admin token. `Some(app id)`: sees that one application.
@@ -378,6 +378,62 @@ pub struct ApiToken {
     pub read_only: bool,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// What the operator called it (managed tokens; `None` for portal tokens and tokens
+    /// created before tokens had names).
+    pub name: Option<String>,
+    /// The first characters of the token text (`sk_AbCd`), so a person can tell which
+    /// token a listing means; too short to help anyone guess the rest.
+    pub prefix: Option<String>,
+    /// When it was last used, to the minute at best (see [`Store::touch_token`]).
+    ///
+    /// [`Store::touch_token`]: crate::Store::touch_token
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// How many leading bytes of a token's hash make its id.
+pub const TOKEN_ID_BYTES: usize = 12;
+
+impl ApiToken {
+    /// The token's public id, `tok_` and the hex of the first 12 bytes of its hash.
+    ///
+    /// Derived from the hash rather than stored, so every token has one, those created
+    /// before ids existed included, and no migration has to fill a column. The hash of a
+    /// 256-bit random token says nothing about the token, and 96 bits do not collide.
+    pub fn id(&self) -> String {
+        token_id(&self.hash)
+    }
+}
+
+/// The id of the token with this hash (see [`ApiToken::id`]).
+pub fn token_id(hash: &[u8; 32]) -> String {
+    let mut id = String::from("tok_");
+    for b in &hash[..TOKEN_ID_BYTES] {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
+/// The hash bytes a token id names, if it is one (`tok_` and 24 hex digits).
+pub fn parse_token_id(id: &str) -> Option<[u8; TOKEN_ID_BYTES]> {
+    let hex = id.strip_prefix("tok_")?;
+    if hex.len() != TOKEN_ID_BYTES * 2 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; TOKEN_ID_BYTES];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The range of hashes whose first bytes are `id`, both ends included: a token id is
+/// looked up by walking the primary key's index over it.
+pub fn token_hash_range(id: &[u8; TOKEN_ID_BYTES]) -> ([u8; 32], [u8; 32]) {
+    let mut low = [0u8; 32];
+    let mut high = [0xffu8; 32];
+    low[..TOKEN_ID_BYTES].copy_from_slice(id);
+    high[..TOKEN_ID_BYTES].copy_from_slice(id);
+    (low, high)
 }
 
 #[derive(Debug, Clone, PartialEq)]

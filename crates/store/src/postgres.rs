@@ -114,6 +114,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("postgres/migrations/0006_retention.sql"),
         additive: true,
     },
+    Migration {
+        version: 7,
+        name: "managed_tokens",
+        sql: include_str!("postgres/migrations/0007_managed_tokens.sql"),
+        additive: true,
+    },
 ];
 
 /// How TLS is used, after libpq's `sslmode`.

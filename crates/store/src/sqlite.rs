@@ -374,6 +374,7 @@ mod queue;
 mod retention;
 mod rows;
 mod store;
+mod tokens;
 mod writer;
 
 use crate::cache::*;
@@ -383,6 +384,7 @@ use listing::*;
 use migrations::*;
 use queue::*;
 use rows::*;
+pub use tokens::TokenTable;
 use writer::*;
 
 #[cfg(test)]

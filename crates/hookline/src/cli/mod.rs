@@ -46,9 +46,11 @@ pub async fn run(command: Command) -> i32 {
         Command::Recover(args) => recover::run(args).await,
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),
-        Command::Serve(_) | Command::Migrate(_) | Command::Copy(_) | Command::Backup(_) => {
-            Err(anyhow!("not a developer tool"))
-        }
+        Command::Serve(_)
+        | Command::Migrate(_)
+        | Command::Copy(_)
+        | Command::Backup(_)
+        | Command::Token(_) => Err(anyhow!("not a developer tool")),
     };
     match result {
         Ok(()) => 0,

@@ -32,4 +32,5 @@ mod seed_shoperti;
 mod seed_treble;
 mod support;
 mod svix_sdk;
+mod tokens;
 mod walkthrough;

@@ -131,13 +131,24 @@ pub(super) fn msg_row(r: &Row) -> Result<Message> {
     })
 }
 
-pub(super) fn token_row(hash: [u8; 32], r: &Row) -> Result<ApiToken> {
+/// The columns [`token_row`] reads, in its order.
+pub(super) const TOKEN_COLUMNS: &str =
+    "token_hash, app_id, expires_at, created_at, read_only, name, prefix, last_used_at";
+
+pub(super) fn token_row(r: &Row) -> Result<ApiToken> {
+    let bytes: Vec<u8> = get(r, 0)?;
+    let hash: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Backend("PostgreSQL: a token_hash is not 32 bytes".into()))?;
     Ok(ApiToken {
         hash,
-        app_id: get(r, 0)?,
-        expires_at: get(r, 1)?,
-        created_at: get(r, 2)?,
-        read_only: get(r, 3)?,
+        app_id: get(r, 1)?,
+        expires_at: get(r, 2)?,
+        created_at: get(r, 3)?,
+        read_only: get(r, 4)?,
+        name: get(r, 5)?,
+        prefix: get(r, 6)?,
+        last_used_at: get(r, 7)?,
     })
 }
 

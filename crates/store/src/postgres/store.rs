@@ -773,14 +773,18 @@ impl Store for PgStore {
         let client = self.client().await?;
         exec(
             &client,
-            "INSERT INTO api_tokens (token_hash, app_id, expires_at, created_at, read_only)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO api_tokens (token_hash, app_id, expires_at, created_at, read_only,
+                                     name, prefix, last_used_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &&token.hash[..],
                 &token.app_id,
                 &token.expires_at.map(ms),
                 &ms(token.created_at),
                 &token.read_only,
+                &token.name,
+                &token.prefix,
+                &token.last_used_at.map(ms),
             ],
         )
         .await
@@ -792,14 +796,69 @@ impl Store for PgStore {
         let client = self.client().await?;
         opt(
             &client,
-            "SELECT app_id, expires_at, created_at, read_only FROM api_tokens
-             WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)",
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens
+                 WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)"
+            ),
             &[&&hash[..], &ms(now)],
         )
         .await
         .map_err(backend)?
-        .map(|r| token_row(*hash, &r))
+        .map(|r| token_row(&r))
         .transpose()
+    }
+
+    async fn list_tokens(&self, now: DateTime<Utc>) -> Result<Vec<ApiToken>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens
+                 WHERE expires_at IS NULL OR expires_at > $1
+                 ORDER BY created_at, token_hash"
+            ))
+            .await
+            .map_err(backend)?;
+        client
+            .query(&stmt, &[&ms(now)])
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(token_row)
+            .collect()
+    }
+
+    async fn revoke_token(&self, id: &[u8; TOKEN_ID_BYTES]) -> Result<()> {
+        let (low, high) = token_hash_range(id);
+        let client = self.client().await?;
+        let n = exec(
+            &client,
+            "DELETE FROM api_tokens WHERE token_hash BETWEEN $1 AND $2",
+            &[&&low[..], &&high[..]],
+        )
+        .await
+        .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn touch_token(
+        &self,
+        hash: &[u8; 32],
+        now: DateTime<Utc>,
+        every: chrono::Duration,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        exec(
+            &client,
+            "UPDATE api_tokens SET last_used_at = $2
+             WHERE token_hash = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
+            &[&&hash[..], &ms(now), &ms(now - every)],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
     }
 
     async fn has_admin_token(&self) -> Result<bool> {

@@ -467,6 +467,7 @@ async fn deleting_an_application_takes_everything_it_owns() {
                 read_only: false,
                 expires_at: None,
                 created_at: crate::now(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -1106,6 +1107,7 @@ async fn tokens_are_found_by_hash_until_they_expire() {
         read_only: true,
         expires_at: Some(now + Duration::hours(1)),
         created_at: now,
+        ..Default::default()
     };
     store.insert_token(scoped.clone()).await.unwrap();
     assert!(!store.has_admin_token().await.unwrap(), "app-scoped only");
@@ -1132,6 +1134,7 @@ async fn tokens_are_found_by_hash_until_they_expire() {
         read_only: false,
         expires_at: None,
         created_at: now,
+        ..Default::default()
     };
     store.insert_token(admin.clone()).await.unwrap();
     assert!(store.has_admin_token().await.unwrap());

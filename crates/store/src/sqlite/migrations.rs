@@ -280,6 +280,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_payload_expiry ON messages (payload_expires_at)
         WHERE payload_expires_at IS NOT NULL AND payload <> '{}';
     "#,
+    // 9: managed tokens: a name, the first characters of the text (to tell tokens apart
+    // in a listing), and when each was last used (written at most once a minute).
+    r#"
+    ALTER TABLE api_tokens ADD COLUMN name TEXT;
+    ALTER TABLE api_tokens ADD COLUMN prefix TEXT;
+    ALTER TABLE api_tokens ADD COLUMN last_used_at INTEGER;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -259,43 +259,49 @@ impl Store for SqliteStore {
     }
 
     async fn insert_token(&self, token: ApiToken) -> Result<()> {
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO api_tokens (token_hash, app_id, expires_at, created_at, read_only)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    token.hash.to_vec(),
-                    token.app_id,
-                    token.expires_at.map(ms),
-                    ms(token.created_at),
-                    token.read_only
-                ],
-            )
-            .map_err(unique_as_conflict("token already exists"))?;
-            Ok(())
-        })
-        .await
+        self.write(move |c| tokens::insert(c, &token)).await
     }
 
     async fn find_token(&self, hash: &[u8; 32], now: DateTime<Utc>) -> Result<Option<ApiToken>> {
         let hash = *hash;
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT app_id, expires_at, created_at, read_only FROM api_tokens
+            c.prepare_cached(&format!(
+                "SELECT {} FROM api_tokens
                  WHERE token_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
-            )
+                tokens::COLUMNS
+            ))
             .map_err(backend)?
-            .query_row(params![hash.to_vec(), ms(now)], |r| {
-                Ok(ApiToken {
-                    hash,
-                    app_id: r.get(0)?,
-                    expires_at: r.get::<_, Option<i64>>(1)?.map(from_ms),
-                    created_at: from_ms(r.get(2)?),
-                    read_only: r.get(3)?,
-                })
-            })
+            .query_row(params![hash.to_vec(), ms(now)], tokens::row)
             .optional()
             .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self, now: DateTime<Utc>) -> Result<Vec<ApiToken>> {
+        self.read(move |c| tokens::list(c, now)).await
+    }
+
+    async fn revoke_token(&self, id: &[u8; TOKEN_ID_BYTES]) -> Result<()> {
+        let id = *id;
+        self.write(move |c| tokens::revoke(c, &id)).await
+    }
+
+    async fn touch_token(
+        &self,
+        hash: &[u8; 32],
+        now: DateTime<Utc>,
+        every: chrono::Duration,
+    ) -> Result<()> {
+        let hash = *hash;
+        self.write(move |c| {
+            c.execute(
+                "UPDATE api_tokens SET last_used_at = ?2
+                 WHERE token_hash = ?1 AND (last_used_at IS NULL OR last_used_at <= ?3)",
+                params![hash.to_vec(), ms(now), ms(now - every)],
+            )
+            .map_err(backend)?;
+            Ok(())
         })
         .await
     }

@@ -28,6 +28,10 @@
 //! ([`Limiter::set_local_delay`]); a round is flat while its mean is within the
 //! tolerance plus a few times that delay, and a cut discounts it.
 //!
+//! A drop to 1 remembers half the limit the failures began at (TCP's ssthresh): slow
+//! start goes back up to it, then steps on, so a receiver that refuses beyond some
+//! concurrency is not sent twice that again after every reset.
+//!
 //! Timeouts, connection errors and throttled answers halve the limit, once per round of
 //! failures; three in a row drop it to 1, to start over in slow start. Other failures (a
 //! 500, a 4xx) say nothing about capacity and change nothing. A throttled answer's
@@ -87,6 +91,11 @@ pub struct Limiter {
     step: u32,
     /// Until the first cut, and again after a drop to 1: flat rounds double the limit.
     slow_start: bool,
+    /// Half the limit at which the last run of failures began (as TCP's ssthresh): slow
+    /// start after a drop to 1 doubles up to it, no further, and probes on from there
+    /// one step at a time, so a receiver that refuses beyond some concurrency is not hit
+    /// with twice that again after every reset.
+    failed_at: Option<u32>,
     round: Round,
     /// The lowest round mean in the last `rounds` rounds, and in the `BEST_ROUNDS`
     /// before them.
@@ -133,6 +142,7 @@ impl Limiter {
             max,
             step: limit,
             slow_start: true,
+            failed_at: None,
             round: Round::new(None),
             best: Duration::MAX,
             best_before: Duration::MAX,
@@ -187,6 +197,9 @@ impl Limiter {
                     self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
                 }
                 self.failures += 1;
+                if self.failures == 1 {
+                    self.failed_at = Some((self.limit / 2).max(1));
+                }
                 if self.failures >= FAILURES_TO_RESET {
                     self.cut(1, now);
                 } else if self.failure_cut_at.is_none_or(|at| started >= at) {
@@ -229,12 +242,20 @@ impl Limiter {
         let local = self.local_delay * LOCAL_DELAY_FACTOR;
         if mean <= best.mul_f64(TOLERANCE) + SLACK + local {
             let most = if self.slow_start {
-                self.limit
+                match self.failed_at {
+                    Some(at) => self.limit.min(at.saturating_sub(self.limit)),
+                    None => self.limit,
+                }
             } else {
                 (self.limit / 8).max(1)
             };
             self.limit = self.limit.saturating_add(self.step.min(most)).min(self.max);
             self.step = self.step.saturating_mul(2).min(self.limit);
+            if self.slow_start && self.failed_at.is_some_and(|at| self.limit >= at) {
+                // Back where the failures began: probe on gently.
+                self.slow_start = false;
+                self.step = 1;
+            }
         } else {
             let receiver = mean.saturating_sub(local).max(best);
             let serves = f64::from(self.limit) * best.as_secs_f64() / receiver.as_secs_f64();
@@ -367,6 +388,24 @@ mod tests {
         (*limits.iter().min().unwrap(), *limits.iter().max().unwrap())
     }
 
+    /// A receiver that serves 4 at once and refuses (503) beyond: once settled, the limit
+    /// never goes past 5, also after the drops to 1 that runs of refusals cause (slow
+    /// start then climbs back to where the refusals began, not to twice that).
+    #[test]
+    fn a_receiver_refusing_beyond_four_keeps_the_limit_at_five_or_less() {
+        let mut sim = Sim::new(256);
+        let refusing = |in_flight: u32, _: Instant| {
+            if in_flight > 4 {
+                (MS / 10, Outcome::Throttled { retry_after: None })
+            } else {
+                (5 * MS, Outcome::Success)
+            }
+        };
+        let limits = sim.run(20_000, refusing);
+        let (lo, hi) = range(&limits[2_000..]);
+        assert!(1 <= lo && hi <= 5, "settled limits in {lo}..={hi}");
+    }
+
     /// A sender short of CPU: a 1 ms receiver's attempts take 1 ms plus up to 8 ms of
     /// the sender's own scheduling, more the more it has in flight. Told its own delay,
     /// the limiter keeps growing; not told, it takes the sender's delay for the
@@ -465,9 +504,11 @@ mod tests {
         let limits = sim.run(300, |_, _| (MS, Outcome::ConnectionError));
         assert!(limits.iter().all(|l| *l == 1));
 
-        let limits = sim.run(1_000, flat(MS));
+        // Slow start back to half the limit the failures began at (128), then steps that
+        // double up to an eighth of the limit.
+        let limits = sim.run(5_000, flat(MS));
         let at = reached(&limits, 256).expect("recovered");
-        assert!(at <= 600, "cap again after {at} attempts");
+        assert!(at <= 4_000, "cap again after {at} attempts");
     }
 
     #[test]
@@ -527,7 +568,7 @@ mod tests {
         assert!(paused >= start + wait);
         sim.run(1, flat(MS));
         assert_eq!(sim.now, paused + MS, "sent while paused");
-        let limits = sim.run(1_000, flat(MS));
+        let limits = sim.run(5_000, flat(MS));
         assert!(reached(&limits, 256).is_some());
     }
 

@@ -224,6 +224,17 @@ impl Console {
         })
     }
 
+    /// A GET of one of the API's list pages, answering its `data` (both the console and
+    /// the portal show a single page of these; neither follows the iterator here).
+    pub(crate) async fn api_list(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> Result<Vec<serde_json::Value>, Failure> {
+        let page = self.api(token, Method::GET, path, None).await?;
+        Ok(page["data"].as_array().cloned().unwrap_or_default())
+    }
+
     /// [`Console::api`], answering the body as the API sent it (for payloads, whose
     /// key order a parsed `Value` would not keep).
     pub(crate) async fn api_bytes(

@@ -150,7 +150,8 @@ fn field_matches(api_field: &str, name: &str) -> bool {
 
 impl Console {
     fn session(&self, headers: &HeaderMap) -> Option<Session> {
-        self.sessions.get(&session::cookie_value(headers)?)
+        self.sessions
+            .get(&session::cookie_value(headers, session::COOKIE)?)
     }
 
     /// The session of a form post, if the post is allowed: signed in, sent by a page of
@@ -700,15 +701,10 @@ async fn app_view(
     let id = text(&app, "id").to_string();
     let base = format!("app/{}", seg(&id));
     let endpoints = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/endpoint?limit=50"),
-            None,
-        )
+        .api_list(&s.token, &format!("{base}/endpoint?limit=50"))
         .await
     {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
+        Ok(p) => p,
         Err(f) => return c.failed(headers, s, f),
     };
     // Health at a glance: each endpoint's deliveries by state and its newest attempt.
@@ -987,54 +983,12 @@ async fn message_page(
     };
     let app_id = text(&app_v, "id").to_string();
     let base = format!("app/{}", seg(&app_id));
-    let raw = match c
-        .api_bytes(
-            &s.token,
-            Method::GET,
-            &format!("{base}/msg/{}", seg(&msg)),
-            None,
-        )
-        .await
-    {
-        Ok(m) => m,
+    let v = match MessageView::fetch(&c, &s.token, &base, &msg).await {
+        Ok(v) => v,
         Err(f) => return c.failed(&headers, &s, f),
     };
-    let m: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    // The payload as the API sent it: a parsed `Value` would sort its keys.
-    #[derive(serde::Deserialize)]
-    struct RawMessage {
-        payload: Box<serde_json::value::RawValue>,
-    }
-    let payload = serde_json::from_slice::<RawMessage>(&raw)
-        .map(|r| json::pretty(r.payload.get()))
-        .unwrap_or_default();
-    let msg_id = text(&m, "id").to_string();
-    let deliveries = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/msg/{}/endpoint?limit=250", seg(&msg_id)),
-            None,
-        )
-        .await
-    {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
-        Err(f) => return c.failed(&headers, &s, f),
-    };
-    let attempts = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/attempt/msg/{}?limit=100", seg(&msg_id)),
-            None,
-        )
-        .await
-    {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
-        Err(f) => return c.failed(&headers, &s, f),
-    };
+    let (m, msg_id) = (&v.m, &v.id);
     let app_url = format!("/apps/{}", seg(&app_id));
-    let msg_url = format!("{app_url}/msgs/{}", seg(&msg_id));
     page(
         StatusCode::OK,
         &format!("Message {msg_id}"),
@@ -1044,32 +998,106 @@ async fn message_page(
             h1 { "Message " code { (msg_id) } }
             (notice(&q))
             dl.props {
-                dt { "Event type" } dd { (text(&m, "eventType")) }
-                dt { "eventId" } dd { (text(&m, "eventId")) }
-                dt { "Channels" } dd { (list_text(&m, "channels")) }
-                dt { "Created" } dd { (timestamp(&m, "timestamp")) }
+                dt { "Event type" } dd { (text(m, "eventType")) }
+                dt { "eventId" } dd { (text(m, "eventId")) }
+                dt { "Channels" } dd { (list_text(m, "channels")) }
+                dt { "Created" } dd { (timestamp(m, "timestamp")) }
             }
-            section aria-labelledby="payload" {
-                h2 #payload { "Payload" }
-                pre.payload tabindex="0" aria-labelledby="payload" { code { (payload) } }
-            }
-            section aria-labelledby="deliveries" {
-                h2 #deliveries { "Deliveries" }
-                @if deliveries.is_empty() {
-                    p.empty { "No endpoint matched this message." }
-                } @else {
-                    table {
-                        thead { tr { th scope="col" { "Endpoint" } th scope="col" { "State" } th scope="col" { "Attempts" } th scope="col" { "Next attempt" } th scope="col" { "Action" } } }
-                        tbody {
-                            @for d in &deliveries {
-                                tr {
-                                    td { a href=(format!("{app_url}/endpoints/{}", seg(text(d, "id")))) { (text(d, "url")) } }
-                                    td { span.badge.(delivery_class(text(d, "statusText"))) { (text(d, "statusText")) } }
-                                    td { (d["attempts"]) }
-                                    td { @if d["nextAttempt"].is_string() { (timestamp(d, "nextAttempt")) } @else { "—" } }
+            (message_sections(&app_url, &v, Some(&s), None))
+        },
+    )
+}
+
+/// A message as its page shows it, fetched the same way for the console and the portal
+/// (`base` is the API path of its application).
+pub(crate) struct MessageView {
+    pub(crate) m: Value,
+    pub(crate) id: String,
+    /// The payload as the API sent it, indented: a parsed `Value` would sort its keys.
+    pub(crate) payload: String,
+    pub(crate) deliveries: Vec<Value>,
+    pub(crate) attempts: Vec<Value>,
+}
+
+impl MessageView {
+    pub(crate) async fn fetch(
+        c: &Console,
+        token: &str,
+        base: &str,
+        msg: &str,
+    ) -> Result<Self, Failure> {
+        let raw = c
+            .api_bytes(
+                token,
+                Method::GET,
+                &format!("{base}/msg/{}", seg(msg)),
+                None,
+            )
+            .await?;
+        let m: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        #[derive(serde::Deserialize)]
+        struct RawMessage {
+            payload: Box<serde_json::value::RawValue>,
+        }
+        let payload = serde_json::from_slice::<RawMessage>(&raw)
+            .map(|r| json::pretty(r.payload.get()))
+            .unwrap_or_default();
+        let id = text(&m, "id").to_string();
+        let deliveries = c
+            .api_list(
+                token,
+                &format!("{base}/msg/{}/endpoint?limit=250", seg(&id)),
+            )
+            .await?;
+        let attempts = c
+            .api_list(token, &format!("{base}/attempt/msg/{}?limit=100", seg(&id)))
+            .await?;
+        Ok(Self {
+            m,
+            id,
+            payload,
+            deliveries,
+            attempts,
+        })
+    }
+}
+
+/// A message page's payload, deliveries and attempts. `resend` is the session whose
+/// CSRF token the Resend forms carry, or `None` where none is offered (a read-only
+/// portal); `table_class` is the deliveries table's class, if it has one.
+pub(crate) fn message_sections(
+    app_url: &str,
+    v: &MessageView,
+    resend: Option<&Session>,
+    table_class: Option<&str>,
+) -> Markup {
+    let msg_url = format!("{app_url}/msgs/{}", seg(&v.id));
+    html! {
+        section aria-labelledby="payload" {
+            h2 #payload { "Payload" }
+            pre.payload tabindex="0" aria-labelledby="payload" { code { (v.payload) } }
+        }
+        section aria-labelledby="deliveries" {
+            h2 #deliveries { "Deliveries" }
+            @if v.deliveries.is_empty() {
+                p.empty { "No endpoint matched this message." }
+            } @else {
+                table class=[table_class] {
+                    thead { tr {
+                        th scope="col" { "Endpoint" } th scope="col" { "State" } th scope="col" { "Attempts" } th scope="col" { "Next attempt" }
+                        @if resend.is_some() { th scope="col" { "Action" } }
+                    } }
+                    tbody {
+                        @for d in &v.deliveries {
+                            tr {
+                                td { a href=(format!("{app_url}/endpoints/{}", seg(text(d, "id")))) { (text(d, "url")) } }
+                                td { span.badge.(delivery_class(text(d, "statusText"))) { (text(d, "statusText")) } }
+                                td { (d["attempts"]) }
+                                td { @if d["nextAttempt"].is_string() { (timestamp(d, "nextAttempt")) } @else { "—" } }
+                                @if let Some(s) = resend {
                                     td {
                                         form method="post" action=(format!("{msg_url}/resend/{}", seg(text(d, "id")))) {
-                                            (csrf(&s))
+                                            (csrf(s))
                                             button type="submit" aria-label=(format!("Resend to {}", text(d, "url"))) { "Resend" }
                                         }
                                     }
@@ -1079,12 +1107,12 @@ async fn message_page(
                     }
                 }
             }
-            section aria-labelledby="attempts" {
-                h2 #attempts { "Attempts" }
-                (attempt_table(&app_url, &attempts))
-            }
-        },
-    )
+        }
+        section aria-labelledby="attempts" {
+            h2 #attempts { "Attempts" }
+            (attempt_table(app_url, &v.attempts))
+        }
+    }
 }
 
 pub(crate) fn delivery_class(status: &str) -> &'static str {
@@ -1205,15 +1233,13 @@ async fn endpoint_view(
     };
     let ep_id = text(&e, "id").to_string();
     let attempts = match c
-        .api(
+        .api_list(
             &s.token,
-            Method::GET,
             &format!("{base}/attempt/endpoint/{}?limit=20", seg(&ep_id)),
-            None,
         )
         .await
     {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
+        Ok(p) => p,
         Err(f) => return c.failed(headers, s, f),
     };
     let app_url = format!("/apps/{}", seg(&app_id));
@@ -1256,14 +1282,7 @@ async fn endpoint_view(
                 h2 #secret { "Signing secret" }
                 p { code #secret-value hidden { } }
                 div.actions {
-                    form method="post" action=(format!("{ep_url}/secret")) data-reveal="secret-value" {
-                        (csrf(s))
-                        button type="submit" { "Reveal secret" }
-                    }
-                    form method="post" action=(format!("{ep_url}/rotate")) {
-                        (csrf(s))
-                        button type="submit" { "Rotate secret" }
-                    }
+                    (secret_forms(&ep_url, s))
                     @if disabled {
                         form method="post" action=(format!("{ep_url}/enable")) {
                             (csrf(s))
@@ -1296,6 +1315,56 @@ async fn endpoint_view(
     )
 }
 
+/// An endpoint page's Reveal and Rotate forms (the Reveal form's answer is read by the
+/// page's script into `#secret-value`).
+pub(crate) fn secret_forms(ep_url: &str, s: &Session) -> Markup {
+    html! {
+        form method="post" action=(format!("{ep_url}/secret")) data-reveal="secret-value" {
+            (csrf(s))
+            button type="submit" { "Reveal secret" }
+        }
+        form method="post" action=(format!("{ep_url}/rotate")) {
+            (csrf(s))
+            button type="submit" { "Rotate secret" }
+        }
+    }
+}
+
+/// The answer to a Reveal form: the endpoint's secret as JSON for the page's script,
+/// never cached, or the API's refusal (the secret is never part of a rendered page).
+pub(crate) async fn reveal_secret(c: &Console, token: &str, api_path: &str) -> Response {
+    match c
+        .api(token, Method::GET, &format!("{api_path}/secret"), None)
+        .await
+    {
+        Ok(v) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(json!({ "key": text(&v, "key") })),
+        )
+            .into_response(),
+        Err(f) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "detail": f.message() })),
+        )
+            .into_response(),
+    }
+}
+
+/// Rotates the secret of the endpoint at `api_path`.
+pub(crate) async fn rotate_secret(
+    c: &Console,
+    token: &str,
+    api_path: &str,
+) -> Result<Value, Failure> {
+    c.api(
+        token,
+        Method::POST,
+        &format!("{api_path}/secret/rotate"),
+        Some("{}".into()),
+    )
+    .await
+}
+
 async fn endpoint_action(
     State(c): State<Console>,
     headers: HeaderMap,
@@ -1313,31 +1382,9 @@ async fn endpoint_action(
     match action.as_str() {
         "secret" => {
             // Read by the page's script when the operator asks; never part of a page.
-            match c
-                .api(&s.token, Method::GET, &format!("{api_path}/secret"), None)
-                .await
-            {
-                Ok(v) => (
-                    [(header::CACHE_CONTROL, "no-store")],
-                    axum::Json(json!({ "key": text(&v, "key") })),
-                )
-                    .into_response(),
-                Err(f) => (
-                    StatusCode::BAD_REQUEST,
-                    axum::Json(json!({ "detail": f.message() })),
-                )
-                    .into_response(),
-            }
+            reveal_secret(&c, &s.token, &api_path).await
         }
-        "rotate" => match c
-            .api(
-                &s.token,
-                Method::POST,
-                &format!("{api_path}/secret/rotate"),
-                Some("{}".into()),
-            )
-            .await
-        {
+        "rotate" => match rotate_secret(&c, &s.token, &api_path).await {
             Ok(_) => back("rotated"),
             Err(f) => c.failed(&headers, &s, f),
         },

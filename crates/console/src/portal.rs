@@ -36,11 +36,12 @@ use maud::{html, Markup, DOCTYPE};
 use serde_json::{json, Value};
 
 use crate::pages::{
-    attempt_badge, attempt_table, comma_list, cross_site, delivery_class, ep_state, general_errors,
-    list_text, message_table, raw_payload, text, text_field, textarea_field, timestamp, Form,
-    NewMessage, Refused,
+    attempt_badge, attempt_table, comma_list, cross_site, csrf, ep_state, general_errors,
+    list_text, message_sections, message_table, raw_payload, reveal_secret, rotate_secret,
+    secret_forms, text, text_field, textarea_field, timestamp, Form, MessageView, NewMessage,
+    Refused,
 };
-use crate::session::Session;
+use crate::session::{cookie_value, Session};
 use crate::{json, over_https, redirect, seg, Console, Failure};
 
 /// The portal's cookie (its path is the application's portal).
@@ -62,17 +63,6 @@ pub fn router() -> Router<Console> {
 // ---------------------------------------------------------------------------------
 // Sessions
 
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string())
-}
-
 /// The `Set-Cookie` value for a portal session of `app` (see the module docs for why
 /// these attributes). No `Max-Age`: it ends with the browser, or after the idle time.
 fn set_cookie(app: &str, id: &str, https: bool) -> String {
@@ -91,7 +81,7 @@ fn clear_cookie(app: &str, https: bool) -> String {
 impl Console {
     /// This request's portal session, if it is one for `app`.
     fn portal_session(&self, headers: &HeaderMap, app: &str) -> Option<Session> {
-        let s = self.portal_sessions.get(&cookie_value(headers)?)?;
+        let s = self.portal_sessions.get(&cookie_value(headers, COOKIE)?)?;
         (s.app.as_deref() == Some(app)).then_some(s)
     }
 
@@ -295,10 +285,6 @@ fn portal_page(
         }
     };
     (status, Html(markup.into_string())).into_response()
-}
-
-fn csrf(s: &Session) -> Markup {
-    html! { input type="hidden" name="csrf" value=(s.csrf); }
 }
 
 /// Fixed notices after a redirect, chosen by key: a URL can pick one, never write one.
@@ -618,15 +604,13 @@ async fn endpoint_view(
     };
     let ep_id = text(&e, "id").to_string();
     let attempts = match c
-        .api(
+        .api_list(
             &s.token,
-            Method::GET,
             &format!("{base}/attempt/endpoint/{}?limit=20", seg(&ep_id)),
-            None,
         )
         .await
     {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
+        Ok(p) => p,
         Err(f) => return c.portal_failed(headers, app, s, f),
     };
     let types = if s.read_only {
@@ -667,14 +651,7 @@ async fn endpoint_view(
                     p.hint { "Verify each webhook's signature with this secret (Standard Webhooks)." }
                     p { code #secret-value hidden { } }
                     div.actions {
-                        form method="post" action=(format!("{ep_url}/secret")) data-reveal="secret-value" {
-                            (csrf(s))
-                            button type="submit" { "Reveal secret" }
-                        }
-                        form method="post" action=(format!("{ep_url}/rotate")) {
-                            (csrf(s))
-                            button type="submit" { "Rotate secret" }
-                        }
+                        (secret_forms(&ep_url, s))
                     }
                 }
                 section.card aria-labelledby="example" {
@@ -723,30 +700,8 @@ async fn endpoint_action(
     let api_path = format!("app/{}/endpoint/{}", seg(&app), seg(&ep));
     let page_url = format!("{}/endpoints/{}", home_url(&app), seg(&ep));
     match action.as_str() {
-        "secret" => match c
-            .api(&s.token, Method::GET, &format!("{api_path}/secret"), None)
-            .await
-        {
-            Ok(v) => (
-                [(header::CACHE_CONTROL, "no-store")],
-                axum::Json(json!({ "key": text(&v, "key") })),
-            )
-                .into_response(),
-            Err(f) => (
-                StatusCode::BAD_REQUEST,
-                axum::Json(json!({ "detail": f.message() })),
-            )
-                .into_response(),
-        },
-        "rotate" => match c
-            .api(
-                &s.token,
-                Method::POST,
-                &format!("{api_path}/secret/rotate"),
-                Some("{}".into()),
-            )
-            .await
-        {
+        "secret" => reveal_secret(&c, &s.token, &api_path).await,
+        "rotate" => match rotate_secret(&c, &s.token, &api_path).await {
             Ok(_) => redirect(&format!("{page_url}?done=rotated")),
             Err(f) => c.portal_failed(&headers, &app, &s, f),
         },
@@ -817,53 +772,12 @@ async fn message_page(
         return no_session(&app);
     };
     let base = format!("app/{}", seg(&app));
-    let raw = match c
-        .api_bytes(
-            &s.token,
-            Method::GET,
-            &format!("{base}/msg/{}", seg(&msg)),
-            None,
-        )
-        .await
-    {
-        Ok(m) => m,
+    let v = match MessageView::fetch(&c, &s.token, &base, &msg).await {
+        Ok(v) => v,
         Err(f) => return c.portal_failed(&headers, &app, &s, f),
     };
-    let m: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    #[derive(serde::Deserialize)]
-    struct RawMessage {
-        payload: Box<serde_json::value::RawValue>,
-    }
-    let payload = serde_json::from_slice::<RawMessage>(&raw)
-        .map(|r| json::pretty(r.payload.get()))
-        .unwrap_or_default();
-    let msg_id = text(&m, "id").to_string();
-    let deliveries = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/msg/{}/endpoint?limit=250", seg(&msg_id)),
-            None,
-        )
-        .await
-    {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
-        Err(f) => return c.portal_failed(&headers, &app, &s, f),
-    };
-    let attempts = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/attempt/msg/{}?limit=100", seg(&msg_id)),
-            None,
-        )
-        .await
-    {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
-        Err(f) => return c.portal_failed(&headers, &app, &s, f),
-    };
+    let (m, msg_id) = (&v.m, &v.id);
     let app_url = home_url(&app);
-    let msg_url = format!("{app_url}/msgs/{}", seg(&msg_id));
     portal_page(
         StatusCode::OK,
         &format!("Message {msg_id}"),
@@ -874,49 +788,11 @@ async fn message_page(
             h1 { "Message " code { (msg_id) } }
             (notice(&q))
             dl.props {
-                dt { "Event type" } dd { (text(&m, "eventType")) }
-                dt { "eventId" } dd { (text(&m, "eventId")) }
-                dt { "Created" } dd { (timestamp(&m, "timestamp")) }
+                dt { "Event type" } dd { (text(m, "eventType")) }
+                dt { "eventId" } dd { (text(m, "eventId")) }
+                dt { "Created" } dd { (timestamp(m, "timestamp")) }
             }
-            section aria-labelledby="payload" {
-                h2 #payload { "Payload" }
-                pre.payload tabindex="0" aria-labelledby="payload" { code { (payload) } }
-            }
-            section aria-labelledby="deliveries" {
-                h2 #deliveries { "Deliveries" }
-                @if deliveries.is_empty() {
-                    p.empty { "No endpoint matched this message." }
-                } @else {
-                    table.deliveries {
-                        thead { tr {
-                            th scope="col" { "Endpoint" } th scope="col" { "State" } th scope="col" { "Attempts" } th scope="col" { "Next attempt" }
-                            @if !s.read_only { th scope="col" { "Action" } }
-                        } }
-                        tbody {
-                            @for d in &deliveries {
-                                tr {
-                                    td { a href=(format!("{app_url}/endpoints/{}", seg(text(d, "id")))) { (text(d, "url")) } }
-                                    td { span.badge.(delivery_class(text(d, "statusText"))) { (text(d, "statusText")) } }
-                                    td { (d["attempts"]) }
-                                    td { @if d["nextAttempt"].is_string() { (timestamp(d, "nextAttempt")) } @else { "—" } }
-                                    @if !s.read_only {
-                                        td {
-                                            form method="post" action=(format!("{msg_url}/resend/{}", seg(text(d, "id")))) {
-                                                (csrf(&s))
-                                                button type="submit" aria-label=(format!("Resend to {}", text(d, "url"))) { "Resend" }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            section aria-labelledby="attempts" {
-                h2 #attempts { "Attempts" }
-                (attempt_table(&app_url, &attempts))
-            }
+            (message_sections(&app_url, &v, (!s.read_only).then_some(&s), Some("deliveries")))
         },
     )
 }
@@ -968,6 +844,6 @@ mod tests {
             header::COOKIE,
             "hookline_console=x; hookline_portal=abc".parse().unwrap(),
         );
-        assert_eq!(cookie_value(&h).as_deref(), Some("abc"));
+        assert_eq!(cookie_value(&h, COOKIE).as_deref(), Some("abc"));
     }
 }

@@ -521,7 +521,7 @@ async fn apps_view(
         if !iterator.is_empty() {
             path.push_str(&format!("&iterator={}", seg(iterator)));
         }
-        match c.api(&s.token, Method::GET, &path, None).await {
+        match c.api_get(&s.token, &path).await {
             Ok(page) => (
                 page["data"].as_array().cloned().unwrap_or_default(),
                 (!page["done"].as_bool().unwrap_or(true))
@@ -531,22 +531,14 @@ async fn apps_view(
         }
     } else {
         let mut found = Vec::new();
-        match c
-            .api(&s.token, Method::GET, &format!("app/{}", seg(search)), None)
-            .await
-        {
+        match c.api_get(&s.token, &format!("app/{}", seg(search))).await {
             Ok(app) => found.push(app),
             Err(Failure::NotFound(_)) => {}
             Err(f) => return c.failed(headers, s, f),
         }
         let needle = search.to_lowercase();
         match c
-            .api(
-                &s.token,
-                Method::GET,
-                &format!("app?limit={SEARCH_SCAN}"),
-                None,
-            )
+            .api_get(&s.token, &format!("app?limit={SEARCH_SCAN}"))
             .await
         {
             Ok(page) => {
@@ -691,10 +683,7 @@ async fn app_view(
     q: &HashMap<String, String>,
     refused: Refused,
 ) -> Response {
-    let app = match c
-        .api(&s.token, Method::GET, &format!("app/{}", seg(app_id)), None)
-        .await
-    {
+    let app = match c.api_get(&s.token, &format!("app/{}", seg(app_id))).await {
         Ok(a) => a,
         Err(f) => return c.failed(headers, s, f),
     };
@@ -712,19 +701,10 @@ async fn app_view(
     for ep in &endpoints {
         let ep_path = format!("{base}/endpoint/{}", seg(text(ep, "id")));
         let stats = c
-            .api(&s.token, Method::GET, &format!("{ep_path}/stats"), None)
+            .api_get(&s.token, &format!("{ep_path}/stats"))
             .await
             .unwrap_or(Value::Null);
-        let last = c
-            .api(
-                &s.token,
-                Method::GET,
-                &format!("{base}/attempt/endpoint/{}?limit=1", seg(text(ep, "id"))),
-                None,
-            )
-            .await
-            .ok()
-            .and_then(|p| p["data"].get(0).cloned());
+        let last = last_attempt(c, &s.token, &base, text(ep, "id")).await;
         health.push((stats, last));
     }
     let iterator = q.get("iterator").map(String::as_str).unwrap_or("");
@@ -732,7 +712,7 @@ async fn app_view(
     if !iterator.is_empty() {
         msg_path.push_str(&format!("&iterator={}", seg(iterator)));
     }
-    let messages = match c.api(&s.token, Method::GET, &msg_path, None).await {
+    let messages = match c.api_get(&s.token, &msg_path).await {
         Ok(p) => p,
         Err(f) => return c.failed(headers, s, f),
     };
@@ -974,10 +954,7 @@ async fn message_page(
     let Some(s) = c.session(&headers) else {
         return redirect("/");
     };
-    let app_v = match c
-        .api(&s.token, Method::GET, &format!("app/{}", seg(&app)), None)
-        .await
-    {
+    let app_v = match c.api_get(&s.token, &format!("app/{}", seg(&app))).await {
         Ok(a) => a,
         Err(f) => return c.failed(&headers, &s, f),
     };
@@ -1006,6 +983,60 @@ async fn message_page(
             (message_sections(&app_url, &v, Some(&s), None))
         },
     )
+}
+
+/// The newest delivery attempt to an endpoint of the application at `base`, if any
+/// (for health at a glance; a failed read shows as none rather than failing the page).
+pub(crate) async fn last_attempt(
+    c: &Console,
+    token: &str,
+    base: &str,
+    ep_id: &str,
+) -> Option<Value> {
+    c.api_get(
+        token,
+        &format!("{base}/attempt/endpoint/{}?limit=1", seg(ep_id)),
+    )
+    .await
+    .ok()
+    .and_then(|p| p["data"].get(0).cloned())
+}
+
+/// An endpoint of the application at `base` and its recent attempts, as its page shows
+/// them.
+pub(crate) async fn endpoint_with_attempts(
+    c: &Console,
+    token: &str,
+    base: &str,
+    ep: &str,
+) -> Result<(Value, Vec<Value>), Failure> {
+    let e = c
+        .api_get(token, &format!("{base}/endpoint/{}", seg(ep)))
+        .await?;
+    let attempts = c
+        .api_list(
+            token,
+            &format!("{base}/attempt/endpoint/{}?limit=20", seg(text(&e, "id"))),
+        )
+        .await?;
+    Ok((e, attempts))
+}
+
+/// Sends message `msg` of `app` again to endpoint `ep`.
+pub(crate) async fn resend_message(
+    c: &Console,
+    token: &str,
+    app: &str,
+    msg: &str,
+    ep: &str,
+) -> Result<Value, Failure> {
+    let path = format!(
+        "app/{}/msg/{}/endpoint/{}/resend",
+        seg(app),
+        seg(msg),
+        seg(ep)
+    );
+    c.api(token, Method::POST, &path, None).await
 }
 
 /// A message as its page shows it, fetched the same way for the console and the portal
@@ -1170,13 +1201,7 @@ async fn resend(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let path = format!(
-        "app/{}/msg/{}/endpoint/{}/resend",
-        seg(&app),
-        seg(&msg),
-        seg(&ep)
-    );
-    match c.api(&s.token, Method::POST, &path, None).await {
+    match resend_message(&c, &s.token, &app, &msg, &ep).await {
         Ok(_) => redirect(&format!(
             "/apps/{}/msgs/{}?done=resent",
             seg(&app),
@@ -1210,38 +1235,17 @@ async fn endpoint_view(
     q: &HashMap<String, String>,
     refused: Refused,
 ) -> Response {
-    let app_v = match c
-        .api(&s.token, Method::GET, &format!("app/{}", seg(app)), None)
-        .await
-    {
+    let app_v = match c.api_get(&s.token, &format!("app/{}", seg(app))).await {
         Ok(a) => a,
         Err(f) => return c.failed(headers, s, f),
     };
     let app_id = text(&app_v, "id").to_string();
     let base = format!("app/{}", seg(&app_id));
-    let e = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/endpoint/{}", seg(ep)),
-            None,
-        )
-        .await
-    {
-        Ok(e) => e,
+    let (e, attempts) = match endpoint_with_attempts(c, &s.token, &base, ep).await {
+        Ok(v) => v,
         Err(f) => return c.failed(headers, s, f),
     };
     let ep_id = text(&e, "id").to_string();
-    let attempts = match c
-        .api_list(
-            &s.token,
-            &format!("{base}/attempt/endpoint/{}?limit=20", seg(&ep_id)),
-        )
-        .await
-    {
-        Ok(p) => p,
-        Err(f) => return c.failed(headers, s, f),
-    };
     let app_url = format!("/apps/{}", seg(&app_id));
     let ep_url = format!("{app_url}/endpoints/{}", seg(&ep_id));
     let disabled = e["disabled"].as_bool().unwrap_or(false);
@@ -1333,10 +1337,7 @@ pub(crate) fn secret_forms(ep_url: &str, s: &Session) -> Markup {
 /// The answer to a Reveal form: the endpoint's secret as JSON for the page's script,
 /// never cached, or the API's refusal (the secret is never part of a rendered page).
 pub(crate) async fn reveal_secret(c: &Console, token: &str, api_path: &str) -> Response {
-    match c
-        .api(token, Method::GET, &format!("{api_path}/secret"), None)
-        .await
-    {
+    match c.api_get(token, &format!("{api_path}/secret")).await {
         Ok(v) => (
             [(header::CACHE_CONTROL, "no-store")],
             axum::Json(json!({ "key": text(&v, "key") })),

@@ -36,10 +36,10 @@ use maud::{html, Markup, DOCTYPE};
 use serde_json::{json, Value};
 
 use crate::pages::{
-    attempt_badge, attempt_table, comma_list, cross_site, csrf, ep_state, general_errors,
-    list_text, message_sections, message_table, raw_payload, reveal_secret, rotate_secret,
-    secret_forms, text, text_field, textarea_field, timestamp, Form, MessageView, NewMessage,
-    Refused,
+    attempt_badge, attempt_table, comma_list, cross_site, csrf, endpoint_with_attempts, ep_state,
+    general_errors, last_attempt, list_text, message_sections, message_table, raw_payload,
+    resend_message, reveal_secret, rotate_secret, secret_forms, text, text_field, textarea_field,
+    timestamp, Form, MessageView, NewMessage, Refused,
 };
 use crate::session::{cookie_value, Session};
 use crate::{json, over_https, redirect, seg, Console, Failure};
@@ -301,9 +301,7 @@ fn notice(q: &HashMap<String, String>) -> Markup {
 
 /// The catalog of event types (not archived), for choosing and for sending a test.
 async fn catalog(c: &Console, s: &Session) -> Result<Vec<Value>, Failure> {
-    let page = c
-        .api(&s.token, Method::GET, "event-type?limit=250", None)
-        .await?;
+    let page = c.api_get(&s.token, "event-type?limit=250").await?;
     Ok(page["data"].as_array().cloned().unwrap_or_default())
 }
 
@@ -364,7 +362,7 @@ async fn home_view(
     refused: Refused,
 ) -> Response {
     let base = format!("app/{}", seg(app));
-    let app_v = match c.api(&s.token, Method::GET, &base, None).await {
+    let app_v = match c.api_get(&s.token, &base).await {
         Ok(a) => a,
         Err(f) => return c.portal_failed(headers, app, s, f),
     };
@@ -373,7 +371,7 @@ async fn home_view(
     if !ep_iterator.is_empty() {
         ep_path.push_str(&format!("&iterator={}", seg(ep_iterator)));
     }
-    let (endpoints, more_endpoints) = match c.api(&s.token, Method::GET, &ep_path, None).await {
+    let (endpoints, more_endpoints) = match c.api_get(&s.token, &ep_path).await {
         Ok(p) => (
             p["data"].as_array().cloned().unwrap_or_default(),
             (!p["done"].as_bool().unwrap_or(true)).then(|| text(&p, "iterator").to_string()),
@@ -382,17 +380,7 @@ async fn home_view(
     };
     let mut last_attempts = Vec::with_capacity(endpoints.len());
     for ep in &endpoints {
-        last_attempts.push(
-            c.api(
-                &s.token,
-                Method::GET,
-                &format!("{base}/attempt/endpoint/{}?limit=1", seg(text(ep, "id"))),
-                None,
-            )
-            .await
-            .ok()
-            .and_then(|p| p["data"].get(0).cloned()),
-        );
+        last_attempts.push(last_attempt(c, &s.token, &base, text(ep, "id")).await);
     }
     let types = if s.read_only {
         Vec::new()
@@ -407,7 +395,7 @@ async fn home_view(
     if !iterator.is_empty() {
         msg_path.push_str(&format!("&iterator={}", seg(iterator)));
     }
-    let messages = match c.api(&s.token, Method::GET, &msg_path, None).await {
+    let messages = match c.api_get(&s.token, &msg_path).await {
         Ok(p) => p,
         Err(f) => return c.portal_failed(headers, app, s, f),
     };
@@ -590,29 +578,11 @@ async fn endpoint_view(
     refused: Refused,
 ) -> Response {
     let base = format!("app/{}", seg(app));
-    let e = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/endpoint/{}", seg(ep)),
-            None,
-        )
-        .await
-    {
-        Ok(e) => e,
+    let (e, attempts) = match endpoint_with_attempts(c, &s.token, &base, ep).await {
+        Ok(v) => v,
         Err(f) => return c.portal_failed(headers, app, s, f),
     };
     let ep_id = text(&e, "id").to_string();
-    let attempts = match c
-        .api_list(
-            &s.token,
-            &format!("{base}/attempt/endpoint/{}?limit=20", seg(&ep_id)),
-        )
-        .await
-    {
-        Ok(p) => p,
-        Err(f) => return c.portal_failed(headers, app, s, f),
-    };
     let types = if s.read_only {
         Vec::new()
     } else {
@@ -808,13 +778,7 @@ async fn resend(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let path = format!(
-        "app/{}/msg/{}/endpoint/{}/resend",
-        seg(&app),
-        seg(&msg),
-        seg(&ep)
-    );
-    match c.api(&s.token, Method::POST, &path, None).await {
+    match resend_message(&c, &s.token, &app, &msg, &ep).await {
         Ok(_) => redirect(&format!(
             "{}/msgs/{}?done=resent",
             home_url(&app),

@@ -362,7 +362,7 @@ pub(crate) fn list_text(v: &Value, key: &str) -> String {
 }
 
 /// Comma-separated form input as a JSON list (`None` when empty: "all").
-pub(crate) fn comma_list(s: &str) -> Option<Vec<String>> {
+fn comma_list(s: &str) -> Option<Vec<String>> {
     let list: Vec<String> = s
         .split(',')
         .map(str::trim)
@@ -864,21 +864,7 @@ async fn create_endpoint(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let mut input = json!({ "url": form.get("url").trim() });
-    if !form.get("description").trim().is_empty() {
-        input["description"] = json!(form.get("description").trim());
-    }
-    if let Some(types) = comma_list(form.get("filterTypes")) {
-        input["filterTypes"] = json!(types);
-    }
-    if let Some(channels) = comma_list(form.get("channels")) {
-        input["channels"] = json!(channels);
-    }
-    let path = format!("app/{}/endpoint", seg(&app));
-    match c
-        .api(&s.token, Method::POST, &path, Some(input.to_string()))
-        .await
-    {
+    match new_endpoint(&c, &s.token, &app, &form, &["filterTypes", "channels"]).await {
         Ok(ep) => redirect(&format!(
             "/apps/{}/endpoints/{}?done=endpoint-created",
             seg(&app),
@@ -890,6 +876,29 @@ async fn create_endpoint(
             app_view(&c, &headers, &s, &app, &HashMap::new(), refused).await
         }
     }
+}
+
+/// Creates an endpoint of `app` from a form's `url`, `description` and the
+/// comma-separated lists named in `lists` (the fields that form offers).
+pub(crate) async fn new_endpoint(
+    c: &Console,
+    token: &str,
+    app: &str,
+    form: &Form,
+    lists: &[&str],
+) -> Result<Value, Failure> {
+    let mut input = json!({ "url": form.get("url").trim() });
+    if !form.get("description").trim().is_empty() {
+        input["description"] = json!(form.get("description").trim());
+    }
+    for &name in lists {
+        if let Some(items) = comma_list(form.get(name)) {
+            input[name] = json!(items);
+        }
+    }
+    let path = format!("app/{}/endpoint", seg(app));
+    c.api(token, Method::POST, &path, Some(input.to_string()))
+        .await
 }
 
 /// A message or example typed into a form; the payload goes to the API byte for byte.

@@ -36,10 +36,10 @@ use maud::{html, Markup, DOCTYPE};
 use serde_json::{json, Value};
 
 use crate::pages::{
-    attempt_badge, attempt_table, comma_list, cross_site, csrf, endpoint_with_attempts, ep_state,
-    general_errors, last_attempt, list_text, message_sections, message_table, raw_payload,
-    resend_message, reveal_secret, rotate_secret, secret_forms, text, text_field, textarea_field,
-    timestamp, Form, MessageView, NewMessage, Refused,
+    attempt_badge, attempt_table, cross_site, csrf, endpoint_with_attempts, ep_state,
+    general_errors, last_attempt, list_text, message_sections, message_table, new_endpoint,
+    raw_payload, resend_message, reveal_secret, rotate_secret, secret_forms, text, text_field,
+    textarea_field, timestamp, Form, MessageView, NewMessage, Refused,
 };
 use crate::session::{cookie_value, Session};
 use crate::{json, over_https, redirect, seg, Console, Failure};
@@ -526,18 +526,7 @@ async fn create_endpoint(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let mut input = json!({ "url": form.get("url").trim() });
-    if !form.get("description").trim().is_empty() {
-        input["description"] = json!(form.get("description").trim());
-    }
-    if let Some(types) = comma_list(form.get("filterTypes")) {
-        input["filterTypes"] = json!(types);
-    }
-    let path = format!("app/{}/endpoint", seg(&app));
-    match c
-        .api(&s.token, Method::POST, &path, Some(input.to_string()))
-        .await
-    {
+    match new_endpoint(&c, &s.token, &app, &form, &["filterTypes"]).await {
         Ok(ep) => redirect(&format!(
             "{}/endpoints/{}?done=endpoint-created",
             home_url(&app),

@@ -43,7 +43,12 @@ pub fn router() -> Router<Console> {
 const CSS: &str = include_str!("../assets/console.css");
 const JS: &str = include_str!("../assets/console.js");
 const FAVICON: &str = include_str!("../assets/favicon.svg");
-const PORTAL_JS: &str = include_str!("../assets/portal.js");
+/// The portal's one script: the console's (revealing a secret, the same on both) and then
+/// the portal's own (opening the portal from its link).
+const PORTAL_JS: &str = concat!(
+    include_str!("../assets/console.js"),
+    include_str!("../assets/portal.js")
+);
 
 async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {

@@ -60,6 +60,20 @@ pub(crate) async fn browser_modules(npm: &Path) -> PathBuf {
     modules
 }
 
+/// node and the pinned browser modules for the browser test `test`, or `None` (the test
+/// skipped, as `require_tool` says) where node, npm or Chromium is missing.
+pub(crate) async fn browser_tools(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let (Some(node), Some(npm), Some(_)) = (
+        require_tool("node", test),
+        require_tool("npm", test),
+        require_tool("chromium", test),
+    ) else {
+        return None;
+    };
+    let modules = browser_modules(&npm).await;
+    Some((node, modules))
+}
+
 /// The folder for the browser tests' screenshots, emptied of the ones named
 /// `{prefix}*` (the other browser test saves beside them).
 pub(crate) fn screenshot_dir(prefix: &str) -> PathBuf {
@@ -225,14 +239,9 @@ fn expected_error(url: &str, status: u64) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_flow_in_chromium() {
     let test = "console::operator_flow_in_chromium";
-    let (Some(node), Some(npm), Some(_)) = (
-        require_tool("node", test),
-        require_tool("npm", test),
-        require_tool("chromium", test),
-    ) else {
+    let Some((node, modules)) = browser_tools(test).await else {
         return;
     };
-    let modules = browser_modules(&npm).await;
     let server = Server::start_with(&["--allow-target", "127.0.0.0/8"]).await;
     let receiver = Receiver::start().await;
     let shots = screenshot_dir("console-");

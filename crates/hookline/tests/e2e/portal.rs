@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 
 use crate::console::{
     assert_no_serious_axe_violation, assert_nothing_failed_unprovoked,
-    assert_screenshots_not_blank, browser_modules, cookie_of, plain_client, run_browser_script,
+    assert_screenshots_not_blank, browser_tools, cookie_of, plain_client, run_browser_script,
     screenshot_dir,
 };
 use crate::receiver::{Behavior, Receiver};
-use crate::support::{require_tool, wait_until, Api, Server, ADMIN_TOKEN};
+use crate::support::{wait_until, Api, Server, ADMIN_TOKEN};
 
 fn id(v: &Value) -> String {
     v["id"].as_str().expect("id").to_string()
@@ -47,14 +47,9 @@ fn expected_error(url: &str, status: u64, app_a: &str, app_b: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn customer_flow_in_chromium() {
     let test = "portal::customer_flow_in_chromium";
-    let (Some(node), Some(npm), Some(_)) = (
-        require_tool("node", test),
-        require_tool("npm", test),
-        require_tool("chromium", test),
-    ) else {
+    let Some((node, modules)) = browser_tools(test).await else {
         return;
     };
-    let modules = browser_modules(&npm).await;
     // The one origin allowed to frame the portal: a loopback port the script serves.
     let embed_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

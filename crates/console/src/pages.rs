@@ -1053,6 +1053,37 @@ pub(crate) async fn resend_message(
     c.api(token, Method::POST, &path, None).await
 }
 
+/// Sends the example typed into an endpoint page's form to that endpoint (at
+/// `api_path`). With `empty_payload_is_the_schemas`, an empty payload asks the API for
+/// the event type's own example (the portal); otherwise it must be JSON.
+pub(crate) async fn send_example(
+    c: &Console,
+    token: &str,
+    api_path: &str,
+    form: &Form,
+    empty_payload_is_the_schemas: bool,
+) -> Result<Value, Failure> {
+    let event_type = form.get("eventType").trim();
+    let payload = form.get("payload");
+    let body = if empty_payload_is_the_schemas && payload.trim().is_empty() {
+        json!({ "eventType": event_type }).to_string()
+    } else {
+        let payload = raw_payload(payload)?;
+        serde_json::to_string(&NewMessage {
+            event_type,
+            payload: &payload,
+        })
+        .unwrap_or_default()
+    };
+    c.api(
+        token,
+        Method::POST,
+        &format!("{api_path}/send-example"),
+        Some(body),
+    )
+    .await
+}
+
 /// A message as its page shows it, fetched the same way for the console and the portal
 /// (`base` is the API path of its application).
 pub(crate) struct MessageView {
@@ -1414,37 +1445,18 @@ async fn endpoint_action(
                 Err(f) => c.failed(&headers, &s, f),
             }
         }
-        "send-example" => {
-            let result = match raw_payload(form.get("payload")) {
-                Ok(payload) => {
-                    let body = serde_json::to_string(&NewMessage {
-                        event_type: form.get("eventType").trim(),
-                        payload: &payload,
-                    })
-                    .unwrap_or_default();
-                    c.api(
-                        &s.token,
-                        Method::POST,
-                        &format!("{api_path}/send-example"),
-                        Some(body),
-                    )
-                    .await
-                }
-                Err(f) => Err(f),
-            };
-            match result {
-                Ok(msg) => redirect(&format!(
-                    "/apps/{}/msgs/{}?done=example-sent",
-                    seg(&app),
-                    seg(text(&msg, "id"))
-                )),
-                Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
-                Err(f) => {
-                    let refused = Refused::new("example", &form, f);
-                    endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
-                }
+        "send-example" => match send_example(&c, &s.token, &api_path, &form, false).await {
+            Ok(msg) => redirect(&format!(
+                "/apps/{}/msgs/{}?done=example-sent",
+                seg(&app),
+                seg(text(&msg, "id"))
+            )),
+            Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
+            Err(f) => {
+                let refused = Refused::new("example", &form, f);
+                endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
             }
-        }
+        },
         _ => c.failed(
             &headers,
             &s,

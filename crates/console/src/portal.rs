@@ -28,7 +28,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -38,8 +38,8 @@ use serde_json::{json, Value};
 use crate::pages::{
     attempt_badge, attempt_table, cross_site, csrf, endpoint_with_attempts, ep_state,
     general_errors, last_attempt, list_text, message_sections, message_table, new_endpoint,
-    raw_payload, resend_message, reveal_secret, rotate_secret, secret_forms, text, text_field,
-    textarea_field, timestamp, Form, MessageView, NewMessage, Refused,
+    resend_message, reveal_secret, rotate_secret, secret_forms, send_example, text, text_field,
+    textarea_field, timestamp, Form, MessageView, Refused,
 };
 use crate::session::{cookie_value, Session};
 use crate::{json, over_https, redirect, seg, Console, Failure};
@@ -664,51 +664,25 @@ async fn endpoint_action(
             Ok(_) => redirect(&format!("{page_url}?done=rotated")),
             Err(f) => c.portal_failed(&headers, &app, &s, f),
         },
-        "send-example" => {
-            let payload = form.get("payload").trim();
-            let result = if payload.is_empty() {
-                Ok(json!({ "eventType": form.get("eventType").trim() }).to_string())
-            } else {
-                raw_payload(payload).map(|p| {
-                    serde_json::to_string(&NewMessage {
-                        event_type: form.get("eventType").trim(),
-                        payload: &p,
-                    })
-                    .unwrap_or_default()
-                })
-            };
-            let result = match result {
-                Ok(body) => {
-                    c.api(
-                        &s.token,
-                        Method::POST,
-                        &format!("{api_path}/send-example"),
-                        Some(body),
-                    )
-                    .await
-                }
-                Err(f) => Err(f),
-            };
-            match result {
-                Ok(msg) => redirect(&format!(
-                    "{}/msgs/{}?done=example-sent",
-                    home_url(&app),
-                    seg(text(&msg, "id"))
-                )),
-                Err(f @ Failure::SignedOut) => c.portal_failed(&headers, &app, &s, f),
-                Err(Failure::NotFound(d)) if d.starts_with("endpoint") => {
-                    c.portal_failed(&headers, &app, &s, Failure::NotFound(d))
-                }
-                Err(f) => {
-                    let f = match f {
-                        Failure::NotFound(d) => Failure::Invalid(vec![("eventType".into(), d)]),
-                        f => f,
-                    };
-                    let refused = Refused::new("example", &form, f);
-                    endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
-                }
+        "send-example" => match send_example(&c, &s.token, &api_path, &form, true).await {
+            Ok(msg) => redirect(&format!(
+                "{}/msgs/{}?done=example-sent",
+                home_url(&app),
+                seg(text(&msg, "id"))
+            )),
+            Err(f @ Failure::SignedOut) => c.portal_failed(&headers, &app, &s, f),
+            Err(Failure::NotFound(d)) if d.starts_with("endpoint") => {
+                c.portal_failed(&headers, &app, &s, Failure::NotFound(d))
             }
-        }
+            Err(f) => {
+                let f = match f {
+                    Failure::NotFound(d) => Failure::Invalid(vec![("eventType".into(), d)]),
+                    f => f,
+                };
+                let refused = Refused::new("example", &form, f);
+                endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
+            }
+        },
         _ => c.portal_failed(
             &headers,
             &app,

@@ -213,6 +213,13 @@ pub(crate) fn assert_nothing_failed_unprovoked(r: &Value, expected: impl Fn(&str
     }
 }
 
+/// A response header's value, if it has one.
+pub(crate) fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
 /// The `Set-Cookie` of a response that sets the cookie `name`, if it sets one.
 pub(crate) fn cookie_of(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers()
@@ -577,11 +584,6 @@ async fn preflight(http: &reqwest::Client, url: &str, origin: &str) -> reqwest::
 #[tokio::test]
 async fn cors_answers_any_origin_by_default_and_only_the_listed_ones_when_set() {
     let http = plain_client();
-    let header = |r: &reqwest::Response, name: &str| {
-        r.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
 
     let server = Server::start().await;
     let resp = preflight(&http, &server.url("/api/v1/app"), "http://127.0.0.1:1").await;

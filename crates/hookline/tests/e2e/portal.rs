@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use crate::console::{
     assert_no_serious_axe_violation, assert_nothing_failed_unprovoked,
-    assert_screenshots_not_blank, browser_tools, cookie_of, plain_client, run_browser_script,
-    screenshot_dir,
+    assert_screenshots_not_blank, browser_tools, cookie_of, header, plain_client,
+    run_browser_script, screenshot_dir,
 };
 use crate::receiver::{Behavior, Receiver};
 use crate::support::{wait_until, Api, Server, ADMIN_TOKEN};
@@ -566,11 +566,6 @@ async fn the_url_carries_the_token_in_its_fragment_and_sessions_stay_in_their_ap
 #[tokio::test]
 async fn portal_frame_ancestors_follow_the_flag_and_the_console_is_never_framed() {
     let http = plain_client();
-    let header = |r: &reqwest::Response, name: &str| {
-        r.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
 
     let server = Server::start().await;
     let resp = http.get(server.url("/portal/app_x")).send().await.unwrap();

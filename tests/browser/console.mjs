@@ -75,18 +75,21 @@ try {
   await page.click("form[action$='/send-example'] button[type=submit]");
   await page.waitForURL(/\/msgs\/msg_/);
   const messageUrl = page.url().split("?")[0];
+  // The attempt is recorded a moment before the delivery's state moves on: wait for both.
   let status = null;
-  for (let i = 0; i < 40 && status !== "200"; i++) {
+  let delivery = null;
+  for (let i = 0; i < 40 && (status !== "200" || delivery !== "success"); i++) {
     if (i > 0) {
       await page.waitForTimeout(250);
       await page.goto(messageUrl);
     }
     status = (await page.locator("table.attempts td.status").first().textContent().catch(() => null))?.trim() ?? null;
+    delivery = (await page.locator("td .badge").first().textContent().catch(() => null))?.trim() ?? null;
   }
   report.steps.example = {
     url: messageUrl,
     attemptStatus: status,
-    delivery: await text("td .badge"),
+    delivery,
   };
   await axe("message");
   await screenshot("console-message");

@@ -6,100 +6,18 @@
 // Environment: HOOKLINE_URL, HOOKLINE_TOKEN (admin), RECEIVER_URL (a loopback receiver
 // answering 200), BROWSER_MODULES (the node_modules folder holding playwright-core and
 // axe-core), OUT_DIR (screenshots), CHROMIUM (default /usr/bin/chromium).
-import { createRequire } from "node:module";
 import { createServer } from "node:http";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { env, launch, newReport, pageTools, stopped, watch } from "./harness.mjs";
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
 const base = env("HOOKLINE_URL");
 const token = env("HOOKLINE_TOKEN");
 const receiver = env("RECEIVER_URL");
-const outDir = env("OUT_DIR");
-const require = createRequire(join(env("BROWSER_MODULES"), "noop.js"));
-const { chromium } = require("playwright-core");
-const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 
-const report = {
-  steps: {},
-  consoleErrors: [],
-  pageErrors: [],
-  failedRequests: [],
-  errorResponses: [],
-  dialogs: [],
-  axe: {},
-  screenshots: [],
-};
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-background-networking"],
-});
+const report = newReport();
+const { browser, axeSource } = await launch();
 const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-const page = await context.newPage();
-page.setDefaultTimeout(10000);
-page.on("console", (m) => {
-  if (m.type() === "error") report.consoleErrors.push({ page: page.url(), url: m.location()?.url, text: m.text() });
-});
-page.on("pageerror", (e) => report.pageErrors.push(String(e)));
-page.on("requestfailed", (r) =>
-  report.failedRequests.push({ url: r.url(), error: r.failure()?.errorText }),
-);
-page.on("response", (r) => {
-  if (r.status() >= 400) report.errorResponses.push({ url: r.url(), status: r.status() });
-});
-page.on("dialog", async (d) => {
-  report.dialogs.push({ type: d.type(), message: d.message() });
-  await d.dismiss();
-});
-
-async function axe(name) {
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(() =>
-    // eslint-disable-next-line no-undef
-    axe.run(document, { resultTypes: ["violations"] }),
-  );
-  report.axe[name] = result.violations.map((v) => ({
-    id: v.id,
-    impact: v.impact,
-    help: v.help,
-    nodes: v.nodes.length,
-  }));
-}
-
-// Saves a full-page screenshot and measures it in a blank page: how many distinct
-// colours, and how much of it is not the background colour.
-async function screenshot(name) {
-  const path = join(outDir, `${name}.png`);
-  const png = await page.screenshot({ path, fullPage: true });
-  const probe = await context.newPage();
-  const stats = await probe.evaluate(async (data) => {
-    const img = new Image();
-    img.src = `data:image/png;base64,${data}`;
-    await img.decode();
-    const canvas = document.createElement("canvas");
-    canvas.width = img.width;
-    canvas.height = img.height;
-    const ctx = canvas.getContext("2d");
-    ctx.drawImage(img, 0, 0);
-    const px = ctx.getImageData(0, 0, img.width, img.height).data;
-    const counts = new Map();
-    for (let i = 0; i < px.length; i += 4) {
-      const k = (px[i] << 16) | (px[i + 1] << 8) | px[i + 2];
-      counts.set(k, (counts.get(k) || 0) + 1);
-    }
-    const top = Math.max(...counts.values());
-    return { width: img.width, height: img.height, colors: counts.size, notBackground: 1 - top / (px.length / 4) };
-  }, png.toString("base64"));
-  await probe.close();
-  report.screenshots.push({ name, path, ...stats });
-}
-
-const text = async (sel) => (await page.locator(sel).first().textContent())?.trim();
+const page = watch(report, await context.newPage());
+const { axe, screenshot, text } = pageTools(report, axeSource, context, () => page);
 
 try {
   // A wrong token: an error, and no data.
@@ -157,18 +75,21 @@ try {
   await page.click("form[action$='/send-example'] button[type=submit]");
   await page.waitForURL(/\/msgs\/msg_/);
   const messageUrl = page.url().split("?")[0];
+  // The attempt is recorded a moment before the delivery's state moves on: wait for both.
   let status = null;
-  for (let i = 0; i < 40 && status !== "200"; i++) {
+  let delivery = null;
+  for (let i = 0; i < 40 && (status !== "200" || delivery !== "success"); i++) {
     if (i > 0) {
       await page.waitForTimeout(250);
       await page.goto(messageUrl);
     }
     status = (await page.locator("table.attempts td.status").first().textContent().catch(() => null))?.trim() ?? null;
+    delivery = (await page.locator("td .badge").first().textContent().catch(() => null))?.trim() ?? null;
   }
   report.steps.example = {
     url: messageUrl,
     attemptStatus: status,
-    delivery: await text("td .badge"),
+    delivery,
   };
   await axe("message");
   await screenshot("console-message");
@@ -270,9 +191,7 @@ try {
   );
   other.close();
 } catch (e) {
-  report.error = String(e && e.stack ? e.stack : e);
-  report.at = page.url();
-  report.errorsShown = await page.locator(".error, .field-error").allTextContents().catch(() => []);
+  await stopped(report, page, e);
 } finally {
   await browser.close();
 }

@@ -9,16 +9,9 @@
 // application's ids); RECEIVER_URL (a loopback receiver answering 200, for the new
 // endpoint); EMBED_PORT (the loopback port of the one origin the server lets frame the
 // portal); BROWSER_MODULES; OUT_DIR (screenshots); CHROMIUM (default /usr/bin/chromium).
-import { createRequire } from "node:module";
-import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
-import { join } from "node:path";
+import { env, launch, newReport, pageTools, stopped, watch } from "./harness.mjs";
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
 const base = env("HOOKLINE_URL");
 const portalUrl = env("PORTAL_URL");
 const portalUrlRo = env("PORTAL_URL_RO");
@@ -29,86 +22,12 @@ const embedPort = Number(env("EMBED_PORT"));
 // The embedding pages' servers, closed however the script ends (an open one would keep
 // node running).
 const servers = [];
-const outDir = env("OUT_DIR");
-const require = createRequire(join(env("BROWSER_MODULES"), "noop.js"));
-const { chromium } = require("playwright-core");
-const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 
-const report = {
-  steps: {},
-  consoleErrors: [],
-  pageErrors: [],
-  failedRequests: [],
-  errorResponses: [],
-  requestUrls: [],
-  dialogs: [],
-  axe: {},
-  screenshots: [],
-};
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-background-networking"],
-});
-
-// Every page of every context reports into the same lists.
-function watch(page) {
-  page.setDefaultTimeout(10000);
-  page.on("console", (m) => {
-    if (m.type() === "error") report.consoleErrors.push({ page: page.url(), url: m.location()?.url, text: m.text() });
-  });
-  page.on("pageerror", (e) => report.pageErrors.push(String(e)));
-  page.on("request", (r) => report.requestUrls.push(r.url()));
-  page.on("requestfailed", (r) => report.failedRequests.push({ url: r.url(), error: r.failure()?.errorText }));
-  page.on("response", (r) => {
-    if (r.status() >= 400) report.errorResponses.push({ url: r.url(), status: r.status() });
-  });
-  page.on("dialog", async (d) => {
-    report.dialogs.push({ type: d.type(), message: d.message() });
-    await d.dismiss();
-  });
-  return page;
-}
-
+const report = newReport();
+const { browser, axeSource } = await launch();
 const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: "light" });
-let page = watch(await context.newPage());
-
-async function axe(name) {
-  await page.evaluate(axeSource);
-  // eslint-disable-next-line no-undef
-  const result = await page.evaluate(() => axe.run(document, { resultTypes: ["violations"] }));
-  report.axe[name] = result.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.length }));
-}
-
-// A full-page screenshot, measured in a blank page: distinct colours, and how much of
-// it is not the background colour.
-async function screenshot(name) {
-  const path = join(outDir, `${name}.png`);
-  const png = await page.screenshot({ path, fullPage: true });
-  const probe = await context.newPage();
-  const stats = await probe.evaluate(async (data) => {
-    const img = new Image();
-    img.src = `data:image/png;base64,${data}`;
-    await img.decode();
-    const canvas = document.createElement("canvas");
-    canvas.width = img.width;
-    canvas.height = img.height;
-    const ctx = canvas.getContext("2d");
-    ctx.drawImage(img, 0, 0);
-    const px = ctx.getImageData(0, 0, img.width, img.height).data;
-    const counts = new Map();
-    for (let i = 0; i < px.length; i += 4) {
-      const k = (px[i] << 16) | (px[i + 1] << 8) | px[i + 2];
-      counts.set(k, (counts.get(k) || 0) + 1);
-    }
-    const top = Math.max(...counts.values());
-    return { width: img.width, height: img.height, colors: counts.size, notBackground: 1 - top / (px.length / 4) };
-  }, png.toString("base64"));
-  await probe.close();
-  report.screenshots.push({ name, path, ...stats });
-}
-
-const text = async (sel) => (await page.locator(sel).first().textContent())?.trim();
+let page = watch(report, await context.newPage());
+const { axe, screenshot, text } = pageTools(report, axeSource, context, () => page);
 const home = `${base}/portal/${appA}`;
 
 // What a page offers that could change something.
@@ -263,7 +182,7 @@ try {
 
   // A read-only link, in a browser with no portal cookie yet: nothing to act on.
   const roContext = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  page = watch(await roContext.newPage());
+  page = watch(report, await roContext.newPage());
   await page.goto(portalUrlRo);
   await page.waitForURL(home);
   await page.locator("h1:has-text('Webhooks for')").waitFor();
@@ -315,9 +234,7 @@ try {
   report.steps.embedded = embedded;
   await embedContext.close();
 } catch (e) {
-  report.error = String(e && e.stack ? e.stack : e);
-  report.at = page.url();
-  report.errorsShown = await page.locator(".error, .field-error").allTextContents().catch(() => []);
+  await stopped(report, page, e);
 } finally {
   for (const srv of servers) srv.close();
   await browser.close();

@@ -6,8 +6,10 @@
 //    and history at once, and exchanges it once for a session cookie by posting it in a
 //    request body; then it loads the portal. The key never reaches a URL the server
 //    sees, a log, or a Referer.
-// 2. Reveals an endpoint's signing secret only when asked, so it is never part of a page.
-"use strict";
+// 2. Reveals an endpoint's signing secret only when asked, so it is never part of a page:
+//    that is console.js's handler, which the server serves in front of this file as one
+//    `portal.js` (so this file is never loaded alone, and console.js's "use strict"
+//    covers it).
 
 async function openPortal(status) {
   const params = new URLSearchParams(location.hash.slice(1));
@@ -45,23 +47,3 @@ async function openPortal(status) {
 
 const opening = document.getElementById("opening");
 if (opening) openPortal(opening);
-
-document.addEventListener("submit", async (event) => {
-  const form = event.target;
-  if (!(form instanceof HTMLFormElement) || !form.dataset.reveal) return;
-  event.preventDefault();
-  const out = document.getElementById(form.dataset.reveal);
-  try {
-    const resp = await fetch(form.action, {
-      method: "POST",
-      body: new URLSearchParams(new FormData(form)),
-      credentials: "same-origin",
-    });
-    const data = await resp.json();
-    out.textContent = resp.ok ? data.key : "Could not read the secret: " + data.detail;
-  } catch (e) {
-    out.textContent = "Could not read the secret.";
-  }
-  out.hidden = false;
-  form.hidden = true;
-});

@@ -224,6 +224,26 @@ impl Console {
         })
     }
 
+    /// A GET of one API resource.
+    pub(crate) async fn api_get(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> Result<serde_json::Value, Failure> {
+        self.api(token, Method::GET, path, None).await
+    }
+
+    /// A GET of one of the API's list pages, answering its `data` (both the console and
+    /// the portal show a single page of these; neither follows the iterator here).
+    pub(crate) async fn api_list(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> Result<Vec<serde_json::Value>, Failure> {
+        let page = self.api_get(token, path).await?;
+        Ok(page["data"].as_array().cloned().unwrap_or_default())
+    }
+
     /// [`Console::api`], answering the body as the API sent it (for payloads, whose
     /// key order a parsed `Value` would not keep).
     pub(crate) async fn api_bytes(

@@ -43,7 +43,12 @@ pub fn router() -> Router<Console> {
 const CSS: &str = include_str!("../assets/console.css");
 const JS: &str = include_str!("../assets/console.js");
 const FAVICON: &str = include_str!("../assets/favicon.svg");
-const PORTAL_JS: &str = include_str!("../assets/portal.js");
+/// The portal's one script: the console's (revealing a secret, the same on both) and then
+/// the portal's own (opening the portal from its link).
+const PORTAL_JS: &str = concat!(
+    include_str!("../assets/console.js"),
+    include_str!("../assets/portal.js")
+);
 
 async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
@@ -150,7 +155,8 @@ fn field_matches(api_field: &str, name: &str) -> bool {
 
 impl Console {
     fn session(&self, headers: &HeaderMap) -> Option<Session> {
-        self.sessions.get(&session::cookie_value(headers)?)
+        self.sessions
+            .get(&session::cookie_value(headers, session::COOKIE)?)
     }
 
     /// The session of a form post, if the post is allowed: signed in, sent by a page of
@@ -361,7 +367,7 @@ pub(crate) fn list_text(v: &Value, key: &str) -> String {
 }
 
 /// Comma-separated form input as a JSON list (`None` when empty: "all").
-pub(crate) fn comma_list(s: &str) -> Option<Vec<String>> {
+fn comma_list(s: &str) -> Option<Vec<String>> {
     let list: Vec<String> = s
         .split(',')
         .map(str::trim)
@@ -520,7 +526,7 @@ async fn apps_view(
         if !iterator.is_empty() {
             path.push_str(&format!("&iterator={}", seg(iterator)));
         }
-        match c.api(&s.token, Method::GET, &path, None).await {
+        match c.api_get(&s.token, &path).await {
             Ok(page) => (
                 page["data"].as_array().cloned().unwrap_or_default(),
                 (!page["done"].as_bool().unwrap_or(true))
@@ -530,22 +536,14 @@ async fn apps_view(
         }
     } else {
         let mut found = Vec::new();
-        match c
-            .api(&s.token, Method::GET, &format!("app/{}", seg(search)), None)
-            .await
-        {
+        match c.api_get(&s.token, &format!("app/{}", seg(search))).await {
             Ok(app) => found.push(app),
             Err(Failure::NotFound(_)) => {}
             Err(f) => return c.failed(headers, s, f),
         }
         let needle = search.to_lowercase();
         match c
-            .api(
-                &s.token,
-                Method::GET,
-                &format!("app?limit={SEARCH_SCAN}"),
-                None,
-            )
+            .api_get(&s.token, &format!("app?limit={SEARCH_SCAN}"))
             .await
         {
             Ok(page) => {
@@ -690,25 +688,17 @@ async fn app_view(
     q: &HashMap<String, String>,
     refused: Refused,
 ) -> Response {
-    let app = match c
-        .api(&s.token, Method::GET, &format!("app/{}", seg(app_id)), None)
-        .await
-    {
+    let app = match c.api_get(&s.token, &format!("app/{}", seg(app_id))).await {
         Ok(a) => a,
         Err(f) => return c.failed(headers, s, f),
     };
     let id = text(&app, "id").to_string();
     let base = format!("app/{}", seg(&id));
     let endpoints = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/endpoint?limit=50"),
-            None,
-        )
+        .api_list(&s.token, &format!("{base}/endpoint?limit=50"))
         .await
     {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
+        Ok(p) => p,
         Err(f) => return c.failed(headers, s, f),
     };
     // Health at a glance: each endpoint's deliveries by state and its newest attempt.
@@ -716,19 +706,10 @@ async fn app_view(
     for ep in &endpoints {
         let ep_path = format!("{base}/endpoint/{}", seg(text(ep, "id")));
         let stats = c
-            .api(&s.token, Method::GET, &format!("{ep_path}/stats"), None)
+            .api_get(&s.token, &format!("{ep_path}/stats"))
             .await
             .unwrap_or(Value::Null);
-        let last = c
-            .api(
-                &s.token,
-                Method::GET,
-                &format!("{base}/attempt/endpoint/{}?limit=1", seg(text(ep, "id"))),
-                None,
-            )
-            .await
-            .ok()
-            .and_then(|p| p["data"].get(0).cloned());
+        let last = last_attempt(c, &s.token, &base, text(ep, "id")).await;
         health.push((stats, last));
     }
     let iterator = q.get("iterator").map(String::as_str).unwrap_or("");
@@ -736,7 +717,7 @@ async fn app_view(
     if !iterator.is_empty() {
         msg_path.push_str(&format!("&iterator={}", seg(iterator)));
     }
-    let messages = match c.api(&s.token, Method::GET, &msg_path, None).await {
+    let messages = match c.api_get(&s.token, &msg_path).await {
         Ok(p) => p,
         Err(f) => return c.failed(headers, s, f),
     };
@@ -888,21 +869,7 @@ async fn create_endpoint(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let mut input = json!({ "url": form.get("url").trim() });
-    if !form.get("description").trim().is_empty() {
-        input["description"] = json!(form.get("description").trim());
-    }
-    if let Some(types) = comma_list(form.get("filterTypes")) {
-        input["filterTypes"] = json!(types);
-    }
-    if let Some(channels) = comma_list(form.get("channels")) {
-        input["channels"] = json!(channels);
-    }
-    let path = format!("app/{}/endpoint", seg(&app));
-    match c
-        .api(&s.token, Method::POST, &path, Some(input.to_string()))
-        .await
-    {
+    match new_endpoint(&c, &s.token, &app, &form, &["filterTypes", "channels"]).await {
         Ok(ep) => redirect(&format!(
             "/apps/{}/endpoints/{}?done=endpoint-created",
             seg(&app),
@@ -914,6 +881,29 @@ async fn create_endpoint(
             app_view(&c, &headers, &s, &app, &HashMap::new(), refused).await
         }
     }
+}
+
+/// Creates an endpoint of `app` from a form's `url`, `description` and the
+/// comma-separated lists named in `lists` (the fields that form offers).
+pub(crate) async fn new_endpoint(
+    c: &Console,
+    token: &str,
+    app: &str,
+    form: &Form,
+    lists: &[&str],
+) -> Result<Value, Failure> {
+    let mut input = json!({ "url": form.get("url").trim() });
+    if !form.get("description").trim().is_empty() {
+        input["description"] = json!(form.get("description").trim());
+    }
+    for &name in lists {
+        if let Some(items) = comma_list(form.get(name)) {
+            input[name] = json!(items);
+        }
+    }
+    let path = format!("app/{}/endpoint", seg(app));
+    c.api(token, Method::POST, &path, Some(input.to_string()))
+        .await
 }
 
 /// A message or example typed into a form; the payload goes to the API byte for byte.
@@ -978,63 +968,18 @@ async fn message_page(
     let Some(s) = c.session(&headers) else {
         return redirect("/");
     };
-    let app_v = match c
-        .api(&s.token, Method::GET, &format!("app/{}", seg(&app)), None)
-        .await
-    {
+    let app_v = match c.api_get(&s.token, &format!("app/{}", seg(&app))).await {
         Ok(a) => a,
         Err(f) => return c.failed(&headers, &s, f),
     };
     let app_id = text(&app_v, "id").to_string();
     let base = format!("app/{}", seg(&app_id));
-    let raw = match c
-        .api_bytes(
-            &s.token,
-            Method::GET,
-            &format!("{base}/msg/{}", seg(&msg)),
-            None,
-        )
-        .await
-    {
-        Ok(m) => m,
+    let v = match MessageView::fetch(&c, &s.token, &base, &msg).await {
+        Ok(v) => v,
         Err(f) => return c.failed(&headers, &s, f),
     };
-    let m: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    // The payload as the API sent it: a parsed `Value` would sort its keys.
-    #[derive(serde::Deserialize)]
-    struct RawMessage {
-        payload: Box<serde_json::value::RawValue>,
-    }
-    let payload = serde_json::from_slice::<RawMessage>(&raw)
-        .map(|r| json::pretty(r.payload.get()))
-        .unwrap_or_default();
-    let msg_id = text(&m, "id").to_string();
-    let deliveries = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/msg/{}/endpoint?limit=250", seg(&msg_id)),
-            None,
-        )
-        .await
-    {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
-        Err(f) => return c.failed(&headers, &s, f),
-    };
-    let attempts = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/attempt/msg/{}?limit=100", seg(&msg_id)),
-            None,
-        )
-        .await
-    {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
-        Err(f) => return c.failed(&headers, &s, f),
-    };
+    let (m, msg_id) = (&v.m, &v.id);
     let app_url = format!("/apps/{}", seg(&app_id));
-    let msg_url = format!("{app_url}/msgs/{}", seg(&msg_id));
     page(
         StatusCode::OK,
         &format!("Message {msg_id}"),
@@ -1044,32 +989,191 @@ async fn message_page(
             h1 { "Message " code { (msg_id) } }
             (notice(&q))
             dl.props {
-                dt { "Event type" } dd { (text(&m, "eventType")) }
-                dt { "eventId" } dd { (text(&m, "eventId")) }
-                dt { "Channels" } dd { (list_text(&m, "channels")) }
-                dt { "Created" } dd { (timestamp(&m, "timestamp")) }
+                dt { "Event type" } dd { (text(m, "eventType")) }
+                dt { "eventId" } dd { (text(m, "eventId")) }
+                dt { "Channels" } dd { (list_text(m, "channels")) }
+                dt { "Created" } dd { (timestamp(m, "timestamp")) }
             }
-            section aria-labelledby="payload" {
-                h2 #payload { "Payload" }
-                pre.payload tabindex="0" aria-labelledby="payload" { code { (payload) } }
-            }
-            section aria-labelledby="deliveries" {
-                h2 #deliveries { "Deliveries" }
-                @if deliveries.is_empty() {
-                    p.empty { "No endpoint matched this message." }
-                } @else {
-                    table {
-                        thead { tr { th scope="col" { "Endpoint" } th scope="col" { "State" } th scope="col" { "Attempts" } th scope="col" { "Next attempt" } th scope="col" { "Action" } } }
-                        tbody {
-                            @for d in &deliveries {
-                                tr {
-                                    td { a href=(format!("{app_url}/endpoints/{}", seg(text(d, "id")))) { (text(d, "url")) } }
-                                    td { span.badge.(delivery_class(text(d, "statusText"))) { (text(d, "statusText")) } }
-                                    td { (d["attempts"]) }
-                                    td { @if d["nextAttempt"].is_string() { (timestamp(d, "nextAttempt")) } @else { "—" } }
+            (message_sections(&app_url, &v, Some(&s), None))
+        },
+    )
+}
+
+/// The newest delivery attempt to an endpoint of the application at `base`, if any
+/// (for health at a glance; a failed read shows as none rather than failing the page).
+pub(crate) async fn last_attempt(
+    c: &Console,
+    token: &str,
+    base: &str,
+    ep_id: &str,
+) -> Option<Value> {
+    c.api_get(
+        token,
+        &format!("{base}/attempt/endpoint/{}?limit=1", seg(ep_id)),
+    )
+    .await
+    .ok()
+    .and_then(|p| p["data"].get(0).cloned())
+}
+
+/// An endpoint of the application at `base` and its recent attempts, as its page shows
+/// them.
+pub(crate) async fn endpoint_with_attempts(
+    c: &Console,
+    token: &str,
+    base: &str,
+    ep: &str,
+) -> Result<(Value, Vec<Value>), Failure> {
+    let e = c
+        .api_get(token, &format!("{base}/endpoint/{}", seg(ep)))
+        .await?;
+    let attempts = c
+        .api_list(
+            token,
+            &format!("{base}/attempt/endpoint/{}?limit=20", seg(text(&e, "id"))),
+        )
+        .await?;
+    Ok((e, attempts))
+}
+
+/// Sends message `msg` of `app` again to endpoint `ep`.
+pub(crate) async fn resend_message(
+    c: &Console,
+    token: &str,
+    app: &str,
+    msg: &str,
+    ep: &str,
+) -> Result<Value, Failure> {
+    let path = format!(
+        "app/{}/msg/{}/endpoint/{}/resend",
+        seg(app),
+        seg(msg),
+        seg(ep)
+    );
+    c.api(token, Method::POST, &path, None).await
+}
+
+/// Sends the example typed into an endpoint page's form to that endpoint (at
+/// `api_path`). With `empty_payload_is_the_schemas`, an empty payload asks the API for
+/// the event type's own example (the portal); otherwise it must be JSON.
+pub(crate) async fn send_example(
+    c: &Console,
+    token: &str,
+    api_path: &str,
+    form: &Form,
+    empty_payload_is_the_schemas: bool,
+) -> Result<Value, Failure> {
+    let event_type = form.get("eventType").trim();
+    let payload = form.get("payload");
+    let body = if empty_payload_is_the_schemas && payload.trim().is_empty() {
+        json!({ "eventType": event_type }).to_string()
+    } else {
+        let payload = raw_payload(payload)?;
+        serde_json::to_string(&NewMessage {
+            event_type,
+            payload: &payload,
+        })
+        .unwrap_or_default()
+    };
+    c.api(
+        token,
+        Method::POST,
+        &format!("{api_path}/send-example"),
+        Some(body),
+    )
+    .await
+}
+
+/// A message as its page shows it, fetched the same way for the console and the portal
+/// (`base` is the API path of its application).
+pub(crate) struct MessageView {
+    pub(crate) m: Value,
+    pub(crate) id: String,
+    /// The payload as the API sent it, indented: a parsed `Value` would sort its keys.
+    pub(crate) payload: String,
+    pub(crate) deliveries: Vec<Value>,
+    pub(crate) attempts: Vec<Value>,
+}
+
+impl MessageView {
+    pub(crate) async fn fetch(
+        c: &Console,
+        token: &str,
+        base: &str,
+        msg: &str,
+    ) -> Result<Self, Failure> {
+        let raw = c
+            .api_bytes(
+                token,
+                Method::GET,
+                &format!("{base}/msg/{}", seg(msg)),
+                None,
+            )
+            .await?;
+        let m: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        #[derive(serde::Deserialize)]
+        struct RawMessage {
+            payload: Box<serde_json::value::RawValue>,
+        }
+        let payload = serde_json::from_slice::<RawMessage>(&raw)
+            .map(|r| json::pretty(r.payload.get()))
+            .unwrap_or_default();
+        let id = text(&m, "id").to_string();
+        let deliveries = c
+            .api_list(
+                token,
+                &format!("{base}/msg/{}/endpoint?limit=250", seg(&id)),
+            )
+            .await?;
+        let attempts = c
+            .api_list(token, &format!("{base}/attempt/msg/{}?limit=100", seg(&id)))
+            .await?;
+        Ok(Self {
+            m,
+            id,
+            payload,
+            deliveries,
+            attempts,
+        })
+    }
+}
+
+/// A message page's payload, deliveries and attempts. `resend` is the session whose
+/// CSRF token the Resend forms carry, or `None` where none is offered (a read-only
+/// portal); `table_class` is the deliveries table's class, if it has one.
+pub(crate) fn message_sections(
+    app_url: &str,
+    v: &MessageView,
+    resend: Option<&Session>,
+    table_class: Option<&str>,
+) -> Markup {
+    let msg_url = format!("{app_url}/msgs/{}", seg(&v.id));
+    html! {
+        section aria-labelledby="payload" {
+            h2 #payload { "Payload" }
+            pre.payload tabindex="0" aria-labelledby="payload" { code { (v.payload) } }
+        }
+        section aria-labelledby="deliveries" {
+            h2 #deliveries { "Deliveries" }
+            @if v.deliveries.is_empty() {
+                p.empty { "No endpoint matched this message." }
+            } @else {
+                table class=[table_class] {
+                    thead { tr {
+                        th scope="col" { "Endpoint" } th scope="col" { "State" } th scope="col" { "Attempts" } th scope="col" { "Next attempt" }
+                        @if resend.is_some() { th scope="col" { "Action" } }
+                    } }
+                    tbody {
+                        @for d in &v.deliveries {
+                            tr {
+                                td { a href=(format!("{app_url}/endpoints/{}", seg(text(d, "id")))) { (text(d, "url")) } }
+                                td { span.badge.(delivery_class(text(d, "statusText"))) { (text(d, "statusText")) } }
+                                td { (d["attempts"]) }
+                                td { @if d["nextAttempt"].is_string() { (timestamp(d, "nextAttempt")) } @else { "—" } }
+                                @if let Some(s) = resend {
                                     td {
                                         form method="post" action=(format!("{msg_url}/resend/{}", seg(text(d, "id")))) {
-                                            (csrf(&s))
+                                            (csrf(s))
                                             button type="submit" aria-label=(format!("Resend to {}", text(d, "url"))) { "Resend" }
                                         }
                                     }
@@ -1079,12 +1183,12 @@ async fn message_page(
                     }
                 }
             }
-            section aria-labelledby="attempts" {
-                h2 #attempts { "Attempts" }
-                (attempt_table(&app_url, &attempts))
-            }
-        },
-    )
+        }
+        section aria-labelledby="attempts" {
+            h2 #attempts { "Attempts" }
+            (attempt_table(app_url, &v.attempts))
+        }
+    }
 }
 
 pub(crate) fn delivery_class(status: &str) -> &'static str {
@@ -1142,13 +1246,7 @@ async fn resend(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let path = format!(
-        "app/{}/msg/{}/endpoint/{}/resend",
-        seg(&app),
-        seg(&msg),
-        seg(&ep)
-    );
-    match c.api(&s.token, Method::POST, &path, None).await {
+    match resend_message(&c, &s.token, &app, &msg, &ep).await {
         Ok(_) => redirect(&format!(
             "/apps/{}/msgs/{}?done=resent",
             seg(&app),
@@ -1182,40 +1280,17 @@ async fn endpoint_view(
     q: &HashMap<String, String>,
     refused: Refused,
 ) -> Response {
-    let app_v = match c
-        .api(&s.token, Method::GET, &format!("app/{}", seg(app)), None)
-        .await
-    {
+    let app_v = match c.api_get(&s.token, &format!("app/{}", seg(app))).await {
         Ok(a) => a,
         Err(f) => return c.failed(headers, s, f),
     };
     let app_id = text(&app_v, "id").to_string();
     let base = format!("app/{}", seg(&app_id));
-    let e = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/endpoint/{}", seg(ep)),
-            None,
-        )
-        .await
-    {
-        Ok(e) => e,
+    let (e, attempts) = match endpoint_with_attempts(c, &s.token, &base, ep).await {
+        Ok(v) => v,
         Err(f) => return c.failed(headers, s, f),
     };
     let ep_id = text(&e, "id").to_string();
-    let attempts = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/attempt/endpoint/{}?limit=20", seg(&ep_id)),
-            None,
-        )
-        .await
-    {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
-        Err(f) => return c.failed(headers, s, f),
-    };
     let app_url = format!("/apps/{}", seg(&app_id));
     let ep_url = format!("{app_url}/endpoints/{}", seg(&ep_id));
     let disabled = e["disabled"].as_bool().unwrap_or(false);
@@ -1256,14 +1331,7 @@ async fn endpoint_view(
                 h2 #secret { "Signing secret" }
                 p { code #secret-value hidden { } }
                 div.actions {
-                    form method="post" action=(format!("{ep_url}/secret")) data-reveal="secret-value" {
-                        (csrf(s))
-                        button type="submit" { "Reveal secret" }
-                    }
-                    form method="post" action=(format!("{ep_url}/rotate")) {
-                        (csrf(s))
-                        button type="submit" { "Rotate secret" }
-                    }
+                    (secret_forms(&ep_url, s))
                     @if disabled {
                         form method="post" action=(format!("{ep_url}/enable")) {
                             (csrf(s))
@@ -1296,6 +1364,53 @@ async fn endpoint_view(
     )
 }
 
+/// An endpoint page's Reveal and Rotate forms (the Reveal form's answer is read by the
+/// page's script into `#secret-value`).
+pub(crate) fn secret_forms(ep_url: &str, s: &Session) -> Markup {
+    html! {
+        form method="post" action=(format!("{ep_url}/secret")) data-reveal="secret-value" {
+            (csrf(s))
+            button type="submit" { "Reveal secret" }
+        }
+        form method="post" action=(format!("{ep_url}/rotate")) {
+            (csrf(s))
+            button type="submit" { "Rotate secret" }
+        }
+    }
+}
+
+/// The answer to a Reveal form: the endpoint's secret as JSON for the page's script,
+/// never cached, or the API's refusal (the secret is never part of a rendered page).
+pub(crate) async fn reveal_secret(c: &Console, token: &str, api_path: &str) -> Response {
+    match c.api_get(token, &format!("{api_path}/secret")).await {
+        Ok(v) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(json!({ "key": text(&v, "key") })),
+        )
+            .into_response(),
+        Err(f) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "detail": f.message() })),
+        )
+            .into_response(),
+    }
+}
+
+/// Rotates the secret of the endpoint at `api_path`.
+pub(crate) async fn rotate_secret(
+    c: &Console,
+    token: &str,
+    api_path: &str,
+) -> Result<Value, Failure> {
+    c.api(
+        token,
+        Method::POST,
+        &format!("{api_path}/secret/rotate"),
+        Some("{}".into()),
+    )
+    .await
+}
+
 async fn endpoint_action(
     State(c): State<Console>,
     headers: HeaderMap,
@@ -1313,31 +1428,9 @@ async fn endpoint_action(
     match action.as_str() {
         "secret" => {
             // Read by the page's script when the operator asks; never part of a page.
-            match c
-                .api(&s.token, Method::GET, &format!("{api_path}/secret"), None)
-                .await
-            {
-                Ok(v) => (
-                    [(header::CACHE_CONTROL, "no-store")],
-                    axum::Json(json!({ "key": text(&v, "key") })),
-                )
-                    .into_response(),
-                Err(f) => (
-                    StatusCode::BAD_REQUEST,
-                    axum::Json(json!({ "detail": f.message() })),
-                )
-                    .into_response(),
-            }
+            reveal_secret(&c, &s.token, &api_path).await
         }
-        "rotate" => match c
-            .api(
-                &s.token,
-                Method::POST,
-                &format!("{api_path}/secret/rotate"),
-                Some("{}".into()),
-            )
-            .await
-        {
+        "rotate" => match rotate_secret(&c, &s.token, &api_path).await {
             Ok(_) => back("rotated"),
             Err(f) => c.failed(&headers, &s, f),
         },
@@ -1352,37 +1445,18 @@ async fn endpoint_action(
                 Err(f) => c.failed(&headers, &s, f),
             }
         }
-        "send-example" => {
-            let result = match raw_payload(form.get("payload")) {
-                Ok(payload) => {
-                    let body = serde_json::to_string(&NewMessage {
-                        event_type: form.get("eventType").trim(),
-                        payload: &payload,
-                    })
-                    .unwrap_or_default();
-                    c.api(
-                        &s.token,
-                        Method::POST,
-                        &format!("{api_path}/send-example"),
-                        Some(body),
-                    )
-                    .await
-                }
-                Err(f) => Err(f),
-            };
-            match result {
-                Ok(msg) => redirect(&format!(
-                    "/apps/{}/msgs/{}?done=example-sent",
-                    seg(&app),
-                    seg(text(&msg, "id"))
-                )),
-                Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
-                Err(f) => {
-                    let refused = Refused::new("example", &form, f);
-                    endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
-                }
+        "send-example" => match send_example(&c, &s.token, &api_path, &form, false).await {
+            Ok(msg) => redirect(&format!(
+                "/apps/{}/msgs/{}?done=example-sent",
+                seg(&app),
+                seg(text(&msg, "id"))
+            )),
+            Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
+            Err(f) => {
+                let refused = Refused::new("example", &form, f);
+                endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
             }
-        }
+        },
         _ => c.failed(
             &headers,
             &s,

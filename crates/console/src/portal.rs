@@ -28,7 +28,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -36,11 +36,12 @@ use maud::{html, Markup, DOCTYPE};
 use serde_json::{json, Value};
 
 use crate::pages::{
-    attempt_badge, attempt_table, comma_list, cross_site, delivery_class, ep_state, general_errors,
-    list_text, message_table, raw_payload, text, text_field, textarea_field, timestamp, Form,
-    NewMessage, Refused,
+    attempt_badge, attempt_table, cross_site, csrf, endpoint_with_attempts, ep_state,
+    general_errors, last_attempt, list_text, message_sections, message_table, new_endpoint,
+    resend_message, reveal_secret, rotate_secret, secret_forms, send_example, text, text_field,
+    textarea_field, timestamp, Form, MessageView, Refused,
 };
-use crate::session::Session;
+use crate::session::{cookie_value, Session};
 use crate::{json, over_https, redirect, seg, Console, Failure};
 
 /// The portal's cookie (its path is the application's portal).
@@ -62,17 +63,6 @@ pub fn router() -> Router<Console> {
 // ---------------------------------------------------------------------------------
 // Sessions
 
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string())
-}
-
 /// The `Set-Cookie` value for a portal session of `app` (see the module docs for why
 /// these attributes). No `Max-Age`: it ends with the browser, or after the idle time.
 fn set_cookie(app: &str, id: &str, https: bool) -> String {
@@ -91,7 +81,7 @@ fn clear_cookie(app: &str, https: bool) -> String {
 impl Console {
     /// This request's portal session, if it is one for `app`.
     fn portal_session(&self, headers: &HeaderMap, app: &str) -> Option<Session> {
-        let s = self.portal_sessions.get(&cookie_value(headers)?)?;
+        let s = self.portal_sessions.get(&cookie_value(headers, COOKIE)?)?;
         (s.app.as_deref() == Some(app)).then_some(s)
     }
 
@@ -297,10 +287,6 @@ fn portal_page(
     (status, Html(markup.into_string())).into_response()
 }
 
-fn csrf(s: &Session) -> Markup {
-    html! { input type="hidden" name="csrf" value=(s.csrf); }
-}
-
 /// Fixed notices after a redirect, chosen by key: a URL can pick one, never write one.
 fn notice(q: &HashMap<String, String>) -> Markup {
     let text = match q.get("done").map(String::as_str) {
@@ -315,9 +301,7 @@ fn notice(q: &HashMap<String, String>) -> Markup {
 
 /// The catalog of event types (not archived), for choosing and for sending a test.
 async fn catalog(c: &Console, s: &Session) -> Result<Vec<Value>, Failure> {
-    let page = c
-        .api(&s.token, Method::GET, "event-type?limit=250", None)
-        .await?;
+    let page = c.api_get(&s.token, "event-type?limit=250").await?;
     Ok(page["data"].as_array().cloned().unwrap_or_default())
 }
 
@@ -378,7 +362,7 @@ async fn home_view(
     refused: Refused,
 ) -> Response {
     let base = format!("app/{}", seg(app));
-    let app_v = match c.api(&s.token, Method::GET, &base, None).await {
+    let app_v = match c.api_get(&s.token, &base).await {
         Ok(a) => a,
         Err(f) => return c.portal_failed(headers, app, s, f),
     };
@@ -387,7 +371,7 @@ async fn home_view(
     if !ep_iterator.is_empty() {
         ep_path.push_str(&format!("&iterator={}", seg(ep_iterator)));
     }
-    let (endpoints, more_endpoints) = match c.api(&s.token, Method::GET, &ep_path, None).await {
+    let (endpoints, more_endpoints) = match c.api_get(&s.token, &ep_path).await {
         Ok(p) => (
             p["data"].as_array().cloned().unwrap_or_default(),
             (!p["done"].as_bool().unwrap_or(true)).then(|| text(&p, "iterator").to_string()),
@@ -396,17 +380,7 @@ async fn home_view(
     };
     let mut last_attempts = Vec::with_capacity(endpoints.len());
     for ep in &endpoints {
-        last_attempts.push(
-            c.api(
-                &s.token,
-                Method::GET,
-                &format!("{base}/attempt/endpoint/{}?limit=1", seg(text(ep, "id"))),
-                None,
-            )
-            .await
-            .ok()
-            .and_then(|p| p["data"].get(0).cloned()),
-        );
+        last_attempts.push(last_attempt(c, &s.token, &base, text(ep, "id")).await);
     }
     let types = if s.read_only {
         Vec::new()
@@ -421,7 +395,7 @@ async fn home_view(
     if !iterator.is_empty() {
         msg_path.push_str(&format!("&iterator={}", seg(iterator)));
     }
-    let messages = match c.api(&s.token, Method::GET, &msg_path, None).await {
+    let messages = match c.api_get(&s.token, &msg_path).await {
         Ok(p) => p,
         Err(f) => return c.portal_failed(headers, app, s, f),
     };
@@ -552,18 +526,7 @@ async fn create_endpoint(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let mut input = json!({ "url": form.get("url").trim() });
-    if !form.get("description").trim().is_empty() {
-        input["description"] = json!(form.get("description").trim());
-    }
-    if let Some(types) = comma_list(form.get("filterTypes")) {
-        input["filterTypes"] = json!(types);
-    }
-    let path = format!("app/{}/endpoint", seg(&app));
-    match c
-        .api(&s.token, Method::POST, &path, Some(input.to_string()))
-        .await
-    {
+    match new_endpoint(&c, &s.token, &app, &form, &["filterTypes"]).await {
         Ok(ep) => redirect(&format!(
             "{}/endpoints/{}?done=endpoint-created",
             home_url(&app),
@@ -604,31 +567,11 @@ async fn endpoint_view(
     refused: Refused,
 ) -> Response {
     let base = format!("app/{}", seg(app));
-    let e = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/endpoint/{}", seg(ep)),
-            None,
-        )
-        .await
-    {
-        Ok(e) => e,
+    let (e, attempts) = match endpoint_with_attempts(c, &s.token, &base, ep).await {
+        Ok(v) => v,
         Err(f) => return c.portal_failed(headers, app, s, f),
     };
     let ep_id = text(&e, "id").to_string();
-    let attempts = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/attempt/endpoint/{}?limit=20", seg(&ep_id)),
-            None,
-        )
-        .await
-    {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
-        Err(f) => return c.portal_failed(headers, app, s, f),
-    };
     let types = if s.read_only {
         Vec::new()
     } else {
@@ -667,14 +610,7 @@ async fn endpoint_view(
                     p.hint { "Verify each webhook's signature with this secret (Standard Webhooks)." }
                     p { code #secret-value hidden { } }
                     div.actions {
-                        form method="post" action=(format!("{ep_url}/secret")) data-reveal="secret-value" {
-                            (csrf(s))
-                            button type="submit" { "Reveal secret" }
-                        }
-                        form method="post" action=(format!("{ep_url}/rotate")) {
-                            (csrf(s))
-                            button type="submit" { "Rotate secret" }
-                        }
+                        (secret_forms(&ep_url, s))
                     }
                 }
                 section.card aria-labelledby="example" {
@@ -723,78 +659,30 @@ async fn endpoint_action(
     let api_path = format!("app/{}/endpoint/{}", seg(&app), seg(&ep));
     let page_url = format!("{}/endpoints/{}", home_url(&app), seg(&ep));
     match action.as_str() {
-        "secret" => match c
-            .api(&s.token, Method::GET, &format!("{api_path}/secret"), None)
-            .await
-        {
-            Ok(v) => (
-                [(header::CACHE_CONTROL, "no-store")],
-                axum::Json(json!({ "key": text(&v, "key") })),
-            )
-                .into_response(),
-            Err(f) => (
-                StatusCode::BAD_REQUEST,
-                axum::Json(json!({ "detail": f.message() })),
-            )
-                .into_response(),
-        },
-        "rotate" => match c
-            .api(
-                &s.token,
-                Method::POST,
-                &format!("{api_path}/secret/rotate"),
-                Some("{}".into()),
-            )
-            .await
-        {
+        "secret" => reveal_secret(&c, &s.token, &api_path).await,
+        "rotate" => match rotate_secret(&c, &s.token, &api_path).await {
             Ok(_) => redirect(&format!("{page_url}?done=rotated")),
             Err(f) => c.portal_failed(&headers, &app, &s, f),
         },
-        "send-example" => {
-            let payload = form.get("payload").trim();
-            let result = if payload.is_empty() {
-                Ok(json!({ "eventType": form.get("eventType").trim() }).to_string())
-            } else {
-                raw_payload(payload).map(|p| {
-                    serde_json::to_string(&NewMessage {
-                        event_type: form.get("eventType").trim(),
-                        payload: &p,
-                    })
-                    .unwrap_or_default()
-                })
-            };
-            let result = match result {
-                Ok(body) => {
-                    c.api(
-                        &s.token,
-                        Method::POST,
-                        &format!("{api_path}/send-example"),
-                        Some(body),
-                    )
-                    .await
-                }
-                Err(f) => Err(f),
-            };
-            match result {
-                Ok(msg) => redirect(&format!(
-                    "{}/msgs/{}?done=example-sent",
-                    home_url(&app),
-                    seg(text(&msg, "id"))
-                )),
-                Err(f @ Failure::SignedOut) => c.portal_failed(&headers, &app, &s, f),
-                Err(Failure::NotFound(d)) if d.starts_with("endpoint") => {
-                    c.portal_failed(&headers, &app, &s, Failure::NotFound(d))
-                }
-                Err(f) => {
-                    let f = match f {
-                        Failure::NotFound(d) => Failure::Invalid(vec![("eventType".into(), d)]),
-                        f => f,
-                    };
-                    let refused = Refused::new("example", &form, f);
-                    endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
-                }
+        "send-example" => match send_example(&c, &s.token, &api_path, &form, true).await {
+            Ok(msg) => redirect(&format!(
+                "{}/msgs/{}?done=example-sent",
+                home_url(&app),
+                seg(text(&msg, "id"))
+            )),
+            Err(f @ Failure::SignedOut) => c.portal_failed(&headers, &app, &s, f),
+            Err(Failure::NotFound(d)) if d.starts_with("endpoint") => {
+                c.portal_failed(&headers, &app, &s, Failure::NotFound(d))
             }
-        }
+            Err(f) => {
+                let f = match f {
+                    Failure::NotFound(d) => Failure::Invalid(vec![("eventType".into(), d)]),
+                    f => f,
+                };
+                let refused = Refused::new("example", &form, f);
+                endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
+            }
+        },
         _ => c.portal_failed(
             &headers,
             &app,
@@ -817,53 +705,12 @@ async fn message_page(
         return no_session(&app);
     };
     let base = format!("app/{}", seg(&app));
-    let raw = match c
-        .api_bytes(
-            &s.token,
-            Method::GET,
-            &format!("{base}/msg/{}", seg(&msg)),
-            None,
-        )
-        .await
-    {
-        Ok(m) => m,
+    let v = match MessageView::fetch(&c, &s.token, &base, &msg).await {
+        Ok(v) => v,
         Err(f) => return c.portal_failed(&headers, &app, &s, f),
     };
-    let m: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    #[derive(serde::Deserialize)]
-    struct RawMessage {
-        payload: Box<serde_json::value::RawValue>,
-    }
-    let payload = serde_json::from_slice::<RawMessage>(&raw)
-        .map(|r| json::pretty(r.payload.get()))
-        .unwrap_or_default();
-    let msg_id = text(&m, "id").to_string();
-    let deliveries = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/msg/{}/endpoint?limit=250", seg(&msg_id)),
-            None,
-        )
-        .await
-    {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
-        Err(f) => return c.portal_failed(&headers, &app, &s, f),
-    };
-    let attempts = match c
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("{base}/attempt/msg/{}?limit=100", seg(&msg_id)),
-            None,
-        )
-        .await
-    {
-        Ok(p) => p["data"].as_array().cloned().unwrap_or_default(),
-        Err(f) => return c.portal_failed(&headers, &app, &s, f),
-    };
+    let (m, msg_id) = (&v.m, &v.id);
     let app_url = home_url(&app);
-    let msg_url = format!("{app_url}/msgs/{}", seg(&msg_id));
     portal_page(
         StatusCode::OK,
         &format!("Message {msg_id}"),
@@ -874,49 +721,11 @@ async fn message_page(
             h1 { "Message " code { (msg_id) } }
             (notice(&q))
             dl.props {
-                dt { "Event type" } dd { (text(&m, "eventType")) }
-                dt { "eventId" } dd { (text(&m, "eventId")) }
-                dt { "Created" } dd { (timestamp(&m, "timestamp")) }
+                dt { "Event type" } dd { (text(m, "eventType")) }
+                dt { "eventId" } dd { (text(m, "eventId")) }
+                dt { "Created" } dd { (timestamp(m, "timestamp")) }
             }
-            section aria-labelledby="payload" {
-                h2 #payload { "Payload" }
-                pre.payload tabindex="0" aria-labelledby="payload" { code { (payload) } }
-            }
-            section aria-labelledby="deliveries" {
-                h2 #deliveries { "Deliveries" }
-                @if deliveries.is_empty() {
-                    p.empty { "No endpoint matched this message." }
-                } @else {
-                    table.deliveries {
-                        thead { tr {
-                            th scope="col" { "Endpoint" } th scope="col" { "State" } th scope="col" { "Attempts" } th scope="col" { "Next attempt" }
-                            @if !s.read_only { th scope="col" { "Action" } }
-                        } }
-                        tbody {
-                            @for d in &deliveries {
-                                tr {
-                                    td { a href=(format!("{app_url}/endpoints/{}", seg(text(d, "id")))) { (text(d, "url")) } }
-                                    td { span.badge.(delivery_class(text(d, "statusText"))) { (text(d, "statusText")) } }
-                                    td { (d["attempts"]) }
-                                    td { @if d["nextAttempt"].is_string() { (timestamp(d, "nextAttempt")) } @else { "—" } }
-                                    @if !s.read_only {
-                                        td {
-                                            form method="post" action=(format!("{msg_url}/resend/{}", seg(text(d, "id")))) {
-                                                (csrf(&s))
-                                                button type="submit" aria-label=(format!("Resend to {}", text(d, "url"))) { "Resend" }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            section aria-labelledby="attempts" {
-                h2 #attempts { "Attempts" }
-                (attempt_table(&app_url, &attempts))
-            }
+            (message_sections(&app_url, &v, (!s.read_only).then_some(&s), Some("deliveries")))
         },
     )
 }
@@ -932,13 +741,7 @@ async fn resend(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let path = format!(
-        "app/{}/msg/{}/endpoint/{}/resend",
-        seg(&app),
-        seg(&msg),
-        seg(&ep)
-    );
-    match c.api(&s.token, Method::POST, &path, None).await {
+    match resend_message(&c, &s.token, &app, &msg, &ep).await {
         Ok(_) => redirect(&format!(
             "{}/msgs/{}?done=resent",
             home_url(&app),
@@ -968,6 +771,6 @@ mod tests {
             header::COOKIE,
             "hookline_console=x; hookline_portal=abc".parse().unwrap(),
         );
-        assert_eq!(cookie_value(&h).as_deref(), Some("abc"));
+        assert_eq!(cookie_value(&h, COOKIE).as_deref(), Some("abc"));
     }
 }

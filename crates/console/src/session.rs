@@ -148,15 +148,16 @@ impl Session {
     }
 }
 
-/// The session id in a `Cookie` header, if any.
-pub fn cookie_value(headers: &axum::http::HeaderMap) -> Option<String> {
+/// The value of the cookie `name` in a request's `Cookie` headers, if any: the console's
+/// session id ([`COOKIE`]) or a portal's (`portal::COOKIE`).
+pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_string())
 }
 
@@ -213,7 +214,7 @@ mod tests {
             axum::http::header::COOKIE,
             "a=1; hookline_console=abc; b=2".parse().unwrap(),
         );
-        assert_eq!(cookie_value(&h).as_deref(), Some("abc"));
+        assert_eq!(cookie_value(&h, COOKIE).as_deref(), Some("abc"));
         let c = set_cookie("abc", true);
         for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
             assert!(c.contains(flag), "{c}");

@@ -60,6 +60,179 @@ pub(crate) async fn browser_modules(npm: &Path) -> PathBuf {
     modules
 }
 
+/// node and the pinned browser modules for the browser test `test`, or `None` (the test
+/// skipped, as `require_tool` says) where node, npm or Chromium is missing.
+pub(crate) async fn browser_tools(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let (Some(node), Some(npm), Some(_)) = (
+        require_tool("node", test),
+        require_tool("npm", test),
+        require_tool("chromium", test),
+    ) else {
+        return None;
+    };
+    let modules = browser_modules(&npm).await;
+    Some((node, modules))
+}
+
+/// The folder for the browser tests' screenshots, emptied of the ones named
+/// `{prefix}*` (the other browser test saves beside them).
+pub(crate) fn screenshot_dir(prefix: &str) -> PathBuf {
+    let shots = target_dir().join("browser-screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot folder");
+    for old in std::fs::read_dir(&shots)
+        .expect("list screenshots")
+        .flatten()
+    {
+        if old.file_name().to_string_lossy().starts_with(prefix) {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
+    shots
+}
+
+/// Runs `tests/browser/{name}.mjs` in node with `env` (and the pinned modules and the
+/// screenshot folder), within `limit`, and answers the JSON report it printed, having
+/// checked that the script did not stop half-way.
+pub(crate) async fn run_browser_script(
+    node: &Path,
+    name: &str,
+    modules: &Path,
+    shots: &Path,
+    env: &[(&str, String)],
+    limit: Duration,
+) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/browser")
+        .join(format!("{name}.mjs"));
+    let started = std::time::Instant::now();
+    let out = tokio::time::timeout(
+        limit,
+        Command::new(node)
+            .arg(&script)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("BROWSER_MODULES", modules)
+            .env("OUT_DIR", shots)
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the browser script ends within {limit:?}"))
+    .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "browser script failed: {stdout}");
+    let r: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("browser script printed no JSON report ({e}): {stdout}"));
+    eprintln!("browser script {name} ran in {:?}", started.elapsed());
+    assert!(
+        r.get("error").is_none(),
+        "the browser script stopped: {r:#}"
+    );
+    r
+}
+
+/// Accessibility: no serious or critical axe-core violation on any of `pages`.
+pub(crate) fn assert_no_serious_axe_violation(r: &Value, pages: &[&str]) {
+    let axe = r["axe"].as_object().unwrap();
+    for page in pages {
+        let found = axe
+            .get(*page)
+            .unwrap_or_else(|| panic!("axe did not run on {page}"));
+        let bad: Vec<&Value> = found
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+            .collect();
+        assert!(bad.is_empty(), "axe on {page}: {bad:#?}");
+    }
+}
+
+/// A screenshot of each of `names`, not blank.
+pub(crate) fn assert_screenshots_not_blank(r: &Value, names: &[&str]) {
+    let taken = r["screenshots"].as_array().unwrap();
+    for name in names {
+        let shot = taken
+            .iter()
+            .find(|s| s["name"] == *name)
+            .unwrap_or_else(|| panic!("no screenshot {name}"));
+        let path = shot["path"].as_str().unwrap();
+        assert!(
+            std::fs::metadata(path)
+                .map(|m| m.len() > 1000)
+                .unwrap_or(false),
+            "{path}"
+        );
+        assert!(
+            shot["colors"].as_u64().unwrap() > 20,
+            "{name} looks blank: {shot}"
+        );
+        assert!(
+            shot["notBackground"].as_f64().unwrap() > 0.05,
+            "{name} looks blank: {shot}"
+        );
+    }
+}
+
+/// Nothing failed in the browser that the script did not provoke: `expected` says
+/// which error responses (url, status) it provoked on purpose.
+pub(crate) fn assert_nothing_failed_unprovoked(r: &Value, expected: impl Fn(&str, u64) -> bool) {
+    assert_eq!(r["pageErrors"], json!([]), "{r:#}");
+    // Chromium fetches the favicon after a page loads and cancels it when the script
+    // has already moved on: that abort is the browser's, not a failure.
+    let failed: Vec<&Value> = r["failedRequests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            !(f["error"] == "net::ERR_ABORTED"
+                && f["url"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("/console/assets/favicon.svg"))
+        })
+        .collect();
+    assert!(failed.is_empty(), "failed requests: {failed:#?}");
+    for e in r["errorResponses"].as_array().unwrap() {
+        let url = e["url"].as_str().unwrap();
+        assert!(
+            expected(url, e["status"].as_u64().unwrap()),
+            "unexpected error response {e}"
+        );
+    }
+    for e in r["consoleErrors"].as_array().unwrap() {
+        let text = e["text"].as_str().unwrap();
+        let url = e["url"].as_str().unwrap_or("");
+        let provoked = text.starts_with("Failed to load resource")
+            && r["errorResponses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["url"] == url && text.contains(&x["status"].to_string()));
+        assert!(provoked, "console error: {e}");
+    }
+}
+
+/// A response header's value, if it has one.
+pub(crate) fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+/// The `Set-Cookie` of a response that sets the cookie `name`, if it sets one.
+pub(crate) fn cookie_of(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| {
+            v.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('='))
+        })
+        .map(str::to_string)
+}
+
 /// Status codes the script provokes on purpose; any other error response, failed
 /// request or console error is a bug.
 fn expected_error(url: &str, status: u64) -> bool {
@@ -73,54 +246,25 @@ fn expected_error(url: &str, status: u64) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_flow_in_chromium() {
     let test = "console::operator_flow_in_chromium";
-    let (Some(node), Some(npm), Some(_)) = (
-        require_tool("node", test),
-        require_tool("npm", test),
-        require_tool("chromium", test),
-    ) else {
+    let Some((node, modules)) = browser_tools(test).await else {
         return;
     };
-    let modules = browser_modules(&npm).await;
     let server = Server::start_with(&["--allow-target", "127.0.0.0/8"]).await;
     let receiver = Receiver::start().await;
-    let shots = target_dir().join("browser-screenshots");
-    std::fs::create_dir_all(&shots).expect("screenshot folder");
-    // Only this test's screenshots: the portal's test saves beside them.
-    for old in std::fs::read_dir(&shots)
-        .expect("list screenshots")
-        .flatten()
-    {
-        if old.file_name().to_string_lossy().starts_with("console-") {
-            let _ = std::fs::remove_file(old.path());
-        }
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/console.mjs");
-    let started = std::time::Instant::now();
-    let out = tokio::time::timeout(
+    let shots = screenshot_dir("console-");
+    let r = run_browser_script(
+        &node,
+        "console",
+        &modules,
+        &shots,
+        &[
+            ("HOOKLINE_URL", server.base.clone()),
+            ("HOOKLINE_TOKEN", ADMIN_TOKEN.to_string()),
+            ("RECEIVER_URL", receiver.url("/console-hook")),
+        ],
         Duration::from_secs(120),
-        Command::new(&node)
-            .arg(&script)
-            .env("HOOKLINE_URL", &server.base)
-            .env("HOOKLINE_TOKEN", ADMIN_TOKEN)
-            .env("RECEIVER_URL", receiver.url("/console-hook"))
-            .env("BROWSER_MODULES", &modules)
-            .env("OUT_DIR", &shots)
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .output(),
     )
-    .await
-    .expect("the browser script ends within 120 s")
-    .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "browser script failed: {stdout}");
-    let r: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("browser script printed no JSON report ({e}): {stdout}"));
-    eprintln!("browser script ran in {:?}", started.elapsed());
-    assert!(
-        r.get("error").is_none(),
-        "the browser script stopped: {r:#}"
-    );
+    .await;
     let s = &r["steps"];
 
     // A wrong token: an error and no data.
@@ -218,91 +362,31 @@ async fn operator_flow_in_chromium() {
     assert_eq!(cors["names"], json!(["Acme Support"]));
 
     // Nothing failed that the script did not provoke.
-    assert_eq!(r["pageErrors"], json!([]), "{r:#}");
-    // Chromium fetches the favicon after a page loads and cancels it when the script
-    // has already moved on: that abort is the browser's, not a failure.
-    let failed: Vec<&Value> = r["failedRequests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| {
-            !(f["error"] == "net::ERR_ABORTED"
-                && f["url"]
-                    .as_str()
-                    .unwrap()
-                    .ends_with("/console/assets/favicon.svg"))
-        })
-        .collect();
-    assert!(failed.is_empty(), "failed requests: {failed:#?}");
-    for e in r["errorResponses"].as_array().unwrap() {
-        let url = e["url"].as_str().unwrap();
-        assert!(
-            expected_error(url, e["status"].as_u64().unwrap()),
-            "unexpected error response {e}"
-        );
-    }
-    for e in r["consoleErrors"].as_array().unwrap() {
-        let text = e["text"].as_str().unwrap();
-        let url = e["url"].as_str().unwrap_or("");
-        let provoked = text.starts_with("Failed to load resource")
-            && r["errorResponses"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|x| x["url"] == url && text.contains(&x["status"].to_string()));
-        assert!(provoked, "console error: {e}");
-    }
+    assert_nothing_failed_unprovoked(&r, expected_error);
 
     // Accessibility: no serious or critical axe-core violation on any main page.
-    let axe = r["axe"].as_object().unwrap();
-    for page in [
-        "login",
-        "applications",
-        "application",
-        "endpoint",
-        "message",
-    ] {
-        let found = axe
-            .get(page)
-            .unwrap_or_else(|| panic!("axe did not run on {page}"));
-        let bad: Vec<&Value> = found
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
-            .collect();
-        assert!(bad.is_empty(), "axe on {page}: {bad:#?}");
-    }
+    assert_no_serious_axe_violation(
+        &r,
+        &[
+            "login",
+            "applications",
+            "application",
+            "endpoint",
+            "message",
+        ],
+    );
 
     // A screenshot of each main page, not blank.
-    let shots_taken = r["screenshots"].as_array().unwrap();
-    for name in [
-        "console-login",
-        "console-applications",
-        "console-application",
-        "console-endpoint",
-        "console-message",
-    ] {
-        let shot = shots_taken
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap_or_else(|| panic!("no screenshot {name}"));
-        let path = shot["path"].as_str().unwrap();
-        assert!(
-            std::fs::metadata(path)
-                .map(|m| m.len() > 1000)
-                .unwrap_or(false),
-            "{path}"
-        );
-        assert!(
-            shot["colors"].as_u64().unwrap() > 20,
-            "{name} looks blank: {shot}"
-        );
-        assert!(
-            shot["notBackground"].as_f64().unwrap() > 0.05,
-            "{name} looks blank: {shot}"
-        );
-    }
+    assert_screenshots_not_blank(
+        &r,
+        &[
+            "console-login",
+            "console-applications",
+            "console-application",
+            "console-endpoint",
+            "console-message",
+        ],
+    );
 }
 
 /// An HTTP client that shows redirects instead of following them, with no cookie jar.
@@ -311,15 +395,6 @@ pub(crate) fn plain_client() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-}
-
-fn cookie_of(resp: &reqwest::Response) -> Option<String> {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("hookline_console="))
-        .map(str::to_string)
 }
 
 /// Signs in and returns the `Cookie` header value and the CSRF token of the apps page.
@@ -331,7 +406,7 @@ async fn sign_in(server: &Server, http: &reqwest::Client) -> (String, String) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 303);
-    let set = cookie_of(&resp).expect("a session cookie");
+    let set = cookie_of(&resp, "hookline_console").expect("a session cookie");
     let cookie = set.split(';').next().unwrap().to_string();
     let page = http
         .get(server.url("/apps"))
@@ -378,7 +453,7 @@ async fn forms_need_the_sessions_csrf_token_and_tokens_are_checked() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    assert!(cookie_of(&resp).is_none());
+    assert!(cookie_of(&resp, "hookline_console").is_none());
     let api = server.client();
     let (_, app) = api.post("/api/v1/app", json!({"name": "Portal"})).await;
     let (_, portal) = api
@@ -397,7 +472,7 @@ async fn forms_need_the_sessions_csrf_token_and_tokens_are_checked() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    assert!(cookie_of(&resp).is_none());
+    assert!(cookie_of(&resp, "hookline_console").is_none());
     assert!(resp.text().await.unwrap().contains("needs an admin token"));
 
     // Over https (a proxy says so), the cookie is Secure.
@@ -408,7 +483,7 @@ async fn forms_need_the_sessions_csrf_token_and_tokens_are_checked() {
         .send()
         .await
         .unwrap();
-    let set = cookie_of(&resp).unwrap();
+    let set = cookie_of(&resp, "hookline_console").unwrap();
     assert!(
         set.contains("; Secure") && set.contains("HttpOnly") && set.contains("SameSite=Strict"),
         "{set}"
@@ -509,11 +584,6 @@ async fn preflight(http: &reqwest::Client, url: &str, origin: &str) -> reqwest::
 #[tokio::test]
 async fn cors_answers_any_origin_by_default_and_only_the_listed_ones_when_set() {
     let http = plain_client();
-    let header = |r: &reqwest::Response, name: &str| {
-        r.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
 
     let server = Server::start().await;
     let resp = preflight(&http, &server.url("/api/v1/app"), "http://127.0.0.1:1").await;

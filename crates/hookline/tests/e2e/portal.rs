@@ -6,16 +6,17 @@
 //! the portal's rules over plain HTTP: the token only in the fragment, sessions scoped
 //! to one application, read-only sessions and CSRF, and `--portal-frame-ancestors`.
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::process::Command;
 
-use crate::console::{browser_modules, plain_client, target_dir};
+use crate::console::{
+    assert_no_serious_axe_violation, assert_nothing_failed_unprovoked,
+    assert_screenshots_not_blank, browser_tools, cookie_of, header, plain_client,
+    run_browser_script, screenshot_dir,
+};
 use crate::receiver::{Behavior, Receiver};
-use crate::support::{require_tool, wait_until, Api, Server, ADMIN_TOKEN};
+use crate::support::{wait_until, Api, Server, ADMIN_TOKEN};
 
 fn id(v: &Value) -> String {
     v["id"].as_str().expect("id").to_string()
@@ -46,14 +47,9 @@ fn expected_error(url: &str, status: u64, app_a: &str, app_b: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn customer_flow_in_chromium() {
     let test = "portal::customer_flow_in_chromium";
-    let (Some(node), Some(npm), Some(_)) = (
-        require_tool("node", test),
-        require_tool("npm", test),
-        require_tool("chromium", test),
-    ) else {
+    let Some((node, modules)) = browser_tools(test).await else {
         return;
     };
-    let modules = browser_modules(&npm).await;
     // The one origin allowed to frame the portal: a loopback port the script serves.
     let embed_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -140,46 +136,28 @@ async fn customer_flow_in_chromium() {
 
     let url = portal_url(&api, &app_a, false).await;
     let url_ro = portal_url(&api, &app_a, true).await;
-    let shots = target_dir().join("browser-screenshots");
-    std::fs::create_dir_all(&shots).expect("screenshot folder");
-    for old in std::fs::read_dir(&shots).expect("list").flatten() {
-        if old.file_name().to_string_lossy().starts_with("portal-") {
-            let _ = std::fs::remove_file(old.path());
-        }
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/portal.mjs");
-    let out = tokio::time::timeout(
+    let shots = screenshot_dir("portal-");
+    let r = run_browser_script(
+        &node,
+        "portal",
+        &modules,
+        &shots,
+        &[
+            ("HOOKLINE_URL", server.base.clone()),
+            ("PORTAL_URL", url.clone()),
+            ("PORTAL_URL_RO", url_ro),
+            ("APP_A", app_a.clone()),
+            ("EP_A", ep_a),
+            ("MSG_A", msg_a.clone()),
+            ("APP_B", app_b.clone()),
+            ("EP_B", ep_b),
+            ("MSG_B", msg_b),
+            ("RECEIVER_URL", receiver.url("/added-in-portal")),
+            ("EMBED_PORT", embed_port.to_string()),
+        ],
         Duration::from_secs(150),
-        Command::new(&node)
-            .arg(&script)
-            .env("HOOKLINE_URL", &server.base)
-            .env("PORTAL_URL", &url)
-            .env("PORTAL_URL_RO", &url_ro)
-            .env("APP_A", &app_a)
-            .env("EP_A", &ep_a)
-            .env("MSG_A", &msg_a)
-            .env("APP_B", &app_b)
-            .env("EP_B", &ep_b)
-            .env("MSG_B", &msg_b)
-            .env("RECEIVER_URL", receiver.url("/added-in-portal"))
-            .env("EMBED_PORT", embed_port.to_string())
-            .env("BROWSER_MODULES", &modules)
-            .env("OUT_DIR", &shots)
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .output(),
     )
-    .await
-    .expect("the browser script ends within 150 s")
-    .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "browser script failed: {stdout}");
-    let r: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("browser script printed no JSON report ({e}): {stdout}"));
-    assert!(
-        r.get("error").is_none(),
-        "the browser script stopped: {r:#}"
-    );
+    .await;
     let s = &r["steps"];
     let key = url.split("#key=").nth(1).unwrap();
 
@@ -341,89 +319,22 @@ async fn customer_flow_in_chromium() {
     );
 
     // Nothing failed that the script did not provoke.
-    assert_eq!(r["pageErrors"], json!([]), "{r:#}");
-    let failed: Vec<&Value> = r["failedRequests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| {
-            !(f["error"] == "net::ERR_ABORTED"
-                && f["url"]
-                    .as_str()
-                    .unwrap()
-                    .ends_with("/console/assets/favicon.svg"))
-        })
-        .collect();
-    assert!(failed.is_empty(), "failed requests: {failed:#?}");
-    for e in r["errorResponses"].as_array().unwrap() {
-        let u = e["url"].as_str().unwrap();
-        assert!(
-            expected_error(u, e["status"].as_u64().unwrap(), &app_a, &app_b),
-            "unexpected error response {e}"
-        );
-    }
-    for e in r["consoleErrors"].as_array().unwrap() {
-        let text = e["text"].as_str().unwrap();
-        let u = e["url"].as_str().unwrap_or("");
-        let provoked = text.starts_with("Failed to load resource")
-            && r["errorResponses"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|x| x["url"] == u && text.contains(&x["status"].to_string()));
-        assert!(provoked, "console error: {e}");
-    }
+    assert_nothing_failed_unprovoked(&r, |u, status| expected_error(u, status, &app_a, &app_b));
 
     // Accessibility: no serious or critical violation on any main page.
-    let axe = r["axe"].as_object().unwrap();
-    for page in ["home", "endpoint", "message", "read-only message"] {
-        let found = axe
-            .get(page)
-            .unwrap_or_else(|| panic!("axe did not run on {page}"));
-        let bad: Vec<&Value> = found
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
-            .collect();
-        assert!(bad.is_empty(), "axe on {page}: {bad:#?}");
-    }
+    assert_no_serious_axe_violation(&r, &["home", "endpoint", "message", "read-only message"]);
 
     // Screenshots, not blank.
-    let taken = r["screenshots"].as_array().unwrap();
-    for name in [
-        "portal-home",
-        "portal-endpoint",
-        "portal-message",
-        "portal-home-dark",
-        "portal-embedded-dark",
-    ] {
-        let shot = taken
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap_or_else(|| panic!("no screenshot {name}"));
-        let path = shot["path"].as_str().unwrap();
-        assert!(
-            std::fs::metadata(path)
-                .map(|m| m.len() > 1000)
-                .unwrap_or(false),
-            "{path}"
-        );
-        assert!(shot["colors"].as_u64().unwrap() > 20, "{name}: {shot}");
-        assert!(
-            shot["notBackground"].as_f64().unwrap() > 0.05,
-            "{name}: {shot}"
-        );
-    }
-}
-
-fn cookie_of(resp: &reqwest::Response) -> Option<String> {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("hookline_portal="))
-        .map(str::to_string)
+    assert_screenshots_not_blank(
+        &r,
+        &[
+            "portal-home",
+            "portal-endpoint",
+            "portal-message",
+            "portal-home-dark",
+            "portal-embedded-dark",
+        ],
+    );
 }
 
 /// Posts the key as the portal's script does; the response.
@@ -498,7 +409,7 @@ async fn the_url_carries_the_token_in_its_fragment_and_sessions_stay_in_their_ap
     ] {
         let resp = exchange(&http, &server, app, key, false).await;
         assert_eq!(resp.status(), want, "{app} {key}");
-        assert!(cookie_of(&resp).is_none());
+        assert!(cookie_of(&resp, "hookline_portal").is_none());
         let body = resp.text().await.unwrap();
         assert!(key.is_empty() || !body.contains(key), "{body}");
     }
@@ -506,7 +417,7 @@ async fn the_url_carries_the_token_in_its_fragment_and_sessions_stay_in_their_ap
     // Accepted: a cookie for A's portal only; over https, one a frame can use.
     let resp = exchange(&http, &server, &app_a, token, false).await;
     assert_eq!(resp.status(), 200);
-    let set = cookie_of(&resp).unwrap();
+    let set = cookie_of(&resp, "hookline_portal").unwrap();
     assert!(
         set.contains(&format!("Path=/portal/{app_a};"))
             && set.contains("HttpOnly")
@@ -515,7 +426,11 @@ async fn the_url_carries_the_token_in_its_fragment_and_sessions_stay_in_their_ap
         "{set}"
     );
     let cookie = set.split(';').next().unwrap().to_string();
-    let https = cookie_of(&exchange(&http, &server, &app_a, token, true).await).unwrap();
+    let https = cookie_of(
+        &exchange(&http, &server, &app_a, token, true).await,
+        "hookline_portal",
+    )
+    .unwrap();
     assert!(
         https.contains("SameSite=None; Secure; Partitioned"),
         "{https}"
@@ -607,7 +522,7 @@ async fn the_url_carries_the_token_in_its_fragment_and_sessions_stay_in_their_ap
         )
         .await;
     let resp = exchange(&http, &server, &app_a, ro["token"].as_str().unwrap(), false).await;
-    let ro_cookie = cookie_of(&resp)
+    let ro_cookie = cookie_of(&resp, "hookline_portal")
         .unwrap()
         .split(';')
         .next()
@@ -651,11 +566,6 @@ async fn the_url_carries_the_token_in_its_fragment_and_sessions_stay_in_their_ap
 #[tokio::test]
 async fn portal_frame_ancestors_follow_the_flag_and_the_console_is_never_framed() {
     let http = plain_client();
-    let header = |r: &reqwest::Response, name: &str| {
-        r.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
 
     let server = Server::start().await;
     let resp = http.get(server.url("/portal/app_x")).send().await.unwrap();

@@ -389,6 +389,11 @@ pub struct ServeArgs {
         value_name = "ORIGIN"
     )]
     pub portal_frame_ancestors: Vec<String>,
+    /// The URL this server is reached at from outside (behind a proxy), e.g.
+    /// `https://hooks.example.com`: the customer portal links it hands out start with it.
+    /// Default: `http://` and the address it listens on.
+    #[arg(long, env = "HOOKLINE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
     /// How long messages are kept, with their deliveries and attempts, after they were
     /// created (never while a delivery is still to be made): a number and a unit, `s`,
     /// `m`, `h` or `d` (`90d`, `12h`, `30s`).
@@ -483,6 +488,7 @@ struct FileConfig {
     default_signature: Option<DefaultSignature>,
     cors_allowed_origins: Option<Vec<String>>,
     portal_frame_ancestors: Option<Vec<String>>,
+    public_url: Option<String>,
     retention: Option<String>,
     api_rate_limit: Option<u32>,
 }
@@ -523,6 +529,8 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     /// Origins allowed to frame the customer portal; empty: none.
     pub portal_frame_ancestors: Vec<String>,
+    /// `--public-url`, checked and without a trailing slash.
+    pub public_url: Option<String>,
     /// `--retention`: how long a message is kept after its creation.
     pub retention: std::time::Duration,
     /// `--api-rate-limit`: requests per second per token; `None`: no limit.
@@ -563,6 +571,7 @@ impl std::fmt::Debug for Config {
             .field("default_signature", &self.default_signature)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("portal_frame_ancestors", &self.portal_frame_ancestors)
+            .field("public_url", &self.public_url)
             .field("retention", &self.retention)
             .field("api_rate_limit", &self.api_rate_limit)
             .finish()
@@ -832,6 +841,12 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         args.portal_frame_ancestors,
         file.portal_frame_ancestors,
     ))?;
+    let public_url = if explicit("public_url") {
+        args.public_url
+    } else {
+        file.public_url.or(args.public_url)
+    };
+    let public_url = public_url.map(|u| checked_public_url(&u)).transpose()?;
     let retention = parse_retention(&pick(explicit("retention"), args.retention, file.retention))?;
     let api_rate_limit = if explicit("api_rate_limit") {
         args.api_rate_limit
@@ -848,6 +863,7 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         api_rate_limit,
         cors_allowed_origins,
         portal_frame_ancestors,
+        public_url,
         retention,
         default_signature: pick(
             explicit("default_signature"),
@@ -952,6 +968,25 @@ fn frame_ancestors(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(origins)
+}
+
+/// Checks `--public-url`: an absolute http(s) URL with a host, no query or fragment; a
+/// path is kept (a proxy may serve hookline under one), a trailing slash dropped.
+fn checked_public_url(text: &str) -> Result<String, ConfigError> {
+    let invalid = |why: &str| ConfigError::Invalid {
+        field: "public_url",
+        message: format!(
+            "{why}: write the URL hookline is reached at, e.g. https://hooks.example.com"
+        ),
+    };
+    let url = url::Url::parse(text.trim()).map_err(|_| invalid("not an absolute URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid("must be an http:// or https:// URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("must have no query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// The longest `--retention` (100 years): beyond it, times overflow.
@@ -1313,6 +1348,27 @@ mod tests {
     fn debug_hides_token() {
         let c = serve(&["--admin-token", "supersecrettoken123"]).unwrap();
         assert!(!format!("{c:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn public_url_is_checked_and_loses_its_trailing_slash() {
+        assert_eq!(serve(&[]).unwrap().public_url, None);
+        let c = serve(&["--public-url", "https://hooks.example.com/"]).unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://hooks.example.com"));
+        let c = serve(&["--public-url", "https://example.com/hookline/"]).unwrap();
+        assert_eq!(
+            c.public_url.as_deref(),
+            Some("https://example.com/hookline")
+        );
+        for bad in [
+            "hooks.example.com",
+            "ftp://x.example.com",
+            "https://x.example.com/?a=1",
+            "/portal",
+        ] {
+            let e = serve(&["--public-url", bad]).unwrap_err().to_string();
+            assert!(e.starts_with("public_url: "), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -160,7 +160,10 @@ pub async fn run(
             .map(hookline_api::rate_limit::RateLimiter::new),
         token_uses: Default::default(),
         admin_token_hashes: config.admin_token.iter().map(|t| hash_token(t)).collect(),
-        public_url: format!("http://{addr}"),
+        public_url: config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
         wake: dispatcher.waker(),
         metrics: install_metrics(),
         queue_stats: Default::default(),

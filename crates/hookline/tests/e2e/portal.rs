@@ -596,3 +596,40 @@ async fn portal_frame_ancestors_follow_the_flag_and_the_console_is_never_framed(
         .unwrap()
         .contains("frame-ancestors https://b.example;"));
 }
+
+/// Behind a proxy, `--public-url` is what the portal links start with (the listen
+/// address otherwise).
+#[tokio::test]
+async fn portal_links_start_with_the_public_url() {
+    let server = Server::start_with(&["--public-url", "https://hooks.example.com/base/"]).await;
+    let api = server.client();
+    let app = api
+        .create("/api/v1/app", json!({"name": "behind a proxy"}))
+        .await;
+    let id = app["id"].as_str().unwrap();
+    let (status, access) = api
+        .post(&format!("/api/v1/auth/app-portal-access/{id}"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{access}");
+    let url = access["url"].as_str().unwrap();
+    let token = access["token"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!("https://hooks.example.com/base/portal/{id}#key={token}")
+    );
+
+    let plain = Server::start().await;
+    let api = plain.client();
+    let app = api.create("/api/v1/app", json!({"name": "direct"})).await;
+    let id = app["id"].as_str().unwrap();
+    let (_, access) = api
+        .post(&format!("/api/v1/auth/app-portal-access/{id}"), json!({}))
+        .await;
+    assert!(
+        access["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/portal/{id}#key=", plain.url(""))),
+        "{access}"
+    );
+}

@@ -366,7 +366,91 @@ pub fn routes_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .with_state(state)
         .split_for_parts();
     qualify_operation_ids(&mut spec);
+    document_common_errors(&mut spec);
     (router, spec)
+}
+
+/// Adds the error answers every operation of a kind can give, where its own annotation
+/// left them out: a token is checked on every operation that needs one (401, and 429
+/// with `--api-rate-limit`); an id in the path may name nothing the token sees (404); a
+/// body may be malformed or not JSON (400), over the size limit (413) or invalid (422);
+/// a `POST` with an `idempotency-key` may meet the same key still running (409).
+fn document_common_errors(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let answer = |text: &str, schema: &str| {
+        ResponseBuilder::new()
+            .description(text)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(schema)))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in spec.paths.paths.iter_mut() {
+        let has_id = path.contains('{');
+        let ops = [
+            (&mut item.get, false),
+            (&mut item.put, false),
+            (&mut item.post, true),
+            (&mut item.delete, false),
+            (&mut item.patch, false),
+        ];
+        for (op, is_post) in ops {
+            let Some(op) = op.as_mut() else { continue };
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let mut add = |code: &str, text: &str, schema: &str| {
+                op.responses
+                    .responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| answer(text, schema).into());
+            };
+            if secured {
+                add(
+                    "401",
+                    "No token, or one that is wrong, expired or revoked.",
+                    "HttpErrorOut",
+                );
+                add(
+                    "429",
+                    "This token is over `--api-rate-limit`; retry after `Retry-After` seconds.",
+                    "HttpErrorOut",
+                );
+                if has_id {
+                    add(
+                        "404",
+                        "Nothing this token can see has this id or uid.",
+                        "HttpErrorOut",
+                    );
+                }
+            }
+            if op.request_body.is_some() {
+                add(
+                    "400",
+                    "The body is not JSON, or not sent as `application/json`.",
+                    "HttpErrorOut",
+                );
+                add(
+                    "413",
+                    "The body is over the size limit (`--body-limit-bytes`).",
+                    "HttpErrorOut",
+                );
+                add(
+                    "422",
+                    "A field is missing or invalid; `detail` names each one.",
+                    "ValidationErrorOut",
+                );
+            }
+            if secured && is_post {
+                add(
+                    "409",
+                    "A request with the same `idempotency-key` is still running (retry), or the uid / eventId is taken.",
+                    "HttpErrorOut",
+                );
+            }
+        }
+    }
 }
 
 /// utoipa names each operation after its handler function, and those repeat across

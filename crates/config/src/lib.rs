@@ -925,33 +925,32 @@ fn cors_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
             })
         };
     }
-    for o in &origins {
-        let ok = url::Url::parse(o).is_ok_and(|u| {
-            matches!(u.scheme(), "http" | "https")
-                && u.host_str().is_some()
-                && u.origin().ascii_serialization() == *o
-        });
-        if !ok {
-            return Err(ConfigError::Invalid {
-                field: "cors_allowed_origins",
-                message: format!(
-                    "{o:?} is not an origin: write scheme://host[:port] with no path or trailing slash, e.g. https://dashboard.example.com"
-                ),
-            });
-        }
-    }
-    Ok(origins)
+    exact_origins(
+        "cors_allowed_origins",
+        origins,
+        "https://dashboard.example.com",
+    )
 }
 
 /// Checks `--portal-frame-ancestors`: exact origins only (`scheme://host[:port]`), as
 /// they go into a CSP `frame-ancestors` list; no `*`, since framing by any site is what
 /// clickjacking needs.
 fn frame_ancestors(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
-    let origins: Vec<String> = origins
+    let origins = origins
         .into_iter()
         .map(|o| o.trim().to_string())
         .filter(|o| !o.is_empty())
         .collect();
+    exact_origins("portal_frame_ancestors", origins, "https://app.example.com")
+}
+
+/// Each of `origins` must be an origin exactly as browsers send it (`scheme://host[:port]`,
+/// http or https, no path, wildcard or trailing slash); the error names `field`.
+fn exact_origins(
+    field: &'static str,
+    origins: Vec<String>,
+    example: &str,
+) -> Result<Vec<String>, ConfigError> {
     for o in &origins {
         let ok = url::Url::parse(o).is_ok_and(|u| {
             matches!(u.scheme(), "http" | "https")
@@ -960,9 +959,9 @@ fn frame_ancestors(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
         });
         if !ok {
             return Err(ConfigError::Invalid {
-                field: "portal_frame_ancestors",
+                field,
                 message: format!(
-                    "{o:?} is not an origin: write scheme://host[:port] with no path, wildcard or trailing slash, e.g. https://app.example.com"
+                    "{o:?} is not an origin: write scheme://host[:port] with no path, wildcard or trailing slash, e.g. {example}"
                 ),
             });
         }

@@ -437,6 +437,22 @@ impl Dispatcher {
     /// default, for an endpoint it has none for), or 0 while the receiver asked for a
     /// pause with `Retry-After`.
     fn adaptive_limit(&self, ep: &Endpoint) -> usize {
+        self.with_limiter(ep, |limiter, now| {
+            if limiter.paused_until(now.into_std()).is_some() {
+                0
+            } else {
+                limiter.limit() as usize
+            }
+        })
+    }
+
+    /// Runs `f` on the limiter of `ep` (made at the default if it has none), marked used
+    /// now and capped at the endpoint's ceiling.
+    fn with_limiter<T>(
+        &self,
+        ep: &Endpoint,
+        f: impl FnOnce(&mut Limiter, tokio::time::Instant) -> T,
+    ) -> T {
         let now = tokio::time::Instant::now();
         let ceiling = self.limit_ceiling(ep);
         let mut limits = self.limits.lock().expect("limit map");
@@ -446,11 +462,7 @@ impl Dispatcher {
         });
         a.used = now;
         a.limiter.set_max(ceiling);
-        if a.limiter.paused_until(now.into_std()).is_some() {
-            0
-        } else {
-            a.limiter.limit() as usize
-        }
+        f(&mut a.limiter, now)
     }
 
     /// Folds how late an attempt task started into the moving average (weight 1/8).
@@ -487,24 +499,13 @@ impl Dispatcher {
             .endpoints
             .get(&ep.id)
             .map_or(1, |f| f.attempts) as u32;
-        let now = tokio::time::Instant::now();
-        let ceiling = self.limit_ceiling(ep);
-        let (before, after) = {
-            let mut limits = self.limits.lock().expect("limit map");
-            let a = limits.entry(ep.id.clone()).or_insert_with(|| Adaptive {
-                limiter: Limiter::new(ceiling),
-                used: now,
-            });
-            a.used = now;
-            a.limiter.set_max(ceiling);
-            a.limiter.set_local_delay(Duration::from_micros(
-                self.start_delay_us.load(Ordering::Relaxed),
-            ));
-            let before = a.limiter.limit();
-            a.limiter
-                .record(outcome, latency, in_flight, now.into_std());
-            (before, a.limiter.limit())
-        };
+        let local_delay = Duration::from_micros(self.start_delay_us.load(Ordering::Relaxed));
+        let (before, after) = self.with_limiter(ep, |limiter, now| {
+            limiter.set_local_delay(local_delay);
+            let before = limiter.limit();
+            limiter.record(outcome, latency, in_flight, now.into_std());
+            (before, limiter.limit())
+        });
         if before != after {
             tracing::trace!(endpoint = %ep.id, before, after, "adaptive concurrency limit");
             if let Some(f) = self

@@ -256,3 +256,7 @@ pub async fn answer_unread(req: Request, resp: Response) -> Response {
     }
     resp
 }
+
+#[cfg(test)]
+#[path = "extract_props.rs"]
+mod props;

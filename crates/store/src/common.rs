@@ -180,3 +180,99 @@ pub(crate) fn claimable(
     }
     free
 }
+
+#[cfg(test)]
+mod walk_props {
+    //! The cursor walk against an in-memory "table" that answers as the SQL does (rows
+    //! past the cursor in scan order, `limit + 1` of them): forward pages visit every row
+    //! once, in order; `prev_iterator` leads back to the page before; any iterator text
+    //! is an answer, never a panic.
+
+    use proptest::prelude::*;
+
+    use super::Walk;
+    use crate::{ListQuery, Order, Page};
+
+    /// One page of `keys` (sorted, unique) for `q`.
+    fn page(keys: &[String], q: &ListQuery) -> Page<String> {
+        let walk = Walk::new(q);
+        let mut rows: Vec<String> = keys
+            .iter()
+            .filter(|k| match &walk.cursor {
+                None => true,
+                Some(c) if walk.ascending => k.as_str() > c.as_str(),
+                Some(c) => k.as_str() < c.as_str(),
+            })
+            .cloned()
+            .collect();
+        if !walk.ascending {
+            rows.reverse();
+        }
+        rows.truncate(q.limit + 1);
+        walk.page(rows, q.limit, |k| k.clone())
+    }
+
+    fn keys() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::btree_set(0u32..10_000, 0..60)
+            .prop_map(|s| s.into_iter().map(|n| format!("id_{n:05}")).collect())
+    }
+
+    fn order() -> impl Strategy<Value = Order> {
+        prop_oneof![Just(Order::Ascending), Just(Order::Descending)]
+    }
+
+    proptest! {
+        #[test]
+        fn forward_pages_visit_every_row_once_in_order(
+            keys in keys(), limit in 1usize..12, order in order()
+        ) {
+            let mut q = ListQuery { limit, iterator: None, order };
+            let mut seen = Vec::new();
+            for _ in 0..=keys.len() + 1 {
+                let p = page(&keys, &q);
+                prop_assert!(p.data.len() <= limit);
+                seen.extend(p.data.iter().cloned());
+                if p.done {
+                    break;
+                }
+                q.iterator = p.iterator.clone();
+            }
+            let mut want = keys.clone();
+            if order == Order::Descending {
+                want.reverse();
+            }
+            prop_assert_eq!(seen, want);
+        }
+
+        #[test]
+        fn prev_iterator_leads_back_to_the_page_before(
+            keys in keys(), limit in 1usize..12, order in order(), skip in 1usize..6
+        ) {
+            let mut q = ListQuery { limit, iterator: None, order };
+            let mut pages = vec![page(&keys, &q)];
+            for _ in 0..skip {
+                let last = pages.last().unwrap();
+                if last.done {
+                    break;
+                }
+                q.iterator = last.iterator.clone();
+                pages.push(page(&keys, &q));
+            }
+            // Each page's prev_iterator gives the page before it (when it has rows).
+            for pair in pages.windows(2) {
+                let Some(prev) = pair[1].prev_iterator.clone() else { continue };
+                let back = page(&keys, &ListQuery { limit, iterator: Some(prev), order });
+                prop_assert_eq!(&back.data, &pair[0].data);
+                prop_assert!(!back.done);
+            }
+        }
+
+        #[test]
+        fn any_iterator_text_is_an_answer(
+            keys in keys(), it in "\\PC{0,20}", limit in 1usize..12, order in order()
+        ) {
+            let p = page(&keys, &ListQuery { limit, iterator: Some(it), order });
+            prop_assert!(p.data.len() <= limit);
+        }
+    }
+}

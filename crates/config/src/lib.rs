@@ -1121,8 +1121,13 @@ mod tests {
     #[test]
     fn deny_targets_come_from_flags_or_the_file() {
         assert!(serve(&[]).unwrap().deny_targets.is_empty());
-        let c = serve(&["--deny-target", "0.0.0.0/0,::/0", "--deny-target", "203.0.113.0/24"])
-            .unwrap();
+        let c = serve(&[
+            "--deny-target",
+            "0.0.0.0/0,::/0",
+            "--deny-target",
+            "203.0.113.0/24",
+        ])
+        .unwrap();
         let want: Vec<IpNet> = ["0.0.0.0/0", "::/0", "203.0.113.0/24"]
             .iter()
             .map(|n| n.parse().unwrap())
@@ -1132,7 +1137,10 @@ mod tests {
         let path = dir.path().join("h.toml");
         std::fs::write(&path, "deny_targets = [\"198.51.100.0/24\"]\n").unwrap();
         let c = serve(&["--config", path.to_str().unwrap()]).unwrap();
-        assert_eq!(c.deny_targets, vec!["198.51.100.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            c.deny_targets,
+            vec!["198.51.100.0/24".parse::<IpNet>().unwrap()]
+        );
     }
 
     #[test]

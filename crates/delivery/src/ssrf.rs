@@ -210,10 +210,9 @@ impl tower_service::Service<Name> for GuardedResolver {
         Box::pin(async move {
             let host = name.as_str();
             if guard.denies_everything() {
-                return Err(format!(
-                    "{host} is not resolved: --deny-target denies every address"
-                )
-                .into());
+                return Err(
+                    format!("{host} is not resolved: --deny-target denies every address").into(),
+                );
             }
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
             let mut allowed = Vec::new();
@@ -300,10 +299,17 @@ mod tests {
 
     #[test]
     fn deny_list_wins_over_the_allow_list_and_public_addresses() {
-        let g = Guard::new(vec!["127.0.0.0/8".parse().unwrap()])
-            .deny(vec!["127.0.0.2/32".parse().unwrap(), "8.8.8.0/24".parse().unwrap()]);
+        let g = Guard::new(vec!["127.0.0.0/8".parse().unwrap()]).deny(vec![
+            "127.0.0.2/32".parse().unwrap(),
+            "8.8.8.0/24".parse().unwrap(),
+        ]);
         assert!(g.check(ip("127.0.0.1")).is_ok());
-        for a in ["127.0.0.2", "::ffff:127.0.0.2", "8.8.8.8", "64:ff9b::808:808"] {
+        for a in [
+            "127.0.0.2",
+            "::ffff:127.0.0.2",
+            "8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
             let e = g.check(ip(a)).unwrap_err();
             assert!(e.denied, "{a}");
             assert!(e.to_string().contains("--deny-target"), "{e}");
@@ -331,7 +337,8 @@ mod tests {
     async fn a_guard_that_denies_everything_resolves_nothing() {
         use tower_service::Service;
         let mut r = GuardedResolver {
-            guard: Guard::default().deny(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]),
+            guard: Guard::default()
+                .deny(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]),
         };
         let err = r
             .call("localhost".parse().unwrap())

@@ -343,8 +343,7 @@ mod tests {
         let err = r
             .call("localhost".parse().unwrap())
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(err.to_string().contains("not resolved"), "{err}");
     }
 

@@ -238,6 +238,11 @@ async fn put_app(
         Some(_) => Err(ApiError::NotFound("application not found")),
         None => {
             auth.require_admin()?;
+            // What names nothing and could not be a uid either (the document's pattern
+            // for path ids) is simply not found, whatever uid the body brings.
+            if validate::uid("", &app_id).is_err() {
+                return Err(ApiError::NotFound("application not found"));
+            }
             let mut input = input;
             if input.uid.is_none() {
                 // An application id that names nothing is not a uid to create it with.

@@ -461,6 +461,10 @@ async fn put_one(
     let app = visible_app(&state, &auth, &app_id).await?;
     check_in(&input)?;
     let Some(existing) = state.store.get_endpoint(&app.id, &ep_id).await? else {
+        // What names nothing and could not be a uid either is simply not found.
+        if validate::uid("", &ep_id).is_err() {
+            return Err(ApiError::NotFound("endpoint not found"));
+        }
         let mut input = input;
         if input.uid.is_none() {
             // An endpoint id that names nothing is not a uid to create it with.

@@ -100,8 +100,8 @@ pub fn channels() -> Schema {
 }
 
 fn name_value() -> Value {
-    json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": validate::NOT_BLANK_PATTERN,
-        "description": "1 to 256 characters, not only spaces, tabs and line breaks"})
+    json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": validate::NAME_PATTERN,
+        "description": "1 to 256 characters, not only spaces, tabs and line breaks, no NUL (U+0000)"})
 }
 
 /// An application's name.
@@ -116,12 +116,18 @@ pub fn optional_name() -> Schema {
 
 /// A description (nullable).
 pub fn description() -> Schema {
-    schema(json!({"type": ["string", "null"], "maxLength": validate::MAX_DESCRIPTION}))
+    schema(
+        json!({"type": ["string", "null"], "maxLength": validate::MAX_DESCRIPTION,
+        "pattern": validate::DESCRIPTION_PATTERN}),
+    )
 }
 
 /// An event type's description (required, may be empty).
 pub fn event_type_description() -> Schema {
-    schema(json!({"type": "string", "maxLength": validate::MAX_DESCRIPTION}))
+    schema(
+        json!({"type": "string", "maxLength": validate::MAX_DESCRIPTION,
+        "pattern": validate::DESCRIPTION_PATTERN}),
+    )
 }
 
 /// Metadata: string values by key (nullable).

@@ -20,8 +20,11 @@ pub const DEFAULT_TIMEOUT_MS: u32 = 15_000;
 pub const MAX_CONCURRENCY: u32 = 1_000;
 /// Longest description of an endpoint or event type, in characters.
 pub const MAX_DESCRIPTION: usize = 4096;
-/// A name that is not blank: it has a character other than a space, tab, CR or LF.
-pub const NOT_BLANK_PATTERN: &str = "[^ \t\r\n]";
+/// A name: not blank (it has a character other than a space, tab, CR or LF) and without
+/// the NUL character, which PostgreSQL cannot store in text.
+pub const NAME_PATTERN: &str = "^[^\\x00]*[^\\x00 \t\r\n][^\\x00]*$";
+/// A description: anything but the NUL character.
+pub const DESCRIPTION_PATTERN: &str = "^[^\\x00]*$";
 
 /// Collects every field error of one request, so a client fixes them all at once.
 #[derive(Default)]
@@ -85,7 +88,7 @@ pub fn event_type_name(field: &str, v: &str) -> Result<(), ApiError> {
 }
 
 /// Whether a name is blank: nothing but spaces, tabs and line breaks (as
-/// [`NOT_BLANK_PATTERN`] says; not every Unicode space, whose list differs between the
+/// [`NAME_PATTERN`] says; not every Unicode space, whose list differs between the
 /// languages clients check with).
 pub fn blank(v: &str) -> bool {
     v.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
@@ -98,7 +101,7 @@ pub fn name(field: &str, v: &str) -> Result<(), ApiError> {
             "must be 1 to 256 characters, not only spaces",
         ));
     }
-    Ok(())
+    no_nul(field, v)
 }
 
 /// A description: at most [`MAX_DESCRIPTION`] characters.
@@ -107,6 +110,18 @@ pub fn description(field: &str, v: &str) -> Result<(), ApiError> {
         return Err(ApiError::field(
             field,
             format!("must be at most {MAX_DESCRIPTION} characters"),
+        ));
+    }
+    no_nul(field, v)
+}
+
+/// Text that the store keeps as text must not hold NUL (U+0000): PostgreSQL refuses it,
+/// so the same request would succeed on SQLite and fail with a 500 on PostgreSQL.
+fn no_nul(field: &str, v: &str) -> Result<(), ApiError> {
+    if v.contains('\0') {
+        return Err(ApiError::field(
+            field,
+            "must not contain the NUL character (U+0000)",
         ));
     }
     Ok(())

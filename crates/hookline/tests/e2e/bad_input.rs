@@ -313,6 +313,17 @@ fn rows(f: &Fixture) -> Vec<Row> {
         )
         .json(endpoint(json!({})))
         .fails(404, "not_found"),
+        // PostgreSQL cannot store NUL in text: refused on every backend alike.
+        row("app name with a NUL", "POST", &apps)
+            .json(json!({"name": "a\u{0}b"}))
+            .invalid("body.name"),
+        row(
+            "event type description with a NUL",
+            "POST",
+            "/api/v1/event-type",
+        )
+        .json(json!({"name": "nul.check", "description": "a\u{0}b"}))
+        .invalid("body.description"),
         // serde reads a struct from an array of its values; the API takes objects only.
         row("app as an array of its values", "POST", &apps)
             .json(json!(["x"]))

@@ -52,9 +52,10 @@ async fn resend(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecoverIn {
-    /// Requeue failed deliveries of messages created at or after this time...
+    /// Requeue failed deliveries of messages created at or after this time (not in the
+    /// future of the server's clock)...
     pub since: DateTime<Utc>,
-    /// ...and before this one (default: now).
+    /// ...and before this one (after `since`; default: now).
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -161,8 +162,11 @@ async fn stats(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventExampleIn {
+    #[schema(schema_with = crate::openapi::event_type_name)]
     pub event_type: String,
-    /// Which of the schema's `examples` to send (default 0).
+    /// Which of the schema's `examples` to send (default 0); without `payload`, the
+    /// event type's newest schema must have an object example there (else 422).
+    #[schema(minimum = 0)]
     pub example_index: Option<usize>,
     /// Send this payload instead of a schema example.
     #[schema(value_type = Option<Object>)]

@@ -22,12 +22,18 @@ use crate::AppState;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationIn {
+    #[schema(schema_with = crate::openapi::name)]
     pub name: String,
+    /// Your own id for the application, usable in place of its `id`.
+    #[schema(schema_with = crate::openapi::app_uid)]
     pub uid: Option<String>,
+    /// Deliveries per second at most, to each of its endpoints that sets none.
+    #[schema(minimum = 1, maximum = 100000)]
     pub throttle_rate: Option<u32>,
+    #[schema(schema_with = crate::openapi::metadata)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// hookline extension: default retry policy for this application's endpoints.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::openapi::nullable_retry_policy)]
     pub retry_policy: Option<RetryPolicy>,
     /// hookline extension: reject (422) messages whose payload does not match their event
     /// type's newest schema.
@@ -38,16 +44,22 @@ pub struct ApplicationIn {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationPatch {
+    /// Absent or `null`: unchanged.
+    #[schema(schema_with = crate::openapi::optional_name)]
     pub name: Option<String>,
+    /// `null` removes it.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::openapi::app_uid)]
     pub uid: Patch<String>,
+    /// `null` removes it.
     #[serde(default)]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     pub throttle_rate: Patch<u32>,
+    #[schema(schema_with = crate::openapi::metadata)]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// `null` removes it (the default policy applies).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::openapi::nullable_retry_policy)]
     pub retry_policy: Patch<RetryPolicy>,
     pub validate_payloads: Option<bool>,
 }
@@ -55,13 +67,16 @@ pub struct ApplicationPatch {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationOut {
+    #[schema(example = "app_2yZwUhtgs5Ai8T9yRQJXA4u9V2a")]
     pub id: String,
+    #[schema(example = "customer-42")]
     pub uid: Option<String>,
+    #[schema(example = "Acme Corp")]
     pub name: String,
     pub throttle_rate: Option<u32>,
     pub metadata: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::openapi::retry_policy)]
     pub retry_policy: Option<RetryPolicy>,
     pub validate_payloads: bool,
     pub created_at: DateTime<Utc>,
@@ -223,8 +238,17 @@ async fn put_app(
         Some(_) => Err(ApiError::NotFound("application not found")),
         None => {
             auth.require_admin()?;
+            // What names nothing and could not be a uid either (the document's pattern
+            // for path ids) is simply not found, whatever uid the body brings.
+            if validate::uid("", &app_id).is_err() {
+                return Err(ApiError::NotFound("application not found"));
+            }
             let mut input = input;
             if input.uid.is_none() {
+                // An application id that names nothing is not a uid to create it with.
+                if app_id.starts_with("app_") {
+                    return Err(ApiError::NotFound("application not found"));
+                }
                 validate::uid_not_id("uid", &app_id, "app")?;
                 input.uid = Some(app_id);
             }

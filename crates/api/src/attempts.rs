@@ -40,19 +40,30 @@ fn status_text(s: DeliveryStatus) -> &'static str {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageAttemptOut {
+    #[schema(example = "atmpt_2yZx4Fh8sKq1Vb6Nn3TcWd9RjPe")]
     pub id: String,
+    #[schema(example = "msg_2yZx1N4kC8pQe3Rj5TbVw7LmYhD")]
     pub msg_id: String,
+    #[schema(example = "ep_2yZwZ3dQxS9vUu8mK1a7Tb4FhJc")]
     pub endpoint_id: String,
+    #[schema(example = "https://example.com/webhooks")]
     pub url: String,
     /// Up to 4 KiB of the response body, or what went wrong.
+    #[schema(example = "ok")]
     pub response: String,
     /// 0 when no HTTP response arrived.
+    #[schema(example = 200)]
     pub response_status_code: u16,
+    #[schema(example = 42)]
     pub response_duration_ms: u64,
     /// 0 success, 2 fail.
+    #[schema(schema_with = crate::openapi::attempt_status)]
     pub status: u8,
+    /// `success` or `fail`, as `status` says.
+    #[schema(schema_with = crate::openapi::attempt_status_text)]
     pub status_text: &'static str,
     /// 0 scheduled, 1 manual.
+    #[schema(schema_with = crate::openapi::trigger_type)]
     pub trigger_type: u8,
     pub timestamp: DateTime<Utc>,
     /// hookline extension: why there was no usable response: `timeout`,
@@ -88,12 +99,18 @@ impl From<Attempt> for MessageAttemptOut {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AttemptListParams {
+    /// Items per page, 1 to 250 (default 50).
+    #[param(schema_with = crate::openapi::limit)]
     pub limit: Option<u32>,
+    /// `iterator` (or `prevIterator`) of a previous page.
+    #[param(schema_with = crate::openapi::iterator)]
     pub iterator: Option<String>,
     pub order: Option<Ordering>,
     /// 0 success, 2 fail (attempts are never pending).
+    #[param(schema_with = crate::openapi::attempt_status)]
     pub status: Option<u8>,
     /// Status code class: 0 (no response), 100, 200, 300, 400, 500.
+    #[param(schema_with = crate::openapi::status_code_class)]
     pub status_code_class: Option<u16>,
     pub before: Option<DateTime<Utc>>,
     pub after: Option<DateTime<Utc>>,
@@ -251,7 +268,10 @@ pub struct MessageEndpointOut {
     pub filter_types: Option<Vec<String>>,
     pub event_types: Option<Vec<String>>,
     pub throttle_rate: Option<u32>,
+    /// 0 success, 1 pending, 2 fail, 3 sending.
+    #[schema(schema_with = crate::openapi::message_status)]
     pub status: u8,
+    #[schema(schema_with = crate::openapi::message_status_text)]
     pub status_text: &'static str,
     pub next_attempt: Option<DateTime<Utc>>,
     /// hookline extension: attempts made so far.
@@ -323,7 +343,10 @@ pub struct EndpointMessageOut {
     pub channels: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
     pub timestamp: DateTime<Utc>,
+    /// 0 success, 1 pending, 2 fail, 3 sending.
+    #[schema(schema_with = crate::openapi::message_status)]
     pub status: u8,
+    #[schema(schema_with = crate::openapi::message_status_text)]
     pub status_text: &'static str,
     pub next_attempt: Option<DateTime<Utc>>,
     /// hookline extension: attempts made so far.
@@ -333,9 +356,14 @@ pub struct EndpointMessageOut {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EndpointMessageParams {
+    /// Items per page, 1 to 250 (default 50).
+    #[param(schema_with = crate::openapi::limit)]
     pub limit: Option<u32>,
+    /// `iterator` (or `prevIterator`) of a previous page.
+    #[param(schema_with = crate::openapi::iterator)]
     pub iterator: Option<String>,
     /// 0 success, 1 pending, 2 fail, 3 sending.
+    #[param(schema_with = crate::openapi::message_status)]
     pub status: Option<u8>,
     /// Include payloads (default false, as the Svix SDKs ask).
     pub with_content: Option<bool>,

@@ -221,6 +221,7 @@ pub async fn visible_app(state: &AppState, auth: &Auth, id_or_uid: &str) -> ApiR
 #[serde(rename_all = "camelCase")]
 pub struct AppPortalAccessIn {
     /// Token lifetime in seconds (default 7 days, at most 1 year).
+    #[schema(minimum = 1, maximum = 31536000)]
     pub expiry: Option<u64>,
     /// A token that can only read (every non-GET request gets 403).
     pub read_only: Option<bool>,
@@ -240,7 +241,8 @@ pub struct AppPortalAccessOut {
     path = "/api/v1/auth/app-portal-access/{app_id}",
     tag = "Authentication",
     params(("app_id" = String, Path, description = "application id or uid")),
-    request_body(content = AppPortalAccessIn, content_type = "application/json"),
+    request_body(content = Option<AppPortalAccessIn>, content_type = "application/json",
+        description = "Optional: without a body, a token for 7 days that may write."),
     responses(
         (status = 200, body = AppPortalAccessOut),
         (status = 403, body = crate::error::HttpErrorOut),
@@ -306,9 +308,12 @@ pub struct NewToken {
 
 /// Checks a new token's name and expiry; the error names the field (camelCase).
 pub fn check_new_token(t: &NewToken) -> Result<(), (&'static str, String)> {
-    let name = t.name.trim();
-    if name.is_empty() {
-        return Err(("name", "must not be empty".into()));
+    let name = t.name.as_str();
+    if name
+        .trim_matches(|c: char| c == ' ' || c.is_control())
+        .is_empty()
+    {
+        return Err(("name", "must not be empty or only spaces".into()));
     }
     if name.chars().count() > MAX_TOKEN_NAME {
         return Err((
@@ -342,7 +347,7 @@ pub fn mint_token(t: &NewToken, now: chrono::DateTime<chrono::Utc>) -> (String, 
             .expiry_secs
             .map(|s| now + chrono::Duration::seconds(s as i64)),
         created_at: now,
-        name: Some(t.name.trim().to_string()),
+        name: Some(t.name.trim_matches(' ').to_string()),
         prefix: Some(token_prefix(&text)),
         last_used_at: None,
     };
@@ -359,10 +364,16 @@ pub fn token_prefix(text: &str) -> String {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenIn {
-    /// What the token is for, for people (1 to 100 characters).
-    #[schema(min_length = 1, max_length = 100)]
+    /// What the token is for, for people: 1 to 100 characters, no control characters,
+    /// not only spaces (leading and trailing spaces are dropped).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x00-\\x20\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub name: String,
-    /// The application (id or uid) the token is limited to; absent: an admin token.
+    /// The application (id or uid) the token is limited to; absent: an admin token. An
+    /// application that does not exist is a 422 naming `appId`.
     pub app_id: Option<String>,
     /// A token that can only read (every request but GET and HEAD gets 403).
     pub read_only: Option<bool>,

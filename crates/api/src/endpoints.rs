@@ -32,34 +32,48 @@ const MAX_SECRETS: usize = 5;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointIn {
+    #[schema(schema_with = crate::openapi::url)]
     pub url: String,
+    #[schema(schema_with = crate::openapi::description)]
     pub description: Option<String>,
+    /// Your own id for the endpoint, usable in place of its `id`.
+    #[schema(schema_with = crate::openapi::endpoint_uid)]
     pub uid: Option<String>,
     pub disabled: Option<bool>,
     /// Event types this endpoint receives (omit for all). `eventTypes` is accepted too.
     #[serde(alias = "eventTypes")]
+    #[schema(schema_with = crate::openapi::filter_types)]
     pub filter_types: Option<Vec<String>>,
     /// Channels this endpoint receives (omit for all).
+    #[schema(schema_with = crate::openapi::channels)]
     pub channels: Option<Vec<String>>,
     /// Signing secret: `whsec_` + base64 (HMAC, `v1,` signatures) or `whsk_` + base64 of
     /// a 64-byte ed25519 key pair (`v1a,` signatures; the scheme becomes `ed25519`).
     /// Generated when omitted, of the kind `signature.scheme` asks for (else the server's
     /// `--default-signature`).
+    #[schema(schema_with = crate::openapi::secret)]
     pub secret: Option<String>,
     /// Deliveries per second at most. `rateLimit` is accepted too.
     #[serde(alias = "rateLimit")]
+    #[schema(minimum = 1, maximum = 100000)]
     pub throttle_rate: Option<u32>,
+    #[schema(schema_with = crate::openapi::metadata)]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Sent with every delivery.
+    #[schema(schema_with = crate::openapi::optional_headers)]
     pub headers: Option<BTreeMap<String, String>>,
     /// Accepted for Svix compatibility and ignored.
     pub version: Option<i64>,
     /// hookline extension: overrides the application's retry policy.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::openapi::nullable_retry_policy)]
     pub retry_policy: Option<RetryPolicy>,
     /// hookline extension: per-attempt timeout, 100 to 60000 ms (default 15000).
+    #[schema(minimum = 100, maximum = 60000)]
     pub timeout_ms: Option<u32>,
-    /// hookline extension: concurrent deliveries at most (default 8; one at a time while
-    /// the endpoint is failing, until an attempt succeeds).
+    /// hookline extension: concurrent deliveries at most (absent: adaptive, up to the
+    /// server's `--max-endpoint-concurrency`; one at a time while the endpoint is
+    /// failing, until an attempt succeeds).
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_concurrency: Option<u32>,
     /// hookline extension: how deliveries are signed (default: the server's
     /// `--default-signature`, or `ed25519` when `secret` is a `whsk_` key pair).
@@ -70,31 +84,43 @@ pub struct EndpointIn {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointPatch {
+    /// Absent or `null`: unchanged (as for every field without a word on `null`).
+    #[schema(schema_with = crate::openapi::optional_url)]
     pub url: Option<String>,
+    #[schema(schema_with = crate::openapi::description)]
     pub description: Option<String>,
+    /// `null` removes it.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::openapi::endpoint_uid)]
     pub uid: Patch<String>,
     pub disabled: Option<bool>,
+    /// `null`: every event type.
     #[serde(default, alias = "eventTypes")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = crate::openapi::filter_types)]
     pub filter_types: Patch<Vec<String>>,
+    /// `null`: every channel.
     #[serde(default)]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = crate::openapi::channels)]
     pub channels: Patch<Vec<String>>,
+    /// `null` removes it.
     #[serde(default, alias = "rateLimit")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     pub throttle_rate: Patch<u32>,
+    #[schema(schema_with = crate::openapi::metadata)]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Accepted for Svix compatibility and ignored.
     pub version: Option<i64>,
+    /// `null`: the application's (or the default).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::openapi::nullable_retry_policy)]
     pub retry_policy: Patch<RetryPolicy>,
+    /// `null`: the default, 15000.
     #[serde(default)]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 100, maximum = 60000)]
     pub timeout_ms: Patch<u32>,
+    /// `null`: adaptive.
     #[serde(default)]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub max_concurrency: Patch<u32>,
     /// How deliveries are signed; switching between `standard` and `ed25519` needs the
     /// current secret to be of the new kind already (rotate to it first).
@@ -106,9 +132,13 @@ pub struct EndpointPatch {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointOut {
+    #[schema(example = "ep_2yZwZ3dQxS9vUu8mK1a7Tb4FhJc")]
     pub id: String,
+    #[schema(example = "orders-hook")]
     pub uid: Option<String>,
+    #[schema(example = "https://example.com/webhooks")]
     pub url: String,
+    #[schema(example = "Order notifications")]
     pub description: String,
     pub disabled: bool,
     pub filter_types: Option<Vec<String>>,
@@ -119,7 +149,7 @@ pub struct EndpointOut {
     pub metadata: BTreeMap<String, String>,
     pub version: i64,
     /// The endpoint's own retry policy; `null` means the application's (or the default).
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::openapi::nullable_retry_policy)]
     pub retry_policy: Option<RetryPolicy>,
     pub timeout_ms: u32,
     /// The most attempts in flight to the endpoint at once; `null`: adaptive (it finds
@@ -132,34 +162,17 @@ pub struct EndpointOut {
     pub updated_at: DateTime<Utc>,
 }
 
-// The OpenAPI shape of [`SignatureConfig`], which lives in the store and knows nothing of
-// OpenAPI; its doc comment below is the schema's description.
-/// How deliveries to an endpoint are signed (hookline extension).
-#[derive(Deserialize, ToSchema)]
-#[serde(tag = "scheme", rename_all = "kebab-case")]
-#[allow(dead_code)] // only its schema is used
-pub enum SignatureDoc {
-    /// Standard Webhooks: `webhook-id`, `webhook-timestamp` and `webhook-signature:
-    /// v1,<base64 HMAC-SHA256>` keyed by a `whsec_` secret.
-    Standard {
-        /// Also send the `svix-*` header names (default: the server's `--svix-headers`).
-        #[serde(rename = "svixHeaders")]
-        svix_headers: Option<bool>,
-    },
-    /// The same headers signed with ed25519 as Svix does it: `v1a,<base64 signature>` by a
-    /// `whsk_` key pair; `GET .../secret` answers the `whpk_` public key receivers verify
-    /// with.
-    Ed25519 {
-        /// Also send the `svix-*` header names (default: the server's `--svix-headers`).
-        #[serde(rename = "svixHeaders")]
-        svix_headers: Option<bool>,
-    },
-    /// Lower-case hex HMAC-SHA256 of the raw body, keyed by the secret string as typed,
-    /// in the named header.
-    HmacSha256Hex { header: String },
-    /// No signature.
-    None,
+/// The OpenAPI shape of [`SignatureConfig`], which lives in the store and knows nothing
+/// of OpenAPI (see [`crate::openapi::signature`]).
+pub struct SignatureDoc;
+
+impl utoipa::PartialSchema for SignatureDoc {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::signature().into()
+    }
 }
+
+impl ToSchema for SignatureDoc {}
 
 impl From<Endpoint> for EndpointOut {
     fn from(e: Endpoint) -> Self {
@@ -236,9 +249,7 @@ fn check_in(input: &EndpointIn) -> ApiResult<()> {
     let mut e = Errors::default();
     e.check(validate::url("url", &input.url));
     if let Some(d) = &input.description {
-        if d.len() > 4096 {
-            e.add("description", "must be at most 4096 characters");
-        }
+        e.check(validate::description("description", d));
     }
     if let Some(uid) = &input.uid {
         e.check(validate::uid_not_id("uid", uid, "ep"));
@@ -450,8 +461,16 @@ async fn put_one(
     let app = visible_app(&state, &auth, &app_id).await?;
     check_in(&input)?;
     let Some(existing) = state.store.get_endpoint(&app.id, &ep_id).await? else {
+        // What names nothing and could not be a uid either is simply not found.
+        if validate::uid("", &ep_id).is_err() {
+            return Err(ApiError::NotFound("endpoint not found"));
+        }
         let mut input = input;
         if input.uid.is_none() {
+            // An endpoint id that names nothing is not a uid to create it with.
+            if ep_id.starts_with("ep_") {
+                return Err(ApiError::NotFound("endpoint not found"));
+            }
             validate::uid_not_id("uid", &ep_id, "ep")?;
             input.uid = Some(ep_id);
         }
@@ -505,9 +524,7 @@ async fn patch_one(
         e.check(validate::url("url", u));
     }
     if let Some(d) = &p.description {
-        if d.len() > 4096 {
-            e.add("description", "must be at most 4096 characters");
-        }
+        e.check(validate::description("description", d));
     }
     if let Some(uid) = p.uid.as_set() {
         e.check(validate::uid_not_id("uid", uid, "ep"));
@@ -624,9 +641,12 @@ async fn get_secret(
 pub struct EndpointSecretRotateIn {
     /// The new secret; generated when omitted, of the endpoint's current kind. A `whsk_`
     /// key pair on a standard endpoint switches it to `ed25519`, a `whsec_` secret on an
-    /// ed25519 endpoint switches it back; both sign while the old one's grace lasts.
+    /// ed25519 endpoint switches it back; both sign while the old one's grace lasts. It
+    /// must not be one of the endpoint's secrets already.
+    #[schema(schema_with = crate::openapi::secret)]
     pub key: Option<String>,
     /// How long the previous secret stays valid, in seconds (default 86400, at most 604800).
+    #[schema(minimum = 0, maximum = 604800)]
     pub grace_period_seconds: Option<u64>,
 }
 
@@ -634,7 +654,7 @@ pub struct EndpointSecretRotateIn {
 #[utoipa::path(post, path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
     tag = "Endpoint",
     params(("app_id" = String, Path), ("endpoint_id" = String, Path)),
-    request_body = EndpointSecretRotateIn,
+    request_body = Option<EndpointSecretRotateIn>,
     responses((status = 200, body = EndpointSecretOut), (status = 422, body = ValidationErrorOut)),
     security(("bearer" = [])))]
 async fn rotate_secret(
@@ -725,13 +745,17 @@ pub struct EndpointHeadersOut {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointHeadersIn {
+    #[schema(schema_with = crate::openapi::headers)]
     pub headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointHeadersPatchIn {
+    /// Headers to add or change.
+    #[schema(schema_with = crate::openapi::headers)]
     pub headers: BTreeMap<String, String>,
+    /// Names of headers to remove (case-insensitive); names that are not set are ignored.
     #[serde(default)]
     pub delete_headers: Vec<String>,
 }

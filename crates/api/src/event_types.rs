@@ -20,16 +20,21 @@ use crate::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventTypeIn {
+    #[schema(schema_with = crate::openapi::event_type_name)]
     pub name: String,
+    #[schema(schema_with = crate::openapi::event_type_description)]
     pub description: String,
     #[serde(default)]
     pub archived: bool,
     #[serde(default)]
     pub deprecated: bool,
-    /// Payload JSON Schemas by version, e.g. `{"1": {"type": "object", ...}}`.
-    #[schema(value_type = Option<Object>)]
+    /// Payload JSON Schemas by version, e.g. `{"1": {"type": "object", ...}}`: at most
+    /// 20 versions, each a valid JSON Schema object that validation can use.
+    #[schema(schema_with = crate::openapi::event_type_schemas)]
     pub schemas: Option<serde_json::Value>,
+    #[schema(schema_with = crate::openapi::optional_id)]
     pub group_name: Option<String>,
+    #[schema(schema_with = crate::openapi::feature_flags)]
     pub feature_flags: Option<Vec<String>>,
     /// hookline extension: reject (422) messages of this type whose payload does not
     /// match the newest schema.
@@ -40,14 +45,18 @@ pub struct EventTypeIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventTypeUpdate {
+    #[schema(schema_with = crate::openapi::event_type_description)]
     pub description: String,
     #[serde(default)]
     pub archived: bool,
     #[serde(default)]
     pub deprecated: bool,
-    #[schema(value_type = Option<Object>)]
+    /// Payload JSON Schemas by version (see `EventTypeIn`).
+    #[schema(schema_with = crate::openapi::event_type_schemas)]
     pub schemas: Option<serde_json::Value>,
+    #[schema(schema_with = crate::openapi::optional_id)]
     pub group_name: Option<String>,
+    #[schema(schema_with = crate::openapi::feature_flags)]
     pub feature_flags: Option<Vec<String>>,
     #[serde(default)]
     pub validate_payloads: bool,
@@ -56,17 +65,21 @@ pub struct EventTypeUpdate {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventTypePatch {
+    #[schema(schema_with = crate::openapi::description)]
     pub description: Option<String>,
     pub archived: Option<bool>,
     pub deprecated: Option<bool>,
+    /// `null` removes them.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::openapi::event_type_schemas)]
     pub schemas: Patch<serde_json::Value>,
+    /// `null` removes it.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::openapi::optional_id)]
     pub group_name: Patch<String>,
+    /// `null` removes them.
     #[serde(default)]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = crate::openapi::feature_flags)]
     pub feature_flags: Patch<Vec<String>>,
     pub validate_payloads: Option<bool>,
 }
@@ -74,7 +87,9 @@ pub struct EventTypePatch {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventTypeOut {
+    #[schema(example = "order.created")]
     pub name: String,
+    #[schema(example = "An order was placed.")]
     pub description: String,
     pub archived: bool,
     pub deprecated: bool,
@@ -155,9 +170,7 @@ fn check_common(
     group: Option<&String>,
     flags: Option<&Vec<String>>,
 ) {
-    if description.len() > 4096 {
-        errs.add("description", "must be at most 4096 characters");
-    }
+    errs.check(validate::description("description", description));
     if let Some(s) = schemas {
         check_schemas(errs, s);
     }
@@ -177,7 +190,11 @@ fn check_common(
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventTypeListParams {
+    /// Items per page, 1 to 250 (default 50).
+    #[param(schema_with = crate::openapi::limit)]
     pub limit: Option<u32>,
+    /// `iterator` (or `prevIterator`) of a previous page.
+    #[param(schema_with = crate::openapi::iterator)]
     pub iterator: Option<String>,
     pub order: Option<crate::pagination::Ordering>,
     /// Include archived event types.

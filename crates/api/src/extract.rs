@@ -42,7 +42,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T>
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = read_body(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // No body, or JSON `null`, is the same as leaving it out.
+        if bytes.iter().all(u8::is_ascii_whitespace)
+            || std::str::from_utf8(&bytes).is_ok_and(|s| s.trim_ascii() == "null")
+        {
             return Ok(OptionalJsonBody(None));
         }
         parse_json(&bytes).map(|v| OptionalJsonBody(Some(v)))
@@ -111,12 +114,21 @@ fn find_cause<'a, T: std::error::Error + 'static>(
     None
 }
 
-/// Parses JSON, naming the path of the first field that does not fit `T`.
+/// Parses a JSON object, naming the path of the first field that does not fit `T`.
+///
+/// Every request body is an object: serde would also read a struct from an array of its
+/// fields' values (`["Acme"]`), which the API does not document and nobody means.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Err(ApiError::BadRequest(
             "request body is empty; expected JSON".into(),
         ));
+    };
+    if *first != b'{' && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::Validation(vec![FieldError::body(
+            "",
+            "the body must be a JSON object",
+        )]));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
@@ -159,6 +171,20 @@ fn strip_position(msg: &str) -> String {
 fn missing_field(msg: &str) -> Option<&str> {
     let rest = msg.strip_prefix("missing field `")?;
     rest.split('`').next()
+}
+
+/// For a field holding a struct: refuses an array of the struct's values (`["Acme"]`),
+/// which serde would read as the struct, as [`parse_json`] does for a whole body.
+pub fn optional_object<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)? {
+        None => Ok(None),
+        Some(map) => serde_json::from_value(serde_json::Value::Object(map))
+            .map(Some)
+            .map_err(D::Error::custom),
+    }
 }
 
 /// A query string; bad values are 422 naming the parameter (`loc: ["query", "limit"]`).

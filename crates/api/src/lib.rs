@@ -17,6 +17,7 @@ pub mod event_types;
 pub mod extract;
 pub mod idempotency;
 pub mod messages;
+pub mod openapi;
 pub mod pagination;
 pub mod rate_limit;
 pub mod schema_bounds;
@@ -146,7 +147,11 @@ impl std::ops::Deref for AppState {
 #[openapi(
     info(
         title = "hookline",
-        description = "Self-hosted webhook delivery server with a Svix-compatible API."
+        description = "Self-hosted webhook delivery server with a Svix-compatible API.\n\n\
+Integers are whole JSON numbers: `62`, not `62.0` (a number with a fraction part, even `.0`, \
+is refused with 422). Rules that involve several fields, the server's clock or stored data \
+(such as `until` after `since`, or a secret that fits the endpoint's signature scheme) are \
+stated in the fields' descriptions; breaking one is a 422 that names the field."
     ),
     // Query parameters refer to these by `$ref`, but utoipa only collects schemas that
     // request and response bodies use, so they are registered here.
@@ -367,14 +372,18 @@ pub fn routes_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .split_for_parts();
     qualify_operation_ids(&mut spec);
     document_common_errors(&mut spec);
+    constrain_path_parameters(&mut spec);
     (router, spec)
 }
 
 /// Adds the error answers every operation of a kind can give, where its own annotation
 /// left them out: a token is checked on every operation that needs one (401, and 429
-/// with `--api-rate-limit`); an id in the path may name nothing the token sees (404); a
-/// body may be malformed or not JSON (400), over the size limit (413) or invalid (422);
-/// a `POST` with an `idempotency-key` may meet the same key still running (409).
+/// with `--api-rate-limit`), and a read-only or application token may not write (403);
+/// the store may be full or unreachable (503); an id in the path may name nothing the
+/// token sees (404); a query parameter may be invalid (422); a body may be malformed or
+/// not JSON (400), over the size limit (413) or invalid (422); a write may take a uid
+/// that is taken, or (a `POST` with an `idempotency-key`) meet the same key still
+/// running (409).
 fn document_common_errors(spec: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let answer = |text: &str, schema: &str| {
@@ -391,15 +400,21 @@ fn document_common_errors(spec: &mut utoipa::openapi::OpenApi) {
     for (path, item) in spec.paths.paths.iter_mut() {
         let has_id = path.contains('{');
         let ops = [
-            (&mut item.get, false),
-            (&mut item.put, false),
-            (&mut item.post, true),
-            (&mut item.delete, false),
-            (&mut item.patch, false),
+            (&mut item.get, "get"),
+            (&mut item.put, "put"),
+            (&mut item.post, "post"),
+            (&mut item.delete, "delete"),
+            (&mut item.patch, "patch"),
         ];
-        for (op, is_post) in ops {
+        for (op, method) in ops {
+            let is_get = method == "get";
+            let writes = matches!(method, "post" | "put" | "patch");
             let Some(op) = op.as_mut() else { continue };
             let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let has_query = op.parameters.as_ref().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p.parameter_in == utoipa::openapi::path::ParameterIn::Query)
+            });
             let mut add = |code: &str, text: &str, schema: &str| {
                 op.responses
                     .responses
@@ -424,6 +439,25 @@ fn document_common_errors(spec: &mut utoipa::openapi::OpenApi) {
                         "HttpErrorOut",
                     );
                 }
+                if !is_get {
+                    add(
+                        "403",
+                        "A read-only token, or an application's token where an admin token is needed.",
+                        "HttpErrorOut",
+                    );
+                }
+                add(
+                    "503",
+                    "The disk is full (`storage_full`, a write) or the database cannot be reached (`unavailable`); retry after `Retry-After`.",
+                    "HttpErrorOut",
+                );
+            }
+            if has_query {
+                add(
+                    "422",
+                    "A query parameter is invalid; `detail` names it.",
+                    "ValidationErrorOut",
+                );
             }
             if op.request_body.is_some() {
                 add(
@@ -442,12 +476,35 @@ fn document_common_errors(spec: &mut utoipa::openapi::OpenApi) {
                     "ValidationErrorOut",
                 );
             }
-            if secured && is_post {
+            if secured && writes {
                 add(
                     "409",
                     "A request with the same `idempotency-key` is still running (retry), or the uid / eventId is taken.",
                     "HttpErrorOut",
                 );
+            }
+        }
+    }
+}
+
+/// Every id in a path (an id, a uid, an event id, an event type's name) is 1 to 256 of
+/// a-z, A-Z, 0-9, `-`, `_` and `.`: what uids may be and ids are. Anything else names
+/// nothing (404), and where a `PUT` would create with it as uid, it could not be one.
+fn constrain_path_parameters(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    for item in spec.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            for p in op.parameters.iter_mut().flatten() {
+                if p.parameter_in == ParameterIn::Path {
+                    p.schema = Some(openapi::path_id().into());
+                }
             }
         }
     }

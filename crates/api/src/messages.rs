@@ -22,17 +22,27 @@ use crate::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageIn {
+    /// The event type's name. If the application or the event type validates payloads
+    /// (`validatePayloads`), it must be a known event type and the payload must match its
+    /// newest schema (else 422 naming the field).
+    #[schema(schema_with = crate::openapi::event_type_name)]
     pub event_type: String,
     /// The sender's id for this event; unique per application (409 on reuse).
+    #[schema(schema_with = crate::openapi::optional_id)]
     pub event_id: Option<String>,
     /// The event payload: a JSON object, stored and delivered byte for byte.
     #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
+    #[schema(schema_with = crate::openapi::channels)]
     pub channels: Option<Vec<String>>,
+    #[schema(schema_with = crate::openapi::tags)]
     pub tags: Option<Vec<String>>,
-    /// Creates the application (with the path's id as uid) if it does not exist yet.
+    /// Creates the application (with the path's id as uid) if it does not exist yet
+    /// (admin tokens only).
+    #[serde(default, deserialize_with = "crate::extract::optional_object")]
     pub application: Option<ApplicationIn>,
-    /// Deliver no earlier than this time (at most 30 days ahead; a past time means now).
+    /// Deliver no earlier than this time (at most 30 days ahead of the server's clock; a
+    /// past time means now).
     pub deliver_at: Option<DateTime<Utc>>,
     /// Days to keep the payload (1 to 36500); afterwards the message reads
     /// `{"expired": true}` and its payload is deleted once no delivery of it is still
@@ -66,10 +76,15 @@ const EXPIRED_PAYLOAD: &str = r#"{"expired":true}"#;
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageOut {
+    #[schema(example = "msg_2yZx1N4kC8pQe3Rj5TbVw7LmYhD")]
     pub id: String,
+    #[schema(example = "order.created")]
     pub event_type: String,
+    #[schema(example = "order-1001")]
     pub event_id: Option<String>,
-    #[schema(value_type = Object)]
+    /// The payload as sent (`{}` when asked without content; `{"expired": true}` once its
+    /// retention has ended).
+    #[schema(value_type = Object, example = json!({"orderId": 1001, "total": "25.00"}))]
     pub payload: Box<RawValue>,
     pub channels: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
@@ -250,6 +265,10 @@ async fn create(
         (Ok(app), _) => app,
         (Err(ApiError::NotFound(_)), Some(mut new_app)) if auth.require_admin().is_ok() => {
             if new_app.uid.is_none() {
+                // An application id that names nothing is not a uid to create it with.
+                if app_id.starts_with("app_") {
+                    return Err(ApiError::NotFound("application not found"));
+                }
                 validate::uid_not_id("application.uid", &app_id, "app")?;
                 new_app.uid = Some(app_id.clone());
             }
@@ -298,7 +317,11 @@ async fn create(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MessageListParams {
+    /// Items per page, 1 to 250 (default 50).
+    #[param(schema_with = crate::openapi::limit)]
     pub limit: Option<u32>,
+    /// `iterator` (or `prevIterator`) of a previous page.
+    #[param(schema_with = crate::openapi::iterator)]
     pub iterator: Option<String>,
     /// Only messages on this channel.
     pub channel: Option<String>,
@@ -309,7 +332,7 @@ pub struct MessageListParams {
     /// Include payloads (default true).
     #[serde(default = "default_true")]
     pub with_content: bool,
-    /// Only these event types (comma-separated).
+    /// Only these event types (comma-separated, at most 250).
     pub event_types: Option<String>,
     /// Only messages with this tag.
     pub tag: Option<String>,

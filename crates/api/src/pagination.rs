@@ -21,8 +21,10 @@ pub enum Ordering {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Items per page, 1 to 250 (default 50).
+    #[param(schema_with = crate::openapi::limit)]
     pub limit: Option<u32>,
     /// `iterator` (or `prevIterator`) of a previous page.
+    #[param(schema_with = crate::openapi::iterator)]
     pub iterator: Option<String>,
     /// Sort order of ids.
     pub order: Option<Ordering>,

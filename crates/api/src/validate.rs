@@ -18,6 +18,13 @@ pub const MIN_TIMEOUT_MS: u32 = 100;
 pub const MAX_TIMEOUT_MS: u32 = 60_000;
 pub const DEFAULT_TIMEOUT_MS: u32 = 15_000;
 pub const MAX_CONCURRENCY: u32 = 1_000;
+/// Longest description of an endpoint or event type, in characters.
+pub const MAX_DESCRIPTION: usize = 4096;
+/// A name: not blank (it has a character other than a space, tab, CR or LF) and without
+/// the NUL character, which PostgreSQL cannot store in text.
+pub const NAME_PATTERN: &str = "^[^\\x00]*[^\\x00 \t\r\n][^\\x00]*$";
+/// A description: anything but the NUL character.
+pub const DESCRIPTION_PATTERN: &str = "^[^\\x00]*$";
 
 /// Collects every field error of one request, so a client fixes them all at once.
 #[derive(Default)]
@@ -80,9 +87,42 @@ pub fn event_type_name(field: &str, v: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether a name is blank: nothing but spaces, tabs and line breaks (as
+/// [`NAME_PATTERN`] says; not every Unicode space, whose list differs between the
+/// languages clients check with).
+pub fn blank(v: &str) -> bool {
+    v.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+}
+
 pub fn name(field: &str, v: &str) -> Result<(), ApiError> {
-    if v.trim().is_empty() || v.len() > 256 {
-        return Err(ApiError::field(field, "must be 1 to 256 characters"));
+    if blank(v) || v.chars().count() > 256 {
+        return Err(ApiError::field(
+            field,
+            "must be 1 to 256 characters, not only spaces",
+        ));
+    }
+    no_nul(field, v)
+}
+
+/// A description: at most [`MAX_DESCRIPTION`] characters.
+pub fn description(field: &str, v: &str) -> Result<(), ApiError> {
+    if v.chars().count() > MAX_DESCRIPTION {
+        return Err(ApiError::field(
+            field,
+            format!("must be at most {MAX_DESCRIPTION} characters"),
+        ));
+    }
+    no_nul(field, v)
+}
+
+/// Text that the store keeps as text must not hold NUL (U+0000): PostgreSQL refuses it,
+/// so the same request would succeed on SQLite and fail with a 500 on PostgreSQL.
+fn no_nul(field: &str, v: &str) -> Result<(), ApiError> {
+    if v.contains('\0') {
+        return Err(ApiError::field(
+            field,
+            "must not contain the NUL character (U+0000)",
+        ));
     }
     Ok(())
 }
@@ -128,7 +168,7 @@ pub fn metadata(field: &str, v: &BTreeMap<String, String>) -> Result<(), ApiErro
         ));
     }
     for (k, val) in v {
-        if k.is_empty() || k.len() > 256 || val.len() > 4096 {
+        if k.is_empty() || k.chars().count() > 256 || val.chars().count() > 4096 {
             return Err(ApiError::field(
                 &format!("{field}.{k}"),
                 "keys must be 1 to 256 characters and values at most 4096",
@@ -197,26 +237,27 @@ pub fn retry_policy(field: &str, p: &RetryPolicy) -> Result<(), ApiError> {
 }
 
 /// Header names hookline sets itself; an endpoint may not override them.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "user-agent",
+    "expect",
+];
+/// Prefixes of header names hookline sets itself.
+pub const RESERVED_HEADER_PREFIXES: &[&str] = &["webhook-", "svix-", "proxy-"];
+
 fn reserved_header(name: &str) -> bool {
-    const EXACT: &[&str] = &[
-        "host",
-        "content-type",
-        "content-length",
-        "content-encoding",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "trailer",
-        "user-agent",
-        "expect",
-    ];
     let n = name.to_ascii_lowercase();
-    EXACT.contains(&n.as_str())
-        || n.starts_with("webhook-")
-        || n.starts_with("svix-")
-        || n.starts_with("proxy-")
+    RESERVED_HEADERS.contains(&n.as_str())
+        || RESERVED_HEADER_PREFIXES.iter().any(|p| n.starts_with(p))
 }
 
 pub fn headers(

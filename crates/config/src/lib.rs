@@ -308,6 +308,17 @@ pub struct ServeArgs {
     )]
     pub allow_targets: Vec<IpNet>,
 
+    /// CIDRs that outbound deliveries never reach, whatever else allows them
+    /// (comma-separated, repeatable), e.g. your own public ranges; `0.0.0.0/0,::/0`
+    /// delivers nowhere (host names are then not even resolved).
+    #[arg(
+        long = "deny-target",
+        env = "HOOKLINE_DENY_TARGETS",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub deny_targets: Vec<IpNet>,
+
     /// Admin API token. Without one, the first start creates a token and prints it once.
     #[arg(long, env = "HOOKLINE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -524,6 +535,7 @@ struct FileConfig {
     database_url: Option<String>,
     database_pool_size: Option<usize>,
     allow_targets: Option<Vec<IpNet>>,
+    deny_targets: Option<Vec<IpNet>>,
     admin_token: Option<String>,
     svix_headers: Option<bool>,
     body_limit_bytes: Option<usize>,
@@ -564,6 +576,8 @@ pub struct Config {
     pub database: Database,
     pub database_pool_size: usize,
     pub allow_targets: Vec<IpNet>,
+    /// `--deny-target`: ranges deliveries never reach, allowed or not.
+    pub deny_targets: Vec<IpNet>,
     pub admin_token: Option<String>,
     pub svix_headers: bool,
     pub body_limit_bytes: usize,
@@ -605,6 +619,7 @@ impl std::fmt::Debug for Config {
             .field("database", &redact_db(&self.database))
             .field("database_pool_size", &self.database_pool_size)
             .field("allow_targets", &self.allow_targets)
+            .field("deny_targets", &self.deny_targets)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("svix_headers", &self.svix_headers)
             .field("body_limit_bytes", &self.body_limit_bytes)
@@ -972,6 +987,11 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
             args.allow_targets,
             file.allow_targets,
         ),
+        deny_targets: pick(
+            explicit("deny_targets"),
+            args.deny_targets,
+            file.deny_targets,
+        ),
         admin_token,
         svix_headers: pick(
             explicit("svix_headers"),
@@ -1178,6 +1198,31 @@ mod tests {
                 "max_endpoint_concurrency: must be between 1 and 1000"
             );
         }
+    }
+
+    #[test]
+    fn deny_targets_come_from_flags_or_the_file() {
+        assert!(serve(&[]).unwrap().deny_targets.is_empty());
+        let c = serve(&[
+            "--deny-target",
+            "0.0.0.0/0,::/0",
+            "--deny-target",
+            "203.0.113.0/24",
+        ])
+        .unwrap();
+        let want: Vec<IpNet> = ["0.0.0.0/0", "::/0", "203.0.113.0/24"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(c.deny_targets, want);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(&path, "deny_targets = [\"198.51.100.0/24\"]\n").unwrap();
+        let c = serve(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            c.deny_targets,
+            vec!["198.51.100.0/24".parse::<IpNet>().unwrap()]
+        );
     }
 
     #[test]

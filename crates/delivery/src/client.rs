@@ -597,7 +597,7 @@ pub fn delivery_headers(
                 );
             }
         }
-        Some(SignatureConfig::None) => {}
+        Some(SignatureConfig::None {}) => {}
     }
     h
 }

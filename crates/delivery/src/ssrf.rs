@@ -2,7 +2,8 @@
 //!
 //! Loopback, private, link-local, CGNAT, multicast, unspecified, documentation and other
 //! special-purpose ranges are refused — including their IPv4-mapped, NAT64 and 6to4 IPv6
-//! forms — unless an operator allowed them with `--allow-target`. The check runs on the
+//! forms — unless an operator allowed them with `--allow-target`; ranges an operator
+//! denied with `--deny-target` are refused whatever else allows them. The check runs on the
 //! resolved address at connect time ([`GuardedResolver`]) and the connection goes to
 //! exactly the vetted address, so a DNS answer cannot change between check and use.
 
@@ -21,10 +22,19 @@ use ipnet::IpNet;
 pub struct Blocked {
     pub addr: IpAddr,
     pub range: &'static str,
+    /// Refused by `--deny-target` (which `--allow-target` cannot undo).
+    pub denied: bool,
 }
 
 impl std::fmt::Display for Blocked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.denied {
+            return write!(
+                f,
+                "target address {} is in a range denied by --deny-target, which deliveries never reach",
+                self.addr
+            );
+        }
         write!(
             f,
             "target address {} is in a {} range, which deliveries may not reach (allow it with --allow-target)",
@@ -35,20 +45,56 @@ impl std::fmt::Display for Blocked {
 
 impl std::error::Error for Blocked {}
 
-/// The set of allowed special ranges.
+/// The allowed special ranges, and the denied ranges.
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     allow: Arc<Vec<IpNet>>,
+    deny: Arc<Vec<IpNet>>,
 }
 
 impl Guard {
     pub fn new(allow: Vec<IpNet>) -> Self {
         Self {
             allow: Arc::new(allow),
+            deny: Arc::default(),
         }
     }
 
+    /// This guard, also refusing every address in `deny` (even allowed ones).
+    pub fn deny(self, deny: Vec<IpNet>) -> Self {
+        Self {
+            deny: Arc::new(deny),
+            ..self
+        }
+    }
+
+    /// Whether every address is denied, so that no host name needs to be resolved.
+    pub fn denies_everything(&self) -> bool {
+        let all = |v4: bool| {
+            self.deny
+                .iter()
+                .any(|net| net.prefix_len() == 0 && matches!(net, IpNet::V4(_)) == v4)
+        };
+        all(true) && all(false)
+    }
+
     pub fn check(&self, addr: IpAddr) -> Result<(), Blocked> {
+        // An IPv4 address written as IPv6 is denied as the IPv4 address too.
+        let embedded = match addr {
+            IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        if self
+            .deny
+            .iter()
+            .any(|net| net.contains(&addr) || embedded.is_some_and(|v4| net.contains(&v4)))
+        {
+            return Err(Blocked {
+                addr,
+                range: "denied",
+                denied: true,
+            });
+        }
         if self.allow.iter().any(|net| net.contains(&addr)) {
             return Ok(());
         }
@@ -61,7 +107,11 @@ impl Guard {
             }
         }
         match special_range(addr) {
-            Some(range) => Err(Blocked { addr, range }),
+            Some(range) => Err(Blocked {
+                addr,
+                range,
+                denied: false,
+            }),
             None => Ok(()),
         }
     }
@@ -159,6 +209,11 @@ impl tower_service::Service<Name> for GuardedResolver {
         let guard = self.guard.clone();
         Box::pin(async move {
             let host = name.as_str();
+            if guard.denies_everything() {
+                return Err(
+                    format!("{host} is not resolved: --deny-target denies every address").into(),
+                );
+            }
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
             let mut allowed = Vec::new();
             let mut first_block = None;
@@ -240,6 +295,56 @@ mod tests {
         assert!(g.check(ip("::ffff:127.0.0.1")).is_ok());
         assert!(g.check(ip("10.0.0.1")).is_err());
         assert!(g.check(ip("::1")).is_err());
+    }
+
+    #[test]
+    fn deny_list_wins_over_the_allow_list_and_public_addresses() {
+        let g = Guard::new(vec!["127.0.0.0/8".parse().unwrap()]).deny(vec![
+            "127.0.0.2/32".parse().unwrap(),
+            "8.8.8.0/24".parse().unwrap(),
+        ]);
+        assert!(g.check(ip("127.0.0.1")).is_ok());
+        for a in [
+            "127.0.0.2",
+            "::ffff:127.0.0.2",
+            "8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
+            let e = g.check(ip(a)).unwrap_err();
+            assert!(e.denied, "{a}");
+            assert!(e.to_string().contains("--deny-target"), "{e}");
+        }
+        assert!(g.check(ip("1.1.1.1")).is_ok());
+        assert!(!g.denies_everything());
+    }
+
+    #[test]
+    fn denying_both_whole_families_denies_everything() {
+        let all = |nets: &[&str]| {
+            Guard::new(vec!["127.0.0.0/8".parse().unwrap()])
+                .deny(nets.iter().map(|n| n.parse().unwrap()).collect())
+        };
+        let g = all(&["0.0.0.0/0", "::/0"]);
+        assert!(g.denies_everything());
+        for a in ["127.0.0.1", "8.8.8.8", "::1", "2606:4700:4700::1111"] {
+            assert!(g.check(ip(a)).is_err(), "{a}");
+        }
+        assert!(!all(&["0.0.0.0/0"]).denies_everything());
+        assert!(!all(&["::/0"]).denies_everything());
+    }
+
+    #[tokio::test]
+    async fn a_guard_that_denies_everything_resolves_nothing() {
+        use tower_service::Service;
+        let mut r = GuardedResolver {
+            guard: Guard::default()
+                .deny(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]),
+        };
+        let err = r
+            .call("localhost".parse().unwrap())
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains("not resolved"), "{err}");
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub async fn run(
     let dispatcher = Dispatcher::with_observers(
         store.clone(),
         Client::new(
-            Guard::new(config.allow_targets.clone()),
+            Guard::new(config.allow_targets.clone()).deny(config.deny_targets.clone()),
             config.max_in_flight,
         ),
         DispatcherConfig {

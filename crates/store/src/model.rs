@@ -93,10 +93,11 @@ pub enum SignatureConfig {
         svix_headers: Option<bool>,
     },
     /// Hex HMAC-SHA256 of the raw body in the named header, keyed by the secret string.
-    HmacSha256Hex {
-        header: String,
-    },
-    None,
+    HmacSha256Hex { header: String },
+    /// No signature. A struct variant, not a unit one: serde ignores
+    /// `deny_unknown_fields` for unit variants of a tagged enum, and `{"scheme": "none",
+    /// "header": "x"}` should be refused like any other unknown field.
+    None {},
 }
 
 impl SignatureConfig {
@@ -111,7 +112,7 @@ impl SignatureConfig {
     pub fn svix_headers(&self) -> Option<bool> {
         match self {
             Self::Standard { svix_headers } | Self::Ed25519 { svix_headers } => *svix_headers,
-            Self::HmacSha256Hex { .. } | Self::None => None,
+            Self::HmacSha256Hex { .. } | Self::None {} => None,
         }
     }
 }
@@ -730,7 +731,7 @@ mod tests {
             assert_eq!(serde_json::to_string(&got).unwrap(), json);
         }
         assert!(SignatureConfig::Ed25519 { svix_headers: None }.is_standard_webhooks());
-        assert!(!SignatureConfig::None.is_standard_webhooks());
+        assert!(!SignatureConfig::None {}.is_standard_webhooks());
         assert_eq!(
             SignatureConfig::Ed25519 {
                 svix_headers: Some(false)

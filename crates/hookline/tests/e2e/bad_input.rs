@@ -298,13 +298,43 @@ fn rows(f: &Fixture) -> Vec<Row> {
         row("app uid with the app_ prefix", "POST", &apps)
             .json(json!({"name": "x", "uid": "app_123"}))
             .invalid("body.uid"),
+        // An id that names nothing is not found; it is not a uid to create with.
         row(
-            "app PUT creating under an app_ id",
+            "app PUT under an unknown app_ id",
             "PUT",
             format!("{apps}/app_doesnotexist"),
         )
         .json(json!({"name": "x"}))
-        .invalid("body.uid"),
+        .fails(404, "not_found"),
+        row(
+            "endpoint PUT under an unknown ep_ id",
+            "PUT",
+            format!("{eps}/ep_doesnotexist"),
+        )
+        .json(endpoint(json!({})))
+        .fails(404, "not_found"),
+        // PostgreSQL cannot store NUL in text: refused on every backend alike.
+        row("app name with a NUL", "POST", &apps)
+            .json(json!({"name": "a\u{0}b"}))
+            .invalid("body.name"),
+        row(
+            "event type description with a NUL",
+            "POST",
+            "/api/v1/event-type",
+        )
+        .json(json!({"name": "nul.check", "description": "a\u{0}b"}))
+        .invalid("body.description"),
+        // serde reads a struct from an array of its values; the API takes objects only.
+        row("app as an array of its values", "POST", &apps)
+            .json(json!(["x"]))
+            .invalid("body"),
+        row(
+            "message with its application as an array",
+            "POST",
+            format!("{apps}/nobody-yet/msg"),
+        )
+        .json(json!({"eventType": "a", "payload": {}, "application": ["x"]}))
+        .invalid("body.application"),
         row("endpoint uid with the ep_ prefix", "POST", &eps)
             .json(endpoint(json!({"uid": "ep_123"})))
             .invalid("body.uid"),

@@ -319,9 +319,10 @@ async fn openapi_document_lists_exactly_the_served_routes() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Every operation documents the error answers of its kind (the trust issue's item 6, in
-/// part): 401 and 429 where a token is needed, 404 where an id is in the path, 400, 413
-/// and 422 where there is a body, 409 on a `POST`. And what the server really answers
+/// Every operation documents the error answers of its kind (the trust issue's item 6):
+/// 401, 429 and 503 where a token is needed, 403 where it writes, 404 where an id is in
+/// the path, 422 where there is a query, 400, 413 and 422 where there is a body, 409 on a
+/// write. And what the server really answers
 /// without a token is a 401 the document lists.
 #[tokio::test]
 async fn every_operation_documents_the_errors_of_its_kind() {
@@ -343,13 +344,22 @@ async fn every_operation_documents_the_errors_of_its_kind() {
             let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
             let mut want = vec![];
             if secured {
-                want.extend(["401", "429"]);
+                want.extend(["401", "429", "503"]);
                 if path.contains('{') {
                     want.push("404");
                 }
-                if method == "post" {
+                if method != "get" {
+                    want.push("403");
+                }
+                if matches!(method.as_str(), "post" | "put" | "patch") {
                     want.push("409");
                 }
+            }
+            let has_query = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+            if has_query {
+                want.push("422");
             }
             if op.get("requestBody").is_some() {
                 want.extend(["400", "413", "422"]);
@@ -372,4 +382,94 @@ async fn every_operation_documents_the_errors_of_its_kind() {
     }
     assert!(checked >= 30, "only {checked} secured operations");
     eprintln!("{checked} secured operations answer 401 without a token, as documented");
+}
+
+/// The document states the constraints the server enforces (spot checks; the contract
+/// test, `contract::`, fuzzes all of them): list `limit` 1 to 250, attempt filters as
+/// enums, bounded and patterned body fields, optional bodies, and response examples.
+#[tokio::test]
+async fn openapi_document_states_the_constraints() {
+    let server = Server::start().await;
+    let spec = fetch_spec(&server).await;
+    let param = |path: &str, name: &str| -> Value {
+        spec["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("GET {path} has parameters"))
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("GET {path} has {name}"))["schema"]
+            .clone()
+    };
+    let mut lists = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        let Some(ps) = item["get"]["parameters"].as_array() else {
+            continue;
+        };
+        if let Some(limit) = ps.iter().find(|p| p["name"] == "limit") {
+            assert_eq!(limit["schema"]["minimum"], json!(1), "{path}");
+            assert_eq!(limit["schema"]["maximum"], json!(250), "{path}");
+            lists += 1;
+        }
+    }
+    assert!(lists >= 8, "only {lists} lists document limit");
+    let by_endpoint = "/api/v1/app/{app_id}/attempt/endpoint/{endpoint_id}";
+    assert_eq!(param(by_endpoint, "status")["enum"], json!([0, 2]));
+    assert_eq!(
+        param(by_endpoint, "status_code_class")["enum"],
+        json!([0, 100, 200, 300, 400, 500])
+    );
+    assert_eq!(
+        param("/api/v1/app/{app_id}/endpoint/{endpoint_id}/msg", "status")["enum"],
+        json!([0, 1, 2, 3])
+    );
+    assert!(param("/api/v1/app/{app_id}", "app_id")["pattern"].is_string());
+
+    let schemas = &spec["components"]["schemas"];
+    let endpoint_in = &schemas["EndpointIn"]["properties"];
+    assert_eq!(endpoint_in["url"]["format"], json!("uri"));
+    assert_eq!(endpoint_in["url"]["maxLength"], json!(2048));
+    assert_eq!(endpoint_in["timeoutMs"]["minimum"], json!(100));
+    assert_eq!(endpoint_in["timeoutMs"]["maximum"], json!(60000));
+    let header_names = endpoint_in["headers"]["propertyNames"]["pattern"]
+        .as_str()
+        .expect("header names have a pattern");
+    assert!(
+        header_names.contains("[wW][eE][bB][hH][oO][oO][kK]-"),
+        "{header_names}"
+    );
+    assert_eq!(
+        schemas["ApplicationIn"]["properties"]["name"]["maxLength"],
+        json!(256)
+    );
+    assert_eq!(
+        schemas["MessageAttemptOut"]["properties"]["status"]["enum"],
+        json!([0, 2])
+    );
+    assert_eq!(
+        endpoint_in["retryPolicy"]["oneOf"].as_array().map(Vec::len),
+        Some(5),
+        "four kinds and null"
+    );
+
+    // Bodies that may be left out say so.
+    for path in [
+        "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
+        "/api/v1/auth/app-portal-access/{app_id}",
+    ] {
+        let body = &spec["paths"][path]["post"]["requestBody"];
+        assert_ne!(body["required"], json!(true), "{path}: {body}");
+    }
+    // The main shapes carry examples.
+    for (name, field) in [
+        ("ApplicationOut", "id"),
+        ("EndpointOut", "url"),
+        ("MessageOut", "eventType"),
+        ("MessageAttemptOut", "responseStatusCode"),
+        ("EventTypeOut", "name"),
+    ] {
+        assert!(
+            !schemas[name]["properties"][field]["example"].is_null(),
+            "{name}.{field} has no example"
+        );
+    }
 }

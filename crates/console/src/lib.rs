@@ -25,6 +25,7 @@
 mod json;
 mod pages;
 mod portal;
+mod settings;
 pub mod session;
 
 use std::sync::Arc;

@@ -18,6 +18,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde_json::{json, Value};
 
 use crate::session::{self, Session};
+use crate::settings::{self, comma_list};
 use crate::{json, over_https, redirect, seg, Console, Failure};
 
 pub fn router() -> Router<Console> {
@@ -127,6 +128,37 @@ impl Refused {
         self.errors
             .iter()
             .filter(|(f, _)| !fields.iter().any(|name| field_matches(f, name)))
+            .map(|(_, m)| m.as_str())
+            .collect()
+    }
+
+    /// Errors of this form about exactly `name` (not its parts).
+    pub(crate) fn field_exact(&self, form: &str, name: &str) -> Option<String> {
+        if self.form != form {
+            return None;
+        }
+        let msgs: Vec<&str> = self
+            .errors
+            .iter()
+            .filter(|(f, _)| f == name)
+            .map(|(_, m)| m.as_str())
+            .collect();
+        (!msgs.is_empty()).then(|| msgs.join("; "))
+    }
+
+    /// Errors about parts of `name` other than the `shown` ones (which have their own
+    /// place on the form).
+    pub(crate) fn general_exact(&self, form: &str, name: &str, shown: &[&str]) -> Vec<&str> {
+        if self.form != form {
+            return Vec::new();
+        }
+        self.errors
+            .iter()
+            .filter(|(f, _)| {
+                f != name
+                    && field_matches(f, name)
+                    && !shown.iter().any(|s| field_matches(f, s))
+            })
             .map(|(_, m)| m.as_str())
             .collect()
     }
@@ -289,6 +321,15 @@ fn notice(q: &HashMap<String, String>) -> Markup {
         Some("disabled") => "Endpoint disabled.",
         Some("resent") => "Message resent.",
         Some("example-sent") => "Example sent.",
+        Some("saved") => "Settings saved.",
+        Some("recovered") => {
+            let n = q.get("n").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            let text = match n {
+                1 => "Recovered 1 failed delivery; it is being sent again.".to_string(),
+                n => format!("Recovered {n} failed deliveries; they are being sent again."),
+            };
+            return html! { p.notice role="status" { (text) } };
+        }
         _ => return html! {},
     };
     html! { p.notice role="status" { (text) } }
@@ -339,6 +380,68 @@ pub(crate) fn textarea_field(
     }
 }
 
+/// A `<select>` of `options` (value, label), with the API's message for it if any.
+pub(crate) fn select_field(
+    label: &str,
+    name: &str,
+    options: &[(&str, &str)],
+    selected: &str,
+    error: Option<String>,
+) -> Markup {
+    let id = format!("f-{name}");
+    let err_id = format!("{id}-error");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            select id=(id) name=(name)
+                aria-invalid=[error.as_ref().map(|_| "true")]
+                aria-describedby=[error.as_ref().map(|_| err_id.as_str())] {
+                @for (value, text) in options {
+                    option value=(value) selected[*value == selected] { (text) }
+                }
+            }
+            @if let Some(e) = &error {
+                p.field-error id=(err_id) { (e) }
+            }
+        }
+    }
+}
+
+/// A date and time (`YYYY-MM-DDTHH:MM`, read as UTC), with the API's message if any.
+fn datetime_field(
+    label: &str,
+    name: &str,
+    value: &str,
+    error: Option<String>,
+    required: bool,
+) -> Markup {
+    let id = format!("f-{name}");
+    let err_id = format!("{id}-error");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            input type="datetime-local" id=(id) name=(name) value=(value) step="1" required[required]
+                aria-invalid=[error.as_ref().map(|_| "true")]
+                aria-describedby=[error.as_ref().map(|_| err_id.as_str())];
+            @if let Some(e) = &error {
+                p.field-error id=(err_id) { (e) }
+            }
+        }
+    }
+}
+
+/// A time typed into a `datetime-local` field (no zone: UTC) as RFC 3339; anything
+/// else goes to the API as typed, for it to refuse naming the field.
+pub(crate) fn utc_time(s: &str) -> String {
+    let s = s.trim();
+    for format in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, format) {
+            return t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        }
+    }
+    s.to_string()
+}
+
 pub(crate) fn general_errors(errors: Vec<&str>) -> Markup {
     html! {
         @for e in errors {
@@ -364,17 +467,6 @@ pub(crate) fn list_text(v: &Value, key: &str) -> String {
             .join(", "),
         _ => "all".into(),
     }
-}
-
-/// Comma-separated form input as a JSON list (`None` when empty: "all").
-fn comma_list(s: &str) -> Option<Vec<String>> {
-    let list: Vec<String> = s
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect();
-    (!list.is_empty()).then_some(list)
 }
 
 /// A payload typed into a form, kept byte for byte (it is what will be signed and
@@ -1294,10 +1386,13 @@ async fn endpoint_view(
     let app_url = format!("/apps/{}", seg(&app_id));
     let ep_url = format!("{app_url}/endpoints/{}", seg(&ep_id));
     let disabled = e["disabled"].as_bool().unwrap_or(false);
-    let retry = match &e["retryPolicy"] {
-        Value::Null => "the application's (or the default)".to_string(),
-        p => p.to_string(),
-    };
+    let headers_v = c
+        .api_get(&s.token, &format!("{base}/endpoint/{}/headers", seg(&ep_id)))
+        .await
+        .unwrap_or(Value::Null);
+    let day_ago = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
     let status = if refused.errors.is_empty() {
         StatusCode::OK
     } else {
@@ -1314,18 +1409,7 @@ async fn endpoint_view(
             (notice(q))
             section aria-labelledby="settings" {
                 h2 #settings { "Settings" }
-                dl.props {
-                    dt { "URL" } dd { (text(&e, "url")) }
-                    dt { "Description" } dd { (text(&e, "description")) }
-                    dt { "uid" } dd { (text(&e, "uid")) }
-                    dt { "Event types" } dd { (list_text(&e, "filterTypes")) }
-                    dt { "Channels" } dd { (list_text(&e, "channels")) }
-                    dt { "Throttle" } dd { @if let Some(r) = e["throttleRate"].as_u64() { (r) " / s" } @else { "none" } }
-                    dt { "Timeout" } dd { (e["timeoutMs"]) " ms" }
-                    dt { "Max concurrency" } dd { @if let Some(m) = e["maxConcurrency"].as_u64() { (m) } @else { "adaptive" } }
-                    dt { "Retry policy" } dd { code { (retry) } }
-                    dt { "Signature" } dd { (e["signature"]["scheme"].as_str().unwrap_or("standard")) }
-                }
+                (settings_form(&ep_url, s, &e, &headers_v, &refused))
             }
             section aria-labelledby="secret" {
                 h2 #secret { "Signing secret" }
@@ -1356,12 +1440,62 @@ async fn endpoint_view(
                     button type="submit" { "Send example" }
                 }
             }
+            section.card aria-labelledby="recover" {
+                h2 #recover { "Recover failed deliveries" }
+                p.hint { "Sends every failed delivery to this endpoint of messages created since (and before) these times again. Times are UTC." }
+                form method="post" action=(format!("{ep_url}/recover")) {
+                    (csrf(s))
+                    (general_errors(refused.general("recover", &["since", "until"])))
+                    (datetime_field("Since (UTC)", "since", refused.value("recover", "since", &day_ago), refused.field("recover", "since"), true))
+                    (datetime_field("Until (UTC, optional; default now)", "until", refused.value("recover", "until", ""), refused.field("recover", "until"), false))
+                    button type="submit" { "Recover" }
+                }
+            }
             section aria-labelledby="recent" {
                 h2 #recent { "Recent attempts" }
                 (attempt_table(&app_url, &attempts))
             }
         },
     )
+}
+
+/// The endpoint page's settings form, filled with the endpoint's settings, or with what
+/// was typed and the API's messages when it refused them.
+fn settings_form(
+    ep_url: &str,
+    s: &Session,
+    e: &Value,
+    headers: &Value,
+    refused: &Refused,
+) -> Markup {
+    let current: HashMap<&str, String> = settings::form_values(e, headers).into_iter().collect();
+    let v = |name: &str| refused.value("settings", name, current.get(name).map(String::as_str).unwrap_or(""));
+    let err = |api_field: &str| refused.field("settings", api_field);
+    // An error about the signature as a whole (an unknown scheme) shows at the scheme.
+    let scheme_error = refused.field_exact("settings", "signature").or_else(|| err("signature.scheme"));
+    let header_error = err("signature.header");
+    let svix_error = err("signature.svixHeaders");
+    let hint = |t: &str| html! { span.hint { (t) } };
+    html! {
+        form.card method="post" action=(format!("{ep_url}/settings")) {
+            (csrf(s))
+            (general_errors(refused.general("settings", settings::FIELDS).into_iter().chain(refused.general_exact("settings", "signature", &["signature.scheme", "signature.header", "signature.svixHeaders"])).collect()))
+            (text_field("URL", "url", v("url"), err("url"), html!{}, true))
+            (text_field("Description", "description", v("description"), err("description"), html!{}, false))
+            (text_field("Event types (comma-separated; empty: all)", "filterTypes", v("filterTypes"), err("filterTypes"), html!{}, false))
+            (text_field("Channels (comma-separated; empty: all)", "channels", v("channels"), err("channels"), html!{}, false))
+            (text_field("Throttle (deliveries per second; empty: none)", "throttleRate", v("throttleRate"), err("throttleRate"), html!{}, false))
+            (text_field("Timeout (ms)", "timeoutMs", v("timeoutMs"), err("timeoutMs"), hint("Empty: the default, 15000 ms."), false))
+            (text_field("Max concurrency (empty: adaptive)", "maxConcurrency", v("maxConcurrency"), err("maxConcurrency"), hint("A hard cap on attempts in flight at once; empty lets hookline find what the receiver serves."), false))
+            (textarea_field("Retry policy (JSON; empty: the application's, or the default)", "retryPolicy", v("retryPolicy"), err("retryPolicy")))
+            p.hint { "For example " code { "{\"kind\": \"exponential\", \"initialSeconds\": 5, \"factor\": 2.0, \"maxIntervalSeconds\": 3600, \"giveUpAfterSeconds\": 86400}" } " or " code { "{\"kind\": \"none\"}" } "." }
+            (select_field("Signature scheme", "signatureScheme", settings::SCHEMES, v("signatureScheme"), scheme_error))
+            (text_field("Signature header (hmac-sha256-hex only)", "signatureHeader", v("signatureHeader"), header_error, html!{}, false))
+            (select_field("Also send svix-* headers (standard and ed25519)", "svixHeaders", &[("default", "Server default"), ("yes", "Yes"), ("no", "No")], v("svixHeaders"), svix_error))
+            (textarea_field("Custom headers (one Name: value per line)", "headers", v("headers"), err("headers")))
+            button type="submit" { "Save settings" }
+        }
+    }
 }
 
 /// An endpoint page's Reveal and Rotate forms (the Reveal form's answer is read by the
@@ -1443,6 +1577,44 @@ async fn endpoint_action(
                     "enabled"
                 }),
                 Err(f) => c.failed(&headers, &s, f),
+            }
+        }
+        "settings" => {
+            let result = match c.api_get(&s.token, &api_path).await {
+                Ok(current) => match settings::put_body(&form, &current) {
+                    Ok(body) => {
+                        c.api(&s.token, Method::PUT, &api_path, Some(body.to_string()))
+                            .await
+                    }
+                    Err(f) => Err(f),
+                },
+                Err(f) => Err(f),
+            };
+            match result {
+                Ok(_) => back("saved"),
+                Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
+                Err(f) => {
+                    let refused = Refused::new("settings", &form, f);
+                    endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
+                }
+            }
+        }
+        "recover" => {
+            let mut body = json!({ "since": utc_time(form.get("since")) });
+            if !form.get("until").trim().is_empty() {
+                body["until"] = json!(utc_time(form.get("until")));
+            }
+            let path = format!("{api_path}/recover");
+            match c.api(&s.token, Method::POST, &path, Some(body.to_string())).await {
+                Ok(out) => redirect(&format!(
+                    "{page_url}?done=recovered&n={}",
+                    out["recovered"].as_u64().unwrap_or(0)
+                )),
+                Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
+                Err(f) => {
+                    let refused = Refused::new("recover", &form, f);
+                    endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
+                }
             }
         }
         "send-example" => match send_example(&c, &s.token, &api_path, &form, false).await {

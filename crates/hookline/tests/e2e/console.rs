@@ -398,7 +398,7 @@ pub(crate) fn plain_client() -> reqwest::Client {
 }
 
 /// Signs in and returns the `Cookie` header value and the CSRF token of the apps page.
-async fn sign_in(server: &Server, http: &reqwest::Client) -> (String, String) {
+pub(crate) async fn sign_in(server: &Server, http: &reqwest::Client) -> (String, String) {
     let resp = http
         .post(server.url("/login"))
         .form(&[("token", ADMIN_TOKEN)])

@@ -5,6 +5,7 @@ mod auth_scope;
 mod bad_input;
 mod cli;
 mod console;
+mod console_pages;
 mod copy;
 mod crash;
 mod delivery_limits;

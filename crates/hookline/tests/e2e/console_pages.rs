@@ -1,0 +1,270 @@
+//! The operator console's editing pages over plain HTTP (cheaper than the browser test,
+//! which covers how they look and that they are accessible): each form goes through the
+//! API, a refused form shows the API's message next to its field and changes nothing,
+//! and an accepted one is what the API then holds.
+
+use serde_json::{json, Value};
+
+use crate::console::{plain_client, sign_in};
+use crate::support::{app_with_endpoint, Server};
+
+/// A signed-in operator posting the console's forms and reading its pages.
+struct Operator {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl Operator {
+    async fn sign_in(server: &Server) -> Operator {
+        let http = plain_client();
+        let (cookie, csrf) = sign_in(server, &http).await;
+        Operator {
+            http,
+            base: server.base.clone(),
+            cookie,
+            csrf,
+        }
+    }
+
+    /// Posts `form` (with the CSRF token) to `path`: the status, the redirect's target
+    /// if any, and the page.
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+        let mut fields: Vec<(&str, &str)> = form.to_vec();
+        fields.push(("csrf", &self.csrf));
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (status, location, resp.text().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
+
+/// The text of the element with `id` (the first tag's content up to its closing tag),
+/// HTML entities as the page has them.
+fn element_text(page: &str, id: &str) -> Option<String> {
+    let start = page.find(&format!("id=\"{id}\""))?;
+    let rest = &page[start..];
+    let open_end = rest.find('>')? + 1;
+    let close = rest[open_end..].find("</")?;
+    Some(rest[open_end..open_end + close].to_string())
+}
+
+/// The settings form's fields as an endpoint `ep` has them, with `changes` applied.
+fn settings_form<'a>(changes: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut form = vec![
+        ("url", "https://example.com/hook"),
+        ("description", ""),
+        ("filterTypes", ""),
+        ("channels", ""),
+        ("throttleRate", ""),
+        ("timeoutMs", ""),
+        ("maxConcurrency", ""),
+        ("retryPolicy", ""),
+        ("signatureScheme", "standard"),
+        ("signatureHeader", ""),
+        ("svixHeaders", "default"),
+        ("headers", ""),
+    ];
+    for (name, value) in changes {
+        form.iter_mut().find(|(n, _)| n == name).unwrap().1 = value;
+    }
+    form
+}
+
+#[tokio::test]
+async fn endpoint_settings_are_edited_through_the_api_and_a_refusal_changes_nothing() {
+    let server = Server::start().await;
+    let api = server.client();
+    let (app, ep) = app_with_endpoint(&api, json!({"url": "https://example.com/hook"})).await;
+    let op = Operator::sign_in(&server).await;
+    let path = format!("/apps/{app}/endpoints/{ep}/settings");
+    let (_, before) = api.get(&format!("/api/v1/app/{app}/endpoint/{ep}")).await;
+
+    // The page shows the current settings in the form.
+    let (status, page) = op.get(&format!("/apps/{app}/endpoints/{ep}")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("value=\"https://example.com/hook\""), "{page}");
+    assert!(page.contains("value=\"15000\""), "the default timeout: {page}");
+
+    // Each refusal: 422, the API's own message next to the field, what was typed kept,
+    // and the endpoint as it was.
+    let refusals: &[(&[(&str, &str)], &str, &str)] = &[
+        (&[("url", "not a url")], "f-url-error", "must be an absolute http(s) URL"),
+        (&[("timeoutMs", "50")], "f-timeoutMs-error", "must be between 100 and 60000"),
+        (&[("timeoutMs", "soon")], "f-timeoutMs-error", "invalid type: string"),
+        (&[("maxConcurrency", "0")], "f-maxConcurrency-error", "must be between 1 and"),
+        (&[("throttleRate", "0")], "f-throttleRate-error", "must be between 1 and 100000"),
+        (&[("retryPolicy", "{\"kind\": \"sometimes\"}")], "f-retryPolicy-error", "unknown variant"),
+        (&[("retryPolicy", "{not json")], "f-retryPolicy-error", "is not valid JSON"),
+        (
+            &[("signatureScheme", "hmac-sha256-hex"), ("signatureHeader", "")],
+            "f-signatureHeader-error",
+            "",
+        ),
+        (&[("headers", "webhook-id: mine")], "f-headers-error", "is set by hookline"),
+        (&[("headers", "no colon")], "f-headers-error", "Name: value"),
+        // A valid URL beside an invalid field is not saved either.
+        (
+            &[("url", "https://example.com/other"), ("timeoutMs", "99")],
+            "f-timeoutMs-error",
+            "must be between 100 and 60000",
+        ),
+    ];
+    for (changes, error_id, message) in refusals {
+        let form = settings_form(changes);
+        let (status, _, page) = op.post(&path, &form).await;
+        assert_eq!(status, 422, "{changes:?}: {page}");
+        let shown = element_text(&page, error_id)
+            .unwrap_or_else(|| panic!("{changes:?}: no #{error_id} in {page}"));
+        assert!(shown.contains(message), "{changes:?}: {shown}");
+        let (field, typed) = changes[changes.len() - 1];
+        if !typed.contains('"') && !typed.contains('{') {
+            assert!(page.contains(typed), "{changes:?}: what was typed ({field}) is kept");
+        }
+        let (_, now) = api.get(&format!("/api/v1/app/{app}/endpoint/{ep}")).await;
+        assert_eq!(now, before, "{changes:?} changed the endpoint");
+    }
+
+    // Accepted: saved through the API, and the page says so.
+    let form = settings_form(&[
+        ("url", "https://example.com/changed"),
+        ("description", "orders"),
+        ("filterTypes", "order.created, order.paid"),
+        ("channels", "eu"),
+        ("throttleRate", "10"),
+        ("timeoutMs", "200"),
+        ("maxConcurrency", "3"),
+        ("retryPolicy", "{\"kind\": \"fixed\", \"intervalSeconds\": 3600, \"giveUpAfterSeconds\": 172800}"),
+        ("signatureScheme", "hmac-sha256-hex"),
+        ("signatureHeader", "X-Shop-Signature"),
+        ("headers", "X-Team: blue\nX-Env: prod"),
+    ]);
+    let (status, location, _) = op.post(&path, &form).await;
+    assert_eq!(status, 303);
+    assert!(location.ends_with("?done=saved"), "{location}");
+    let (_, e) = api.get(&format!("/api/v1/app/{app}/endpoint/{ep}")).await;
+    assert_eq!(e["url"], "https://example.com/changed");
+    assert_eq!(e["description"], "orders");
+    assert_eq!(e["filterTypes"], json!(["order.created", "order.paid"]));
+    assert_eq!(e["channels"], json!(["eu"]));
+    assert_eq!(e["throttleRate"], 10);
+    assert_eq!(e["timeoutMs"], 200);
+    assert_eq!(e["maxConcurrency"], 3);
+    assert_eq!(
+        e["retryPolicy"],
+        json!({"kind": "fixed", "intervalSeconds": 3600, "giveUpAfterSeconds": 172800})
+    );
+    assert_eq!(
+        e["signature"],
+        json!({"scheme": "hmac-sha256-hex", "header": "X-Shop-Signature"})
+    );
+    assert_eq!(e["disabled"], false);
+    let (_, h) = api
+        .get(&format!("/api/v1/app/{app}/endpoint/{ep}/headers"))
+        .await;
+    assert_eq!(h["headers"], json!({"X-Env": "prod", "X-Team": "blue"}));
+    let (_, page) = op.get(&location).await;
+    assert!(page.contains("Settings saved."));
+    assert!(page.contains("value=\"X-Shop-Signature\""));
+
+    // Emptied fields go back to the defaults; what the form does not edit stays.
+    api.call(
+        "PATCH",
+        &format!("/api/v1/app/{app}/endpoint/{ep}"),
+        Some(json!({"disabled": true, "metadata": {"owner": "ops"}})),
+    )
+    .await;
+    let (status, _, _) = op
+        .post(&path, &settings_form(&[("url", "https://example.com/changed")]))
+        .await;
+    assert_eq!(status, 303);
+    let (_, e) = api.get(&format!("/api/v1/app/{app}/endpoint/{ep}")).await;
+    assert_eq!(e["filterTypes"], Value::Null);
+    assert_eq!(e["maxConcurrency"], Value::Null);
+    assert_eq!(e["retryPolicy"], Value::Null);
+    assert_eq!(e["timeoutMs"], 15000);
+    assert_eq!(e["signature"]["scheme"], "standard");
+    assert_eq!(e["disabled"], true);
+    assert_eq!(e["metadata"], json!({"owner": "ops"}));
+}
+
+#[tokio::test]
+async fn recovering_an_endpoint_resends_its_failed_deliveries_since_a_time() {
+    // No --allow-target: the loopback endpoint is refused, so with no retries each
+    // delivery fails at its first attempt.
+    let server = Server::start().await;
+    let api = server.client();
+    let (app, ep) = app_with_endpoint(
+        &api,
+        json!({"url": "http://127.0.0.1:9/hook", "retryPolicy": {"kind": "none"}}),
+    )
+    .await;
+    let msg = api
+        .create(
+            &format!("/api/v1/app/{app}/msg"),
+            json!({"eventType": "a.b", "payload": {}}),
+        )
+        .await;
+    let msg_id = msg["id"].as_str().unwrap();
+    let (_, d) = api
+        .get_until(&format!("/api/v1/app/{app}/msg/{msg_id}/endpoint"), |v| {
+            v["data"][0]["statusText"] == "fail"
+        })
+        .await;
+    assert_eq!(d["data"][0]["statusText"], "fail", "{d}");
+
+    let op = Operator::sign_in(&server).await;
+    let path = format!("/apps/{app}/endpoints/{ep}/recover");
+    // The API's refusal, next to the field.
+    let (status, _, page) = op.post(&path, &[("since", "2999-01-01T00:00")]).await;
+    assert_eq!(status, 422, "{page}");
+    assert!(element_text(&page, "f-since-error")
+        .unwrap()
+        .contains("must not be in the future"));
+    let (status, _, page) = op.post(&path, &[("since", "yesterday")]).await;
+    assert_eq!(status, 422, "{page}");
+    assert!(element_text(&page, "f-since-error").is_some(), "{page}");
+    let (_, d) = api
+        .get(&format!("/api/v1/app/{app}/msg/{msg_id}/endpoint"))
+        .await;
+    assert_eq!(d["data"][0]["attempts"], 1, "nothing was recovered: {d}");
+
+    // Since an hour ago: the failed delivery goes out again.
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let (status, location, _) = op.post(&path, &[("since", &since), ("until", "")]).await;
+    assert_eq!(status, 303);
+    assert!(location.ends_with("?done=recovered&n=1"), "{location}");
+    let (_, page) = op.get(&location).await;
+    assert!(page.contains("Recovered 1 failed delivery"), "{page}");
+    let (_, d) = api
+        .get_until(&format!("/api/v1/app/{app}/msg/{msg_id}/endpoint"), |v| {
+            v["data"][0]["attempts"] == 2 && v["data"][0]["statusText"] == "fail"
+        })
+        .await;
+    assert_eq!(d["data"][0]["attempts"], 2, "attempted again: {d}");
+}

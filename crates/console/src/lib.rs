@@ -22,6 +22,7 @@
 //!
 //! This crate owns the pages and the sessions; it must not touch the store directly.
 
+mod event_types;
 mod json;
 mod pages;
 mod portal;
@@ -105,6 +106,7 @@ impl Console {
 /// API (whose paths all start with `/api/` or are `/metrics`).
 pub fn router(console: Console) -> Router {
     pages::router()
+        .merge(event_types::router())
         .merge(portal::router())
         .with_state(console.clone())
         .layer(axum::middleware::from_fn_with_state(

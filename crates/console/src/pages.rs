@@ -167,11 +167,18 @@ impl Refused {
         if self.form != form {
             return None;
         }
-        let msgs: Vec<&str> = self
+        // A part of the field (`schemas.2`, `headers.X-Team`) is named in the message.
+        let msgs: Vec<String> = self
             .errors
             .iter()
             .filter(|(f, _)| field_matches(f, name))
-            .map(|(_, m)| m.as_str())
+            .map(|(f, m)| {
+                if f == name {
+                    m.clone()
+                } else {
+                    format!("{f}: {m}")
+                }
+            })
             .collect();
         (!msgs.is_empty()).then(|| msgs.join("; "))
     }
@@ -186,7 +193,7 @@ fn field_matches(api_field: &str, name: &str) -> bool {
 }
 
 impl Console {
-    fn session(&self, headers: &HeaderMap) -> Option<Session> {
+    pub(crate) fn session(&self, headers: &HeaderMap) -> Option<Session> {
         self.sessions
             .get(&session::cookie_value(headers, session::COOKIE)?)
     }
@@ -194,7 +201,7 @@ impl Console {
     /// The session of a form post, if the post is allowed: signed in, sent by a page of
     /// this origin, with this session's CSRF token.
     #[allow(clippy::result_large_err)]
-    fn post_session(&self, headers: &HeaderMap, form: &Form) -> Result<Session, Response> {
+    pub(crate) fn post_session(&self, headers: &HeaderMap, form: &Form) -> Result<Session, Response> {
         if cross_site(headers) {
             return Err(forbidden());
         }
@@ -206,7 +213,7 @@ impl Console {
     }
 
     /// The page for a failed API call.
-    fn failed(&self, headers: &HeaderMap, s: &Session, f: Failure) -> Response {
+    pub(crate) fn failed(&self, headers: &HeaderMap, s: &Session, f: Failure) -> Response {
         match f {
             Failure::SignedOut => {
                 self.sessions.remove(&s.id);
@@ -273,7 +280,7 @@ pub(crate) fn forbidden() -> Response {
 // ---------------------------------------------------------------------------------
 // Layout
 
-fn page(status: StatusCode, title: &str, s: Option<&Session>, body: Markup) -> Response {
+pub(crate) fn page(status: StatusCode, title: &str, s: Option<&Session>, body: Markup) -> Response {
     (status, Html(layout(title, s, body).into_string())).into_response()
 }
 
@@ -296,6 +303,7 @@ fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
                     @if let Some(s) = s {
                         nav aria-label="Main" {
                             a href="/apps" { "Applications" }
+                            a href="/event-types" { "Event types" }
                         }
                         form.signout method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(s.csrf);
@@ -310,7 +318,7 @@ fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
 }
 
 /// Fixed notices after a redirect, chosen by key: a URL can pick one, never write one.
-fn notice(q: &HashMap<String, String>) -> Markup {
+pub(crate) fn notice(q: &HashMap<String, String>) -> Markup {
     let text = match q.get("done").map(String::as_str) {
         Some("app-created") => "Application created.",
         Some("app-deleted") => "Application deleted.",
@@ -322,6 +330,8 @@ fn notice(q: &HashMap<String, String>) -> Markup {
         Some("resent") => "Message resent.",
         Some("example-sent") => "Example sent.",
         Some("saved") => "Settings saved.",
+        Some("event-type-created") => "Event type created.",
+        Some("event-type-saved") => "Event type saved.",
         Some("recovered") => {
             let n = q.get("n").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
             let text = match n {

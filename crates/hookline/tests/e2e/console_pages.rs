@@ -268,3 +268,94 @@ async fn recovering_an_endpoint_resends_its_failed_deliveries_since_a_time() {
         .await;
     assert_eq!(d["data"][0]["attempts"], 2, "attempted again: {d}");
 }
+
+#[tokio::test]
+async fn event_types_are_listed_with_their_schemas_created_and_edited_through_the_api() {
+    let server = Server::start().await;
+    let api = server.client();
+    let op = Operator::sign_in(&server).await;
+
+    // An invalid schema: the API's message next to the field, nothing created.
+    let bad = [
+        (r#"{"1": {"type": "objekt"}}"#, "is not a valid JSON Schema"),
+        (r#"{"1": "not a schema"}"#, "must be a JSON Schema object"),
+        ("{\"1\": {", "is not valid JSON"),
+    ];
+    for (schemas, message) in bad {
+        let (status, _, page) = op
+            .post(
+                "/event-types",
+                &[("name", "order.created"), ("description", "An order"), ("schemas", schemas)],
+            )
+            .await;
+        assert_eq!(status, 422, "{schemas}: {page}");
+        let shown = element_text(&page, "f-schemas-error").unwrap_or_else(|| panic!("{page}"));
+        assert!(shown.contains(message), "{schemas}: {shown}");
+        let (status, _) = api.get("/api/v1/event-type/order.created").await;
+        assert_eq!(status, 404, "{schemas} created the event type");
+    }
+    let (status, _, page) = op
+        .post("/event-types", &[("name", "bad name!"), ("description", "x")])
+        .await;
+    assert_eq!(status, 422);
+    assert!(element_text(&page, "f-name-error").is_some(), "{page}");
+
+    // A valid one: created as typed.
+    let schema = r#"{"1": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}}"#;
+    let (status, location, _) = op
+        .post(
+            "/event-types",
+            &[
+                ("name", "order.created"),
+                ("description", "An order <b>was</b> placed"),
+                ("schemas", schema),
+                ("validatePayloads", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert_eq!(location, "/event-types/order.created?done=event-type-created");
+    let (_, et) = api.get("/api/v1/event-type/order.created").await;
+    assert_eq!(et["schemas"], serde_json::from_str::<Value>(schema).unwrap());
+    assert_eq!(et["validatePayloads"], true);
+    // The same name again: the API's conflict, shown on the form.
+    let (status, _, page) = op
+        .post("/event-types", &[("name", "order.created"), ("description", "again")])
+        .await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("<p class=\"error\" role=\"alert\">"), "{page}");
+
+    // Listed with its schema indented and its description escaped.
+    let (status, page) = op.get("/event-types").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("href=\"/event-types/order.created\""), "{page}");
+    assert!(page.contains("An order &lt;b&gt;was&lt;/b&gt; placed"), "{page}");
+    assert!(page.contains("\n    &quot;required&quot;: ["), "indented: {page}");
+
+    // Edited: an invalid schema changes nothing; a valid edit is saved.
+    let path = "/event-types/order.created";
+    let (status, _, page) = op
+        .post(path, &[("description", "changed"), ("schemas", r#"{"2": {"minLength": "x"}}"#)])
+        .await;
+    assert_eq!(status, 422, "{page}");
+    assert!(element_text(&page, "f-schemas-error")
+        .unwrap()
+        .contains("schemas.2"));
+    let (_, unchanged) = api.get("/api/v1/event-type/order.created").await;
+    assert_eq!(unchanged, et);
+    let (status, location, _) = op
+        .post(
+            path,
+            &[("description", "changed"), ("schemas", ""), ("deprecated", "on")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert_eq!(location, "/event-types/order.created?done=event-type-saved");
+    let (_, et) = api.get("/api/v1/event-type/order.created").await;
+    assert_eq!(et["description"], "changed");
+    assert_eq!(et["schemas"], Value::Null);
+    assert_eq!(et["deprecated"], true);
+    assert_eq!(et["validatePayloads"], false);
+    let (_, page) = op.get(&location).await;
+    assert!(page.contains("Event type saved."));
+}

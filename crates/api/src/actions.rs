@@ -1,17 +1,18 @@
 //! Operator actions on deliveries (Svix paths): resend one message to one endpoint,
-//! recover an endpoint's failed deliveries since a time, and per-endpoint counts.
+//! recover an endpoint's failed deliveries since a time, and per-endpoint counts; and
+//! (a hookline extension) an endpoint's attempts over time, for charts and health.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::{visible_app, Auth};
-use crate::error::{ApiError, ApiResult, HttpErrorOut, ValidationErrorOut};
-use crate::extract::JsonBody;
+use crate::error::{ApiError, ApiResult, FieldError, HttpErrorOut, ValidationErrorOut};
+use crate::extract::{JsonBody, QueryParams};
 use crate::AppState;
 
 /// Queue one more attempt of a message to an endpoint, now.
@@ -158,6 +159,122 @@ async fn stats(
     }))
 }
 
+/// The longest window of [`attempt_stats`]: the store sorts the window's attempts by
+/// duration for the percentiles, so it must stay bounded.
+const MAX_STATS_WINDOW_DAYS: i64 = 31;
+/// The most buckets one answer has.
+const MAX_STATS_BUCKETS: i64 = 2000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AttemptStatsParams {
+    /// Start of the window (RFC 3339; default: 24 hours before `until`).
+    pub since: Option<DateTime<Utc>>,
+    /// End of the window, excluded (default: now).
+    pub until: Option<DateTime<Utc>>,
+    /// Bucket width in seconds, 60 to 86400 (default 3600).
+    pub bucket_seconds: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptBucketOut {
+    pub start: DateTime<Utc>,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Median attempt duration (nearest rank); `null` without attempts.
+    pub p50_ms: Option<u64>,
+    /// 99th percentile attempt duration (nearest rank); `null` without attempts.
+    pub p99_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptStatsOut {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub bucket_seconds: u32,
+    /// Every bucket of the window, oldest first, those without attempts included.
+    pub buckets: Vec<AttemptBucketOut>,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// Attempts made to the endpoint in a window, by outcome and with duration percentiles,
+/// per time bucket (hookline extension).
+#[utoipa::path(get, path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/stats/attempts",
+    tag = "Endpoint",
+    params(("app_id" = String, Path), ("endpoint_id" = String, Path), AttemptStatsParams),
+    responses((status = 200, body = AttemptStatsOut), (status = 404, body = HttpErrorOut),
+        (status = 422, body = ValidationErrorOut)),
+    security(("bearer" = [])))]
+async fn attempt_stats(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    Path((app_id, ep_id)): Path<(String, String)>,
+    QueryParams(p): QueryParams<AttemptStatsParams>,
+) -> ApiResult<Json<AttemptStatsOut>> {
+    let until = p.until.unwrap_or_else(hookline_store::now);
+    let since = p.since.unwrap_or(until - chrono::Duration::hours(24));
+    let bucket_seconds = p.bucket_seconds.unwrap_or(3600);
+    let refuse = |field: &str, msg: &str| {
+        ApiError::Validation(vec![FieldError::query(field, msg.to_string())])
+    };
+    if !(60..=86_400).contains(&bucket_seconds) {
+        return Err(refuse("bucket_seconds", "must be between 60 and 86400"));
+    }
+    if until <= since {
+        return Err(refuse("until", "must be after since"));
+    }
+    let window = until - since;
+    if window > chrono::Duration::days(MAX_STATS_WINDOW_DAYS) {
+        return Err(refuse("since", "the window must be at most 31 days"));
+    }
+    let width = chrono::Duration::seconds(i64::from(bucket_seconds));
+    let count = (window.num_milliseconds() + width.num_milliseconds() - 1) / width.num_milliseconds();
+    if count > MAX_STATS_BUCKETS {
+        return Err(refuse(
+            "bucket_seconds",
+            "too many buckets for the window (at most 2000): choose wider buckets",
+        ));
+    }
+    let app = visible_app(&state, &auth, &app_id).await?;
+    let ep = state
+        .store
+        .get_endpoint(&app.id, &ep_id)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint not found"))?;
+    let found = state
+        .store
+        .endpoint_attempt_buckets(&app.id, &ep.id, since, until, width)
+        .await?;
+    let mut buckets: Vec<AttemptBucketOut> = (0..count)
+        .map(|i| AttemptBucketOut {
+            start: since + width * i as i32,
+            succeeded: 0,
+            failed: 0,
+            p50_ms: None,
+            p99_ms: None,
+        })
+        .collect();
+    for b in found {
+        if let Some(out) = buckets.get_mut(b.index as usize) {
+            out.succeeded = b.succeeded;
+            out.failed = b.failed;
+            out.p50_ms = Some(b.p50_ms);
+            out.p99_ms = Some(b.p99_ms);
+        }
+    }
+    Ok(Json(AttemptStatsOut {
+        since,
+        until,
+        bucket_seconds,
+        succeeded: buckets.iter().map(|b| b.succeeded).sum(),
+        failed: buckets.iter().map(|b| b.failed).sum(),
+        buckets,
+    }))
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventExampleIn {
@@ -297,4 +414,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(resend))
         .routes(routes!(recover))
         .routes(routes!(stats))
+        .routes(routes!(attempt_stats))
 }

@@ -22,6 +22,7 @@
 //!
 //! This crate owns the pages and the sessions; it must not touch the store directly.
 
+mod charts;
 mod event_types;
 mod json;
 mod pages;

@@ -18,6 +18,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde_json::{json, Value};
 
 use crate::session::{self, Session};
+use crate::charts;
 use crate::settings::{self, comma_list};
 use crate::{json, over_https, redirect, seg, Console, Failure};
 
@@ -812,7 +813,8 @@ async fn app_view(
             .await
             .unwrap_or(Value::Null);
         let last = last_attempt(c, &s.token, &base, text(ep, "id")).await;
-        health.push((stats, last));
+        let day = last_day(c, &s.token, &base, text(ep, "id")).await;
+        health.push((stats, last, day));
     }
     let iterator = q.get("iterator").map(String::as_str).unwrap_or("");
     let mut msg_path = format!("{base}/msg?limit={MESSAGES_PER_PAGE}&with_content=false");
@@ -846,17 +848,30 @@ async fn app_view(
                     table {
                         thead { tr {
                             th scope="col" { "URL" } th scope="col" { "State" }
+                            th scope="col" { "Delivered (24 h)" }
                             th scope="col" { "Newest attempt" }
                             th scope="col" { "Delivered" } th scope="col" { "Pending" } th scope="col" { "Failed" }
                         } }
                         tbody {
-                            @for (ep, (stats, last)) in endpoints.iter().zip(&health) {
+                            @for (ep, (stats, last, day)) in endpoints.iter().zip(&health) {
                                 tr {
                                     td {
                                         a href=(format!("{app_url}/endpoints/{}", seg(text(ep, "id")))) { (text(ep, "url")) }
                                         @if !text(ep, "description").is_empty() { br; span.hint { (text(ep, "description")) } }
                                     }
-                                    td { (ep_state(ep)) }
+                                    td {
+                                        (ep_state(ep))
+                                        @if ep["failingSince"].is_string() {
+                                            br; span.badge.off { "Failing" } " since " (timestamp(ep, "failingSince"))
+                                        }
+                                    }
+                                    td.rate {
+                                        @let (ok, bad) = (day["succeeded"].as_u64().unwrap_or(0), day["failed"].as_u64().unwrap_or(0));
+                                        @match charts::success_rate(ok, bad) {
+                                            Some(rate) => { (rate) br; span.hint { (ok) " of " (ok + bad) " attempts" } }
+                                            None => { span.hint { "no attempts" } }
+                                        }
+                                    }
                                     td {
                                         @match last {
                                             Some(a) => { (attempt_badge(a)) " " (timestamp(a, "timestamp")) }
@@ -1099,6 +1114,34 @@ async fn message_page(
             (message_sections(&app_url, &v, Some(&s), None))
         },
     )
+}
+
+/// The endpoint's attempts per hour over the last `hours` hours, in whole hours ending
+/// with the current one (the API's `.../stats/attempts`), or `Null` when the API could
+/// not say (the page shows that rather than failing).
+async fn attempt_stats(c: &Console, token: &str, base: &str, ep_id: &str, hours: i64) -> Value {
+    use chrono::{DurationRound, SecondsFormat};
+    let hour = chrono::Duration::hours(1);
+    let now = chrono::Utc::now();
+    let this_hour = now.duration_trunc(hour).unwrap_or(now);
+    let since = this_hour - hour * (hours as i32 - 1);
+    let until = this_hour + hour;
+    let path = format!(
+        "{base}/endpoint/{}/stats/attempts?since={}&until={}&bucket_seconds=3600",
+        seg(ep_id),
+        since.to_rfc3339_opts(SecondsFormat::Secs, true),
+        until.to_rfc3339_opts(SecondsFormat::Secs, true),
+    );
+    c.api_get(token, &path).await.unwrap_or(Value::Null)
+}
+
+/// An endpoint's attempts over the last 24 hours, in one bucket (for health at a glance).
+async fn last_day(c: &Console, token: &str, base: &str, ep_id: &str) -> Value {
+    let path = format!(
+        "{base}/endpoint/{}/stats/attempts?bucket_seconds=86400",
+        seg(ep_id)
+    );
+    c.api_get(token, &path).await.unwrap_or(Value::Null)
 }
 
 /// The newest delivery attempt to an endpoint of the application at `base`, if any
@@ -1400,6 +1443,15 @@ async fn endpoint_view(
         .api_get(&s.token, &format!("{base}/endpoint/{}/headers", seg(&ep_id)))
         .await
         .unwrap_or(Value::Null);
+    let week = q.get("range").is_some_and(|r| r == "7d");
+    let hours: i64 = if week { 24 * 7 } else { 24 };
+    let stats = attempt_stats(c, &s.token, &base, &ep_id, hours).await;
+    let buckets = charts::buckets(&stats);
+    let what = if week {
+        "per hour over the last 7 days"
+    } else {
+        "per hour over the last 24 hours"
+    };
     let day_ago = (chrono::Utc::now() - chrono::Duration::days(1))
         .format("%Y-%m-%dT%H:%M")
         .to_string();
@@ -1417,6 +1469,41 @@ async fn endpoint_view(
             h1 { "Endpoint " span.url { (text(&e, "url")) } }
             p.ids { "id " code { (ep_id) } " · " (ep_state(&e)) }
             (notice(q))
+            section aria-labelledby="activity" {
+                h2 #activity { "Activity" }
+                nav.range aria-label="Chart window" {
+                    @if week {
+                        a href=(ep_url) { "Last 24 hours" } " · " span aria-current="page" { "Last 7 days" }
+                    } @else {
+                        span aria-current="page" { "Last 24 hours" } " · " a href=(format!("{ep_url}?range=7d")) { "Last 7 days" }
+                    }
+                }
+                @if stats.is_null() {
+                    p.error role="alert" { "The attempt statistics could not be read." }
+                } @else {
+                    p {
+                        (stats["succeeded"]) " delivered, " (stats["failed"]) " failed"
+                        @if let Some(rate) = charts::success_rate(stats["succeeded"].as_u64().unwrap_or(0), stats["failed"].as_u64().unwrap_or(0)) {
+                            " (" (rate) " delivered)"
+                        }
+                        "."
+                    }
+                    div.charts {
+                        figure {
+                            figcaption { "Attempts " (what) }
+                            (charts::attempts_chart(&buckets, "chart-attempts", what))
+                        }
+                        figure {
+                            figcaption { "Latency " (what) }
+                            (charts::latency_chart(&buckets, "chart-latency", what))
+                        }
+                    }
+                    details {
+                        summary { "The numbers as a table" }
+                        (charts::table(&buckets, &format!("Attempts {what}")))
+                    }
+                }
+            }
             section aria-labelledby="settings" {
                 h2 #settings { "Settings" }
                 (settings_form(&ep_url, s, &e, &headers_v, &refused))

@@ -359,3 +359,90 @@ async fn event_types_are_listed_with_their_schemas_created_and_edited_through_th
     let (_, page) = op.get(&location).await;
     assert!(page.contains("Event type saved."));
 }
+
+#[tokio::test]
+async fn endpoint_charts_and_health_show_the_attempts_made() {
+    let server = Server::start_with(&["--allow-target", "127.0.0.0/8"]).await;
+    let receiver = crate::receiver::Receiver::start().await;
+    receiver.set("/bad", crate::receiver::Behavior::Status(500, vec![]));
+    let api = server.client();
+    let app = api.create("/api/v1/app", json!({"name": "Charts"})).await;
+    let app = app["id"].as_str().unwrap().to_string();
+    let mut eps = vec![];
+    for path in ["/ok", "/bad"] {
+        let ep = api
+            .create(
+                &format!("/api/v1/app/{app}/endpoint"),
+                json!({"url": receiver.url(path), "retryPolicy": {"kind": "none"}}),
+            )
+            .await;
+        eps.push(ep["id"].as_str().unwrap().to_string());
+    }
+    for i in 0..3 {
+        api.create(
+            &format!("/api/v1/app/{app}/msg"),
+            json!({"eventType": "chart.test", "payload": {"i": i}}),
+        )
+        .await;
+    }
+    for ep in &eps {
+        let (_, page) = api
+            .get_until(&format!("/api/v1/app/{app}/attempt/endpoint/{ep}"), |v| {
+                v["data"].as_array().unwrap().len() == 3
+            })
+            .await;
+        assert_eq!(page["data"].as_array().unwrap().len(), 3, "{page}");
+    }
+
+    // The API's figures: all three in the one bucket of the last day.
+    let stats = |ep: &str| format!("/api/v1/app/{app}/endpoint/{ep}/stats/attempts");
+    let (status, ok) = api
+        .get(&format!("{}?bucket_seconds=86400", stats(&eps[0])))
+        .await;
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!((ok["succeeded"].as_u64(), ok["failed"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(ok["buckets"].as_array().unwrap().len(), 1);
+    assert!(ok["buckets"][0]["p99Ms"].as_u64().is_some());
+    let (_, bad) = api.get(&stats(&eps[1])).await;
+    assert_eq!((bad["succeeded"].as_u64(), bad["failed"].as_u64()), (Some(0), Some(3)));
+    assert_eq!(bad["buckets"].as_array().unwrap().len(), 24);
+    for (query, field) in [
+        ("bucket_seconds=10", "bucket_seconds"),
+        ("since=2020-01-01T00:00:00Z&until=2020-03-01T00:00:00Z", "since"),
+        ("since=2020-01-02T00:00:00Z&until=2020-01-01T00:00:00Z", "until"),
+        ("since=2020-01-01T00:00:00Z&until=2020-01-31T00:00:00Z&bucket_seconds=60", "bucket_seconds"),
+    ] {
+        let (status, body) = api.get(&format!("{}?{query}", stats(&eps[0]))).await;
+        assert_eq!(status, 422, "{query}: {body}");
+        assert_eq!(body["detail"][0]["loc"], json!(["query", field]), "{query}: {body}");
+    }
+
+    // The endpoint pages: a bar per outcome per hour with attempts (the three may
+    // straddle an hour's end), in both windows, with the numbers in a table.
+    let op = Operator::sign_in(&server).await;
+    for range in ["", "?range=7d"] {
+        let (status, page) = op.get(&format!("/apps/{app}/endpoints/{}{range}", eps[0])).await;
+        assert_eq!(status, 200);
+        let bars = page.matches("class=\"bar ok\"").count();
+        assert!((1..=2).contains(&bars), "{range}: {bars} bars");
+        assert_eq!(page.matches("class=\"bar bad\"").count(), 0, "{range}");
+        assert_eq!(page.matches("class=\"bar p50\"").count(), bars, "{range}");
+        assert!(page.contains("3 delivered and 0 failed per hour"), "{page}");
+        assert!(page.contains("<svg class=\"chart\""));
+        assert!(page.contains("(100 % delivered)"), "{page}");
+    }
+    let (_, page) = op.get(&format!("/apps/{app}/endpoints/{}", eps[1])).await;
+    assert!((1..=2).contains(&page.matches("class=\"bar bad\"").count()));
+    assert_eq!(page.matches("class=\"bar ok\"").count(), 0);
+
+    // The application page: each endpoint's share delivered over the last day, and the
+    // failing one says since when.
+    let (_, page) = op.get(&format!("/apps/{app}")).await;
+    assert!(page.contains("100 %<br><span class=\"hint\">3 of 3 attempts"), "{page}");
+    assert!(page.contains("0.0 %<br><span class=\"hint\">0 of 3 attempts"), "{page}");
+    assert_eq!(page.matches("Failing</span> since").count(), 1, "{page}");
+    let (_, e) = api
+        .get(&format!("/api/v1/app/{app}/endpoint/{}", eps[1]))
+        .await;
+    assert!(e["failingSince"].is_string(), "{e}");
+}

@@ -293,6 +293,65 @@ pub(super) async fn queue_stats(c: &impl GenericClient, now: DateTime<Utc>) -> R
     })
 }
 
+/// See [`Store::endpoint_attempt_buckets`]. The range on `id` walks
+/// `attempts_by_endpoint (endpoint_id, id)`; `attempted_at` then picks the window
+/// exactly. Percentiles by rank within each bucket (window functions), as on SQLite.
+pub(super) async fn endpoint_attempt_buckets(
+    c: &impl GenericClient,
+    app_id: &str,
+    endpoint_id: &str,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    width: chrono::Duration,
+) -> Result<Vec<AttemptBucket>> {
+    let lo = id_bound("atmpt", since);
+    let hi = id_bound(
+        "atmpt",
+        until + chrono::Duration::seconds(ATTEMPT_ID_SLACK_SECS),
+    );
+    let width_ms = width.num_milliseconds().max(1);
+    // Times are stored to the millisecond (as on SQLite): compare at that precision.
+    let (since, until) = (ms(since), ms(until));
+    let rows = c
+        .query(
+            &c.prepare_cached(
+                "WITH w AS (
+                     SELECT floor(extract(epoch FROM attempted_at - $3) * 1000 / $5::bigint)::bigint AS b,
+                            succeeded AS ok, duration_ms AS d
+                     FROM attempts
+                     WHERE endpoint_id = $2 AND id >= $6 AND id < $7 AND app_id = $1
+                       AND attempted_at >= $3 AND attempted_at < $4
+                 ), r AS (
+                     SELECT b, ok, d,
+                            row_number() OVER (PARTITION BY b ORDER BY d) AS rn,
+                            count(*) OVER (PARTITION BY b) AS n
+                     FROM w
+                 )
+                 SELECT b, count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok),
+                        max(d) FILTER (WHERE rn = (n + 1) / 2),
+                        max(d) FILTER (WHERE rn = (99 * n + 99) / 100)
+                 FROM r GROUP BY b ORDER BY b",
+            )
+            .await
+            .map_err(backend)?,
+            &[&app_id, &endpoint_id, &since, &until, &width_ms, &lo, &hi],
+        )
+        .await
+        .map_err(backend)?;
+    let count = |v: i64| u64::try_from(v).unwrap_or(0);
+    rows.iter()
+        .map(|r| {
+            Ok(AttemptBucket {
+                index: u32::try_from(r.try_get::<_, i64>(0).map_err(backend)?).unwrap_or(u32::MAX),
+                succeeded: count(r.try_get(1).map_err(backend)?),
+                failed: count(r.try_get(2).map_err(backend)?),
+                p50_ms: count(r.try_get(3).map_err(backend)?),
+                p99_ms: count(r.try_get(4).map_err(backend)?),
+            })
+        })
+        .collect()
+}
+
 pub(super) async fn endpoint_stats(
     c: &impl GenericClient,
     app_id: &str,

@@ -1032,6 +1032,19 @@ impl Store for PgStore {
         deliveries::endpoint_stats(&client, app_id, endpoint_id).await
     }
 
+    async fn endpoint_attempt_buckets(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        width: chrono::Duration,
+    ) -> Result<Vec<AttemptBucket>> {
+        let client = self.client().await?;
+        deliveries::endpoint_attempt_buckets(&client, app_id, endpoint_id, since, until, width)
+            .await
+    }
+
     async fn list_endpoint_deliveries(
         &self,
         app_id: &str,

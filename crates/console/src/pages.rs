@@ -30,6 +30,7 @@ pub fn router() -> Router<Console> {
         .route("/apps", get(apps).post(create_app))
         .route("/apps/{app}", get(app_page))
         .route("/apps/{app}/delete", post(delete_app))
+        .route("/apps/{app}/edit", post(edit_app))
         .route("/apps/{app}/endpoints", post(create_endpoint))
         .route("/apps/{app}/messages", post(create_message))
         .route("/apps/{app}/msgs/{msg}", get(message_page))
@@ -331,6 +332,7 @@ pub(crate) fn notice(q: &HashMap<String, String>) -> Markup {
         Some("resent") => "Message resent.",
         Some("example-sent") => "Example sent.",
         Some("saved") => "Settings saved.",
+        Some("app-saved") => "Application saved.",
         Some("event-type-created") => "Event type created.",
         Some("event-type-saved") => "Event type saved.",
         Some("recovered") => {
@@ -740,6 +742,76 @@ async fn create_app(State(c): State<Console>, headers: HeaderMap, body: Bytes) -
     }
 }
 
+/// The application page's edit form, filled with the application's settings, or with
+/// what was typed and the API's messages when it refused them.
+fn app_edit_form(app_url: &str, s: &Session, app: &Value, refused: &Refused) -> Markup {
+    let current = settings::app_form_values(app);
+    let v = |name: &str| {
+        let now = current
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        refused.value("app-edit", name, now)
+    };
+    let err = |field: &str| refused.field("app-edit", field);
+    let validate = if refused.form == "app-edit" {
+        refused.value("app-edit", "validatePayloads", "") == "on"
+    } else {
+        app["validatePayloads"].as_bool().unwrap_or(false)
+    };
+    html! {
+        form method="post" action=(format!("{app_url}/edit")) {
+            (csrf(s))
+            (general_errors(refused.general("app-edit", settings::APP_FIELDS)))
+            (text_field("Name", "appName", v("appName"), err("name"), html!{}, true))
+            (text_field("uid (empty: none)", "appUid", v("appUid"), err("uid"), html!{}, false))
+            (text_field("Rate limit (messages per second to each endpoint; empty: none)", "appThrottleRate", v("appThrottleRate"), err("throttleRate"), html!{}, false))
+            (textarea_field("Default retry policy for its endpoints (JSON; empty: the server's)", "appRetryPolicy", v("appRetryPolicy"), err("retryPolicy")))
+            (textarea_field("Metadata (one key=value per line)", "appMetadata", v("appMetadata"), err("metadata")))
+            div.check {
+                input type="checkbox" id="f-appValidatePayloads" name="validatePayloads" value="on" checked[validate];
+                " "
+                label for="f-appValidatePayloads" { "Reject messages whose payload does not match their event type's newest schema" }
+            }
+            button type="submit" { "Save application" }
+        }
+    }
+}
+
+async fn edit_app(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> Response {
+    let form = Form::parse(&body);
+    let s = match c.post_session(&headers, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = match settings::app_patch_body(&form) {
+        Ok(body) => {
+            c.api(
+                &s.token,
+                Method::PATCH,
+                &format!("app/{}", seg(&app)),
+                Some(body.to_string()),
+            )
+            .await
+        }
+        Err(f) => Err(f),
+    };
+    match result {
+        Ok(a) => redirect(&format!("/apps/{}?done=app-saved", seg(text(&a, "id")))),
+        Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
+        Err(f) => {
+            let refused = Refused::new("app-edit", &form, f);
+            app_view(&c, &headers, &s, &app, &HashMap::new(), refused).await
+        }
+    }
+}
+
 async fn delete_app(
     State(c): State<Console>,
     headers: HeaderMap,
@@ -817,16 +889,37 @@ async fn app_view(
         health.push((stats, last, day));
     }
     let iterator = q.get("iterator").map(String::as_str).unwrap_or("");
-    let mut msg_path = format!("{base}/msg?limit={MESSAGES_PER_PAGE}&with_content=false");
+    let filters = LogFilters::from_query(q);
+    let mut msg_path = format!(
+        "{base}/msg?limit={MESSAGES_PER_PAGE}&with_content=false{}",
+        filters.api_query()
+    );
     if !iterator.is_empty() {
         msg_path.push_str(&format!("&iterator={}", seg(iterator)));
     }
-    let messages = match c.api_get(&s.token, &msg_path).await {
-        Ok(p) => p,
+    // A filter the API refuses shows its message next to the filter, over no rows.
+    let (messages, filter_errors) = match c.api_get(&s.token, &msg_path).await {
+        Ok(p) => (p, Refused::default()),
+        Err(Failure::Invalid(list)) => (
+            Value::Null,
+            Refused::new("filter", &Form(q.clone()), Failure::Invalid(list)),
+        ),
         Err(f) => return c.failed(headers, s, f),
     };
     let app_url = format!("/apps/{}", seg(&id));
-    let status = if refused.errors.is_empty() {
+    let log_url = |it: Option<&str>| {
+        let mut pairs = filters.page_query();
+        if let Some(it) = it {
+            pairs.push(("iterator", it.to_string()));
+        }
+        let qs = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        if qs.is_empty() {
+            format!("{app_url}#messages")
+        } else {
+            format!("{app_url}?{qs}#messages")
+        }
+    };
+    let status = if refused.errors.is_empty() && filter_errors.errors.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
@@ -901,11 +994,25 @@ async fn app_view(
             }
             section aria-labelledby="messages" {
                 h2 #messages { "Messages" }
-                (message_table(&app_url, &messages))
+                form.filters method="get" action=(app_url) role="search" aria-label="Filter messages" {
+                    (general_errors(filter_errors.general("filter", &["event_types", "channel", "after", "before"])))
+                    (text_field("Event types (comma-separated)", "eventTypes", &filters.event_types, filter_errors.field("filter", "event_types"), html!{}, false))
+                    (text_field("Channel", "channel", &filters.channel, filter_errors.field("filter", "channel"), html!{}, false))
+                    (datetime_field("Created after (UTC)", "after", &filters.after, filter_errors.field("filter", "after"), false))
+                    (datetime_field("Created before (UTC)", "before", &filters.before, filter_errors.field("filter", "before"), false))
+                    div.filter-actions {
+                        button type="submit" { "Filter" }
+                        @if filters.any() { " " a href=(format!("{app_url}#messages")) { "Clear filters" } }
+                    }
+                }
+                p.hint { "Delivery status is per endpoint: see a message's page, or an endpoint's attempts." }
+                @if filter_errors.errors.is_empty() {
+                    (message_table(&app_url, &messages))
+                }
                 p.pager {
-                    @if !iterator.is_empty() { a href=(app_url) { "Newest" } " " }
+                    @if !iterator.is_empty() { a href=(log_url(None)) { "Newest" } " " }
                     @if !messages["done"].as_bool().unwrap_or(true) {
-                        a href=(format!("{app_url}?iterator={}", seg(text(&messages, "iterator")))) { "Older messages" }
+                        a href=(log_url(Some(text(&messages, "iterator")))) { "Older messages" }
                     }
                 }
                 details.card open[refused.form == "message"] {
@@ -919,6 +1026,10 @@ async fn app_view(
                     }
                 }
             }
+            details.card open[refused.form == "app-edit"] {
+                summary { "Edit this application" }
+                (app_edit_form(&app_url, s, &app, &refused))
+            }
             details.card.danger {
                 summary { "Delete this application" }
                 p { "Deletes the application with its endpoints, messages and attempts. This cannot be undone." }
@@ -929,6 +1040,67 @@ async fn app_view(
             }
         },
     )
+}
+
+/// The message log's filters, as typed into the application page's filter form.
+#[derive(Debug, Default, PartialEq)]
+struct LogFilters {
+    event_types: String,
+    channel: String,
+    /// `datetime-local` values (UTC).
+    after: String,
+    before: String,
+}
+
+impl LogFilters {
+    fn from_query(q: &HashMap<String, String>) -> Self {
+        let get = |k: &str| q.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+        LogFilters {
+            event_types: get("eventTypes"),
+            channel: get("channel"),
+            after: get("after"),
+            before: get("before"),
+        }
+    }
+
+    fn any(&self) -> bool {
+        *self != LogFilters::default()
+    }
+
+    /// The API's list parameters for these filters (`&name=value...`).
+    fn api_query(&self) -> String {
+        let mut pairs = Vec::new();
+        if !self.event_types.is_empty() {
+            pairs.push(("event_types", self.event_types.clone()));
+        }
+        if !self.channel.is_empty() {
+            pairs.push(("channel", self.channel.clone()));
+        }
+        if !self.after.is_empty() {
+            pairs.push(("after", utc_time(&self.after)));
+        }
+        if !self.before.is_empty() {
+            pairs.push(("before", utc_time(&self.before)));
+        }
+        match serde_urlencoded::to_string(&pairs) {
+            Ok(qs) if !qs.is_empty() => format!("&{qs}"),
+            _ => String::new(),
+        }
+    }
+
+    /// The console page's query for these filters (to keep them while paging).
+    fn page_query(&self) -> Vec<(&'static str, String)> {
+        [
+            ("eventTypes", &self.event_types),
+            ("channel", &self.channel),
+            ("after", &self.after),
+            ("before", &self.before),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, v.clone()))
+        .collect()
+    }
 }
 
 pub(crate) fn ep_state(ep: &Value) -> Markup {

@@ -159,6 +159,101 @@ pub(crate) fn put_body(form: &Form, current: &Value) -> Result<Value, Failure> {
     Ok(Value::Object(body))
 }
 
+/// The application edit form's fields as the API names them.
+pub(crate) const APP_FIELDS: &[&str] = &[
+    "name",
+    "uid",
+    "throttleRate",
+    "retryPolicy",
+    "metadata",
+    "validatePayloads",
+];
+
+/// The application edit form's values for application `a` (the form's fields are
+/// named `app...` so as not to clash with the page's other forms).
+pub(crate) fn app_form_values(a: &Value) -> Vec<(&'static str, String)> {
+    let retry = match &a["retryPolicy"] {
+        Value::Null => String::new(),
+        p => serde_json::to_string_pretty(p).unwrap_or_default(),
+    };
+    let metadata = a["metadata"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    vec![
+        ("appName", text(a, "name").to_string()),
+        ("appUid", text(a, "uid").to_string()),
+        (
+            "appThrottleRate",
+            a["throttleRate"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+        ),
+        ("appRetryPolicy", retry),
+        ("appMetadata", metadata),
+    ]
+}
+
+/// The `PATCH .../app/{id}` body for the edit form: an emptied field clears the setting.
+pub(crate) fn app_patch_body(form: &Form) -> Result<Value, Failure> {
+    let mut errors = Vec::new();
+    let mut body = Map::new();
+    body.insert("name".into(), json!(form.get("appName").trim()));
+    let uid = form.get("appUid").trim();
+    body.insert(
+        "uid".into(),
+        if uid.is_empty() { Value::Null } else { json!(uid) },
+    );
+    body.insert(
+        "throttleRate".into(),
+        number_or_text(form.get("appThrottleRate")).unwrap_or(Value::Null),
+    );
+    let retry = form.get("appRetryPolicy").trim();
+    if retry.is_empty() {
+        body.insert("retryPolicy".into(), Value::Null);
+    } else {
+        match serde_json::from_str::<Value>(retry) {
+            Ok(v) => {
+                body.insert("retryPolicy".into(), v);
+            }
+            Err(e) => errors.push(("retryPolicy".into(), format!("is not valid JSON: {e}"))),
+        }
+    }
+    let mut metadata = Map::new();
+    for (i, line) in form.get("appMetadata").lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((k, v)) => {
+                metadata.insert(k.trim().to_string(), json!(v.trim()));
+            }
+            None => {
+                errors.push((
+                    "metadata".into(),
+                    format!("line {} is not `key=value`: one entry per line", i + 1),
+                ));
+                break;
+            }
+        }
+    }
+    body.insert("metadata".into(), Value::Object(metadata));
+    body.insert(
+        "validatePayloads".into(),
+        json!(form.get("validatePayloads") == "on"),
+    );
+    if !errors.is_empty() {
+        return Err(Failure::Invalid(errors));
+    }
+    Ok(Value::Object(body))
+}
+
 /// Comma-separated form input as a JSON list (`None` when empty: "all").
 pub(crate) fn comma_list(s: &str) -> Option<Vec<String>> {
     let list: Vec<String> = s

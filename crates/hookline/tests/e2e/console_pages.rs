@@ -446,3 +446,103 @@ async fn endpoint_charts_and_health_show_the_attempts_made() {
         .await;
     assert!(e["failingSince"].is_string(), "{e}");
 }
+
+#[tokio::test]
+async fn the_message_log_filters_through_the_api_and_the_application_is_edited() {
+    let server = Server::start().await;
+    let api = server.client();
+    let app = api
+        .create("/api/v1/app", json!({"name": "Shop", "uid": "shop-1"}))
+        .await;
+    let app = app["id"].as_str().unwrap().to_string();
+    let mut ids = std::collections::HashMap::new();
+    for (event_type, channel) in [
+        ("order.created", "eu"),
+        ("order.paid", "us"),
+        ("order.created", "us"),
+        ("user.deleted", "eu"),
+    ] {
+        let m = api
+            .create(
+                &format!("/api/v1/app/{app}/msg"),
+                json!({"eventType": event_type, "payload": {}, "channels": [channel]}),
+            )
+            .await;
+        ids.insert(
+            format!("{event_type}/{channel}"),
+            m["id"].as_str().unwrap().to_string(),
+        );
+    }
+    let op = Operator::sign_in(&server).await;
+    let shown = |page: &str| {
+        let mut found: Vec<String> = ids
+            .iter()
+            .filter(|(_, id)| page.contains(id.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        found.sort();
+        found
+    };
+    let (status, page) = op.get(&format!("/apps/{app}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(shown(&page).len(), 4);
+    let (_, page) = op
+        .get(&format!("/apps/{app}?eventTypes=order.created"))
+        .await;
+    assert_eq!(shown(&page), ["order.created/eu", "order.created/us"]);
+    assert!(page.contains("value=\"order.created\""), "the filter stays filled");
+    let (_, page) = op
+        .get(&format!("/apps/{app}?eventTypes=order.created,+order.paid&channel=us"))
+        .await;
+    assert_eq!(shown(&page), ["order.created/us", "order.paid/us"]);
+    let (_, page) = op
+        .get(&format!("/apps/{app}?after=2999-01-01T00:00"))
+        .await;
+    assert!(shown(&page).is_empty());
+    let (_, page) = op
+        .get(&format!("/apps/{app}?before=2999-01-01T00:00&channel=eu"))
+        .await;
+    assert_eq!(shown(&page), ["order.created/eu", "user.deleted/eu"]);
+    // A time the API cannot read: its message next to the filter.
+    let (status, page) = op.get(&format!("/apps/{app}?after=soon")).await;
+    assert_eq!(status, 422, "{page}");
+    assert!(element_text(&page, "f-after-error").is_some(), "{page}");
+
+    // Edit the application: refused as the API says, then saved.
+    let path = format!("/apps/{app}/edit");
+    let form = |name: &'static str, rate: &'static str, metadata: &'static str| {
+        vec![
+            ("appName", name),
+            ("appUid", "shop-1"),
+            ("appThrottleRate", rate),
+            ("appRetryPolicy", ""),
+            ("appMetadata", metadata),
+        ]
+    };
+    let (_, before) = api.get(&format!("/api/v1/app/{app}")).await;
+    for (f, error_id) in [
+        (form("", "", ""), "f-appName-error"),
+        (form("Shop", "0", ""), "f-appThrottleRate-error"),
+        (form("Shop", "", "no equals sign"), "f-appMetadata-error"),
+    ] {
+        let (status, _, page) = op.post(&path, &f).await;
+        assert_eq!(status, 422, "{f:?}: {page}");
+        assert!(element_text(&page, error_id).is_some(), "{f:?}: {page}");
+        let (_, now) = api.get(&format!("/api/v1/app/{app}")).await;
+        assert_eq!(now, before);
+    }
+    let mut f = form("Shop EU", "25", "team=payments\nregion = eu");
+    f[1].1 = "";
+    f[3].1 = r#"{"kind": "none"}"#;
+    f.push(("validatePayloads", "on"));
+    let (status, location, _) = op.post(&path, &f).await;
+    assert_eq!(status, 303);
+    assert!(location.ends_with("?done=app-saved"), "{location}");
+    let (_, a) = api.get(&format!("/api/v1/app/{app}")).await;
+    assert_eq!(a["name"], "Shop EU");
+    assert_eq!(a["uid"], Value::Null);
+    assert_eq!(a["throttleRate"], 25);
+    assert_eq!(a["retryPolicy"], json!({"kind": "none"}));
+    assert_eq!(a["metadata"], json!({"team": "payments", "region": "eu"}));
+    assert_eq!(a["validatePayloads"], true);
+}

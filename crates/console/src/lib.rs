@@ -28,6 +28,7 @@ mod json;
 mod pages;
 mod portal;
 mod settings;
+mod system;
 pub mod session;
 
 use std::sync::Arc;
@@ -108,6 +109,7 @@ impl Console {
 pub fn router(console: Console) -> Router {
     pages::router()
         .merge(event_types::router())
+        .merge(system::router())
         .merge(portal::router())
         .with_state(console.clone())
         .layer(axum::middleware::from_fn_with_state(

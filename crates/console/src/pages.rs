@@ -306,6 +306,7 @@ fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
                         nav aria-label="Main" {
                             a href="/apps" { "Applications" }
                             a href="/event-types" { "Event types" }
+                            a href="/system" { "System" }
                         }
                         form.signout method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(s.csrf);

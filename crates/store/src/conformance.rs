@@ -246,6 +246,25 @@ async fn an_endpoints_attempts_are_bucketed_by_time_with_outcomes_and_percentile
         .await
         .unwrap()
         .is_empty());
+
+    // Every endpoint's: the other application's failed attempt joins bucket 0.
+    let all = store.attempt_buckets(since, until, hour).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|b| (b.index, b.succeeded, b.failed, b.p50_ms, b.p99_ms))
+            .collect::<Vec<_>>(),
+        [(0, 4, 2, 20, 500), (2, 2, 0, 7, 30_000)]
+    );
+
+    // Failing endpoints: those whose newest attempt failed (the first endpoint's last
+    // reported attempt was the one at `until`, a failure), longest failing first.
+    let (failing, count) = store.failing_endpoints(10).await.unwrap();
+    assert_eq!(count, 2);
+    let since_of: Vec<_> = failing.iter().map(|e| e.failing_since.unwrap()).collect();
+    assert!(since_of.windows(2).all(|w| w[0] <= w[1]), "{since_of:?}");
+    let (one, count) = store.failing_endpoints(1).await.unwrap();
+    assert_eq!((one.len(), count), (1, 2));
+    assert_eq!(one[0].id, failing[0].id);
 }
 
 // --- tokens --------------------------------------------------------------------------

@@ -316,6 +316,18 @@ pub trait Store: DeliveryQueue {
         until: DateTime<Utc>,
         width: chrono::Duration,
     ) -> Result<Vec<AttemptBucket>>;
+    /// [`Store::endpoint_attempt_buckets`] over every endpoint's attempts: read by id
+    /// through the primary key, never the whole table.
+    async fn attempt_buckets(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        width: chrono::Duration,
+    ) -> Result<Vec<AttemptBucket>>;
+    /// Endpoints failing with no success since (`failing_since` set), the longest
+    /// failing first, at most `limit`, and how many there are in all. Reads the
+    /// endpoints table (small beside the attempts), not the attempts.
+    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<Endpoint>, u64)>;
     /// Delivery state of the messages sent to one endpoint, newest message first.
     async fn list_endpoint_deliveries(
         &self,

@@ -546,3 +546,75 @@ async fn the_message_log_filters_through_the_api_and_the_application_is_edited()
     assert_eq!(a["metadata"], json!({"team": "payments", "region": "eu"}));
     assert_eq!(a["validatePayloads"], true);
 }
+
+#[tokio::test]
+async fn the_system_page_shows_the_queue_attempts_per_minute_and_failing_endpoints() {
+    let server = Server::start_with(&["--allow-target", "127.0.0.0/8"]).await;
+    let receiver = crate::receiver::Receiver::start().await;
+    receiver.set("/down", crate::receiver::Behavior::Status(503, vec![]));
+    let api = server.client();
+    let mut eps = vec![];
+    for path in ["/up", "/down"] {
+        let (app, ep) = app_with_endpoint(
+            &api,
+            json!({"url": receiver.url(path), "retryPolicy": {"kind": "none"}}),
+        )
+        .await;
+        for _ in 0..2 {
+            api.create(
+                &format!("/api/v1/app/{app}/msg"),
+                json!({"eventType": "sys.test", "payload": {}}),
+            )
+            .await;
+        }
+        eps.push((app, ep));
+    }
+    for (app, ep) in &eps {
+        let (_, page) = api
+            .get_until(&format!("/api/v1/app/{app}/attempt/endpoint/{ep}"), |v| {
+                v["data"].as_array().unwrap().len() == 2
+            })
+            .await;
+        assert_eq!(page["data"].as_array().unwrap().len(), 2, "{page}");
+    }
+
+    // The API's figures, for admins only.
+    let (status, all) = api.get("/api/v1/stats/attempts?bucket_seconds=86400").await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!((all["succeeded"].as_u64(), all["failed"].as_u64()), (Some(2), Some(2)));
+    let (status, failing) = api.get("/api/v1/stats/failing-endpoints").await;
+    assert_eq!(status, 200);
+    assert_eq!(failing["total"], 1);
+    assert_eq!(failing["data"][0]["id"], eps[1].1.as_str());
+    let (status, body) = api.get("/api/v1/stats/failing-endpoints?limit=0").await;
+    assert_eq!((status, &body["detail"][0]["loc"]), (422, &json!(["query", "limit"])));
+    let (_, portal) = api
+        .post(&format!("/api/v1/auth/app-portal-access/{}", eps[0].0), json!({}))
+        .await;
+    let scoped = api.with_token(portal["token"].as_str());
+    for path in ["/api/v1/stats/attempts", "/api/v1/stats/failing-endpoints"] {
+        let (status, _) = scoped.get(path).await;
+        assert_eq!(status, 403, "{path}");
+    }
+
+    // The page: the queue's figures as /metrics has them, the attempts per minute, and
+    // the failing endpoint linked.
+    let op = Operator::sign_in(&server).await;
+    let (status, page) = op.get("/system").await;
+    assert_eq!(status, 200, "{page}");
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    let queued = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hookline_deliveries_queued "))
+        .expect("a queue figure in /metrics");
+    assert_eq!(element_text(&page, "queue-depth").as_deref(), Some(queued));
+    assert!(element_text(&page, "delivery-lag").unwrap().ends_with(" s"), "{page}");
+    assert_eq!(element_text(&page, "failing-count").as_deref(), Some("1"));
+    assert!(page.contains("2 delivered and 2 failed per minute over the last hour"), "{page}");
+    let bars = page.matches("class=\"bar ok\"").count();
+    assert!((1..=2).contains(&bars), "{bars}");
+    assert!(page.contains(&format!("href=\"/apps/{}/endpoints/{}\"", eps[1].0, eps[1].1)));
+    assert!(!page.contains(&format!("href=\"/apps/{}/endpoints/{}\"", eps[0].0, eps[0].1)));
+    assert!(page.contains("hookline_attempts_total{outcome=&quot;delivered&quot;}"), "{page}");
+    assert!(page.contains("href=\"/system\""), "linked from the navigation");
+}

@@ -1045,6 +1045,21 @@ impl Store for PgStore {
             .await
     }
 
+    async fn attempt_buckets(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        width: chrono::Duration,
+    ) -> Result<Vec<AttemptBucket>> {
+        let client = self.client().await?;
+        deliveries::attempt_buckets(&client, since, until, width).await
+    }
+
+    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<Endpoint>, u64)> {
+        let client = self.client().await?;
+        deliveries::failing_endpoints(&client, limit).await
+    }
+
     async fn list_endpoint_deliveries(
         &self,
         app_id: &str,

@@ -687,4 +687,24 @@ async fn attempt_buckets_count_recent_and_keyed_attempts_and_walk_the_keys() {
         !plan.iter().any(|p| p.starts_with("SCAN attempts")),
         "{plan:#?}"
     );
+    // Every endpoint's attempts: by the primary key's range.
+    let plan: Vec<String> = store
+        .read(|c| {
+            let mut stmt = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", store::all_attempt_buckets_sql()))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![0, 1, 1, "atmpt_0", "atmpt_1"], |r| r.get::<_, String>(3))
+                .map_err(backend)?;
+            rows.collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(backend)
+        })
+        .await
+        .unwrap();
+    assert!(
+        plan.iter()
+            .any(|p| p.starts_with("SEARCH attempts USING INDEX sqlite_autoindex_attempts")
+                && p.contains("(id>? AND id<?)")),
+        "{plan:#?}"
+    );
 }

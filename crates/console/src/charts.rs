@@ -80,7 +80,11 @@ fn frame(b: &[Bucket], top_label: &str) -> Markup {
             let step = (WIDTH - LEFT - RIGHT) / n as f64;
             let mut t = vec![(LEFT, label(b[0].start, long), "start")];
             if n > 2 {
-                t.push((LEFT + step * (n / 2) as f64, label(b[n / 2].start, long), "middle"));
+                t.push((
+                    LEFT + step * (n / 2) as f64,
+                    label(b[n / 2].start, long),
+                    "middle",
+                ));
             }
             t.push((WIDTH - RIGHT, label(b[n - 1].start, long), "end"));
             t
@@ -155,7 +159,10 @@ pub(crate) fn attempts_chart(b: &[Bucket], id: &str, what: &str) -> Markup {
 pub(crate) fn latency_chart(b: &[Bucket], id: &str, what: &str) -> Markup {
     let max = b.iter().filter_map(|x| x.p99_ms).max().unwrap_or(0);
     let long = spans_days(b);
-    let worst = b.iter().filter(|x| x.p99_ms.is_some()).max_by_key(|x| x.p99_ms);
+    let worst = b
+        .iter()
+        .filter(|x| x.p99_ms.is_some())
+        .max_by_key(|x| x.p99_ms);
     let summary = match worst {
         None => format!("No attempts {what}."),
         Some(x) => format!(
@@ -262,8 +269,14 @@ mod tests {
         let svg = attempts_chart(&b, "c", "x").into_string();
         // Bucket 0: 4 attempts (the most): 3 delivered from the base, 1 failed on top.
         let full = plot_height();
-        assert!(svg.contains(&format!("height=\"{:.2}\"", full * 3.0 / 4.0)), "{svg}");
-        assert!(svg.contains(&format!("y=\"{:.2}\"", TOP)), "the stack reaches the top: {svg}");
+        assert!(
+            svg.contains(&format!("height=\"{:.2}\"", full * 3.0 / 4.0)),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(&format!("y=\"{:.2}\"", TOP)),
+            "the stack reaches the top: {svg}"
+        );
     }
 
     #[test]

@@ -19,8 +19,7 @@ use maud::{html, Markup};
 use serde_json::{json, Value};
 
 use crate::pages::{
-    csrf, general_errors, notice, page, text, text_field, textarea_field, timestamp, Form,
-    Refused,
+    csrf, general_errors, notice, page, text, text_field, textarea_field, timestamp, Form, Refused,
 };
 use crate::session::Session;
 use crate::{redirect, seg, Console, Failure};
@@ -194,8 +193,13 @@ async fn create(State(c): State<Console>, headers: HeaderMap, body: Bytes) -> Re
             if let Some(v) = schemas {
                 input["schemas"] = v;
             }
-            c.api(&s.token, Method::POST, "event-type", Some(input.to_string()))
-                .await
+            c.api(
+                &s.token,
+                Method::POST,
+                "event-type",
+                Some(input.to_string()),
+            )
+            .await
         }
         Err(f) => Err(f),
     };
@@ -232,7 +236,10 @@ async fn one_view(
     q: &HashMap<String, String>,
     refused: Refused,
 ) -> Response {
-    let et = match c.api_get(&s.token, &format!("event-type/{}", seg(name))).await {
+    let et = match c
+        .api_get(&s.token, &format!("event-type/{}", seg(name)))
+        .await
+    {
         Ok(v) => v,
         Err(f) => return c.failed(headers, s, f),
     };

@@ -27,9 +27,9 @@ mod event_types;
 mod json;
 mod pages;
 mod portal;
+pub mod session;
 mod settings;
 mod system;
-pub mod session;
 
 use std::sync::Arc;
 

@@ -17,8 +17,8 @@ use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 use serde_json::{json, Value};
 
-use crate::session::{self, Session};
 use crate::charts;
+use crate::session::{self, Session};
 use crate::settings::{self, comma_list};
 use crate::{json, over_https, redirect, seg, Console, Failure};
 
@@ -157,9 +157,7 @@ impl Refused {
         self.errors
             .iter()
             .filter(|(f, _)| {
-                f != name
-                    && field_matches(f, name)
-                    && !shown.iter().any(|s| field_matches(f, s))
+                f != name && field_matches(f, name) && !shown.iter().any(|s| field_matches(f, s))
             })
             .map(|(_, m)| m.as_str())
             .collect()
@@ -203,7 +201,11 @@ impl Console {
     /// The session of a form post, if the post is allowed: signed in, sent by a page of
     /// this origin, with this session's CSRF token.
     #[allow(clippy::result_large_err)]
-    pub(crate) fn post_session(&self, headers: &HeaderMap, form: &Form) -> Result<Session, Response> {
+    pub(crate) fn post_session(
+        &self,
+        headers: &HeaderMap,
+        form: &Form,
+    ) -> Result<Session, Response> {
         if cross_site(headers) {
             return Err(forbidden());
         }
@@ -448,9 +450,15 @@ fn datetime_field(
 /// else goes to the API as typed, for it to refuse naming the field.
 pub(crate) fn utc_time(s: &str) -> String {
     let s = s.trim();
-    for format in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f"] {
+    for format in [
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%.f",
+    ] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, format) {
-            return t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            return t
+                .and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         }
     }
     s.to_string()
@@ -1613,7 +1621,10 @@ async fn endpoint_view(
     let ep_url = format!("{app_url}/endpoints/{}", seg(&ep_id));
     let disabled = e["disabled"].as_bool().unwrap_or(false);
     let headers_v = c
-        .api_get(&s.token, &format!("{base}/endpoint/{}/headers", seg(&ep_id)))
+        .api_get(
+            &s.token,
+            &format!("{base}/endpoint/{}/headers", seg(&ep_id)),
+        )
         .await
         .unwrap_or(Value::Null);
     let week = q.get("range").is_some_and(|r| r == "7d");
@@ -1739,10 +1750,18 @@ fn settings_form(
     refused: &Refused,
 ) -> Markup {
     let current: HashMap<&str, String> = settings::form_values(e, headers).into_iter().collect();
-    let v = |name: &str| refused.value("settings", name, current.get(name).map(String::as_str).unwrap_or(""));
+    let v = |name: &str| {
+        refused.value(
+            "settings",
+            name,
+            current.get(name).map(String::as_str).unwrap_or(""),
+        )
+    };
     let err = |api_field: &str| refused.field("settings", api_field);
     // An error about the signature as a whole (an unknown scheme) shows at the scheme.
-    let scheme_error = refused.field_exact("settings", "signature").or_else(|| err("signature.scheme"));
+    let scheme_error = refused
+        .field_exact("settings", "signature")
+        .or_else(|| err("signature.scheme"));
     let header_error = err("signature.header");
     let svix_error = err("signature.svixHeaders");
     let hint = |t: &str| html! { span.hint { (t) } };
@@ -1763,6 +1782,7 @@ fn settings_form(
             (text_field("Signature header (hmac-sha256-hex only)", "signatureHeader", v("signatureHeader"), header_error, html!{}, false))
             (select_field("Also send svix-* headers (standard and ed25519)", "svixHeaders", &[("default", "Server default"), ("yes", "Yes"), ("no", "No")], v("svixHeaders"), svix_error))
             (textarea_field("Custom headers (one Name: value per line)", "headers", v("headers"), err("headers")))
+            p.hint { "Values are not shown: " code { (settings::KEPT) } " keeps a header's current value." }
             button type="submit" { "Save settings" }
         }
     }
@@ -1850,14 +1870,23 @@ async fn endpoint_action(
             }
         }
         "settings" => {
-            let result = match c.api_get(&s.token, &api_path).await {
-                Ok(current) => match settings::put_body(&form, &current) {
-                    Ok(body) => {
-                        c.api(&s.token, Method::PUT, &api_path, Some(body.to_string()))
-                            .await
+            let current = match c.api_get(&s.token, &api_path).await {
+                Ok(e) => c
+                    .api_get(&s.token, &format!("{api_path}/headers"))
+                    .await
+                    .map(|h| (e, h)),
+                Err(f) => Err(f),
+            };
+            let result = match current {
+                Ok((current, headers_now)) => {
+                    match settings::put_body(&form, &current, &headers_now) {
+                        Ok(body) => {
+                            c.api(&s.token, Method::PUT, &api_path, Some(body.to_string()))
+                                .await
+                        }
+                        Err(f) => Err(f),
                     }
-                    Err(f) => Err(f),
-                },
+                }
                 Err(f) => Err(f),
             };
             match result {
@@ -1875,7 +1904,10 @@ async fn endpoint_action(
                 body["until"] = json!(utc_time(form.get("until")));
             }
             let path = format!("{api_path}/recover");
-            match c.api(&s.token, Method::POST, &path, Some(body.to_string())).await {
+            match c
+                .api(&s.token, Method::POST, &path, Some(body.to_string()))
+                .await
+            {
                 Ok(out) => redirect(&format!(
                     "{page_url}?done=recovered&n={}",
                     out["recovered"].as_u64().unwrap_or(0)

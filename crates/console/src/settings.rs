@@ -35,7 +35,10 @@ pub(crate) const FIELDS: &[&str] = &[
 pub(crate) const SCHEMES: &[(&str, &str)] = &[
     ("standard", "Standard Webhooks (HMAC, whsec_)"),
     ("ed25519", "Standard Webhooks (ed25519, whsk_)"),
-    ("hmac-sha256-hex", "Hex HMAC-SHA256 of the body in one header"),
+    (
+        "hmac-sha256-hex",
+        "Hex HMAC-SHA256 of the body in one header",
+    ),
     ("none", "None"),
 ];
 
@@ -64,11 +67,13 @@ pub(crate) fn form_values(e: &Value, headers: &Value) -> Vec<(&'static str, Stri
         Value::Null => String::new(),
         p => serde_json::to_string_pretty(p).unwrap_or_default(),
     };
+    // Header values are often credentials: like the secret, they are not put in the
+    // page; a masked value keeps the header's current one.
     let header_lines = headers["headers"]
         .as_object()
         .map(|h| {
-            h.iter()
-                .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or("")))
+            h.keys()
+                .map(|k| format!("{k}: {KEPT}"))
                 .collect::<Vec<_>>()
                 .join("\n")
         })
@@ -92,16 +97,22 @@ pub(crate) fn form_values(e: &Value, headers: &Value) -> Vec<(&'static str, Stri
     ]
 }
 
+/// A custom header's value as the settings form shows it: the value stays as it is.
+pub(crate) const KEPT: &str = "••••••";
+
 /// The PUT body for the settings in `form`, keeping what the form does not edit
-/// (`disabled`, `metadata`, `uid`, the secrets) as endpoint `current` has it.
-pub(crate) fn put_body(form: &Form, current: &Value) -> Result<Value, Failure> {
+/// (`disabled`, `metadata`, `uid`, the secrets) as endpoint `current` has it, and the
+/// value of each header typed with the masked value as `current_headers` (the API's
+/// `{"headers": {...}}`) has it.
+pub(crate) fn put_body(
+    form: &Form,
+    current: &Value,
+    current_headers: &Value,
+) -> Result<Value, Failure> {
     let mut errors = Vec::new();
     let mut body = Map::new();
     body.insert("url".into(), json!(form.get("url").trim()));
-    body.insert(
-        "description".into(),
-        json!(form.get("description").trim()),
-    );
+    body.insert("description".into(), json!(form.get("description").trim()));
     for name in ["filterTypes", "channels"] {
         if let Some(items) = comma_list(form.get(name)) {
             body.insert(name.into(), json!(items));
@@ -140,7 +151,7 @@ pub(crate) fn put_body(form: &Form, current: &Value) -> Result<Value, Failure> {
         _ => {}
     }
     body.insert("signature".into(), Value::Object(sig));
-    match header_lines(form.get("headers")) {
+    match header_lines(form.get("headers"), &current_headers["headers"]) {
         Ok(h) => {
             body.insert("headers".into(), Value::Object(h));
         }
@@ -208,7 +219,11 @@ pub(crate) fn app_patch_body(form: &Form) -> Result<Value, Failure> {
     let uid = form.get("appUid").trim();
     body.insert(
         "uid".into(),
-        if uid.is_empty() { Value::Null } else { json!(uid) },
+        if uid.is_empty() {
+            Value::Null
+        } else {
+            json!(uid)
+        },
     );
     body.insert(
         "throttleRate".into(),
@@ -279,8 +294,9 @@ pub(crate) fn number_or_text(s: &str) -> Option<Value> {
     )
 }
 
-/// Custom headers typed one `Name: value` per line (blank lines skipped).
-fn header_lines(s: &str) -> Result<Map<String, Value>, String> {
+/// Custom headers typed one `Name: value` per line (blank lines skipped); a value of
+/// [`KEPT`] is the header's value in `current`.
+fn header_lines(s: &str, current: &Value) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     for (i, line) in s.lines().enumerate() {
         if line.trim().is_empty() {
@@ -292,7 +308,21 @@ fn header_lines(s: &str) -> Result<Map<String, Value>, String> {
                 i + 1
             ));
         };
-        out.insert(name.trim().to_string(), json!(value.trim()));
+        let (name, value) = (name.trim(), value.trim());
+        let value = if value == KEPT {
+            match current.get(name) {
+                Some(v) => v.clone(),
+                None => {
+                    return Err(format!(
+                        "line {}: {name} has no current value to keep; type its value",
+                        i + 1
+                    ))
+                }
+            }
+        } else {
+            json!(value)
+        };
+        out.insert(name.to_string(), value);
     }
     Ok(out)
 }
@@ -335,7 +365,7 @@ mod tests {
             ("svixHeaders", "yes"),
             ("headers", "X-A: 1\n\nX-B:two: parts\n"),
         ]);
-        let body = put_body(&f, &current).unwrap();
+        let body = put_body(&f, &current, &json!({"headers": {"X-B": "old"}})).unwrap();
         assert_eq!(
             body,
             json!({
@@ -361,12 +391,32 @@ mod tests {
             ("signatureScheme", "standard"),
             ("headers", "X-A: 1\nno colon here"),
         ]);
-        let Err(Failure::Invalid(errors)) = put_body(&f, &json!({})) else {
+        let Err(Failure::Invalid(errors)) = put_body(&f, &json!({}), &Value::Null) else {
             panic!("refused")
         };
         let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(fields, ["retryPolicy", "headers"]);
         assert!(errors[1].1.contains("line 2"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_masked_header_value_keeps_the_current_one() {
+        let f = form(&[
+            ("url", "https://example.com"),
+            ("signatureScheme", "standard"),
+            ("headers", &format!("Authorization: {KEPT}\nX-New: 2")),
+        ]);
+        let current = json!({"headers": {"Authorization": "Bearer s3cret", "X-Old": "1"}});
+        let body = put_body(&f, &json!({}), &current).unwrap();
+        assert_eq!(
+            body["headers"],
+            json!({"Authorization": "Bearer s3cret", "X-New": "2"})
+        );
+        let f = form(&[
+            ("url", "https://example.com"),
+            ("headers", &format!("X-Unknown: {KEPT}")),
+        ]);
+        assert!(put_body(&f, &json!({}), &current).is_err());
     }
 
     #[test]
@@ -377,10 +427,9 @@ mod tests {
             "retryPolicy": {"kind": "none"},
             "signature": {"scheme": "standard", "svixHeaders": false},
         });
-        let v: std::collections::HashMap<_, _> =
-            form_values(&e, &json!({"headers": {"X-A": "1"}}))
-                .into_iter()
-                .collect();
+        let v: std::collections::HashMap<_, _> = form_values(&e, &json!({"headers": {"X-A": "1"}}))
+            .into_iter()
+            .collect();
         assert_eq!(v["filterTypes"], "a, b");
         assert_eq!(v["channels"], "");
         assert_eq!(v["throttleRate"], "");
@@ -388,6 +437,10 @@ mod tests {
         assert_eq!(v["maxConcurrency"], "4");
         assert!(v["retryPolicy"].contains("\"kind\": \"none\""));
         assert_eq!(v["svixHeaders"], "no");
-        assert_eq!(v["headers"], "X-A: 1");
+        assert_eq!(
+            v["headers"],
+            format!("X-A: {KEPT}"),
+            "values stay off the page"
+        );
     }
 }

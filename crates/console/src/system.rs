@@ -119,7 +119,10 @@ async fn system(
         Ok(v) => v,
         Err(f) => return c.failed(&headers, &s, f),
     };
-    let failing = match c.api_get(&s.token, "stats/failing-endpoints?limit=50").await {
+    let failing = match c
+        .api_get(&s.token, "stats/failing-endpoints?limit=50")
+        .await
+    {
         Ok(v) => v,
         Err(f) => return c.failed(&headers, &s, f),
     };

@@ -193,7 +193,12 @@ async fn an_endpoints_attempts_are_bucketed_by_time_with_outcomes_and_percentile
             // Bucket 2: one, and one whose id was made after the window ended (it
             // finished late): it started inside, so it counts.
             at(since + hour * 2 + min(5), 7, true),
-            (until - min(1), until + chrono::Duration::seconds(50), 30_000, true),
+            (
+                until - min(1),
+                until + chrono::Duration::seconds(50),
+                30_000,
+                true,
+            ),
             // Outside the window: before it, and at its end.
             at(since - min(1), 1, false),
             at(until, 1, false),

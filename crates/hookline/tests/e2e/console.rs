@@ -240,7 +240,9 @@ fn expected_error(url: &str, status: u64) -> bool {
         (status, url),
         (401, u) if u.ends_with("/login") || u.ends_with("/api/v1/app")
     ) || (status == 422
-        && (url.ends_with("/endpoints") || url.ends_with("/settings") || url.ends_with("/event-types")))
+        && (url.ends_with("/endpoints")
+            || url.ends_with("/settings")
+            || url.ends_with("/event-types")))
         || (status == 404 && url.ends_with("/apps/app_doesnotexist"))
 }
 
@@ -321,7 +323,10 @@ async fn operator_flow_in_chromium() {
     let (status, eps) = api.get(&format!("/api/v1/app/{app_id}/endpoint")).await;
     assert_eq!(status, 200);
     let ep = &eps["data"][0];
-    assert_eq!(ep["url"], format!("{}?edited=1", receiver.url("/console-hook")));
+    assert_eq!(
+        ep["url"],
+        format!("{}?edited=1", receiver.url("/console-hook"))
+    );
     assert_eq!(ep["timeoutMs"], 2000);
     assert_eq!(ep["disabled"], true);
     let (_, secret) = api

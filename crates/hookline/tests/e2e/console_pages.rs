@@ -106,25 +106,68 @@ async fn endpoint_settings_are_edited_through_the_api_and_a_refusal_changes_noth
     // The page shows the current settings in the form.
     let (status, page) = op.get(&format!("/apps/{app}/endpoints/{ep}")).await;
     assert_eq!(status, 200);
-    assert!(page.contains("value=\"https://example.com/hook\""), "{page}");
-    assert!(page.contains("value=\"15000\""), "the default timeout: {page}");
+    assert!(
+        page.contains("value=\"https://example.com/hook\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("value=\"15000\""),
+        "the default timeout: {page}"
+    );
 
     // Each refusal: 422, the API's own message next to the field, what was typed kept,
     // and the endpoint as it was.
-    let refusals: &[(&[(&str, &str)], &str, &str)] = &[
-        (&[("url", "not a url")], "f-url-error", "must be an absolute http(s) URL"),
-        (&[("timeoutMs", "50")], "f-timeoutMs-error", "must be between 100 and 60000"),
-        (&[("timeoutMs", "soon")], "f-timeoutMs-error", "invalid type: string"),
-        (&[("maxConcurrency", "0")], "f-maxConcurrency-error", "must be between 1 and"),
-        (&[("throttleRate", "0")], "f-throttleRate-error", "must be between 1 and 100000"),
-        (&[("retryPolicy", "{\"kind\": \"sometimes\"}")], "f-retryPolicy-error", "unknown variant"),
-        (&[("retryPolicy", "{not json")], "f-retryPolicy-error", "is not valid JSON"),
+    // (the fields changed, the error element, a part of the API's message)
+    type Refusal<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let refusals: &[Refusal] = &[
         (
-            &[("signatureScheme", "hmac-sha256-hex"), ("signatureHeader", "")],
+            &[("url", "not a url")],
+            "f-url-error",
+            "must be an absolute http(s) URL",
+        ),
+        (
+            &[("timeoutMs", "50")],
+            "f-timeoutMs-error",
+            "must be between 100 and 60000",
+        ),
+        (
+            &[("timeoutMs", "soon")],
+            "f-timeoutMs-error",
+            "invalid type: string",
+        ),
+        (
+            &[("maxConcurrency", "0")],
+            "f-maxConcurrency-error",
+            "must be between 1 and",
+        ),
+        (
+            &[("throttleRate", "0")],
+            "f-throttleRate-error",
+            "must be between 1 and 100000",
+        ),
+        (
+            &[("retryPolicy", "{\"kind\": \"sometimes\"}")],
+            "f-retryPolicy-error",
+            "unknown variant",
+        ),
+        (
+            &[("retryPolicy", "{not json")],
+            "f-retryPolicy-error",
+            "is not valid JSON",
+        ),
+        (
+            &[
+                ("signatureScheme", "hmac-sha256-hex"),
+                ("signatureHeader", ""),
+            ],
             "f-signatureHeader-error",
             "",
         ),
-        (&[("headers", "webhook-id: mine")], "f-headers-error", "is set by hookline"),
+        (
+            &[("headers", "webhook-id: mine")],
+            "f-headers-error",
+            "is set by hookline",
+        ),
         (&[("headers", "no colon")], "f-headers-error", "Name: value"),
         // A valid URL beside an invalid field is not saved either.
         (
@@ -142,7 +185,10 @@ async fn endpoint_settings_are_edited_through_the_api_and_a_refusal_changes_noth
         assert!(shown.contains(message), "{changes:?}: {shown}");
         let (field, typed) = changes[changes.len() - 1];
         if !typed.contains('"') && !typed.contains('{') {
-            assert!(page.contains(typed), "{changes:?}: what was typed ({field}) is kept");
+            assert!(
+                page.contains(typed),
+                "{changes:?}: what was typed ({field}) is kept"
+            );
         }
         let (_, now) = api.get(&format!("/api/v1/app/{app}/endpoint/{ep}")).await;
         assert_eq!(now, before, "{changes:?} changed the endpoint");
@@ -157,7 +203,10 @@ async fn endpoint_settings_are_edited_through_the_api_and_a_refusal_changes_noth
         ("throttleRate", "10"),
         ("timeoutMs", "200"),
         ("maxConcurrency", "3"),
-        ("retryPolicy", "{\"kind\": \"fixed\", \"intervalSeconds\": 3600, \"giveUpAfterSeconds\": 172800}"),
+        (
+            "retryPolicy",
+            "{\"kind\": \"fixed\", \"intervalSeconds\": 3600, \"giveUpAfterSeconds\": 172800}",
+        ),
         ("signatureScheme", "hmac-sha256-hex"),
         ("signatureHeader", "X-Shop-Signature"),
         ("headers", "X-Team: blue\nX-Env: prod"),
@@ -189,6 +238,17 @@ async fn endpoint_settings_are_edited_through_the_api_and_a_refusal_changes_noth
     let (_, page) = op.get(&location).await;
     assert!(page.contains("Settings saved."));
     assert!(page.contains("value=\"X-Shop-Signature\""));
+    // Header values (often credentials) stay off the page; the mask keeps them.
+    assert!(page.contains("X-Team: ••••••"), "{page}");
+    assert!(!page.contains("blue"), "{page}");
+    let mut again = form.clone();
+    again.iter_mut().find(|(n, _)| *n == "headers").unwrap().1 = "X-Team: ••••••\nX-Env: staging";
+    let (status, _, _) = op.post(&path, &again).await;
+    assert_eq!(status, 303);
+    let (_, h) = api
+        .get(&format!("/api/v1/app/{app}/endpoint/{ep}/headers"))
+        .await;
+    assert_eq!(h["headers"], json!({"X-Env": "staging", "X-Team": "blue"}));
 
     // Emptied fields go back to the defaults; what the form does not edit stays.
     api.call(
@@ -198,7 +258,10 @@ async fn endpoint_settings_are_edited_through_the_api_and_a_refusal_changes_noth
     )
     .await;
     let (status, _, _) = op
-        .post(&path, &settings_form(&[("url", "https://example.com/changed")]))
+        .post(
+            &path,
+            &settings_form(&[("url", "https://example.com/changed")]),
+        )
         .await;
     assert_eq!(status, 303);
     let (_, e) = api.get(&format!("/api/v1/app/{app}/endpoint/{ep}")).await;
@@ -285,7 +348,11 @@ async fn event_types_are_listed_with_their_schemas_created_and_edited_through_th
         let (status, _, page) = op
             .post(
                 "/event-types",
-                &[("name", "order.created"), ("description", "An order"), ("schemas", schemas)],
+                &[
+                    ("name", "order.created"),
+                    ("description", "An order"),
+                    ("schemas", schemas),
+                ],
             )
             .await;
         assert_eq!(status, 422, "{schemas}: {page}");
@@ -295,7 +362,10 @@ async fn event_types_are_listed_with_their_schemas_created_and_edited_through_th
         assert_eq!(status, 404, "{schemas} created the event type");
     }
     let (status, _, page) = op
-        .post("/event-types", &[("name", "bad name!"), ("description", "x")])
+        .post(
+            "/event-types",
+            &[("name", "bad name!"), ("description", "x")],
+        )
         .await;
     assert_eq!(status, 422);
     assert!(element_text(&page, "f-name-error").is_some(), "{page}");
@@ -314,28 +384,55 @@ async fn event_types_are_listed_with_their_schemas_created_and_edited_through_th
         )
         .await;
     assert_eq!(status, 303);
-    assert_eq!(location, "/event-types/order.created?done=event-type-created");
+    assert_eq!(
+        location,
+        "/event-types/order.created?done=event-type-created"
+    );
     let (_, et) = api.get("/api/v1/event-type/order.created").await;
-    assert_eq!(et["schemas"], serde_json::from_str::<Value>(schema).unwrap());
+    assert_eq!(
+        et["schemas"],
+        serde_json::from_str::<Value>(schema).unwrap()
+    );
     assert_eq!(et["validatePayloads"], true);
     // The same name again: the API's conflict, shown on the form.
     let (status, _, page) = op
-        .post("/event-types", &[("name", "order.created"), ("description", "again")])
+        .post(
+            "/event-types",
+            &[("name", "order.created"), ("description", "again")],
+        )
         .await;
     assert_eq!(status, 422, "{page}");
-    assert!(page.contains("<p class=\"error\" role=\"alert\">"), "{page}");
+    assert!(
+        page.contains("<p class=\"error\" role=\"alert\">"),
+        "{page}"
+    );
 
     // Listed with its schema indented and its description escaped.
     let (status, page) = op.get("/event-types").await;
     assert_eq!(status, 200);
-    assert!(page.contains("href=\"/event-types/order.created\""), "{page}");
-    assert!(page.contains("An order &lt;b&gt;was&lt;/b&gt; placed"), "{page}");
-    assert!(page.contains("\n    &quot;required&quot;: ["), "indented: {page}");
+    assert!(
+        page.contains("href=\"/event-types/order.created\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("An order &lt;b&gt;was&lt;/b&gt; placed"),
+        "{page}"
+    );
+    assert!(
+        page.contains("\n    &quot;required&quot;: ["),
+        "indented: {page}"
+    );
 
     // Edited: an invalid schema changes nothing; a valid edit is saved.
     let path = "/event-types/order.created";
     let (status, _, page) = op
-        .post(path, &[("description", "changed"), ("schemas", r#"{"2": {"minLength": "x"}}"#)])
+        .post(
+            path,
+            &[
+                ("description", "changed"),
+                ("schemas", r#"{"2": {"minLength": "x"}}"#),
+            ],
+        )
         .await;
     assert_eq!(status, 422, "{page}");
     assert!(element_text(&page, "f-schemas-error")
@@ -346,7 +443,11 @@ async fn event_types_are_listed_with_their_schemas_created_and_edited_through_th
     let (status, location, _) = op
         .post(
             path,
-            &[("description", "changed"), ("schemas", ""), ("deprecated", "on")],
+            &[
+                ("description", "changed"),
+                ("schemas", ""),
+                ("deprecated", "on"),
+            ],
         )
         .await;
     assert_eq!(status, 303);
@@ -400,28 +501,49 @@ async fn endpoint_charts_and_health_show_the_attempts_made() {
         .get(&format!("{}?bucket_seconds=86400", stats(&eps[0])))
         .await;
     assert_eq!(status, 200, "{ok}");
-    assert_eq!((ok["succeeded"].as_u64(), ok["failed"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(
+        (ok["succeeded"].as_u64(), ok["failed"].as_u64()),
+        (Some(3), Some(0))
+    );
     assert_eq!(ok["buckets"].as_array().unwrap().len(), 1);
     assert!(ok["buckets"][0]["p99Ms"].as_u64().is_some());
     let (_, bad) = api.get(&stats(&eps[1])).await;
-    assert_eq!((bad["succeeded"].as_u64(), bad["failed"].as_u64()), (Some(0), Some(3)));
+    assert_eq!(
+        (bad["succeeded"].as_u64(), bad["failed"].as_u64()),
+        (Some(0), Some(3))
+    );
     assert_eq!(bad["buckets"].as_array().unwrap().len(), 24);
     for (query, field) in [
         ("bucket_seconds=10", "bucket_seconds"),
-        ("since=2020-01-01T00:00:00Z&until=2020-03-01T00:00:00Z", "since"),
-        ("since=2020-01-02T00:00:00Z&until=2020-01-01T00:00:00Z", "until"),
-        ("since=2020-01-01T00:00:00Z&until=2020-01-31T00:00:00Z&bucket_seconds=60", "bucket_seconds"),
+        (
+            "since=2020-01-01T00:00:00Z&until=2020-03-01T00:00:00Z",
+            "since",
+        ),
+        (
+            "since=2020-01-02T00:00:00Z&until=2020-01-01T00:00:00Z",
+            "until",
+        ),
+        (
+            "since=2020-01-01T00:00:00Z&until=2020-01-31T00:00:00Z&bucket_seconds=60",
+            "bucket_seconds",
+        ),
     ] {
         let (status, body) = api.get(&format!("{}?{query}", stats(&eps[0]))).await;
         assert_eq!(status, 422, "{query}: {body}");
-        assert_eq!(body["detail"][0]["loc"], json!(["query", field]), "{query}: {body}");
+        assert_eq!(
+            body["detail"][0]["loc"],
+            json!(["query", field]),
+            "{query}: {body}"
+        );
     }
 
     // The endpoint pages: a bar per outcome per hour with attempts (the three may
     // straddle an hour's end), in both windows, with the numbers in a table.
     let op = Operator::sign_in(&server).await;
     for range in ["", "?range=7d"] {
-        let (status, page) = op.get(&format!("/apps/{app}/endpoints/{}{range}", eps[0])).await;
+        let (status, page) = op
+            .get(&format!("/apps/{app}/endpoints/{}{range}", eps[0]))
+            .await;
         assert_eq!(status, 200);
         let bars = page.matches("class=\"bar ok\"").count();
         assert!((1..=2).contains(&bars), "{range}: {bars} bars");
@@ -438,8 +560,14 @@ async fn endpoint_charts_and_health_show_the_attempts_made() {
     // The application page: each endpoint's share delivered over the last day, and the
     // failing one says since when.
     let (_, page) = op.get(&format!("/apps/{app}")).await;
-    assert!(page.contains("100 %<br><span class=\"hint\">3 of 3 attempts"), "{page}");
-    assert!(page.contains("0.0 %<br><span class=\"hint\">0 of 3 attempts"), "{page}");
+    assert!(
+        page.contains("100 %<br><span class=\"hint\">3 of 3 attempts"),
+        "{page}"
+    );
+    assert!(
+        page.contains("0.0 %<br><span class=\"hint\">0 of 3 attempts"),
+        "{page}"
+    );
     assert_eq!(page.matches("Failing</span> since").count(), 1, "{page}");
     let (_, e) = api
         .get(&format!("/api/v1/app/{app}/endpoint/{}", eps[1]))
@@ -490,14 +618,17 @@ async fn the_message_log_filters_through_the_api_and_the_application_is_edited()
         .get(&format!("/apps/{app}?eventTypes=order.created"))
         .await;
     assert_eq!(shown(&page), ["order.created/eu", "order.created/us"]);
-    assert!(page.contains("value=\"order.created\""), "the filter stays filled");
+    assert!(
+        page.contains("value=\"order.created\""),
+        "the filter stays filled"
+    );
     let (_, page) = op
-        .get(&format!("/apps/{app}?eventTypes=order.created,+order.paid&channel=us"))
+        .get(&format!(
+            "/apps/{app}?eventTypes=order.created,+order.paid&channel=us"
+        ))
         .await;
     assert_eq!(shown(&page), ["order.created/us", "order.paid/us"]);
-    let (_, page) = op
-        .get(&format!("/apps/{app}?after=2999-01-01T00:00"))
-        .await;
+    let (_, page) = op.get(&format!("/apps/{app}?after=2999-01-01T00:00")).await;
     assert!(shown(&page).is_empty());
     let (_, page) = op
         .get(&format!("/apps/{app}?before=2999-01-01T00:00&channel=eu"))
@@ -581,15 +712,24 @@ async fn the_system_page_shows_the_queue_attempts_per_minute_and_failing_endpoin
     // The API's figures, for admins only.
     let (status, all) = api.get("/api/v1/stats/attempts?bucket_seconds=86400").await;
     assert_eq!(status, 200, "{all}");
-    assert_eq!((all["succeeded"].as_u64(), all["failed"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (all["succeeded"].as_u64(), all["failed"].as_u64()),
+        (Some(2), Some(2))
+    );
     let (status, failing) = api.get("/api/v1/stats/failing-endpoints").await;
     assert_eq!(status, 200);
     assert_eq!(failing["total"], 1);
     assert_eq!(failing["data"][0]["id"], eps[1].1.as_str());
     let (status, body) = api.get("/api/v1/stats/failing-endpoints?limit=0").await;
-    assert_eq!((status, &body["detail"][0]["loc"]), (422, &json!(["query", "limit"])));
+    assert_eq!(
+        (status, &body["detail"][0]["loc"]),
+        (422, &json!(["query", "limit"]))
+    );
     let (_, portal) = api
-        .post(&format!("/api/v1/auth/app-portal-access/{}", eps[0].0), json!({}))
+        .post(
+            &format!("/api/v1/auth/app-portal-access/{}", eps[0].0),
+            json!({}),
+        )
         .await;
     let scoped = api.with_token(portal["token"].as_str());
     for path in ["/api/v1/stats/attempts", "/api/v1/stats/failing-endpoints"] {
@@ -602,19 +742,42 @@ async fn the_system_page_shows_the_queue_attempts_per_minute_and_failing_endpoin
     let op = Operator::sign_in(&server).await;
     let (status, page) = op.get("/system").await;
     assert_eq!(status, 200, "{page}");
-    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let queued = metrics
         .lines()
         .find_map(|l| l.strip_prefix("hookline_deliveries_queued "))
         .expect("a queue figure in /metrics");
     assert_eq!(element_text(&page, "queue-depth").as_deref(), Some(queued));
-    assert!(element_text(&page, "delivery-lag").unwrap().ends_with(" s"), "{page}");
+    assert!(
+        element_text(&page, "delivery-lag").unwrap().ends_with(" s"),
+        "{page}"
+    );
     assert_eq!(element_text(&page, "failing-count").as_deref(), Some("1"));
-    assert!(page.contains("2 delivered and 2 failed per minute over the last hour"), "{page}");
+    assert!(
+        page.contains("2 delivered and 2 failed per minute over the last hour"),
+        "{page}"
+    );
     let bars = page.matches("class=\"bar ok\"").count();
     assert!((1..=2).contains(&bars), "{bars}");
-    assert!(page.contains(&format!("href=\"/apps/{}/endpoints/{}\"", eps[1].0, eps[1].1)));
-    assert!(!page.contains(&format!("href=\"/apps/{}/endpoints/{}\"", eps[0].0, eps[0].1)));
-    assert!(page.contains("hookline_attempts_total{outcome=&quot;delivered&quot;}"), "{page}");
-    assert!(page.contains("href=\"/system\""), "linked from the navigation");
+    assert!(page.contains(&format!(
+        "href=\"/apps/{}/endpoints/{}\"",
+        eps[1].0, eps[1].1
+    )));
+    assert!(!page.contains(&format!(
+        "href=\"/apps/{}/endpoints/{}\"",
+        eps[0].0, eps[0].1
+    )));
+    assert!(
+        page.contains("hookline_attempts_total{outcome=&quot;delivered&quot;}"),
+        "{page}"
+    );
+    assert!(
+        page.contains("href=\"/system\""),
+        "linked from the navigation"
+    );
 }

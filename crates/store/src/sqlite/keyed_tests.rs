@@ -656,7 +656,10 @@ async fn attempt_buckets_count_recent_and_keyed_attempts_and_walk_the_keys() {
     store.index_keys_now().await.unwrap();
     crate::conformance::record_attempts(&store, &rec, &a.id, &[at(6, 30)]).await;
     let split = read().await.unwrap();
-    assert_eq!((split[0].succeeded, split[0].p50_ms, split[0].p99_ms), (2, 10, 30));
+    assert_eq!(
+        (split[0].succeeded, split[0].p50_ms, split[0].p99_ms),
+        (2, 10, 30)
+    );
     store.index_keys_now().await.unwrap();
     assert_eq!(read().await.unwrap(), split);
 
@@ -665,13 +668,15 @@ async fn attempt_buckets_count_recent_and_keyed_attempts_and_walk_the_keys() {
     let plan: Vec<String> = store
         .read(|c| {
             let mut stmt = c
-                .prepare(&format!("EXPLAIN QUERY PLAN {}", store::attempt_buckets_sql()))
+                .prepare(&format!(
+                    "EXPLAIN QUERY PLAN {}",
+                    store::attempt_buckets_sql()
+                ))
                 .map_err(backend)?;
             let rows = stmt
-                .query_map(
-                    params!["a", "e", 0, 1, 1, "atmpt_0", "atmpt_1"],
-                    |r| r.get::<_, String>(3),
-                )
+                .query_map(params!["a", "e", 0, 1, 1, "atmpt_0", "atmpt_1"], |r| {
+                    r.get::<_, String>(3)
+                })
                 .map_err(backend)?;
             rows.collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(backend)
@@ -691,10 +696,15 @@ async fn attempt_buckets_count_recent_and_keyed_attempts_and_walk_the_keys() {
     let plan: Vec<String> = store
         .read(|c| {
             let mut stmt = c
-                .prepare(&format!("EXPLAIN QUERY PLAN {}", store::all_attempt_buckets_sql()))
+                .prepare(&format!(
+                    "EXPLAIN QUERY PLAN {}",
+                    store::all_attempt_buckets_sql()
+                ))
                 .map_err(backend)?;
             let rows = stmt
-                .query_map(params![0, 1, 1, "atmpt_0", "atmpt_1"], |r| r.get::<_, String>(3))
+                .query_map(params![0, 1, 1, "atmpt_0", "atmpt_1"], |r| {
+                    r.get::<_, String>(3)
+                })
                 .map_err(backend)?;
             rows.collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(backend)
@@ -702,9 +712,10 @@ async fn attempt_buckets_count_recent_and_keyed_attempts_and_walk_the_keys() {
         .await
         .unwrap();
     assert!(
-        plan.iter()
-            .any(|p| p.starts_with("SEARCH attempts USING INDEX sqlite_autoindex_attempts")
-                && p.contains("(id>? AND id<?)")),
+        plan.iter().any(
+            |p| p.starts_with("SEARCH attempts USING INDEX sqlite_autoindex_attempts")
+                && p.contains("(id>? AND id<?)")
+        ),
         "{plan:#?}"
     );
 }

@@ -668,9 +668,7 @@ impl Store for SqliteStore {
             // The endpoint's keys in the id range, plus its attempts not keyed yet (the
             // few recent rows above the watermark); the row's own columns are checked
             // again, so a key whose rowid was reused never counts another row.
-            let mut stmt = c
-                .prepare_cached(&attempt_buckets_sql())
-                .map_err(backend)?;
+            let mut stmt = c.prepare_cached(&attempt_buckets_sql()).map_err(backend)?;
             let rows = stmt
                 .query_map(
                     params![app_id, ep, ms(since), ms(until), width, lo, hi],

@@ -208,7 +208,7 @@ impl From<StoreError> for ApiError {
             StoreError::Rejected(r) => r.into(),
             StoreError::StorageFull(_) => Self::StorageFull,
             StoreError::Unavailable(detail) => Self::Unavailable(detail),
-            StoreError::Backend(detail) => Self::Internal(detail),
+            StoreError::Backend(detail) | StoreError::Key(detail) => Self::Internal(detail),
         }
     }
 }

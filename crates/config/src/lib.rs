@@ -56,6 +56,11 @@ pub enum Command {
     /// to bootstrap an installation or recover from a lost token. The server need not
     /// be stopped; a revoked token is refused by its next request.
     Token(TokenArgs),
+    /// Re-seal every endpoint's secrets and header values under a new main key, in one
+    /// transaction. Stop every hookline process on the database first; start them again
+    /// with the new key.
+    #[command(after_help = ROTATE_KEY_AFTER_HELP)]
+    RotateKey(RotateKeyArgs),
     /// Receive webhooks on 127.0.0.1, print each one and check its signature.
     Listen(ListenArgs),
     /// Create, list, show and delete applications.
@@ -88,6 +93,32 @@ dir as hookline.sqlite (remove any hookline.sqlite-wal and -shm left there), sta
 
 Example:
   hookline backup --data-dir ./hookline-data --to /backups/hookline-$(date +%F).sqlite";
+
+const ROTATE_KEY_AFTER_HELP: &str = "With the key in the key file (no --encryption-key), \
+a new key is generated and the file replaced: it holds the new key and the old one while \
+the secrets are re-sealed, then the new key only. With --encryption-key, give the new key \
+with --new-key and start hookline with it afterwards. The keys are never printed.
+
+Example:
+  hookline rotate-key --data-dir ./hookline-data";
+
+/// Flags of `hookline rotate-key`.
+#[derive(Debug, Clone, Args)]
+pub struct RotateKeyArgs {
+    /// Which database and its current key: as for `serve` (`--data-dir`,
+    /// `--database-url`, `--config`, `--encryption-key`).
+    #[command(flatten)]
+    pub database: MigrateArgs,
+    /// The new main key, base64 of 32 random bytes (`openssl rand -base64 32`); default:
+    /// a new one, written to the key file (only when the current key is in that file).
+    #[arg(
+        long,
+        env = "HOOKLINE_NEW_ENCRYPTION_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub new_key: Option<String>,
+}
 
 /// `hookline token`: what to do.
 #[derive(Debug, Clone, Args)]
@@ -229,6 +260,18 @@ pub struct MigrateArgs {
     /// `sqlite://PATH` or `postgres://...`; default: the SQLite file in the data dir.
     #[arg(long, env = "HOOKLINE_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+
+    /// Main key that seals endpoint secrets and custom header values at rest: 32 random
+    /// bytes in base64 (`openssl rand -base64 32`). Default: the key file
+    /// `encryption.key` in the data dir, created at the first start. Every process on
+    /// one PostgreSQL database needs the same key.
+    #[arg(
+        long,
+        env = "HOOKLINE_ENCRYPTION_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub encryption_key: Option<String>,
 }
 
 /// Flags of `hookline serve`. Every flag is also an environment variable and a key of the
@@ -356,6 +399,18 @@ pub struct ServeArgs {
         value_name = "SECRET"
     )]
     pub operational_webhook_secret: Option<String>,
+
+    /// Main key that seals endpoint secrets and custom header values at rest: 32 random
+    /// bytes in base64 (`openssl rand -base64 32`). Default: the key file
+    /// `encryption.key` in the data dir, created at the first start. Every process on
+    /// one PostgreSQL database needs the same key.
+    #[arg(
+        long,
+        env = "HOOKLINE_ENCRYPTION_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub encryption_key: Option<String>,
 
     /// How new endpoints sign when they name no `signature.scheme` and bring no secret:
     /// `standard` (a generated `whsec_` secret, HMAC) or `ed25519` (a generated `whsk_`
@@ -485,6 +540,7 @@ struct FileConfig {
     lease_secs: Option<u64>,
     operational_webhook_url: Option<String>,
     operational_webhook_secret: Option<String>,
+    encryption_key: Option<String>,
     default_signature: Option<DefaultSignature>,
     cors_allowed_origins: Option<Vec<String>>,
     portal_frame_ancestors: Option<Vec<String>>,
@@ -524,6 +580,9 @@ pub struct Config {
     pub lease_secs: u64,
     pub operational_webhook_url: Option<String>,
     pub operational_webhook_secret: Option<String>,
+    /// `--encryption-key` as given (base64; checked where it is used); `None`: the key
+    /// file in the data dir.
+    pub encryption_key: Option<String>,
     pub default_signature: DefaultSignature,
     /// Browser origins allowed to call the API; empty: any.
     pub cors_allowed_origins: Vec<String>,
@@ -567,6 +626,10 @@ impl std::fmt::Debug for Config {
             .field(
                 "operational_webhook_secret",
                 &self.operational_webhook_secret.as_ref().map(|_| "***"),
+            )
+            .field(
+                "encryption_key",
+                &self.encryption_key.as_ref().map(|_| "***"),
             )
             .field("default_signature", &self.default_signature)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
@@ -645,6 +708,20 @@ pub fn migrate_database(args: &MigrateArgs) -> Result<Database, ConfigError> {
             Ok(Database::Sqlite(dir.join(SQLITE_FILE)))
         }
     }
+}
+
+/// The main key (as given, if given) and the data dir (where the key file is otherwise)
+/// for the commands that take [`MigrateArgs`]; flags and env vars over the file.
+pub fn migrate_sealing(args: &MigrateArgs) -> Result<(Option<String>, PathBuf), ConfigError> {
+    let file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => FileConfig::default(),
+    };
+    let dir = file
+        .data_dir
+        .filter(|_| args.data_dir == Path::new("./hookline-data"))
+        .unwrap_or_else(|| args.data_dir.clone());
+    Ok((args.encryption_key.clone().or(file.encryption_key), dir))
 }
 
 /// Merges flags/env (in `args`, with their sources in `m`) over the file over defaults.
@@ -872,6 +949,11 @@ pub fn resolve(args: ServeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
         ),
         operational_webhook_url,
         operational_webhook_secret,
+        encryption_key: if explicit("encryption_key") {
+            args.encryption_key
+        } else {
+            file.encryption_key.or(args.encryption_key)
+        },
         endpoint_disable_after_secs,
         max_in_flight,
         max_endpoint_concurrency,

@@ -5,6 +5,7 @@
 //! (`main.rs`) only parses flags, sets up logging and waits for SIGTERM/SIGINT.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use hookline_api::{AppState, Shared};
 use hookline_config::{Config, Database};
 use hookline_delivery::dispatcher::AttemptObserver;
 use hookline_delivery::{Client, Dispatcher, DispatcherConfig, Guard};
+use hookline_store::sealing::{KeySource, MainKey};
 use hookline_store::sqlite::SqliteStore;
 use hookline_store::{ApiToken, Store};
 use tokio::net::TcpListener;
@@ -26,21 +28,34 @@ pub mod listen;
 pub mod listener;
 pub mod operational;
 pub mod retention;
+pub mod rotate_key;
 pub mod token;
 
-/// Opens the configured store, running migrations.
+/// Where the main key that seals endpoint secrets comes from: `--encryption-key` as
+/// given (checked here), else the key file in `data_dir`.
+pub fn key_source(given: Option<&str>, data_dir: &Path) -> Result<KeySource, String> {
+    let key = given
+        .map(MainKey::parse)
+        .transpose()
+        .map_err(|why| format!("--encryption-key (HOOKLINE_ENCRYPTION_KEY) {why}"))?;
+    Ok(KeySource::new(key, data_dir))
+}
+
+/// Opens the configured store, running migrations and unlocking its main key.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let key = key_source(config.encryption_key.as_deref(), &config.data_dir)
+        .map_err(anyhow::Error::msg)?;
     match &config.database {
         Database::Sqlite(path) => {
             let path = path.clone();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open_sealed(&path, &key))
                 .await?
                 .context("opening the SQLite database")?;
             Ok(Arc::new(store))
         }
         Database::Postgres(url) => {
             let mut store =
-                hookline_store::postgres::PgStore::connect(url, config.database_pool_size)
+                hookline_store::postgres::PgStore::connect(url, config.database_pool_size, &key)
                     .await
                     .map_err(anyhow::Error::msg)?;
             store
@@ -52,12 +67,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-/// Applies the database's migrations without serving; says what it did, in one line.
-pub async fn migrate(database: &Database) -> Result<String, String> {
+/// Applies the database's migrations and seals endpoint secrets still in the clear,
+/// without serving; says what it did, in one line.
+pub async fn migrate(database: &Database, key: &KeySource) -> Result<String, String> {
     match database {
         Database::Sqlite(path) => {
-            let p = path.clone();
-            tokio::task::spawn_blocking(move || SqliteStore::open(&p))
+            let (p, key) = (path.clone(), key.clone());
+            tokio::task::spawn_blocking(move || SqliteStore::open_sealed(&p, &key))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("cannot open the SQLite database {}: {e}", path.display()))?;
@@ -72,6 +88,7 @@ pub async fn migrate(database: &Database) -> Result<String, String> {
                 postgres::PgSettings::parse(url).map_err(|e| format!("--database-url: {e}"))?;
             let pool = postgres::connect(&settings, 1).await?;
             let applied = postgres::migrate(&pool).await?;
+            postgres::seal_in_place(&pool, key).await?;
             let version = postgres::schema_version(&pool).await?;
             Ok(match applied.as_slice() {
                 [] => format!(

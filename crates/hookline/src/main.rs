@@ -81,7 +81,17 @@ async fn serve() -> anyhow::Result<()> {
                     std::process::exit(2);
                 }
             };
-            match hookline::migrate(&database).await {
+            let key = match hookline_config::migrate_sealing(&args)
+                .map_err(|e| e.to_string())
+                .and_then(|(key, dir)| hookline::key_source(key.as_deref(), &dir))
+            {
+                Ok(key) => key,
+                Err(e) => {
+                    eprintln!("hookline: {e}");
+                    std::process::exit(2);
+                }
+            };
+            match hookline::migrate(&database, &key).await {
                 Ok(report) => {
                     println!("hookline: {report}");
                     Ok(())
@@ -113,6 +123,10 @@ async fn serve() -> anyhow::Result<()> {
         Command::Token(args) => {
             init_logs_at(LogFormat::Text, "warn");
             std::process::exit(hookline::token::run(&args).await)
+        }
+        Command::RotateKey(args) => {
+            init_logs_at(LogFormat::Text, "warn");
+            std::process::exit(hookline::rotate_key::run(&args).await)
         }
         // listen, the API commands, completions and man: no logs of their own.
         tool => std::process::exit(hookline::cli::run(tool).await),

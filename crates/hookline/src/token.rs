@@ -115,7 +115,11 @@ impl Tokens {
                 Ok(Tokens::Sqlite(Arc::new(std::sync::Mutex::new(table))))
             }
             Database::Postgres(url) => {
-                let store = hookline_store::postgres::PgStore::connect(&url, 2)
+                let key = hookline_config::migrate_sealing(args)
+                    .map_err(|e| e.to_string())
+                    .and_then(|(key, dir)| crate::key_source(key.as_deref(), &dir))
+                    .map_err(|e| (2, e))?;
+                let store = hookline_store::postgres::PgStore::connect(&url, 2, &key)
                     .await
                     .map_err(|e| (1, e))?;
                 Ok(Tokens::Postgres(Box::new(store)))

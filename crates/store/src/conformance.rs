@@ -35,7 +35,7 @@ pub(crate) fn open_sqlite() -> Opened {
 /// (saying so) without `HOOKLINE_TEST_POSTGRES_URL`.
 pub(crate) async fn open_postgres(test: &str) -> Option<Opened> {
     let db = crate::postgres::tests::TestDb::create(test).await?;
-    let store = crate::postgres::PgStore::connect(&db.url, 4)
+    let store = crate::postgres::PgStore::connect(&db.url, 4, &crate::sealing::test_key())
         .await
         .expect("open the PostgreSQL store");
     Some(Opened {

@@ -51,8 +51,8 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 
-use crate::model::EndpointSettings;
 use crate::postgres::{self, PgSettings};
+use crate::sealing::{self, Check};
 
 /// Rows sent from the SQLite reader to the PostgreSQL writer at a time.
 const CHUNK: usize = 1000;
@@ -170,6 +170,9 @@ pub struct CopyReport {
     pub attempts_left: u64,
     /// Rows skipped because their parent is gone, per kind.
     pub orphans: Vec<(Kind, u64)>,
+    /// The id of the main key the copied secrets stay sealed under (the source's), if
+    /// the source was sealed: hookline on PostgreSQL needs that key.
+    pub sealed_under: Option<String>,
 }
 
 impl CopyReport {
@@ -220,6 +223,12 @@ impl fmt::Display for CopyReport {
                 orphans.join(", ")
             )?;
         }
+        if let Some(key_id) = &self.sealed_under {
+            write!(
+                f,
+                "; endpoint secrets stay sealed under the source's main key ({key_id}): start hookline on PostgreSQL with it (--encryption-key, or its encryption.key file in the data dir)"
+            )?;
+        }
         Ok(())
     }
 }
@@ -236,10 +245,11 @@ pub async fn sqlite_to_postgres(
     let path = source.to_path_buf();
     let now = crate::now();
     let with_history = options.with_history;
-    let (source, plan) = tokio::task::spawn_blocking(move || {
+    let (source, plan, sealing) = tokio::task::spawn_blocking(move || {
         let source = Source::open(&path)?;
         let plan = source.plan(with_history)?;
-        Ok::<_, String>((source, plan))
+        let sealing = source.sealing()?;
+        Ok::<_, String>((source, plan, sealing))
     })
     .await
     .map_err(|e| format!("reading the SQLite database: {e}"))??;
@@ -272,6 +282,10 @@ pub async fn sqlite_to_postgres(
             Kind::Applications.counted(held(Kind::Applications) as u64),
             Kind::EventTypes.counted(held(Kind::EventTypes) as u64)
         ));
+    }
+
+    if let Some(check) = &sealing {
+        take_sealing(&tx, check, target).await?;
     }
 
     // The reader runs on a blocking thread and streams chunks; the writer copies them
@@ -322,7 +336,46 @@ pub async fn sqlite_to_postgres(
         finished_deliveries_left: plan.finished_left,
         attempts_left: plan.attempts_left,
         orphans: plan.orphans,
+        sealed_under: sealing.map(|c| c.key_id),
     })
+}
+
+/// The endpoints' settings are copied sealed, as they are: the target must be sealed
+/// under the source's key. A target sealed under another key is refused unless it holds
+/// no endpoint (nothing is sealed under its key yet: the source's replaces it).
+async fn take_sealing(
+    tx: &deadpool_postgres::Transaction<'_>,
+    source: &Check,
+    target: &PgSettings,
+) -> Result<(), String> {
+    let fail = |e: tokio_postgres::Error| format!("PostgreSQL: {}", postgres::cause_chain(&e));
+    let held = tx
+        .query_opt("SELECT key_id FROM sealing WHERE id = 1", &[])
+        .await
+        .map_err(fail)?
+        .map(|r| r.get::<_, String>(0));
+    if let Some(key_id) = held.filter(|k| *k != source.key_id) {
+        let endpoints: i64 = tx
+            .query_one("SELECT count(*) FROM endpoints", &[])
+            .await
+            .map_err(fail)?
+            .get(0);
+        if endpoints > 0 {
+            return Err(format!(
+                "the target database {} seals its endpoints' secrets under key {key_id}, the source under key {}; copy into a database whose hookline uses the source's key (or none yet)",
+                target.target(),
+                source.key_id
+            ));
+        }
+    }
+    tx.execute(
+        "INSERT INTO sealing (id, key_id, check_value) VALUES (1, $1, $2)
+         ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, check_value = excluded.check_value",
+        &[&source.key_id, &source.value],
+    )
+    .await
+    .map_err(fail)?;
+    Ok(())
 }
 
 /// Row counts of every copied table in the target.
@@ -546,6 +599,24 @@ impl Source {
             path: path.to_path_buf(),
             _lock: lock,
         })
+    }
+
+    /// The check value of the key the source's secrets are sealed under (none: not
+    /// sealed yet; its first server start seals them).
+    fn sealing(&self) -> Result<Option<Check>, String> {
+        self.conn
+            .query_row(
+                "SELECT key_id, check_value FROM sealing WHERE id = 1",
+                [],
+                |r| {
+                    Ok(Check {
+                        key_id: r.get(0)?,
+                        value: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| format!("reading {}: {e}", self.path.display()))
     }
 
     fn count(&self, sql: &str) -> Result<u64, String> {
@@ -861,8 +932,8 @@ fn spec(kind: Kind) -> Spec {
                     Cell::Text(at.opt_text(r, 2, "uid")?),
                     Cell::Text(Some(at.text(r, 3, "url")?)),
                     Cell::Bool(at.get(r, 4, "disabled")?),
-                    // Holds the secrets: checked, never quoted.
-                    Cell::Text(Some(at.json::<EndpointSettings>(r, 5, "settings")?)),
+                    // Holds the secrets, sealed: checked, never quoted, copied as is.
+                    Cell::Text(Some(at.settings(r, 5)?)),
                     Cell::Time(at.opt_time(r, 6, "failing_since")?),
                     Cell::Time(Some(at.time(r, 7, "created_at")?)),
                     Cell::Time(Some(at.time(r, 8, "updated_at")?)),
@@ -1135,6 +1206,14 @@ impl Record {
     ) -> Result<String, String> {
         let text: String = self.get(r, idx, column)?;
         self.check_json::<T>(&text, column)?;
+        Ok(text)
+    }
+
+    /// An endpoint's stored settings, checked without opening their sealed part.
+    fn settings(&self, r: &rusqlite::Row, idx: usize) -> Result<String, String> {
+        let text: String = self.get(r, idx, "settings")?;
+        sealing::check_stored(&text)
+            .map_err(|why| self.fail("settings", why.trim_start_matches("settings: ")))?;
         Ok(text)
     }
 

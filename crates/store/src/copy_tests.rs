@@ -26,7 +26,7 @@ fn refusal(path: &Path) -> String {
 /// A hookline database with one application in it, closed.
 async fn hookline_db(dir: &Path) -> PathBuf {
     let path = dir.join("hookline.sqlite");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open_sealed(&path, &crate::sealing::test_key()).unwrap();
     store.create_app(app(Some("one"))).await.unwrap();
     drop(store);
     path
@@ -80,15 +80,15 @@ async fn sources_that_are_not_hookline_databases_are_refused() {
 async fn a_source_a_server_is_serving_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = hookline_db(dir.path()).await;
-    let serving = SqliteStore::open(&path).unwrap();
+    let serving = SqliteStore::open_sealed(&path, &crate::sealing::test_key()).unwrap();
     let e = refusal(&path);
     assert!(e.contains("is serving"), "{e}");
     drop(serving);
     let source = Source::open(&path).expect("a stopped server's database");
     // And while the copy holds it, no server can start on it.
-    assert!(SqliteStore::open(&path).is_err());
+    assert!(SqliteStore::open_sealed(&path, &crate::sealing::test_key()).is_err());
     drop(source);
-    assert!(SqliteStore::open(&path).is_ok());
+    assert!(SqliteStore::open_sealed(&path, &crate::sealing::test_key()).is_ok());
 }
 
 #[test]
@@ -134,7 +134,7 @@ async fn read(path: &Path, with_history: bool) -> Result<Vec<(Kind, Vec<Cell>)>,
 async fn text_postgresql_cannot_hold_is_named_or_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hookline.sqlite");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open_sealed(&path, &crate::sealing::test_key()).unwrap();
     let a = store.create_app(app(None)).await.unwrap();
     store.create_endpoint(endpoint(&a.id, 1)).await.unwrap();
     store.create_message(message(&a.id)).await.unwrap();
@@ -181,13 +181,16 @@ fn the_summary_counts_every_kind_and_says_what_was_left_out() {
         finished_deliveries_left: 2,
         attempts_left: 5,
         orphans: vec![(Kind::Messages, 0), (Kind::Attempts, 1)],
+        sealed_under: Some("0badf00d".into()),
     };
     assert_eq!(
         report.to_string(),
         "copied 1 application, 3 deliveries to PostgreSQL at db:5432/hooks as u (counts checked); \
          due again at once: 1 delivery in flight when SQLite stopped; \
          left out (no --with-history): 5 attempts and 2 deliveries already finished; \
-         skipped, their application or endpoint being gone: 1 attempt"
+         skipped, their application or endpoint being gone: 1 attempt; \
+         endpoint secrets stay sealed under the source's main key (0badf00d): start hookline \
+         on PostgreSQL with it (--encryption-key, or its encryption.key file in the data dir)"
     );
 }
 
@@ -270,7 +273,7 @@ struct Installation {
 async fn installation() -> Installation {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hookline.sqlite");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open_sealed(&path, &crate::sealing::test_key()).unwrap();
     let mut application = app(Some("acme"));
     application.metadata.insert("plan".into(), "gold".into());
     application.retry_policy = Some(serde_json::from_str(r#"{"kind": "none"}"#).unwrap());
@@ -431,7 +434,9 @@ async fn a_copy_reads_back_as_written_and_its_pending_work_is_claimed() {
     assert_eq!(copied, 16);
     assert_eq!(events.last(), Some(&Progress::Checking));
 
-    let pg = PgStore::connect(&db.url, 2).await.unwrap();
+    let pg = PgStore::connect(&db.url, 2, &crate::sealing::test_key())
+        .await
+        .unwrap();
     let got = seen(&pg, &src.app_id).await;
     assert_eq!(got.apps, src.seen.apps);
     assert_eq!(got.event_types, src.seen.event_types);
@@ -524,7 +529,9 @@ async fn with_history_the_attempts_and_finished_deliveries_come_too() {
         (report.finished_deliveries_left, report.attempts_left),
         (0, 0)
     );
-    let pg = PgStore::connect(&db.url, 2).await.unwrap();
+    let pg = PgStore::connect(&db.url, 2, &crate::sealing::test_key())
+        .await
+        .unwrap();
     let got = seen(&pg, &src.app_id).await;
     assert_eq!(got.attempts, src.seen.attempts);
     for d in src
@@ -551,7 +558,7 @@ async fn app_count(db: &TestDb) -> i64 {
 /// the first one has too.
 async fn other_installation(dir: &Path, shared_event_type: bool) -> PathBuf {
     let path = dir.join("hookline.sqlite");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open_sealed(&path, &crate::sealing::test_key()).unwrap();
     store.create_app(app(Some("other"))).await.unwrap();
     if shared_event_type {
         let now = crate::now();

@@ -21,6 +21,7 @@ mod conformance;
 pub mod copy;
 pub mod model;
 pub mod postgres;
+pub mod sealing;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -52,6 +53,11 @@ pub enum StoreError {
     /// not have happened, as with any lost connection: retry it with its idempotency key.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The main key that seals the endpoints' secrets is missing or not this database's
+    /// (see [`sealing`]): nothing was read or written. The text says which key is
+    /// wanted and where it was looked for, never a key.
+    #[error("{0}")]
+    Key(String),
     /// Anything else: the database failed. Callers answer 500 and log the detail.
     #[error("storage failure: {0}")]
     Backend(String),

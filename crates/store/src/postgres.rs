@@ -41,8 +41,10 @@ mod listing;
 mod queue;
 mod retention;
 mod rows;
+mod sealed;
 mod store;
 
+pub use sealed::{rotate_key, seal_in_place};
 pub use store::PgStore;
 
 use std::path::PathBuf;
@@ -119,6 +121,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "managed_tokens",
         sql: include_str!("postgres/migrations/0007_managed_tokens.sql"),
         additive: true,
+    },
+    Migration {
+        version: 8,
+        name: "sealing",
+        sql: include_str!("postgres/migrations/0008_sealing.sql"),
+        additive: false,
     },
 ];
 

@@ -41,6 +41,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashMap;
 
 use crate::common::Fresh;
+use crate::sealing::{self, KeySource, Sealer};
 use crate::*;
 
 /// Most writes one commit may carry; bounds the latency a single commit adds.
@@ -72,12 +73,52 @@ pub struct SqliteStore {
     /// The worker fresh deliveries are handed to, if one is attached.
     intake: RwLock<Option<Weak<dyn Intake>>>,
     disk: Arc<DiskState>,
+    /// Seals endpoint settings as they are written (see [`sealing`]).
+    sealer: Sealer,
+}
+
+/// Takes the lock that makes one process the database's only user.
+fn lock_database(path: &Path) -> Result<std::fs::File> {
+    let lock_path = lock_path(path);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| io_error(format!("opening {}", lock_path.display()), &e))?;
+    lock.try_lock().map_err(|_| {
+        StoreError::Backend(format!(
+            "another hookline process is using {} (lock {} is held); run several processes on PostgreSQL instead",
+            path.display(),
+            lock_path.display()
+        ))
+    })?;
+    Ok(lock)
+}
+
+/// The key file beside the database file.
+fn default_key(path: &Path) -> KeySource {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    KeySource::File(dir.join(sealing::KEY_FILE))
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and runs pending migrations.
+    /// Opens (creating if needed) the database file and runs pending migrations, with
+    /// the main key in the key file beside it (see [`SqliteStore::open_sealed`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with(path.as_ref(), |wal| Box::new(move || wal.sync_data()), true)
+        Self::open_sealed(path.as_ref(), &default_key(path.as_ref()))
+    }
+
+    /// Opens (creating if needed) the database file, runs pending migrations, unlocks
+    /// its main key from `key` (refusing a wrong or missing one before anything is
+    /// written) and seals any endpoint settings still in the clear.
+    pub fn open_sealed(path: impl AsRef<Path>, key: &KeySource) -> Result<Self> {
+        Self::open_with(
+            path.as_ref(),
+            key,
+            |wal| Box::new(move || wal.sync_data()),
+            true,
+        )
     }
 
     /// [`open`](Self::open), but rows reach the key tables only through
@@ -86,6 +127,7 @@ impl SqliteStore {
     pub(crate) fn open_manual_keys(path: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(
             path.as_ref(),
+            &default_key(path.as_ref()),
             |wal| Box::new(move || wal.sync_data()),
             false,
         )
@@ -102,6 +144,7 @@ impl SqliteStore {
     /// fills the key tables by itself.
     fn open_with(
         path: &Path,
+        key: &KeySource,
         make_sync: impl FnOnce(std::fs::File) -> SyncFn,
         auto_keys: bool,
     ) -> Result<Self> {
@@ -114,20 +157,7 @@ impl SqliteStore {
         }
         // One process per SQLite file: the writer thread's group commit and the startup
         // lease recovery below both rely on it. Several processes need PostgreSQL.
-        let lock_path = lock_path(&path);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_error(format!("opening {}", lock_path.display()), &e))?;
-        lock.try_lock().map_err(|_| {
-            StoreError::Backend(format!(
-                "another hookline process is using {} (lock {} is held); run several processes on PostgreSQL instead",
-                path.display(),
-                lock_path.display()
-            ))
-        })?;
+        let lock = lock_database(&path)?;
         let mut conn = Connection::open(&path).map_err(backend)?;
         // Space freed by the retention pass goes back to the file system a little at a
         // time (`reclaim_space`), which needs incremental auto-vacuum. It can only be
@@ -147,6 +177,7 @@ impl SqliteStore {
         .map_err(backend)?;
         tune(&conn)?;
         migrate(&mut conn)?;
+        let sealer = seal_in_place(&mut conn, key)?;
         recover_leases(&conn)?;
         let checkpointer = spawn_checkpointer(&path)?;
         let disk = Arc::new(DiskState::new(path.clone()));
@@ -185,6 +216,7 @@ impl SqliteStore {
             event_types: LookupCache::new(LOOKUP_CACHE_BYTES, event_type_weight),
             intake: RwLock::new(None),
             disk,
+            sealer,
         })
     }
 
@@ -373,6 +405,7 @@ mod migrations;
 mod queue;
 mod retention;
 mod rows;
+mod sealed;
 mod store;
 mod tokens;
 mod writer;
@@ -384,6 +417,8 @@ use listing::*;
 use migrations::*;
 use queue::*;
 use rows::*;
+pub use sealed::rotate_key;
+use sealed::seal_in_place;
 pub use tokens::TokenTable;
 use writer::*;
 
@@ -397,4 +432,4 @@ mod intake_tests;
 mod full_disk_tests;
 
 #[cfg(test)]
-pub(super) mod tests;
+pub(crate) mod tests;

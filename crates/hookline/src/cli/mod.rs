@@ -50,7 +50,8 @@ pub async fn run(command: Command) -> i32 {
         | Command::Migrate(_)
         | Command::Copy(_)
         | Command::Backup(_)
-        | Command::Token(_) => Err(anyhow!("not a developer tool")),
+        | Command::Token(_)
+        | Command::RotateKey(_) => Err(anyhow!("not a developer tool")),
     };
     match result {
         Ok(()) => 0,

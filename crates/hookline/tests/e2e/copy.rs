@@ -23,6 +23,8 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 async fn hookline(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
         .args(args)
+        .env_remove("HOOKLINE_ENCRYPTION_KEY")
+        .envs(crate::support::cli_key_env(args))
         .env_remove("HOOKLINE_DATABASE_URL")
         .env_remove("HOOKLINE_CONFIG")
         .env_remove("HOOKLINE_DATA_DIR")
@@ -296,9 +298,20 @@ async fn shown(api: &Api, inst: &Installation, more_apps: &[String]) -> BTreeMap
     out
 }
 
-/// A server on the copy, with a data dir of its own.
-async fn serve_copy(db: &TestDb) -> Server {
-    Server::start_with(&["--database-url", &db.url, "--allow-target", "127.0.0.0/8"]).await
+/// A server on the copy, with a data dir of its own and the main key of the SQLite
+/// installation in `source` (the copied secrets stay sealed under it).
+async fn serve_copy(db: &TestDb, source: &Path) -> Server {
+    let key =
+        std::fs::read_to_string(source.join("encryption.key")).expect("the source's key file");
+    Server::start_with(&[
+        "--database-url",
+        &db.url,
+        "--allow-target",
+        "127.0.0.0/8",
+        "--encryption-key",
+        key.trim(),
+    ])
+    .await
 }
 
 fn data(v: &Value) -> &Vec<Value> {
@@ -401,10 +414,14 @@ async fn copy_with_history_serves_everything_from_postgres() {
         "{out}"
     );
     assert!(!out.contains("left out"), "{out}");
+    assert!(
+        out.contains("endpoint secrets stay sealed under the source's main key"),
+        "{out}"
+    );
 
     recv.set("/slow", Behavior::Status(200, vec![]));
     let slow_before = recv.requests_to("/slow").len();
-    let server = serve_copy(&db).await;
+    let server = serve_copy(&db, inst.dir.path()).await;
     let api = server.client();
     let empty = data(&inst.shown["/api/v1/app?limit=250"])
         .iter()
@@ -446,7 +463,7 @@ async fn copy_without_history_leaves_out_finished_deliveries_and_attempts() {
 
     recv.set("/slow", Behavior::Status(200, vec![]));
     let slow_before = recv.requests_to("/slow").len();
-    let server = serve_copy(&db).await;
+    let server = serve_copy(&db, inst.dir.path()).await;
     let api = server.client();
     let empty: Vec<String> = data(&inst.shown["/api/v1/app?limit=250"])
         .iter()
@@ -517,7 +534,7 @@ async fn copy_refuses_a_non_empty_target_unless_allowed() {
 
     let out = copy_ok(&["--from", &from(1), "--to", &db.url, "--allow-non-empty"]).await;
     assert!(out.contains("copied 1 application, 1 event type,"), "{out}");
-    let server = serve_copy(&db).await;
+    let server = serve_copy(&db, dirs[1].path()).await;
     let (_, apps) = server.client().get("/api/v1/app").await;
     let mut uids: Vec<&str> = data(&apps)
         .iter()

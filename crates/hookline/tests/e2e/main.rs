@@ -1,6 +1,7 @@
 //! End-to-end tests: one test binary (fast links) that starts the real `hookline` binary
 //! on `127.0.0.1:0` and talks to it over HTTP, as users and SDKs do.
 
+mod at_rest;
 mod auth_scope;
 mod bad_input;
 mod cli;

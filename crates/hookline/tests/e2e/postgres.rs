@@ -24,6 +24,8 @@ use crate::support::{
 async fn hookline(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
         .args(args)
+        .env_remove("HOOKLINE_ENCRYPTION_KEY")
+        .envs(crate::support::cli_key_env(args))
         .env_remove("HOOKLINE_DATABASE_URL")
         .env_remove("HOOKLINE_CONFIG")
         .env_remove("HOOKLINE_DATA_DIR")

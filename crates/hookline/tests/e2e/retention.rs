@@ -519,6 +519,8 @@ async fn a_backup_taken_under_load_has_every_message_acknowledged_before_it() {
 async fn hookline(args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
         .args(args)
+        .env_remove("HOOKLINE_ENCRYPTION_KEY")
+        .envs(crate::support::cli_key_env(args))
         .env_remove("HOOKLINE_DATABASE_URL")
         .env_remove("HOOKLINE_CONFIG")
         .env_remove("HOOKLINE_DATA_DIR")

@@ -12,6 +12,9 @@ use serde_json::json;
 use crate::receiver::{Behavior, Receiver};
 use crate::support::{Server, ADMIN_TOKEN};
 
+/// The main key sealing secrets at rest, given by environment variable.
+const MAIN_KEY: &str = "bG9ncy1tdXN0LW5ldmVyLXNob3ctdGhpcy1tYWluLWs=";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_flow_at_trace_level_logs_no_secret_token_or_header_value() {
     let dir = tempfile::tempdir().unwrap();
@@ -22,7 +25,10 @@ async fn a_full_flow_at_trace_level_logs_no_secret_token_or_header_value() {
         &data,
         &["--allow-target", "127.0.0.0/8"],
         &log,
-        &[("RUST_LOG", "trace,tokio_postgres::query=trace")],
+        &[
+            ("RUST_LOG", "trace,tokio_postgres::query=trace"),
+            ("HOOKLINE_ENCRYPTION_KEY", MAIN_KEY),
+        ],
     )
     .await;
     let api = server.client();
@@ -131,6 +137,7 @@ async fn a_full_flow_at_trace_level_logs_no_secret_token_or_header_value() {
             "custom-header-value-7f3a9c".to_string(),
         ),
         ("the admin token", ADMIN_TOKEN.to_string()),
+        ("the main key", MAIN_KEY.to_string()),
         ("the app token", app_token.clone()),
         ("a wrong token", wrong.to_string()),
     ] {

@@ -202,6 +202,25 @@ impl Drop for Server {
 static DATABASES: std::sync::Mutex<std::collections::BTreeMap<PathBuf, String>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
+/// The main key of the servers that share a PostgreSQL database (see `spawn`), and of
+/// the CLI commands run on one.
+pub const TEST_ENCRYPTION_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// The environment a CLI command run with `args` needs: on a PostgreSQL database, the
+/// main key its servers share ([`TEST_ENCRYPTION_KEY`]); on SQLite, nothing (the key
+/// file in the data dir).
+pub fn cli_key_env<S: AsRef<str>>(args: &[S]) -> Vec<(&'static str, &'static str)> {
+    let on_pg = args.iter().any(|a| {
+        let a = a.as_ref();
+        a.starts_with("postgres://") || a.starts_with("postgresql://")
+    });
+    if on_pg {
+        vec![("HOOKLINE_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Whether e2e servers run on PostgreSQL (`HOOKLINE_TEST_E2E_DATABASE=postgres`).
 pub fn on_postgres() -> bool {
     std::env::var("HOOKLINE_TEST_E2E_DATABASE").is_ok_and(|v| v == "postgres")
@@ -274,6 +293,19 @@ async fn spawn(
     env: &[(String, String)],
 ) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookline"));
+    // Processes sharing a PostgreSQL database share its main key, as in a deployment
+    // (each has a data dir of its own, so the key file would differ); a test that
+    // chooses the key itself says so.
+    let shared_db = extra
+        .windows(2)
+        .any(|w| w[0] == "--database-url" && w[1].starts_with("postgres"));
+    let key_chosen = extra.iter().any(|a| a == "--encryption-key")
+        || env.iter().any(|(k, _)| k == "HOOKLINE_ENCRYPTION_KEY");
+    if shared_db && !key_chosen {
+        cmd.env("HOOKLINE_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY);
+    } else {
+        cmd.env_remove("HOOKLINE_ENCRYPTION_KEY");
+    }
     cmd.arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")

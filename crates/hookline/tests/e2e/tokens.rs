@@ -221,6 +221,8 @@ async fn app_read_only_and_expired_tokens_are_held_to_their_scope() {
 async fn hookline(args: &[String]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
         .args(args)
+        .env_remove("HOOKLINE_ENCRYPTION_KEY")
+        .envs(crate::support::cli_key_env(args))
         .env_remove("HOOKLINE_DATABASE_URL")
         .env_remove("HOOKLINE_CONFIG")
         .env_remove("HOOKLINE_DATA_DIR")

@@ -100,13 +100,16 @@ pub(super) const EP_COLS: &str =
     "id, app_id, uid, url, disabled, settings, created_at, updated_at, failing_since";
 
 pub(super) fn ep_row(r: &Row) -> Result<Endpoint> {
+    let id: String = get(r, 0)?;
+    let settings = crate::sealing::open_settings(&id, get(r, 5)?)
+        .map_err(|why| StoreError::Backend(format!("endpoint {id}: {why}")))?;
     Ok(Endpoint {
-        id: get(r, 0)?,
+        id,
         app_id: get(r, 1)?,
         uid: get(r, 2)?,
         url: get(r, 3)?,
         disabled: get(r, 4)?,
-        settings: json(r, 5)?,
+        settings,
         created_at: get(r, 6)?,
         updated_at: get(r, 7)?,
         failing_since: get(r, 8)?,

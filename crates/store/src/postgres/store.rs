@@ -43,6 +43,7 @@ use super::retention;
 use super::rows::*;
 use super::{connect, migrate, PgSettings};
 use crate::cache::LookupCache;
+use crate::sealing::{KeySource, Sealer};
 use crate::*;
 
 /// The PostgreSQL [`Store`]: a connection pool, and nothing else that correctness could
@@ -60,6 +61,8 @@ pub struct PgStore {
     node: Arc<str>,
     /// The data dir's node-id file, locked while this process runs as that node.
     _node_lock: Option<Arc<std::fs::File>>,
+    /// Seals endpoint settings as they are written ([`crate::sealing`]).
+    sealer: Sealer,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -72,12 +75,15 @@ impl std::fmt::Debug for PgStore {
 
 impl PgStore {
     /// Parses `url` ([`PgSettings::parse`]), opens a pool of up to `pool_size`
-    /// connections and brings the schema up to date ([`migrate`]). The error is one line
-    /// naming what failed, never the password.
-    pub async fn connect(url: &str, pool_size: usize) -> Result<PgStore, String> {
+    /// connections, brings the schema up to date ([`migrate`]), unlocks the main key
+    /// from `key` and seals endpoint settings still in the clear
+    /// ([`super::sealed::seal_in_place`]). The error is one line naming what failed,
+    /// never the password or a key.
+    pub async fn connect(url: &str, pool_size: usize, key: &KeySource) -> Result<PgStore, String> {
         let settings = PgSettings::parse(url)?;
         let pool = connect(&settings, pool_size).await?;
         migrate(&pool).await?;
+        let sealer = super::sealed::seal_in_place(&pool, key).await?;
         let client = pool.get().await.map_err(|e| format!("PostgreSQL: {e}"))?;
         super::changes::sync_clock(&client)
             .await
@@ -101,6 +107,7 @@ impl PgStore {
             intake,
             node,
             _node_lock: None,
+            sealer,
         })
     }
 
@@ -369,7 +376,7 @@ async fn find_ep(
 }
 
 /// Writes an endpoint; `failing_since` is the store's own and never written from here.
-async fn put_ep(c: &impl GenericClient, e: &Endpoint, insert: bool) -> Result<()> {
+async fn put_ep(c: &impl GenericClient, sealer: &Sealer, e: &Endpoint, insert: bool) -> Result<()> {
     let sql = if insert {
         "INSERT INTO endpoints (id, app_id, uid, url, disabled, settings, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -386,7 +393,7 @@ async fn put_ep(c: &impl GenericClient, e: &Endpoint, insert: bool) -> Result<()
             &e.uid,
             &e.url,
             &e.disabled,
-            &to_json(&e.settings),
+            &sealer.seal_settings(&e.id, &e.settings),
             &e.created_at,
             &e.updated_at,
         ],
@@ -622,7 +629,7 @@ impl Store for PgStore {
         // Kept by the store as attempts are reported; a new endpoint has had none.
         ep.failing_since = None;
         let client = self.client().await?;
-        put_ep(&client, &ep, true).await?;
+        put_ep(&client, &self.sealer, &ep, true).await?;
         Ok(ep)
     }
 
@@ -668,7 +675,7 @@ impl Store for PgStore {
         ep.failing_since = failing_since;
         ep.created_at = ms(ep.created_at);
         ep.updated_at = ms(ep.updated_at);
-        put_ep(&tx, &ep, false).await?;
+        put_ep(&tx, &self.sealer, &ep, false).await?;
         if was_disabled && !ep.disabled {
             // A re-enabled endpoint starts with a clean record and its queued work due.
             exec(

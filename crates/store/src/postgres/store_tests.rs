@@ -12,7 +12,9 @@ use crate::postgres::tests::{admin_client, TestDb};
 
 async fn open(test: &str) -> Option<(TestDb, PgStore)> {
     let db = TestDb::create(test).await?;
-    let store = PgStore::connect(&db.url, 4).await.expect("connect");
+    let store = PgStore::connect(&db.url, 4, &crate::sealing::test_key())
+        .await
+        .expect("connect");
     Some((db, store))
 }
 
@@ -268,7 +270,9 @@ async fn listings_are_in_byte_order_whatever_the_database_collation() {
     else {
         return;
     };
-    let store = PgStore::connect(&db.url, 2).await.unwrap();
+    let store = PgStore::connect(&db.url, 2, &crate::sealing::test_key())
+        .await
+        .unwrap();
     for id in ["app_a", "app_B", "app_0", "app_Z", "app_b"] {
         let mut a = app(None);
         a.id = id.into();
@@ -374,7 +378,9 @@ async fn concurrent_updates_from_two_processes_both_apply() {
         return;
     };
     // A second "process": a pool of its own on the same database.
-    let two = PgStore::connect(&db.url, 4).await.unwrap();
+    let two = PgStore::connect(&db.url, 4, &crate::sealing::test_key())
+        .await
+        .unwrap();
     let a = one.create_app(app(None)).await.unwrap();
     let ep = one.create_endpoint(endpoint(&a.id, None)).await.unwrap();
     let mut et = event_type("t.shared");
@@ -1309,7 +1315,9 @@ async fn messages_race_endpoint_deletes_without_failing() {
     let Some((db, one)) = open("messages_race_deletes").await else {
         return;
     };
-    let two = PgStore::connect(&db.url, 4).await.unwrap();
+    let two = PgStore::connect(&db.url, 4, &crate::sealing::test_key())
+        .await
+        .unwrap();
     let a = one.create_app(app(None)).await.unwrap();
     let (one, two) = (Arc::new(one), Arc::new(two));
     // One process churns the application's endpoints while the other sends messages:
@@ -1357,10 +1365,14 @@ async fn a_restarted_node_takes_back_its_own_leases_only() {
     let dir = tempfile::tempdir().unwrap();
     let other_dir = tempfile::tempdir().unwrap();
     assert_eq!(first.claim_node(dir.path()).await.unwrap(), 0);
-    let mut other = PgStore::connect(&db.url, 2).await.unwrap();
+    let mut other = PgStore::connect(&db.url, 2, &crate::sealing::test_key())
+        .await
+        .unwrap();
     other.claim_node(other_dir.path()).await.unwrap();
     // A second process on the same data dir is refused: it would be the same node.
-    let mut twin = PgStore::connect(&db.url, 2).await.unwrap();
+    let mut twin = PgStore::connect(&db.url, 2, &crate::sealing::test_key())
+        .await
+        .unwrap();
     let err = twin.claim_node(dir.path()).await.unwrap_err();
     assert!(err.contains("another hookline process"), "{err}");
 
@@ -1392,7 +1404,9 @@ async fn a_restarted_node_takes_back_its_own_leases_only() {
     // The first process dies (its store and lock go) and starts again.
     drop(first);
     drop(twin);
-    let mut again = PgStore::connect(&db.url, 2).await.unwrap();
+    let mut again = PgStore::connect(&db.url, 2, &crate::sealing::test_key())
+        .await
+        .unwrap();
     assert_eq!(again.claim_node(dir.path()).await.unwrap(), 1);
     let got = again
         .claim_deliveries(Utc::now(), lease, 10, 10, &[])
@@ -1480,7 +1494,9 @@ async fn cached_lookups_follow_changes_made_elsewhere() {
     let Some((db, here)) = open("cached_lookups_follow_changes_made_elsewhere").await else {
         return;
     };
-    let elsewhere = PgStore::connect(&db.url, 2).await.expect("connect");
+    let elsewhere = PgStore::connect(&db.url, 2, &crate::sealing::test_key())
+        .await
+        .expect("connect");
     let sql = admin_client(&db.url).await;
     let a = here.create_app(app(Some("acme"))).await.unwrap();
     let et = EventType {
@@ -1667,7 +1683,9 @@ async fn work_queued_by_another_process_wakes_this_one() {
     let Some((db, here)) = open("work_queued_by_another_process_wakes_this_one").await else {
         return;
     };
-    let elsewhere = PgStore::connect(&db.url, 2).await.expect("connect");
+    let elsewhere = PgStore::connect(&db.url, 2, &crate::sealing::test_key())
+        .await
+        .expect("connect");
     let rec = crate::conformance::attach(&here);
     let a = elsewhere.create_app(app(None)).await.unwrap();
     elsewhere
@@ -1693,7 +1711,9 @@ async fn concurrency_limits_count_every_process_leases() {
     let Some((db, here)) = open("concurrency_limits_count_every_process_leases").await else {
         return;
     };
-    let elsewhere = PgStore::connect(&db.url, 2).await.expect("connect");
+    let elsewhere = PgStore::connect(&db.url, 2, &crate::sealing::test_key())
+        .await
+        .expect("connect");
     let a = here.create_app(app(None)).await.unwrap();
     let mut ep = endpoint(&a.id, None);
     ep.settings.max_concurrency = Some(2);
@@ -1753,7 +1773,9 @@ async fn throttle_rate_paces_every_process_claims() {
     let Some((db, here)) = open("throttle_rate_paces_every_process_claims").await else {
         return;
     };
-    let elsewhere = PgStore::connect(&db.url, 2).await.expect("connect");
+    let elsewhere = PgStore::connect(&db.url, 2, &crate::sealing::test_key())
+        .await
+        .expect("connect");
     let a = here.create_app(app(None)).await.unwrap();
     let mut ep = endpoint(&a.id, None);
     ep.settings.throttle_rate = Some(10);
@@ -1859,11 +1881,75 @@ async fn processes_count_each_other() {
         }
     };
     until(1, &here).await;
-    let elsewhere = PgStore::connect(&db.url, 2).await.expect("connect");
+    let elsewhere = PgStore::connect(&db.url, 2, &crate::sealing::test_key())
+        .await
+        .expect("connect");
     until(2, &elsewhere).await;
     until(2, &here).await;
     drop(elsewhere);
     until(1, &here).await;
     drop(here);
+    db.drop_db().await;
+}
+
+/// Endpoints stored in the clear (by a hookline from before sealing) are sealed by the
+/// first process that connects; a wrong key is refused and changes nothing; rotate-key
+/// re-seals under the new key.
+#[tokio::test]
+async fn settings_in_the_clear_are_sealed_at_connect_and_a_wrong_key_changes_nothing() {
+    use crate::sealing::{is_plain, KeySource, MainKey};
+    let Some(db) = TestDb::create("settings_in_the_clear_are_sealed_at_connect").await else {
+        return;
+    };
+    let key = KeySource::Given(MainKey::generate());
+    let store = PgStore::connect(&db.url, 2, &key).await.unwrap();
+    let a = store.create_app(app(Some("a"))).await.unwrap();
+    let ep = store
+        .create_endpoint(crate::sqlite::tests::endpoint_with_secrets(&a.id))
+        .await
+        .unwrap();
+    drop(store);
+    let client = admin_client(&db.url).await;
+    let stored = || async {
+        client
+            .query_one("SELECT settings FROM endpoints", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    assert!(!is_plain(&stored().await));
+    client
+        .execute(
+            "UPDATE endpoints SET settings = $1",
+            &[&serde_json::to_string(&ep.settings).unwrap()],
+        )
+        .await
+        .unwrap();
+    let wrong = PgStore::connect(&db.url, 2, &KeySource::Given(MainKey::generate())).await;
+    assert!(wrong.is_err_and(|e| e.contains("is not the one")));
+    assert!(is_plain(&stored().await), "a refused key changed the row");
+
+    let store = PgStore::connect(&db.url, 2, &key).await.unwrap();
+    let sealed = stored().await;
+    for clear in ["bmV3LXNlY3JldC0w", "b2xkLXNlY3JldC0w", "plain-header-value"] {
+        assert!(!sealed.contains(clear), "{clear} in {sealed}");
+    }
+    let back = store.get_endpoint(&a.id, &ep.id).await.unwrap().unwrap();
+    assert_eq!(back.settings, ep.settings);
+    drop(store);
+
+    let new = MainKey::generate();
+    assert_eq!(
+        crate::postgres::rotate_key(&db.url, &key, &new).await,
+        Ok(1)
+    );
+    assert_ne!(stored().await, sealed);
+    assert!(PgStore::connect(&db.url, 2, &key).await.is_err());
+    let store = PgStore::connect(&db.url, 2, &KeySource::Given(new))
+        .await
+        .unwrap();
+    let back = store.get_endpoint(&a.id, &ep.id).await.unwrap().unwrap();
+    assert_eq!(back.settings, ep.settings);
+    drop(store);
     db.drop_db().await;
 }

@@ -72,6 +72,7 @@ async fn claims_that_may_see_unsynced_messages_wait_for_the_fsync() {
     let store = Arc::new(
         SqliteStore::open_with(
             &dir.path().join("db.sqlite"),
+            &crate::sealing::KeySource::Given(crate::sealing::MainKey::generate()),
             move |wal| {
                 Box::new(move || {
                     if held.load(Ordering::SeqCst) {

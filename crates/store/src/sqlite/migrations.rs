@@ -287,6 +287,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE api_tokens ADD COLUMN prefix TEXT;
     ALTER TABLE api_tokens ADD COLUMN last_used_at INTEGER;
     "#,
+    // 10: secrets sealed at rest (`sealing`): the check value of the main key the
+    // endpoints' secrets are sealed under. Sealing the rows themselves needs the key, so
+    // it happens right after the migrations, when the store opens (`seal_in_place`).
+    r#"
+    CREATE TABLE sealing (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        key_id      TEXT NOT NULL,
+        check_value TEXT NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -195,20 +195,28 @@ pub(super) const EP_COLS: &str =
     "id, app_id, uid, url, disabled, settings, created_at, updated_at, failing_since";
 
 pub(super) fn ep_row(r: &Row) -> rusqlite::Result<Endpoint> {
+    let id: String = r.get(0)?;
+    let settings = sealing::open_settings(&id, r.get_ref(5)?.as_str()?).map_err(|why| {
+        rusqlite::Error::FromSqlConversionFailure(
+            5,
+            rusqlite::types::Type::Text,
+            format!("endpoint {id}: {why}").into(),
+        )
+    })?;
     Ok(Endpoint {
-        id: r.get(0)?,
+        id,
         app_id: r.get(1)?,
         uid: r.get(2)?,
         url: r.get(3)?,
         disabled: r.get(4)?,
-        settings: json_col(r, 5)?,
+        settings,
         created_at: from_ms(r.get(6)?),
         updated_at: from_ms(r.get(7)?),
         failing_since: r.get::<_, Option<i64>>(8)?.map(from_ms),
     })
 }
 
-pub(super) fn put_ep(conn: &Connection, e: &Endpoint, insert: bool) -> Result<()> {
+pub(super) fn put_ep(conn: &Connection, sealer: &Sealer, e: &Endpoint, insert: bool) -> Result<()> {
     let sql = if insert {
         "INSERT INTO endpoints (id, app_id, uid, url, disabled, settings, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
@@ -224,7 +232,7 @@ pub(super) fn put_ep(conn: &Connection, e: &Endpoint, insert: bool) -> Result<()
             e.uid,
             e.url,
             e.disabled,
-            to_json(&e.settings),
+            sealer.seal_settings(&e.id, &e.settings),
             ms(e.created_at),
             ms(e.updated_at)
         ])

@@ -115,7 +115,9 @@ impl Store for SqliteStore {
     }
 
     async fn create_endpoint(&self, ep: Endpoint) -> Result<Endpoint> {
-        self.write(move |c| put_ep(c, &ep, true).map(|_| ep)).await
+        let sealer = self.sealer.clone();
+        self.write(move |c| put_ep(c, &sealer, &ep, true).map(|_| ep))
+            .await
     }
 
     async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> Result<Option<Endpoint>> {
@@ -141,6 +143,7 @@ impl Store for SqliteStore {
         change: Mutator<Endpoint>,
     ) -> Result<Endpoint> {
         let (app_id, id) = (app_id.to_string(), id.to_string());
+        let sealer = self.sealer.clone();
         self.write(move |c| {
             let mut ep = find_ep(c, &app_id, &id)?
                 .filter(|e| e.id == id)
@@ -149,7 +152,7 @@ impl Store for SqliteStore {
             change(&mut ep)?;
             ep.id = id;
             ep.app_id = app_id;
-            put_ep(c, &ep, false)?;
+            put_ep(c, &sealer, &ep, false)?;
             if was_disabled && !ep.disabled {
                 // A re-enabled endpoint starts with a clean record and its queued work due.
                 c.prepare_cached("UPDATE endpoints SET failing_since = NULL WHERE id = ?1")

@@ -64,6 +64,7 @@ async fn durable_writes_wait_for_the_wal_fsync() {
     let store = Arc::new(
         SqliteStore::open_with(
             &dir.path().join("db.sqlite"),
+            &crate::sealing::KeySource::Given(crate::sealing::MainKey::generate()),
             move |wal| {
                 Box::new(move || {
                     let outcome = gate_rx.lock().unwrap().recv().unwrap();
@@ -436,4 +437,95 @@ fn new_databases_vacuum_incrementally() {
     let c = Connection::open(&path).unwrap();
     let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, 2);
+}
+
+/// An endpoint with two secrets and a custom header, as a rotation leaves one.
+pub(crate) fn endpoint_with_secrets(app_id: &str) -> Endpoint {
+    let mut ep = endpoint(app_id, 4);
+    ep.settings.secrets = vec![
+        SecretEntry {
+            key: "whsec_bmV3LXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm".into(),
+            expires_at: None,
+        },
+        SecretEntry {
+            key: "whsec_b2xkLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm".into(),
+            expires_at: Some(Utc::now() + chrono::Duration::hours(1)),
+        },
+    ];
+    ep.settings
+        .headers
+        .insert("authorization".into(), "Bearer plain-header-value".into());
+    ep
+}
+
+/// Endpoints stored in the clear (by a hookline from before sealing) are sealed when
+/// the store opens; a wrong key is refused and changes nothing.
+#[tokio::test]
+async fn settings_in_the_clear_are_sealed_at_open_and_a_wrong_key_changes_nothing() {
+    use crate::sealing::{is_plain, KeySource, MainKey};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let key = KeySource::Given(MainKey::generate());
+    let ep = {
+        let store = SqliteStore::open_sealed(&path, &key).unwrap();
+        let a = store.create_app(app(Some("a"))).await.unwrap();
+        store
+            .create_endpoint(endpoint_with_secrets(&a.id))
+            .await
+            .unwrap()
+    };
+    let stored = || {
+        Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT settings FROM endpoints", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .unwrap()
+    };
+    assert!(!is_plain(&stored()) && !stored().contains("plain-header-value"));
+    // As an older hookline wrote it.
+    Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE endpoints SET settings = ?1",
+            [serde_json::to_string(&ep.settings).unwrap()],
+        )
+        .unwrap();
+    assert!(is_plain(&stored()));
+    let wrong = SqliteStore::open_sealed(&path, &KeySource::Given(MainKey::generate()));
+    assert!(
+        matches!(wrong, Err(StoreError::Key(_))),
+        "a wrong key opened the store"
+    );
+    assert!(is_plain(&stored()), "a refused key changed the row");
+
+    let store = SqliteStore::open_sealed(&path, &key).unwrap();
+    let sealed = stored();
+    assert!(!is_plain(&sealed), "{sealed}");
+    for clear in ["bmV3LXNlY3JldC0w", "b2xkLXNlY3JldC0w", "plain-header-value"] {
+        assert!(!sealed.contains(clear), "{clear} in {sealed}");
+    }
+    let back = store
+        .get_endpoint(&ep.app_id, &ep.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.settings, ep.settings);
+    drop(store);
+
+    // rotate-key: everything re-sealed under the new key, which alone opens it now.
+    let new = MainKey::generate();
+    assert_eq!(rotate_key(&path, &key, &new).unwrap(), 1);
+    assert_ne!(stored(), sealed);
+    assert!(matches!(
+        SqliteStore::open_sealed(&path, &key),
+        Err(StoreError::Key(_))
+    ));
+    let store = SqliteStore::open_sealed(&path, &KeySource::Given(new)).unwrap();
+    let back = store
+        .get_endpoint(&ep.app_id, &ep.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.settings, ep.settings);
 }

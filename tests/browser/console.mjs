@@ -125,6 +125,48 @@ try {
   await page.waitForURL(/done=disabled/);
   report.steps.disable = { badge: await text(".ids .badge"), notice: await text(".notice") };
 
+  // Edit the endpoint's settings: the API's message next to the URL, then saved.
+  await page.fill("#f-url", "not a url either");
+  await page.click("form[action$='/settings'] button[type=submit]");
+  report.steps.editBad = { error: await text("#f-url-error"), url: page.url() };
+  await page.fill("#f-url", receiver + "?edited=1");
+  await page.fill("#f-timeoutMs", "2000");
+  await page.click("form[action$='/settings'] button[type=submit]");
+  await page.waitForURL(/done=saved/);
+  report.steps.editGood = { notice: await text(".notice"), url: await page.inputValue("#f-url") };
+
+  // The endpoint's charts, now that it has attempts.
+  report.steps.charts = {
+    okBars: await page.locator("svg.chart rect.bar.ok").count(),
+    labels: await page.locator("svg.chart[role=img]").count(),
+  };
+  await axe("endpoint-activity");
+  await screenshot("console-endpoint-activity");
+
+  // Event types: an invalid schema shows the API's message; a valid one is created.
+  await page.goto(base + "/event-types");
+  await page.fill("#f-name", "order.created");
+  await page.fill("#f-description", "An order was placed");
+  await page.fill("#f-schemas", '{"1": {"type": "objekt"}}');
+  await page.click("form[action='/event-types'] button[type=submit]");
+  report.steps.badSchema = { error: await text("#f-schemas-error") };
+  await page.fill("#f-schemas", '{"1": {"type": "object", "properties": {"id": {"type": "string"}}}}');
+  await page.click("form[action='/event-types'] button[type=submit]");
+  await page.waitForURL(/\/event-types\/order\.created/);
+  report.steps.eventType = { heading: await text("h1"), notice: await text(".notice") };
+  await axe("event-type");
+  await screenshot("console-event-type");
+  await page.goto(base + "/event-types");
+  await page.click("details.schema summary");
+  await axe("event-types");
+  await screenshot("console-event-types");
+
+  // The system page.
+  await page.goto(base + "/system");
+  report.steps.system = { heading: await text("h1"), charts: await page.locator("svg.chart").count() };
+  await axe("system");
+  await screenshot("console-system");
+
   // A payload with a script renders as text, and no dialog opens.
   await page.goto(appUrl);
   await axe("application");
@@ -161,9 +203,23 @@ try {
   await page.goto(appUrl);
   await screenshot("console-application");
 
+  // The message log filtered by event type.
+  await page.fill("#f-eventTypes", "xss.test");
+  await page.click("form.filters button[type=submit]");
+  await page.waitForURL(/eventTypes=xss\.test/);
+  report.steps.filter = { rows: await page.locator("section[aria-labelledby=messages] tbody tr").count() };
+  await page.goto(appUrl);
+
   // Keyboard: Tab from the top reaches the skip link, then the navigation.
+  const focused = () => page.evaluate(() => document.activeElement?.textContent?.trim());
   await page.keyboard.press("Tab");
-  report.steps.keyboard = { first: await page.evaluate(() => document.activeElement?.textContent?.trim()) };
+  const firstFocus = await focused();
+  const nav = [];
+  for (let i = 0; i < 4; i++) {
+    await page.keyboard.press("Tab");
+    nav.push(await focused());
+  }
+  report.steps.keyboard = { first: firstFocus, nav };
 
   // Sign out: the console asks for a token again.
   await page.click("form.signout button");

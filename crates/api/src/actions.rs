@@ -1,17 +1,18 @@
 //! Operator actions on deliveries (Svix paths): resend one message to one endpoint,
-//! recover an endpoint's failed deliveries since a time, and per-endpoint counts.
+//! recover an endpoint's failed deliveries since a time, and per-endpoint counts; and
+//! (a hookline extension) an endpoint's attempts over time, for charts and health.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::{visible_app, Auth};
-use crate::error::{ApiError, ApiResult, HttpErrorOut, ValidationErrorOut};
-use crate::extract::JsonBody;
+use crate::error::{ApiError, ApiResult, FieldError, HttpErrorOut, ValidationErrorOut};
+use crate::extract::{JsonBody, QueryParams};
 use crate::AppState;
 
 /// Queue one more attempt of a message to an endpoint, now.
@@ -159,6 +160,234 @@ async fn stats(
     }))
 }
 
+/// The longest window of [`attempt_stats`]: the store sorts the window's attempts by
+/// duration for the percentiles, so it must stay bounded.
+const MAX_STATS_WINDOW_DAYS: i64 = 31;
+/// The most buckets one answer has.
+const MAX_STATS_BUCKETS: i64 = 2000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AttemptStatsParams {
+    /// Start of the window (RFC 3339; default: 24 hours before `until`).
+    pub since: Option<DateTime<Utc>>,
+    /// End of the window, excluded (default: now).
+    pub until: Option<DateTime<Utc>>,
+    /// Bucket width in seconds, 60 to 86400 (default 3600).
+    pub bucket_seconds: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptBucketOut {
+    pub start: DateTime<Utc>,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Median attempt duration (nearest rank); `null` without attempts.
+    pub p50_ms: Option<u64>,
+    /// 99th percentile attempt duration (nearest rank); `null` without attempts.
+    pub p99_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptStatsOut {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub bucket_seconds: u32,
+    /// Every bucket of the window, oldest first, those without attempts included.
+    pub buckets: Vec<AttemptBucketOut>,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// Attempts made to the endpoint in a window, by outcome and with duration percentiles,
+/// per time bucket (hookline extension).
+#[utoipa::path(get, path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/stats/attempts",
+    tag = "Endpoint",
+    params(("app_id" = String, Path), ("endpoint_id" = String, Path), AttemptStatsParams),
+    responses((status = 200, body = AttemptStatsOut), (status = 404, body = HttpErrorOut),
+        (status = 422, body = ValidationErrorOut)),
+    security(("bearer" = [])))]
+async fn attempt_stats(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    Path((app_id, ep_id)): Path<(String, String)>,
+    QueryParams(p): QueryParams<AttemptStatsParams>,
+) -> ApiResult<Json<AttemptStatsOut>> {
+    let w = StatsWindow::check(&p)?;
+    let app = visible_app(&state, &auth, &app_id).await?;
+    let ep = state
+        .store
+        .get_endpoint(&app.id, &ep_id)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint not found"))?;
+    let found = state
+        .store
+        .endpoint_attempt_buckets(&app.id, &ep.id, w.since, w.until, w.width)
+        .await?;
+    Ok(Json(w.answer(found)))
+}
+
+/// Attempts made to every endpoint in a window, by outcome and with duration
+/// percentiles, per time bucket (hookline extension; admin tokens only).
+#[utoipa::path(get, path = "/api/v1/stats/attempts", tag = "Statistics",
+    params(AttemptStatsParams),
+    responses((status = 200, body = AttemptStatsOut), (status = 403, body = HttpErrorOut),
+        (status = 422, body = ValidationErrorOut)),
+    security(("bearer" = [])))]
+async fn all_attempt_stats(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    QueryParams(p): QueryParams<AttemptStatsParams>,
+) -> ApiResult<Json<AttemptStatsOut>> {
+    auth.require_admin()?;
+    let w = StatsWindow::check(&p)?;
+    let found = state
+        .store
+        .attempt_buckets(w.since, w.until, w.width)
+        .await?;
+    Ok(Json(w.answer(found)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FailingParams {
+    /// How many to list, 1 to 250 (default 50).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailingEndpointOut {
+    pub app_id: String,
+    pub id: String,
+    pub url: String,
+    pub disabled: bool,
+    pub failing_since: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailingEndpointsOut {
+    /// The longest failing first.
+    pub data: Vec<FailingEndpointOut>,
+    /// How many endpoints are failing in all.
+    pub total: u64,
+}
+
+/// Endpoints of every application failing with no success since a time, the longest
+/// failing first (hookline extension; admin tokens only).
+#[utoipa::path(get, path = "/api/v1/stats/failing-endpoints", tag = "Statistics",
+    params(FailingParams),
+    responses((status = 200, body = FailingEndpointsOut), (status = 403, body = HttpErrorOut),
+        (status = 422, body = ValidationErrorOut)),
+    security(("bearer" = [])))]
+async fn failing_endpoints(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    QueryParams(p): QueryParams<FailingParams>,
+) -> ApiResult<Json<FailingEndpointsOut>> {
+    auth.require_admin()?;
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=250).contains(&limit) {
+        return Err(ApiError::Validation(vec![FieldError::query(
+            "limit",
+            "must be between 1 and 250",
+        )]));
+    }
+    let (list, total) = state.store.failing_endpoints(limit as usize).await?;
+    Ok(Json(FailingEndpointsOut {
+        data: list
+            .into_iter()
+            .map(|e| FailingEndpointOut {
+                app_id: e.app_id,
+                id: e.id,
+                url: e.url,
+                disabled: e.disabled,
+                failing_since: e.failing_since,
+            })
+            .collect(),
+        total,
+    }))
+}
+
+/// A checked window of [`AttemptStatsParams`].
+struct StatsWindow {
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    width: chrono::Duration,
+    bucket_seconds: u32,
+    count: i64,
+}
+
+impl StatsWindow {
+    fn check(p: &AttemptStatsParams) -> ApiResult<Self> {
+        let until = p.until.unwrap_or_else(hookline_store::now);
+        let since = p.since.unwrap_or(until - chrono::Duration::hours(24));
+        let bucket_seconds = p.bucket_seconds.unwrap_or(3600);
+        let refuse = |field: &str, msg: &str| {
+            ApiError::Validation(vec![FieldError::query(field, msg.to_string())])
+        };
+        if !(60..=86_400).contains(&bucket_seconds) {
+            return Err(refuse("bucket_seconds", "must be between 60 and 86400"));
+        }
+        if until <= since {
+            return Err(refuse("until", "must be after since"));
+        }
+        let window = until - since;
+        if window > chrono::Duration::days(MAX_STATS_WINDOW_DAYS) {
+            return Err(refuse("since", "the window must be at most 31 days"));
+        }
+        let width = chrono::Duration::seconds(i64::from(bucket_seconds));
+        let count =
+            (window.num_milliseconds() + width.num_milliseconds() - 1) / width.num_milliseconds();
+        if count > MAX_STATS_BUCKETS {
+            return Err(refuse(
+                "bucket_seconds",
+                "too many buckets for the window (at most 2000): choose wider buckets",
+            ));
+        }
+        Ok(StatsWindow {
+            since,
+            until,
+            width,
+            bucket_seconds,
+            count,
+        })
+    }
+
+    /// Every bucket of the window, with the store's figures where it has some.
+    fn answer(&self, found: Vec<hookline_store::AttemptBucket>) -> AttemptStatsOut {
+        let (since, width, count) = (self.since, self.width, self.count);
+        let mut buckets: Vec<AttemptBucketOut> = (0..count)
+            .map(|i| AttemptBucketOut {
+                start: since + width * i as i32,
+                succeeded: 0,
+                failed: 0,
+                p50_ms: None,
+                p99_ms: None,
+            })
+            .collect();
+        for b in found {
+            if let Some(out) = buckets.get_mut(b.index as usize) {
+                out.succeeded = b.succeeded;
+                out.failed = b.failed;
+                out.p50_ms = Some(b.p50_ms);
+                out.p99_ms = Some(b.p99_ms);
+            }
+        }
+        AttemptStatsOut {
+            since,
+            until: self.until,
+            bucket_seconds: self.bucket_seconds,
+            succeeded: buckets.iter().map(|b| b.succeeded).sum(),
+            failed: buckets.iter().map(|b| b.failed).sum(),
+            buckets,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventExampleIn {
@@ -301,4 +530,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(resend))
         .routes(routes!(recover))
         .routes(routes!(stats))
+        .routes(routes!(attempt_stats))
+        .routes(routes!(all_attempt_stats))
+        .routes(routes!(failing_endpoints))
 }

@@ -158,6 +158,10 @@ pub struct EndpointOut {
     pub max_concurrency: Option<u32>,
     #[schema(value_type = SignatureDoc)]
     pub signature: SignatureConfig,
+    /// hookline extension: when the endpoint's attempts began failing with no success
+    /// since (`null`: its newest attempt succeeded, or it has none). After
+    /// `--endpoint-disable-after-secs` of this the endpoint is disabled.
+    pub failing_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -196,6 +200,7 @@ impl From<Endpoint> for EndpointOut {
                 implied_scheme(s.secrets.first().map(|e| e.key.as_str()))
                     .unwrap_or(SignatureConfig::Standard { svix_headers: None })
             }),
+            failing_since: e.failing_since,
             created_at: e.created_at,
             updated_at: e.updated_at,
         }

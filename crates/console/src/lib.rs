@@ -22,10 +22,14 @@
 //!
 //! This crate owns the pages and the sessions; it must not touch the store directly.
 
+mod charts;
+mod event_types;
 mod json;
 mod pages;
 mod portal;
 pub mod session;
+mod settings;
+mod system;
 
 use std::sync::Arc;
 
@@ -104,6 +108,8 @@ impl Console {
 /// API (whose paths all start with `/api/` or are `/metrics`).
 pub fn router(console: Console) -> Router {
     pages::router()
+        .merge(event_types::router())
+        .merge(system::router())
         .merge(portal::router())
         .with_state(console.clone())
         .layer(axum::middleware::from_fn_with_state(

@@ -17,7 +17,9 @@ use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 use serde_json::{json, Value};
 
+use crate::charts;
 use crate::session::{self, Session};
+use crate::settings::{self, comma_list};
 use crate::{json, over_https, redirect, seg, Console, Failure};
 
 pub fn router() -> Router<Console> {
@@ -28,6 +30,7 @@ pub fn router() -> Router<Console> {
         .route("/apps", get(apps).post(create_app))
         .route("/apps/{app}", get(app_page))
         .route("/apps/{app}/delete", post(delete_app))
+        .route("/apps/{app}/edit", post(edit_app))
         .route("/apps/{app}/endpoints", post(create_endpoint))
         .route("/apps/{app}/messages", post(create_message))
         .route("/apps/{app}/msgs/{msg}", get(message_page))
@@ -131,15 +134,51 @@ impl Refused {
             .collect()
     }
 
-    pub(crate) fn field(&self, form: &str, name: &str) -> Option<String> {
+    /// Errors of this form about exactly `name` (not its parts).
+    pub(crate) fn field_exact(&self, form: &str, name: &str) -> Option<String> {
         if self.form != form {
             return None;
         }
         let msgs: Vec<&str> = self
             .errors
             .iter()
-            .filter(|(f, _)| field_matches(f, name))
+            .filter(|(f, _)| f == name)
             .map(|(_, m)| m.as_str())
+            .collect();
+        (!msgs.is_empty()).then(|| msgs.join("; "))
+    }
+
+    /// Errors about parts of `name` other than the `shown` ones (which have their own
+    /// place on the form).
+    pub(crate) fn general_exact(&self, form: &str, name: &str, shown: &[&str]) -> Vec<&str> {
+        if self.form != form {
+            return Vec::new();
+        }
+        self.errors
+            .iter()
+            .filter(|(f, _)| {
+                f != name && field_matches(f, name) && !shown.iter().any(|s| field_matches(f, s))
+            })
+            .map(|(_, m)| m.as_str())
+            .collect()
+    }
+
+    pub(crate) fn field(&self, form: &str, name: &str) -> Option<String> {
+        if self.form != form {
+            return None;
+        }
+        // A part of the field (`schemas.2`, `headers.X-Team`) is named in the message.
+        let msgs: Vec<String> = self
+            .errors
+            .iter()
+            .filter(|(f, _)| field_matches(f, name))
+            .map(|(f, m)| {
+                if f == name {
+                    m.clone()
+                } else {
+                    format!("{f}: {m}")
+                }
+            })
             .collect();
         (!msgs.is_empty()).then(|| msgs.join("; "))
     }
@@ -154,7 +193,7 @@ fn field_matches(api_field: &str, name: &str) -> bool {
 }
 
 impl Console {
-    fn session(&self, headers: &HeaderMap) -> Option<Session> {
+    pub(crate) fn session(&self, headers: &HeaderMap) -> Option<Session> {
         self.sessions
             .get(&session::cookie_value(headers, session::COOKIE)?)
     }
@@ -162,7 +201,11 @@ impl Console {
     /// The session of a form post, if the post is allowed: signed in, sent by a page of
     /// this origin, with this session's CSRF token.
     #[allow(clippy::result_large_err)]
-    fn post_session(&self, headers: &HeaderMap, form: &Form) -> Result<Session, Response> {
+    pub(crate) fn post_session(
+        &self,
+        headers: &HeaderMap,
+        form: &Form,
+    ) -> Result<Session, Response> {
         if cross_site(headers) {
             return Err(forbidden());
         }
@@ -174,7 +217,7 @@ impl Console {
     }
 
     /// The page for a failed API call.
-    fn failed(&self, headers: &HeaderMap, s: &Session, f: Failure) -> Response {
+    pub(crate) fn failed(&self, headers: &HeaderMap, s: &Session, f: Failure) -> Response {
         match f {
             Failure::SignedOut => {
                 self.sessions.remove(&s.id);
@@ -241,7 +284,7 @@ pub(crate) fn forbidden() -> Response {
 // ---------------------------------------------------------------------------------
 // Layout
 
-fn page(status: StatusCode, title: &str, s: Option<&Session>, body: Markup) -> Response {
+pub(crate) fn page(status: StatusCode, title: &str, s: Option<&Session>, body: Markup) -> Response {
     (status, Html(layout(title, s, body).into_string())).into_response()
 }
 
@@ -264,6 +307,8 @@ fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
                     @if let Some(s) = s {
                         nav aria-label="Main" {
                             a href="/apps" { "Applications" }
+                            a href="/event-types" { "Event types" }
+                            a href="/system" { "System" }
                         }
                         form.signout method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(s.csrf);
@@ -278,7 +323,7 @@ fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
 }
 
 /// Fixed notices after a redirect, chosen by key: a URL can pick one, never write one.
-fn notice(q: &HashMap<String, String>) -> Markup {
+pub(crate) fn notice(q: &HashMap<String, String>) -> Markup {
     let text = match q.get("done").map(String::as_str) {
         Some("app-created") => "Application created.",
         Some("app-deleted") => "Application deleted.",
@@ -289,6 +334,18 @@ fn notice(q: &HashMap<String, String>) -> Markup {
         Some("disabled") => "Endpoint disabled.",
         Some("resent") => "Message resent.",
         Some("example-sent") => "Example sent.",
+        Some("saved") => "Settings saved.",
+        Some("app-saved") => "Application saved.",
+        Some("event-type-created") => "Event type created.",
+        Some("event-type-saved") => "Event type saved.",
+        Some("recovered") => {
+            let n = q.get("n").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            let text = match n {
+                1 => "Recovered 1 failed delivery; it is being sent again.".to_string(),
+                n => format!("Recovered {n} failed deliveries; they are being sent again."),
+            };
+            return html! { p.notice role="status" { (text) } };
+        }
         _ => return html! {},
     };
     html! { p.notice role="status" { (text) } }
@@ -339,6 +396,74 @@ pub(crate) fn textarea_field(
     }
 }
 
+/// A `<select>` of `options` (value, label), with the API's message for it if any.
+pub(crate) fn select_field(
+    label: &str,
+    name: &str,
+    options: &[(&str, &str)],
+    selected: &str,
+    error: Option<String>,
+) -> Markup {
+    let id = format!("f-{name}");
+    let err_id = format!("{id}-error");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            select id=(id) name=(name)
+                aria-invalid=[error.as_ref().map(|_| "true")]
+                aria-describedby=[error.as_ref().map(|_| err_id.as_str())] {
+                @for (value, text) in options {
+                    option value=(value) selected[*value == selected] { (text) }
+                }
+            }
+            @if let Some(e) = &error {
+                p.field-error id=(err_id) { (e) }
+            }
+        }
+    }
+}
+
+/// A date and time (`YYYY-MM-DDTHH:MM`, read as UTC), with the API's message if any.
+fn datetime_field(
+    label: &str,
+    name: &str,
+    value: &str,
+    error: Option<String>,
+    required: bool,
+) -> Markup {
+    let id = format!("f-{name}");
+    let err_id = format!("{id}-error");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            input type="datetime-local" id=(id) name=(name) value=(value) step="1" required[required]
+                aria-invalid=[error.as_ref().map(|_| "true")]
+                aria-describedby=[error.as_ref().map(|_| err_id.as_str())];
+            @if let Some(e) = &error {
+                p.field-error id=(err_id) { (e) }
+            }
+        }
+    }
+}
+
+/// A time typed into a `datetime-local` field (no zone: UTC) as RFC 3339; anything
+/// else goes to the API as typed, for it to refuse naming the field.
+pub(crate) fn utc_time(s: &str) -> String {
+    let s = s.trim();
+    for format in [
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%.f",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, format) {
+            return t
+                .and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        }
+    }
+    s.to_string()
+}
+
 pub(crate) fn general_errors(errors: Vec<&str>) -> Markup {
     html! {
         @for e in errors {
@@ -364,17 +489,6 @@ pub(crate) fn list_text(v: &Value, key: &str) -> String {
             .join(", "),
         _ => "all".into(),
     }
-}
-
-/// Comma-separated form input as a JSON list (`None` when empty: "all").
-fn comma_list(s: &str) -> Option<Vec<String>> {
-    let list: Vec<String> = s
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect();
-    (!list.is_empty()).then_some(list)
 }
 
 /// A payload typed into a form, kept byte for byte (it is what will be signed and
@@ -637,6 +751,76 @@ async fn create_app(State(c): State<Console>, headers: HeaderMap, body: Bytes) -
     }
 }
 
+/// The application page's edit form, filled with the application's settings, or with
+/// what was typed and the API's messages when it refused them.
+fn app_edit_form(app_url: &str, s: &Session, app: &Value, refused: &Refused) -> Markup {
+    let current = settings::app_form_values(app);
+    let v = |name: &str| {
+        let now = current
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        refused.value("app-edit", name, now)
+    };
+    let err = |field: &str| refused.field("app-edit", field);
+    let validate = if refused.form == "app-edit" {
+        refused.value("app-edit", "validatePayloads", "") == "on"
+    } else {
+        app["validatePayloads"].as_bool().unwrap_or(false)
+    };
+    html! {
+        form method="post" action=(format!("{app_url}/edit")) {
+            (csrf(s))
+            (general_errors(refused.general("app-edit", settings::APP_FIELDS)))
+            (text_field("Name", "appName", v("appName"), err("name"), html!{}, true))
+            (text_field("uid (empty: none)", "appUid", v("appUid"), err("uid"), html!{}, false))
+            (text_field("Rate limit (messages per second to each endpoint; empty: none)", "appThrottleRate", v("appThrottleRate"), err("throttleRate"), html!{}, false))
+            (textarea_field("Default retry policy for its endpoints (JSON; empty: the server's)", "appRetryPolicy", v("appRetryPolicy"), err("retryPolicy")))
+            (textarea_field("Metadata (one key=value per line)", "appMetadata", v("appMetadata"), err("metadata")))
+            div.check {
+                input type="checkbox" id="f-appValidatePayloads" name="validatePayloads" value="on" checked[validate];
+                " "
+                label for="f-appValidatePayloads" { "Reject messages whose payload does not match their event type's newest schema" }
+            }
+            button type="submit" { "Save application" }
+        }
+    }
+}
+
+async fn edit_app(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> Response {
+    let form = Form::parse(&body);
+    let s = match c.post_session(&headers, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let result = match settings::app_patch_body(&form) {
+        Ok(body) => {
+            c.api(
+                &s.token,
+                Method::PATCH,
+                &format!("app/{}", seg(&app)),
+                Some(body.to_string()),
+            )
+            .await
+        }
+        Err(f) => Err(f),
+    };
+    match result {
+        Ok(a) => redirect(&format!("/apps/{}?done=app-saved", seg(text(&a, "id")))),
+        Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
+        Err(f) => {
+            let refused = Refused::new("app-edit", &form, f);
+            app_view(&c, &headers, &s, &app, &HashMap::new(), refused).await
+        }
+    }
+}
+
 async fn delete_app(
     State(c): State<Console>,
     headers: HeaderMap,
@@ -710,19 +894,41 @@ async fn app_view(
             .await
             .unwrap_or(Value::Null);
         let last = last_attempt(c, &s.token, &base, text(ep, "id")).await;
-        health.push((stats, last));
+        let day = last_day(c, &s.token, &base, text(ep, "id")).await;
+        health.push((stats, last, day));
     }
     let iterator = q.get("iterator").map(String::as_str).unwrap_or("");
-    let mut msg_path = format!("{base}/msg?limit={MESSAGES_PER_PAGE}&with_content=false");
+    let filters = LogFilters::from_query(q);
+    let mut msg_path = format!(
+        "{base}/msg?limit={MESSAGES_PER_PAGE}&with_content=false{}",
+        filters.api_query()
+    );
     if !iterator.is_empty() {
         msg_path.push_str(&format!("&iterator={}", seg(iterator)));
     }
-    let messages = match c.api_get(&s.token, &msg_path).await {
-        Ok(p) => p,
+    // A filter the API refuses shows its message next to the filter, over no rows.
+    let (messages, filter_errors) = match c.api_get(&s.token, &msg_path).await {
+        Ok(p) => (p, Refused::default()),
+        Err(Failure::Invalid(list)) => (
+            Value::Null,
+            Refused::new("filter", &Form(q.clone()), Failure::Invalid(list)),
+        ),
         Err(f) => return c.failed(headers, s, f),
     };
     let app_url = format!("/apps/{}", seg(&id));
-    let status = if refused.errors.is_empty() {
+    let log_url = |it: Option<&str>| {
+        let mut pairs = filters.page_query();
+        if let Some(it) = it {
+            pairs.push(("iterator", it.to_string()));
+        }
+        let qs = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        if qs.is_empty() {
+            format!("{app_url}#messages")
+        } else {
+            format!("{app_url}?{qs}#messages")
+        }
+    };
+    let status = if refused.errors.is_empty() && filter_errors.errors.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
@@ -744,17 +950,30 @@ async fn app_view(
                     table {
                         thead { tr {
                             th scope="col" { "URL" } th scope="col" { "State" }
+                            th scope="col" { "Delivered (24 h)" }
                             th scope="col" { "Newest attempt" }
                             th scope="col" { "Delivered" } th scope="col" { "Pending" } th scope="col" { "Failed" }
                         } }
                         tbody {
-                            @for (ep, (stats, last)) in endpoints.iter().zip(&health) {
+                            @for (ep, (stats, last, day)) in endpoints.iter().zip(&health) {
                                 tr {
                                     td {
                                         a href=(format!("{app_url}/endpoints/{}", seg(text(ep, "id")))) { (text(ep, "url")) }
                                         @if !text(ep, "description").is_empty() { br; span.hint { (text(ep, "description")) } }
                                     }
-                                    td { (ep_state(ep)) }
+                                    td {
+                                        (ep_state(ep))
+                                        @if ep["failingSince"].is_string() {
+                                            br; span.badge.off { "Failing" } " since " (timestamp(ep, "failingSince"))
+                                        }
+                                    }
+                                    td.rate {
+                                        @let (ok, bad) = (day["succeeded"].as_u64().unwrap_or(0), day["failed"].as_u64().unwrap_or(0));
+                                        @match charts::success_rate(ok, bad) {
+                                            Some(rate) => { (rate) br; span.hint { (ok) " of " (ok + bad) " attempts" } }
+                                            None => { span.hint { "no attempts" } }
+                                        }
+                                    }
                                     td {
                                         @match last {
                                             Some(a) => { (attempt_badge(a)) " " (timestamp(a, "timestamp")) }
@@ -784,11 +1003,25 @@ async fn app_view(
             }
             section aria-labelledby="messages" {
                 h2 #messages { "Messages" }
-                (message_table(&app_url, &messages))
+                form.filters method="get" action=(app_url) role="search" aria-label="Filter messages" {
+                    (general_errors(filter_errors.general("filter", &["event_types", "channel", "after", "before"])))
+                    (text_field("Event types (comma-separated)", "eventTypes", &filters.event_types, filter_errors.field("filter", "event_types"), html!{}, false))
+                    (text_field("Channel", "channel", &filters.channel, filter_errors.field("filter", "channel"), html!{}, false))
+                    (datetime_field("Created after (UTC)", "after", &filters.after, filter_errors.field("filter", "after"), false))
+                    (datetime_field("Created before (UTC)", "before", &filters.before, filter_errors.field("filter", "before"), false))
+                    div.filter-actions {
+                        button type="submit" { "Filter" }
+                        @if filters.any() { " " a href=(format!("{app_url}#messages")) { "Clear filters" } }
+                    }
+                }
+                p.hint { "Delivery status is per endpoint: see a message's page, or an endpoint's attempts." }
+                @if filter_errors.errors.is_empty() {
+                    (message_table(&app_url, &messages))
+                }
                 p.pager {
-                    @if !iterator.is_empty() { a href=(app_url) { "Newest" } " " }
+                    @if !iterator.is_empty() { a href=(log_url(None)) { "Newest" } " " }
                     @if !messages["done"].as_bool().unwrap_or(true) {
-                        a href=(format!("{app_url}?iterator={}", seg(text(&messages, "iterator")))) { "Older messages" }
+                        a href=(log_url(Some(text(&messages, "iterator")))) { "Older messages" }
                     }
                 }
                 details.card open[refused.form == "message"] {
@@ -802,6 +1035,10 @@ async fn app_view(
                     }
                 }
             }
+            details.card open[refused.form == "app-edit"] {
+                summary { "Edit this application" }
+                (app_edit_form(&app_url, s, &app, &refused))
+            }
             details.card.danger {
                 summary { "Delete this application" }
                 p { "Deletes the application with its endpoints, messages and attempts. This cannot be undone." }
@@ -812,6 +1049,67 @@ async fn app_view(
             }
         },
     )
+}
+
+/// The message log's filters, as typed into the application page's filter form.
+#[derive(Debug, Default, PartialEq)]
+struct LogFilters {
+    event_types: String,
+    channel: String,
+    /// `datetime-local` values (UTC).
+    after: String,
+    before: String,
+}
+
+impl LogFilters {
+    fn from_query(q: &HashMap<String, String>) -> Self {
+        let get = |k: &str| q.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+        LogFilters {
+            event_types: get("eventTypes"),
+            channel: get("channel"),
+            after: get("after"),
+            before: get("before"),
+        }
+    }
+
+    fn any(&self) -> bool {
+        *self != LogFilters::default()
+    }
+
+    /// The API's list parameters for these filters (`&name=value...`).
+    fn api_query(&self) -> String {
+        let mut pairs = Vec::new();
+        if !self.event_types.is_empty() {
+            pairs.push(("event_types", self.event_types.clone()));
+        }
+        if !self.channel.is_empty() {
+            pairs.push(("channel", self.channel.clone()));
+        }
+        if !self.after.is_empty() {
+            pairs.push(("after", utc_time(&self.after)));
+        }
+        if !self.before.is_empty() {
+            pairs.push(("before", utc_time(&self.before)));
+        }
+        match serde_urlencoded::to_string(&pairs) {
+            Ok(qs) if !qs.is_empty() => format!("&{qs}"),
+            _ => String::new(),
+        }
+    }
+
+    /// The console page's query for these filters (to keep them while paging).
+    fn page_query(&self) -> Vec<(&'static str, String)> {
+        [
+            ("eventTypes", &self.event_types),
+            ("channel", &self.channel),
+            ("after", &self.after),
+            ("before", &self.before),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, v.clone()))
+        .collect()
+    }
 }
 
 pub(crate) fn ep_state(ep: &Value) -> Markup {
@@ -997,6 +1295,34 @@ async fn message_page(
             (message_sections(&app_url, &v, Some(&s), None))
         },
     )
+}
+
+/// The endpoint's attempts per hour over the last `hours` hours, in whole hours ending
+/// with the current one (the API's `.../stats/attempts`), or `Null` when the API could
+/// not say (the page shows that rather than failing).
+async fn attempt_stats(c: &Console, token: &str, base: &str, ep_id: &str, hours: i64) -> Value {
+    use chrono::{DurationRound, SecondsFormat};
+    let hour = chrono::Duration::hours(1);
+    let now = chrono::Utc::now();
+    let this_hour = now.duration_trunc(hour).unwrap_or(now);
+    let since = this_hour - hour * (hours as i32 - 1);
+    let until = this_hour + hour;
+    let path = format!(
+        "{base}/endpoint/{}/stats/attempts?since={}&until={}&bucket_seconds=3600",
+        seg(ep_id),
+        since.to_rfc3339_opts(SecondsFormat::Secs, true),
+        until.to_rfc3339_opts(SecondsFormat::Secs, true),
+    );
+    c.api_get(token, &path).await.unwrap_or(Value::Null)
+}
+
+/// An endpoint's attempts over the last 24 hours, in one bucket (for health at a glance).
+async fn last_day(c: &Console, token: &str, base: &str, ep_id: &str) -> Value {
+    let path = format!(
+        "{base}/endpoint/{}/stats/attempts?bucket_seconds=86400",
+        seg(ep_id)
+    );
+    c.api_get(token, &path).await.unwrap_or(Value::Null)
 }
 
 /// The newest delivery attempt to an endpoint of the application at `base`, if any
@@ -1294,10 +1620,25 @@ async fn endpoint_view(
     let app_url = format!("/apps/{}", seg(&app_id));
     let ep_url = format!("{app_url}/endpoints/{}", seg(&ep_id));
     let disabled = e["disabled"].as_bool().unwrap_or(false);
-    let retry = match &e["retryPolicy"] {
-        Value::Null => "the application's (or the default)".to_string(),
-        p => p.to_string(),
+    let headers_v = c
+        .api_get(
+            &s.token,
+            &format!("{base}/endpoint/{}/headers", seg(&ep_id)),
+        )
+        .await
+        .unwrap_or(Value::Null);
+    let week = q.get("range").is_some_and(|r| r == "7d");
+    let hours: i64 = if week { 24 * 7 } else { 24 };
+    let stats = attempt_stats(c, &s.token, &base, &ep_id, hours).await;
+    let buckets = charts::buckets(&stats);
+    let what = if week {
+        "per hour over the last 7 days"
+    } else {
+        "per hour over the last 24 hours"
     };
+    let day_ago = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
     let status = if refused.errors.is_empty() {
         StatusCode::OK
     } else {
@@ -1312,20 +1653,44 @@ async fn endpoint_view(
             h1 { "Endpoint " span.url { (text(&e, "url")) } }
             p.ids { "id " code { (ep_id) } " · " (ep_state(&e)) }
             (notice(q))
+            section aria-labelledby="activity" {
+                h2 #activity { "Activity" }
+                nav.range aria-label="Chart window" {
+                    @if week {
+                        a href=(ep_url) { "Last 24 hours" } " · " span aria-current="page" { "Last 7 days" }
+                    } @else {
+                        span aria-current="page" { "Last 24 hours" } " · " a href=(format!("{ep_url}?range=7d")) { "Last 7 days" }
+                    }
+                }
+                @if stats.is_null() {
+                    p.error role="alert" { "The attempt statistics could not be read." }
+                } @else {
+                    p {
+                        (stats["succeeded"]) " delivered, " (stats["failed"]) " failed"
+                        @if let Some(rate) = charts::success_rate(stats["succeeded"].as_u64().unwrap_or(0), stats["failed"].as_u64().unwrap_or(0)) {
+                            " (" (rate) " delivered)"
+                        }
+                        "."
+                    }
+                    div.charts {
+                        figure {
+                            figcaption { "Attempts " (what) }
+                            (charts::attempts_chart(&buckets, "chart-attempts", what))
+                        }
+                        figure {
+                            figcaption { "Latency " (what) }
+                            (charts::latency_chart(&buckets, "chart-latency", what))
+                        }
+                    }
+                    details {
+                        summary { "The numbers as a table" }
+                        (charts::table(&buckets, &format!("Attempts {what}")))
+                    }
+                }
+            }
             section aria-labelledby="settings" {
                 h2 #settings { "Settings" }
-                dl.props {
-                    dt { "URL" } dd { (text(&e, "url")) }
-                    dt { "Description" } dd { (text(&e, "description")) }
-                    dt { "uid" } dd { (text(&e, "uid")) }
-                    dt { "Event types" } dd { (list_text(&e, "filterTypes")) }
-                    dt { "Channels" } dd { (list_text(&e, "channels")) }
-                    dt { "Throttle" } dd { @if let Some(r) = e["throttleRate"].as_u64() { (r) " / s" } @else { "none" } }
-                    dt { "Timeout" } dd { (e["timeoutMs"]) " ms" }
-                    dt { "Max concurrency" } dd { @if let Some(m) = e["maxConcurrency"].as_u64() { (m) } @else { "adaptive" } }
-                    dt { "Retry policy" } dd { code { (retry) } }
-                    dt { "Signature" } dd { (e["signature"]["scheme"].as_str().unwrap_or("standard")) }
-                }
+                (settings_form(&ep_url, s, &e, &headers_v, &refused))
             }
             section aria-labelledby="secret" {
                 h2 #secret { "Signing secret" }
@@ -1356,12 +1721,71 @@ async fn endpoint_view(
                     button type="submit" { "Send example" }
                 }
             }
+            section.card aria-labelledby="recover" {
+                h2 #recover { "Recover failed deliveries" }
+                p.hint { "Sends every failed delivery to this endpoint of messages created since (and before) these times again. Times are UTC." }
+                form method="post" action=(format!("{ep_url}/recover")) {
+                    (csrf(s))
+                    (general_errors(refused.general("recover", &["since", "until"])))
+                    (datetime_field("Since (UTC)", "since", refused.value("recover", "since", &day_ago), refused.field("recover", "since"), true))
+                    (datetime_field("Until (UTC, optional; default now)", "until", refused.value("recover", "until", ""), refused.field("recover", "until"), false))
+                    button type="submit" { "Recover" }
+                }
+            }
             section aria-labelledby="recent" {
                 h2 #recent { "Recent attempts" }
                 (attempt_table(&app_url, &attempts))
             }
         },
     )
+}
+
+/// The endpoint page's settings form, filled with the endpoint's settings, or with what
+/// was typed and the API's messages when it refused them.
+fn settings_form(
+    ep_url: &str,
+    s: &Session,
+    e: &Value,
+    headers: &Value,
+    refused: &Refused,
+) -> Markup {
+    let current: HashMap<&str, String> = settings::form_values(e, headers).into_iter().collect();
+    let v = |name: &str| {
+        refused.value(
+            "settings",
+            name,
+            current.get(name).map(String::as_str).unwrap_or(""),
+        )
+    };
+    let err = |api_field: &str| refused.field("settings", api_field);
+    // An error about the signature as a whole (an unknown scheme) shows at the scheme.
+    let scheme_error = refused
+        .field_exact("settings", "signature")
+        .or_else(|| err("signature.scheme"));
+    let header_error = err("signature.header");
+    let svix_error = err("signature.svixHeaders");
+    let hint = |t: &str| html! { span.hint { (t) } };
+    html! {
+        form.card method="post" action=(format!("{ep_url}/settings")) {
+            (csrf(s))
+            (general_errors(refused.general("settings", settings::FIELDS).into_iter().chain(refused.general_exact("settings", "signature", &["signature.scheme", "signature.header", "signature.svixHeaders"])).collect()))
+            (text_field("URL", "url", v("url"), err("url"), html!{}, true))
+            (text_field("Description", "description", v("description"), err("description"), html!{}, false))
+            (text_field("Event types (comma-separated; empty: all)", "filterTypes", v("filterTypes"), err("filterTypes"), html!{}, false))
+            (text_field("Channels (comma-separated; empty: all)", "channels", v("channels"), err("channels"), html!{}, false))
+            (text_field("Throttle (deliveries per second; empty: none)", "throttleRate", v("throttleRate"), err("throttleRate"), html!{}, false))
+            (text_field("Timeout (ms)", "timeoutMs", v("timeoutMs"), err("timeoutMs"), hint("Empty: the default, 15000 ms."), false))
+            (text_field("Max concurrency (empty: adaptive)", "maxConcurrency", v("maxConcurrency"), err("maxConcurrency"), hint("A hard cap on attempts in flight at once; empty lets hookline find what the receiver serves."), false))
+            (textarea_field("Retry policy (JSON; empty: the application's, or the default)", "retryPolicy", v("retryPolicy"), err("retryPolicy")))
+            p.hint { "For example " code { "{\"kind\": \"exponential\", \"initialSeconds\": 5, \"factor\": 2.0, \"maxIntervalSeconds\": 3600, \"giveUpAfterSeconds\": 86400}" } " or " code { "{\"kind\": \"none\"}" } "." }
+            (select_field("Signature scheme", "signatureScheme", settings::SCHEMES, v("signatureScheme"), scheme_error))
+            (text_field("Signature header (hmac-sha256-hex only)", "signatureHeader", v("signatureHeader"), header_error, html!{}, false))
+            (select_field("Also send svix-* headers (standard and ed25519)", "svixHeaders", &[("default", "Server default"), ("yes", "Yes"), ("no", "No")], v("svixHeaders"), svix_error))
+            (textarea_field("Custom headers (one Name: value per line)", "headers", v("headers"), err("headers")))
+            p.hint { "Values are not shown: " code { (settings::KEPT) } " keeps a header's current value." }
+            button type="submit" { "Save settings" }
+        }
+    }
 }
 
 /// An endpoint page's Reveal and Rotate forms (the Reveal form's answer is read by the
@@ -1443,6 +1867,56 @@ async fn endpoint_action(
                     "enabled"
                 }),
                 Err(f) => c.failed(&headers, &s, f),
+            }
+        }
+        "settings" => {
+            let current = match c.api_get(&s.token, &api_path).await {
+                Ok(e) => c
+                    .api_get(&s.token, &format!("{api_path}/headers"))
+                    .await
+                    .map(|h| (e, h)),
+                Err(f) => Err(f),
+            };
+            let result = match current {
+                Ok((current, headers_now)) => {
+                    match settings::put_body(&form, &current, &headers_now) {
+                        Ok(body) => {
+                            c.api(&s.token, Method::PUT, &api_path, Some(body.to_string()))
+                                .await
+                        }
+                        Err(f) => Err(f),
+                    }
+                }
+                Err(f) => Err(f),
+            };
+            match result {
+                Ok(_) => back("saved"),
+                Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
+                Err(f) => {
+                    let refused = Refused::new("settings", &form, f);
+                    endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
+                }
+            }
+        }
+        "recover" => {
+            let mut body = json!({ "since": utc_time(form.get("since")) });
+            if !form.get("until").trim().is_empty() {
+                body["until"] = json!(utc_time(form.get("until")));
+            }
+            let path = format!("{api_path}/recover");
+            match c
+                .api(&s.token, Method::POST, &path, Some(body.to_string()))
+                .await
+            {
+                Ok(out) => redirect(&format!(
+                    "{page_url}?done=recovered&n={}",
+                    out["recovered"].as_u64().unwrap_or(0)
+                )),
+                Err(f @ (Failure::SignedOut | Failure::NotFound(_))) => c.failed(&headers, &s, f),
+                Err(f) => {
+                    let refused = Refused::new("recover", &form, f);
+                    endpoint_view(&c, &headers, &s, &app, &ep, &HashMap::new(), refused).await
+                }
             }
         }
         "send-example" => match send_example(&c, &s.token, &api_path, &form, false).await {

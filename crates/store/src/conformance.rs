@@ -117,8 +117,159 @@ suite! {
         expired_payloads_are_dropped_once_no_delivery_is_owed,
         concurrent_retention_walks_delete_each_message_once,
         managed_tokens_are_listed_touched_at_most_once_per_interval_and_revoked,
+        an_endpoints_attempts_are_bucketed_by_time_with_outcomes_and_percentiles,
     ],
     sqlite: [],
+}
+
+// --- attempt buckets ------------------------------------------------------------------
+
+/// An id `new_id(prefix)` would have given at `at` (the `n` makes it unique).
+pub(crate) fn id_at(prefix: &str, at: DateTime<Utc>, n: u8) -> String {
+    use svix_ksuid::KsuidLike;
+    let mut payload = [0u8; svix_ksuid::KsuidMs::PAYLOAD_BYTES];
+    payload[0] = n;
+    payload[1] = 0x5a;
+    let ksuid = svix_ksuid::KsuidMs::from_millis(Some(at.timestamp_millis()), Some(&payload));
+    format!("{prefix}_{}", ksuid.to_base62())
+}
+
+/// Creates one message per `(started, id made at, duration ms, succeeded)` for the
+/// application's endpoints and reports the attempts so.
+pub(crate) async fn record_attempts(
+    store: &dyn Store,
+    rec: &Recorder,
+    app_id: &str,
+    attempts: &[(DateTime<Utc>, DateTime<Utc>, u64, bool)],
+) {
+    // All handed over while the endpoint is healthy (a failing one takes one at a time).
+    for _ in attempts {
+        store.create_message(message(app_id)).await.unwrap();
+    }
+    let handed: Vec<ClaimedDelivery> = rec.taken.lock().unwrap().drain(..).collect();
+    assert_eq!(handed.len(), attempts.len());
+    for (n, (d, (started, made, duration, ok))) in handed.iter().zip(attempts).enumerate() {
+        let next = if *ok {
+            NextStep::Succeeded
+        } else {
+            NextStep::Failed
+        };
+        let mut r = report_for(d, next);
+        r.attempt.id = id_at("atmpt", *made, n as u8);
+        r.attempt.attempted_at = *started;
+        r.attempt.duration_ms = *duration;
+        r.attempt.succeeded = *ok;
+        store.report_attempt(d.id, &d.lease_token, r).await.unwrap();
+    }
+}
+
+async fn an_endpoints_attempts_are_bucketed_by_time_with_outcomes_and_percentiles(
+    store: Arc<dyn Store>,
+) {
+    let rec = attach(store.as_ref());
+    let a = store.create_app(app(None)).await.unwrap();
+    let ep = store.create_endpoint(endpoint(&a.id, 100)).await.unwrap();
+    let other_app = store.create_app(app(None)).await.unwrap();
+    store
+        .create_endpoint(endpoint(&other_app.id, 100))
+        .await
+        .unwrap();
+    let hour = chrono::Duration::hours(1);
+    let min = chrono::Duration::minutes;
+    let until = Utc::now();
+    let since = until - hour * 3;
+    let at = |t: DateTime<Utc>, ms: u64, ok: bool| (t, t, ms, ok);
+    record_attempts(
+        store.as_ref(),
+        &rec,
+        &a.id,
+        &[
+            // Bucket 0: five attempts, one failed.
+            at(since + min(10), 30, true),
+            at(since + min(11), 10, true),
+            at(since + min(12), 500, false),
+            at(since + min(13), 40, true),
+            at(since, 20, true),
+            // Bucket 2: one, and one whose id was made after the window ended (it
+            // finished late): it started inside, so it counts.
+            at(since + hour * 2 + min(5), 7, true),
+            (
+                until - min(1),
+                until + chrono::Duration::seconds(50),
+                30_000,
+                true,
+            ),
+            // Outside the window: before it, and at its end.
+            at(since - min(1), 1, false),
+            at(until, 1, false),
+        ],
+    )
+    .await;
+    // Another application's endpoint, inside the window: not counted.
+    record_attempts(
+        store.as_ref(),
+        &rec,
+        &other_app.id,
+        &[at(since + min(20), 5, false)],
+    )
+    .await;
+
+    let buckets = store
+        .endpoint_attempt_buckets(&a.id, &ep.id, since, until, hour)
+        .await
+        .unwrap();
+    assert_eq!(
+        buckets,
+        [
+            AttemptBucket {
+                index: 0,
+                succeeded: 4,
+                failed: 1,
+                // Sorted: 10 20 30 40 500; ranks 3 and 5.
+                p50_ms: 30,
+                p99_ms: 500,
+            },
+            AttemptBucket {
+                index: 2,
+                succeeded: 2,
+                failed: 0,
+                p50_ms: 7,
+                p99_ms: 30_000,
+            },
+        ]
+    );
+    // Minute buckets over the first quarter hour; another endpoint's id: nothing.
+    let minutes = store
+        .endpoint_attempt_buckets(&a.id, &ep.id, since, since + min(15), min(1))
+        .await
+        .unwrap();
+    let indexes: Vec<u32> = minutes.iter().map(|b| b.index).collect();
+    assert_eq!(indexes, [0, 10, 11, 12, 13]);
+    assert_eq!(minutes[3].failed, 1);
+    assert!(store
+        .endpoint_attempt_buckets(&other_app.id, &ep.id, since, until, hour)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Every endpoint's: the other application's failed attempt joins bucket 0.
+    let all = store.attempt_buckets(since, until, hour).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|b| (b.index, b.succeeded, b.failed, b.p50_ms, b.p99_ms))
+            .collect::<Vec<_>>(),
+        [(0, 4, 2, 20, 500), (2, 2, 0, 7, 30_000)]
+    );
+
+    // Failing endpoints: those whose newest attempt failed (the first endpoint's last
+    // reported attempt was the one at `until`, a failure), longest failing first.
+    let (failing, count) = store.failing_endpoints(10).await.unwrap();
+    assert_eq!(count, 2);
+    let since_of: Vec<_> = failing.iter().map(|e| e.failing_since.unwrap()).collect();
+    assert!(since_of.windows(2).all(|w| w[0] <= w[1]), "{since_of:?}");
+    let (one, count) = store.failing_endpoints(1).await.unwrap();
+    assert_eq!((one.len(), count), (1, 2));
+    assert_eq!(one[0].id, failing[0].id);
 }
 
 // --- tokens --------------------------------------------------------------------------

@@ -309,6 +309,31 @@ pub trait Store: DeliveryQueue {
     async fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats>;
     /// How many of the endpoint's deliveries are in each state.
     async fn endpoint_stats(&self, app_id: &str, endpoint_id: &str) -> Result<DeliveryCounts>;
+    /// The endpoint's attempts that started in `[since, until)`, counted by outcome with
+    /// their duration percentiles, in buckets `width` long from `since`: only buckets
+    /// with attempts, by index. Reads the endpoint's attempts by id through its index
+    /// (ids begin with their time; see [`ATTEMPT_ID_SLACK_SECS`]), never the whole table;
+    /// the caller bounds the window.
+    async fn endpoint_attempt_buckets(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        width: chrono::Duration,
+    ) -> Result<Vec<AttemptBucket>>;
+    /// [`Store::endpoint_attempt_buckets`] over every endpoint's attempts: read by id
+    /// through the primary key, never the whole table.
+    async fn attempt_buckets(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        width: chrono::Duration,
+    ) -> Result<Vec<AttemptBucket>>;
+    /// Endpoints failing with no success since (`failing_since` set), the longest
+    /// failing first, at most `limit`, and how many there are in all. Reads the
+    /// endpoints table (small beside the attempts), not the attempts.
+    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<Endpoint>, u64)>;
     /// Delivery state of the messages sent to one endpoint, newest message first.
     async fn list_endpoint_deliveries(
         &self,

@@ -666,6 +666,25 @@ pub struct QueueStats {
     pub oldest_due: Option<DateTime<Utc>>,
 }
 
+/// One time bucket of an endpoint's attempts
+/// ([`Store::endpoint_attempt_buckets`](crate::Store::endpoint_attempt_buckets)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptBucket {
+    /// Which bucket: it starts at `since + index × width`.
+    pub index: u32,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// The attempts' durations at the 50th and the 99th percentile (nearest rank: the
+    /// smallest duration that at least that share of the bucket's attempts took at most).
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+}
+
+/// How much later than its attempt started an attempt's id may have been made: ids are
+/// made when the attempt has finished, within its timeout (at most 60 s). A window of
+/// attempts is read by id (ids begin with their time) up to this much past its end.
+pub const ATTEMPT_ID_SLACK_SECS: i64 = 300;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryCounts {
     pub pending: u64,

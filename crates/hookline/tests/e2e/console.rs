@@ -239,7 +239,10 @@ fn expected_error(url: &str, status: u64) -> bool {
     matches!(
         (status, url),
         (401, u) if u.ends_with("/login") || u.ends_with("/api/v1/app")
-    ) || (status == 422 && url.ends_with("/endpoints"))
+    ) || (status == 422
+        && (url.ends_with("/endpoints")
+            || url.ends_with("/settings")
+            || url.ends_with("/event-types")))
         || (status == 404 && url.ends_with("/apps/app_doesnotexist"))
 }
 
@@ -320,7 +323,11 @@ async fn operator_flow_in_chromium() {
     let (status, eps) = api.get(&format!("/api/v1/app/{app_id}/endpoint")).await;
     assert_eq!(status, 200);
     let ep = &eps["data"][0];
-    assert_eq!(ep["url"], receiver.url("/console-hook"));
+    assert_eq!(
+        ep["url"],
+        format!("{}?edited=1", receiver.url("/console-hook"))
+    );
+    assert_eq!(ep["timeoutMs"], 2000);
     assert_eq!(ep["disabled"], true);
     let (_, secret) = api
         .get(&format!(
@@ -352,6 +359,38 @@ async fn operator_flow_in_chromium() {
     assert_eq!(s["missingApp"]["status"], 404);
     assert_eq!(s["search"]["rows"], 1);
     assert_eq!(s["keyboard"]["first"], "Skip to content");
+    assert_eq!(
+        s["keyboard"]["nav"],
+        json!(["hookline", "Applications", "Event types", "System"])
+    );
+
+    // The endpoint's settings, edited: the API's message, then saved.
+    assert!(
+        s["editBad"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("must be an absolute http(s) URL"),
+        "{r:#}"
+    );
+    assert_eq!(s["editGood"]["notice"], "Settings saved.");
+    assert_eq!(
+        s["editGood"]["url"],
+        format!("{}?edited=1", receiver.url("/console-hook"))
+    );
+    // Charts of its attempts (the example and its resend), each an image with a text.
+    assert!(s["charts"]["okBars"].as_u64().unwrap() >= 1, "{r:#}");
+    assert_eq!(s["charts"]["labels"], 2);
+    // Event types: the API's schema message, then created.
+    assert!(
+        s["badSchema"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not a valid JSON Schema"),
+        "{r:#}"
+    );
+    assert_eq!(s["eventType"]["notice"], "Event type created.");
+    assert_eq!(s["system"]["charts"], 2);
+    assert_eq!(s["filter"]["rows"], 1, "{r:#}");
     assert!(s["signOut"]["url"].as_str().unwrap().ends_with('/'));
     assert_eq!(s["signOut"]["tokenField"], 1);
 
@@ -373,6 +412,10 @@ async fn operator_flow_in_chromium() {
             "application",
             "endpoint",
             "message",
+            "endpoint-activity",
+            "event-types",
+            "event-type",
+            "system",
         ],
     );
 
@@ -385,6 +428,10 @@ async fn operator_flow_in_chromium() {
             "console-application",
             "console-endpoint",
             "console-message",
+            "console-endpoint-activity",
+            "console-event-types",
+            "console-event-type",
+            "console-system",
         ],
     );
 }
@@ -398,7 +445,7 @@ pub(crate) fn plain_client() -> reqwest::Client {
 }
 
 /// Signs in and returns the `Cookie` header value and the CSRF token of the apps page.
-async fn sign_in(server: &Server, http: &reqwest::Client) -> (String, String) {
+pub(crate) async fn sign_in(server: &Server, http: &reqwest::Client) -> (String, String) {
     let resp = http
         .post(server.url("/login"))
         .form(&[("token", ADMIN_TOKEN)])

@@ -6,6 +6,7 @@ mod auth_scope;
 mod bad_input;
 mod cli;
 mod console;
+mod console_pages;
 mod contract;
 mod copy;
 mod crash;

@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 use super::errors::backend;
 use super::listing::{paginate, Params};
 use super::queue::{notify_work, refresh_next_due, FAILING, HEALTHY};
-use super::rows::ms;
+use super::rows::{ep_row, ms, EP_COLS};
 use crate::*;
 
 const ATTEMPT_COLS: &str = "id, app_id, msg_id, endpoint_id, url, attempted_at, status_code, duration_ms, succeeded, error_kind, response, manual";
@@ -291,6 +291,136 @@ pub(super) async fn queue_stats(c: &impl GenericClient, now: DateTime<Utc>) -> R
         due: u64::try_from(due).unwrap_or(0),
         oldest_due: oldest.filter(|t| *t <= now),
     })
+}
+
+/// See [`Store::endpoint_attempt_buckets`]. The range on `id` walks
+/// `attempts_by_endpoint (endpoint_id, id)`; `attempted_at` then picks the window
+/// exactly. Percentiles by rank within each bucket (window functions), as on SQLite.
+pub(super) async fn endpoint_attempt_buckets(
+    c: &impl GenericClient,
+    app_id: &str,
+    endpoint_id: &str,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    width: chrono::Duration,
+) -> Result<Vec<AttemptBucket>> {
+    let lo = id_bound("atmpt", since);
+    let hi = id_bound(
+        "atmpt",
+        until + chrono::Duration::seconds(ATTEMPT_ID_SLACK_SECS),
+    );
+    let width_ms = width.num_milliseconds().max(1);
+    // Times are stored to the millisecond (as on SQLite): compare at that precision.
+    let (since, until) = (ms(since), ms(until));
+    let rows = c
+        .query(
+            &c.prepare_cached(&format!(
+                "WITH w AS (
+                     SELECT floor(extract(epoch FROM attempted_at - $3) * 1000 / $5::bigint)::bigint AS b,
+                            succeeded AS ok, duration_ms AS d
+                     FROM attempts
+                     WHERE endpoint_id = $2 AND id >= $6 AND id < $7 AND app_id = $1
+                       AND attempted_at >= $3 AND attempted_at < $4
+                 ){BUCKETS_FROM_W}"
+            ))
+            .await
+            .map_err(backend)?,
+            &[&app_id, &endpoint_id, &since, &until, &width_ms, &lo, &hi],
+        )
+        .await
+        .map_err(backend)?;
+    rows.iter().map(bucket_row).collect()
+}
+
+/// See [`Store::attempt_buckets`]: the range on `id` walks the primary key.
+pub(super) async fn attempt_buckets(
+    c: &impl GenericClient,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    width: chrono::Duration,
+) -> Result<Vec<AttemptBucket>> {
+    let lo = id_bound("atmpt", since);
+    let hi = id_bound(
+        "atmpt",
+        until + chrono::Duration::seconds(ATTEMPT_ID_SLACK_SECS),
+    );
+    let width_ms = width.num_milliseconds().max(1);
+    let (since, until) = (ms(since), ms(until));
+    let rows = c
+        .query(
+            &c.prepare_cached(&format!(
+                "WITH w AS (
+                     SELECT floor(extract(epoch FROM attempted_at - $1) * 1000 / $3::bigint)::bigint AS b,
+                            succeeded AS ok, duration_ms AS d
+                     FROM attempts
+                     WHERE id >= $4 AND id < $5 AND attempted_at >= $1 AND attempted_at < $2
+                 ){BUCKETS_FROM_W}"
+            ))
+            .await
+            .map_err(backend)?,
+            &[&since, &until, &width_ms, &lo, &hi],
+        )
+        .await
+        .map_err(backend)?;
+    rows.iter().map(bucket_row).collect()
+}
+
+/// The end of the bucket queries: from `w` (bucket `b`, `ok`, duration `d`), one row per
+/// bucket with its counts and the durations of ranks ⌈n/2⌉ and ⌈0.99·n⌉.
+const BUCKETS_FROM_W: &str = ", r AS (
+                     SELECT b, ok, d,
+                            row_number() OVER (PARTITION BY b ORDER BY d) AS rn,
+                            count(*) OVER (PARTITION BY b) AS n
+                     FROM w
+                 )
+                 SELECT b, count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok),
+                        max(d) FILTER (WHERE rn = (n + 1) / 2),
+                        max(d) FILTER (WHERE rn = (99 * n + 99) / 100)
+                 FROM r GROUP BY b ORDER BY b";
+
+fn bucket_row(r: &Row) -> Result<AttemptBucket> {
+    let count = |i: usize| -> Result<u64> {
+        Ok(u64::try_from(r.try_get::<_, i64>(i).map_err(backend)?).unwrap_or(0))
+    };
+    Ok(AttemptBucket {
+        index: u32::try_from(r.try_get::<_, i64>(0).map_err(backend)?).unwrap_or(u32::MAX),
+        succeeded: count(1)?,
+        failed: count(2)?,
+        p50_ms: count(3)?,
+        p99_ms: count(4)?,
+    })
+}
+
+/// See [`Store::failing_endpoints`].
+pub(super) async fn failing_endpoints(
+    c: &impl GenericClient,
+    limit: usize,
+) -> Result<(Vec<Endpoint>, u64)> {
+    let rows = c
+        .query(
+            &c.prepare_cached(&format!(
+                "SELECT {EP_COLS} FROM endpoints WHERE failing_since IS NOT NULL
+                 ORDER BY failing_since, id LIMIT $1"
+            ))
+            .await
+            .map_err(backend)?,
+            &[&(limit as i64)],
+        )
+        .await
+        .map_err(backend)?;
+    let list = rows.iter().map(ep_row).collect::<Result<Vec<_>>>()?;
+    let all: i64 = c
+        .query_one(
+            &c.prepare_cached("SELECT count(*) FROM endpoints WHERE failing_since IS NOT NULL")
+                .await
+                .map_err(backend)?,
+            &[],
+        )
+        .await
+        .map_err(backend)?
+        .try_get(0)
+        .map_err(backend)?;
+    Ok((list, u64::try_from(all).unwrap_or(0)))
 }
 
 pub(super) async fn endpoint_stats(

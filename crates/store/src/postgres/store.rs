@@ -1039,6 +1039,34 @@ impl Store for PgStore {
         deliveries::endpoint_stats(&client, app_id, endpoint_id).await
     }
 
+    async fn endpoint_attempt_buckets(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        width: chrono::Duration,
+    ) -> Result<Vec<AttemptBucket>> {
+        let client = self.client().await?;
+        deliveries::endpoint_attempt_buckets(&client, app_id, endpoint_id, since, until, width)
+            .await
+    }
+
+    async fn attempt_buckets(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        width: chrono::Duration,
+    ) -> Result<Vec<AttemptBucket>> {
+        let client = self.client().await?;
+        deliveries::attempt_buckets(&client, since, until, width).await
+    }
+
+    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<Endpoint>, u64)> {
+        let client = self.client().await?;
+        deliveries::failing_endpoints(&client, limit).await
+    }
+
     async fn list_endpoint_deliveries(
         &self,
         app_id: &str,

@@ -650,6 +650,89 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn endpoint_attempt_buckets(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        width: chrono::Duration,
+    ) -> Result<Vec<AttemptBucket>> {
+        let (app_id, ep) = (app_id.to_string(), endpoint_id.to_string());
+        let (lo, hi) = (
+            id_bound("atmpt", since),
+            id_bound(
+                "atmpt",
+                until + chrono::Duration::seconds(ATTEMPT_ID_SLACK_SECS),
+            ),
+        );
+        let width = width.num_milliseconds().max(1);
+        self.read(move |c| {
+            // The endpoint's keys in the id range, plus its attempts not keyed yet (the
+            // few recent rows above the watermark); the row's own columns are checked
+            // again, so a key whose rowid was reused never counts another row.
+            let mut stmt = c.prepare_cached(&attempt_buckets_sql()).map_err(backend)?;
+            let rows = stmt
+                .query_map(
+                    params![app_id, ep, ms(since), ms(until), width, lo, hi],
+                    bucket_row,
+                )
+                .map_err(backend)?;
+            rows.collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn attempt_buckets(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        width: chrono::Duration,
+    ) -> Result<Vec<AttemptBucket>> {
+        let (lo, hi) = (
+            id_bound("atmpt", since),
+            id_bound(
+                "atmpt",
+                until + chrono::Duration::seconds(ATTEMPT_ID_SLACK_SECS),
+            ),
+        );
+        let width = width.num_milliseconds().max(1);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&all_attempt_buckets_sql())
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![ms(since), ms(until), width, lo, hi], bucket_row)
+                .map_err(backend)?;
+            rows.collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<Endpoint>, u64)> {
+        self.read(move |c| {
+            let list = c
+                .prepare_cached(&format!(
+                    "SELECT {EP_COLS} FROM endpoints WHERE failing_since IS NOT NULL
+                     ORDER BY failing_since, id LIMIT ?1"
+                ))
+                .map_err(backend)?
+                .query_map([limit as i64], ep_row)
+                .map_err(backend)?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            let all: i64 = c
+                .prepare_cached("SELECT count(*) FROM endpoints WHERE failing_since IS NOT NULL")
+                .map_err(backend)?
+                .query_row([], |r| r.get(0))
+                .map_err(backend)?;
+            Ok((list, all.max(0) as u64))
+        })
+        .await
+    }
+
     async fn endpoint_stats(&self, app_id: &str, endpoint_id: &str) -> Result<DeliveryCounts> {
         let (app_id, ep) = (app_id.to_string(), endpoint_id.to_string());
         self.read(move |c| {
@@ -720,4 +803,59 @@ impl Store for SqliteStore {
         self.write_with(Durability::Lazy, retention::reclaim_space)
             .await
     }
+}
+
+/// SQL for [`Store::endpoint_attempt_buckets`]: `?1` app, `?2` endpoint, `?3`/`?4` the
+/// window in ms, `?5` the bucket width in ms, `?6`/`?7` the id range.
+pub(super) fn attempt_buckets_sql() -> String {
+    format!(
+        "WITH w AS (
+             SELECT (attempted_at - ?3) / ?5 AS b, succeeded AS ok, duration_ms AS d
+             FROM attempts
+             WHERE rowid IN (
+                 SELECT rid FROM attempt_keys WHERE tenant = ?2 AND k >= ?6 AND k < ?7
+                 UNION ALL
+                 SELECT rowid FROM attempts NOT INDEXED
+                 WHERE rowid > {upto} AND endpoint_id = ?2)
+             AND endpoint_id = ?2 AND app_id = ?1 AND id >= ?6 AND id < ?7
+             AND attempted_at >= ?3 AND attempted_at < ?4
+         ){BUCKETS_FROM_W}",
+        upto = ATTEMPT_KEYS.upto()
+    )
+}
+
+/// SQL for [`Store::attempt_buckets`]: `?1`/`?2` the window in ms, `?3` the bucket
+/// width in ms, `?4`/`?5` the id range (walked on the primary key).
+pub(super) fn all_attempt_buckets_sql() -> String {
+    format!(
+        "WITH w AS (
+             SELECT (attempted_at - ?1) / ?3 AS b, succeeded AS ok, duration_ms AS d
+             FROM attempts
+             WHERE id >= ?4 AND id < ?5 AND attempted_at >= ?1 AND attempted_at < ?2
+         ){BUCKETS_FROM_W}"
+    )
+}
+
+/// The end of the bucket queries: from `w` (bucket `b`, `ok`, duration `d`), one row per
+/// bucket with its counts and the durations of ranks ⌈n/2⌉ and ⌈0.99·n⌉ (window
+/// functions), so only one row per bucket leaves SQLite.
+const BUCKETS_FROM_W: &str = ", r AS (
+             SELECT b, ok, d,
+                    row_number() OVER (PARTITION BY b ORDER BY d) AS rn,
+                    count(*) OVER (PARTITION BY b) AS n
+             FROM w
+         )
+         SELECT b, sum(ok), count(*) - sum(ok),
+                max(CASE WHEN rn = (n + 1) / 2 THEN d END),
+                max(CASE WHEN rn = (99 * n + 99) / 100 THEN d END)
+         FROM r GROUP BY b ORDER BY b";
+
+fn bucket_row(r: &Row) -> rusqlite::Result<AttemptBucket> {
+    Ok(AttemptBucket {
+        index: r.get::<_, i64>(0)?.try_into().unwrap_or(u32::MAX),
+        succeeded: r.get::<_, i64>(1)?.max(0) as u64,
+        failed: r.get::<_, i64>(2)?.max(0) as u64,
+        p50_ms: r.get::<_, i64>(3)?.max(0) as u64,
+        p99_ms: r.get::<_, i64>(4)?.max(0) as u64,
+    })
 }

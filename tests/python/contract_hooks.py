@@ -36,7 +36,7 @@ RULES = [
     (
         "date-times are RFC 3339 (`format: date-time`; the coverage phase takes formats "
         "as annotations and sends other strings)",
-        r"body\.(deliverAt|since|until)|query\.(before|after)",
+        r"body\.(deliverAt|since|until)|query\.(before|after|since|until)",
         r"premature end of input|input contains invalid characters|input is out of range"
         r"|trailing input|input is not enough|no possible date and time|bad or unsupported format",
     ),
@@ -63,6 +63,11 @@ RULES = [
         "recover: since not in the future of the server's clock, until after since",
         r"body\.(since|until)",
         r"^must not be in the future$|^must be after since$",
+    ),
+    (
+        "attempt statistics: until after since, a window of at most 31 days and 2000 buckets",
+        r"query\.(since|until|bucket_seconds)",
+        r"^must be after since$|^the window must be at most 31 days$|^too many buckets for the window",
     ),
     (
         "deliverAt at most 30 days ahead of the server's clock",

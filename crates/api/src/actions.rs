@@ -171,9 +171,11 @@ const MAX_STATS_BUCKETS: i64 = 2000;
 pub struct AttemptStatsParams {
     /// Start of the window (RFC 3339; default: 24 hours before `until`).
     pub since: Option<DateTime<Utc>>,
-    /// End of the window, excluded (default: now).
+    /// End of the window, excluded (default: now); after `since`, at most 31 days later.
     pub until: Option<DateTime<Utc>>,
-    /// Bucket width in seconds, 60 to 86400 (default 3600).
+    /// Bucket width in seconds, 60 to 86400 (default 3600); the window holds at most
+    /// 2000 buckets.
+    #[param(minimum = 60, maximum = 86400)]
     pub bucket_seconds: Option<u32>,
 }
 
@@ -254,6 +256,7 @@ async fn all_attempt_stats(
 #[into_params(parameter_in = Query)]
 pub struct FailingParams {
     /// How many to list, 1 to 250 (default 50).
+    #[param(schema_with = crate::openapi::limit)]
     pub limit: Option<u32>,
 }
 

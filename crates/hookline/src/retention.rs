@@ -77,6 +77,8 @@ pub struct PassReport {
     pub deliveries: u64,
     pub attempts: u64,
     pub payloads: u64,
+    /// API tokens past their expiry, deleted.
+    pub tokens: u64,
     pub pages_reclaimed: u64,
     pub batches: usize,
     /// The longest any batch held the database.
@@ -106,8 +108,8 @@ impl PassReport {
 }
 
 /// One pass: every message created before `before` that owes no delivery is deleted,
-/// every payload whose retention ended by `now` is dropped, and some free space is given
-/// back. `size` carries the batch size from pass to pass.
+/// every payload whose retention ended by `now` is dropped, API tokens expired by `now`
+/// are deleted, and some free space is given back. `size` carries the batch size from pass to pass.
 pub async fn pass(
     store: &dyn Store,
     before: DateTime<Utc>,
@@ -138,6 +140,10 @@ pub async fn pass(
         }
         tokio::time::sleep(p.held).await;
     }
+    report.tokens = store.purge_expired_tokens(now).await?;
+    if report.tokens > 0 {
+        metrics::counter!("hookline_pruned_total", "kind" => "token").increment(report.tokens);
+    }
     if report.messages > 0 || report.payloads > 0 {
         for _ in 0..MAX_RECLAIMS {
             match store.reclaim_space().await? {
@@ -162,7 +168,7 @@ pub async fn run(store: Arc<dyn Store>, period: Duration) {
             .checked_sub_signed(period)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         match pass(store.as_ref(), before, now, &mut size).await {
-            Ok(r) if r.messages + r.payloads + r.pages_reclaimed == 0 => {
+            Ok(r) if r.messages + r.payloads + r.tokens + r.pages_reclaimed == 0 => {
                 tracing::trace!(batches = r.batches, "retention: nothing to delete")
             }
             Ok(r) => tracing::debug!(
@@ -170,6 +176,7 @@ pub async fn run(store: Arc<dyn Store>, period: Duration) {
                 deliveries = r.deliveries,
                 attempts = r.attempts,
                 payloads = r.payloads,
+                tokens = r.tokens,
                 pages_reclaimed = r.pages_reclaimed,
                 batches = r.batches,
                 longest_batch_ms = r.longest.as_secs_f64() * 1000.0,
@@ -227,6 +234,42 @@ mod tests {
             s.adapt(s.get(), Duration::from_secs(1));
         }
         assert_eq!(s.get(), MIN_BATCH);
+    }
+
+    /// A pass deletes the API tokens past their expiry, and only those.
+    #[tokio::test]
+    async fn a_pass_deletes_expired_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+        let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+        for (byte, expires_at) in [
+            (1u8, Some(now - chrono::Duration::minutes(1))),
+            (2, Some(now + chrono::Duration::days(1))),
+            (3, None),
+        ] {
+            store
+                .insert_token(hookline_store::ApiToken {
+                    hash: [byte; 32],
+                    expires_at,
+                    created_at: now,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let mut size = BatchSize::default();
+        let report = pass(&store, now - chrono::Duration::days(90), now, &mut size)
+            .await
+            .unwrap();
+        assert_eq!(report.tokens, 1);
+        let left: Vec<u8> = store
+            .list_tokens(now - chrono::Duration::days(1))
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.hash[0])
+            .collect();
+        assert_eq!(left, [2, 3]);
     }
 
     /// On SQLite, a pass over a backlog of thousands of delivered messages holds the

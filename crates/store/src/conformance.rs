@@ -317,6 +317,13 @@ async fn managed_tokens_are_listed_touched_at_most_once_per_interval_and_revoked
         Some(named.clone())
     );
     assert_eq!(store.find_token(&expired.hash, now).await.unwrap(), None);
+    // The expired one is deleted by the purge (once); the others stay.
+    assert_eq!(store.purge_expired_tokens(now).await.unwrap(), 1);
+    assert_eq!(store.purge_expired_tokens(now).await.unwrap(), 0);
+    assert_eq!(
+        store.list_tokens(now - Duration::days(1)).await.unwrap(),
+        vec![named.clone(), scoped.clone()]
+    );
 
     // The first use is recorded; another within the interval is not; one after it is.
     let minute = Duration::seconds(60);

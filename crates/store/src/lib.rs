@@ -243,6 +243,9 @@ pub trait Store: DeliveryQueue {
     /// there is none. Requests look their token up each time, so it is refused at once,
     /// by every process sharing the database.
     async fn revoke_token(&self, id: &[u8; TOKEN_ID_BYTES]) -> Result<()>;
+    /// Deletes the tokens expired by `now` (no request or listing sees them any more);
+    /// returns how many. Run by the retention pass.
+    async fn purge_expired_tokens(&self, now: DateTime<Utc>) -> Result<u64>;
     /// Records that the token was used at `now`, unless its last use recorded is less
     /// than `every` before: at most one write per token per `every`, whatever the number
     /// of processes and requests.

@@ -834,6 +834,17 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn purge_expired_tokens(&self, now: DateTime<Utc>) -> Result<u64> {
+        let client = self.client().await?;
+        exec(
+            &client,
+            "DELETE FROM api_tokens WHERE expires_at IS NOT NULL AND expires_at <= $1",
+            &[&ms(now)],
+        )
+        .await
+        .map_err(backend)
+    }
+
     async fn revoke_token(&self, id: &[u8; TOKEN_ID_BYTES]) -> Result<()> {
         let (low, high) = token_hash_range(id);
         let client = self.client().await?;

@@ -290,6 +290,18 @@ impl Store for SqliteStore {
         self.write(move |c| tokens::revoke(c, &id)).await
     }
 
+    async fn purge_expired_tokens(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM api_tokens WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                [ms(now)],
+            )
+            .map(|n| n as u64)
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn touch_token(
         &self,
         hash: &[u8; 32],

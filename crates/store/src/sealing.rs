@@ -215,6 +215,27 @@ pub(crate) fn test_key() -> KeySource {
     KeySource::Given(KEY.get_or_init(MainKey::generate).clone())
 }
 
+/// Says what opening a database with `sealer` did: the key file it created, if any (its
+/// path and the key's id, never the key), and how many endpoints it sealed that were
+/// still in the clear. Then registers the key for this process's reads.
+pub fn opened(sealer: &Sealer, created_file: Option<&Path>, sealed: usize) {
+    if let Some(path) = created_file {
+        tracing::warn!(
+            path = %path.display(),
+            key_id = sealer.key_id(),
+            "created a main key file for sealing endpoint secrets: keep a copy apart from the database's backups, and give every process on a shared database this key; without it the secrets cannot be read"
+        );
+    }
+    if sealed > 0 {
+        tracing::info!(
+            endpoints = sealed,
+            key_id = sealer.key_id(),
+            "sealed the secrets of endpoints stored in the clear"
+        );
+    }
+    register(sealer);
+}
+
 /// The keys in a key file, one per line (none: the file does not exist).
 pub fn read_key_file(path: &Path) -> Result<Vec<MainKey>, String> {
     let text = match std::fs::read_to_string(path) {

@@ -30,21 +30,7 @@ pub async fn seal_in_place(pool: &Pool, key: &KeySource) -> Result<Sealer, Strin
     let sealer = unlocked.sealer;
     let sealed = reseal(&tx, &sealer, &sealer, true).await?;
     tx.commit().await.map_err(fail)?;
-    if let Some(path) = &unlocked.created_file {
-        tracing::warn!(
-            path = %path.display(),
-            key_id = sealer.key_id(),
-            "created a main key file for sealing endpoint secrets: every node needs this key (copy the file into each node's data dir, or give it with --encryption-key), and keep a copy apart from the database's backups"
-        );
-    }
-    if sealed > 0 {
-        tracing::info!(
-            endpoints = sealed,
-            key_id = sealer.key_id(),
-            "sealed the secrets of endpoints stored in the clear"
-        );
-    }
-    sealing::register(&sealer);
+    sealing::opened(&sealer, unlocked.created_file.as_deref(), sealed);
     Ok(sealer)
 }
 

@@ -19,21 +19,7 @@ pub(super) fn seal_in_place(conn: &mut Connection, key: &KeySource) -> Result<Se
     let sealer = unlocked.sealer;
     let sealed = reseal(&tx, &sealer, &sealer, true)?;
     tx.commit().map_err(backend)?;
-    if let Some(path) = &unlocked.created_file {
-        tracing::warn!(
-            path = %path.display(),
-            key_id = sealer.key_id(),
-            "created a main key file for sealing endpoint secrets: keep a copy apart from the database's backups; without it the secrets cannot be read"
-        );
-    }
-    if sealed > 0 {
-        tracing::info!(
-            endpoints = sealed,
-            key_id = sealer.key_id(),
-            "sealed the secrets of endpoints stored in the clear"
-        );
-    }
-    sealing::register(&sealer);
+    sealing::opened(&sealer, unlocked.created_file.as_deref(), sealed);
     Ok(sealer)
 }
 

@@ -100,10 +100,14 @@ enum Tokens {
 impl Tokens {
     /// Opens (and, if need be, migrates) the database the flags name.
     async fn open(args: &MigrateArgs) -> Result<Self, Failed> {
+        let key = hookline_config::migrate_sealing(args)
+            .map_err(|e| e.to_string())
+            .and_then(|(key, dir)| crate::key_source(key.as_deref(), &dir))
+            .map_err(|e| (2, e))?;
         match hookline_config::migrate_database(args).map_err(|e| (2, e.to_string()))? {
             Database::Sqlite(path) => {
                 let p = path.clone();
-                let table = tokio::task::spawn_blocking(move || TokenTable::open(&p))
+                let table = tokio::task::spawn_blocking(move || TokenTable::open(&p, &key))
                     .await
                     .map_err(|e| (1, e.to_string()))?
                     .map_err(|e| {
@@ -115,10 +119,6 @@ impl Tokens {
                 Ok(Tokens::Sqlite(Arc::new(std::sync::Mutex::new(table))))
             }
             Database::Postgres(url) => {
-                let key = hookline_config::migrate_sealing(args)
-                    .map_err(|e| e.to_string())
-                    .and_then(|(key, dir)| crate::key_source(key.as_deref(), &dir))
-                    .map_err(|e| (2, e))?;
                 let store = hookline_store::postgres::PgStore::connect(&url, 2, &key)
                     .await
                     .map_err(|e| (1, e))?;

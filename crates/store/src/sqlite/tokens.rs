@@ -85,9 +85,10 @@ pub struct TokenTable {
 
 impl TokenTable {
     /// Opens the database at `path`. Its schema must be this hookline's: when it is not
-    /// (or the file does not exist yet), it is opened as a store first, which migrates it
-    /// and so needs no server running on it.
-    pub fn open(path: &Path) -> Result<Self> {
+    /// (or the file does not exist yet), it is opened as a store first (with the main key
+    /// from `key`, as the server will), which migrates and seals it and so needs no
+    /// server running on it.
+    pub fn open(path: &Path, key: &KeySource) -> Result<Self> {
         let current = |conn: &Connection| -> Result<bool> {
             let v: i64 = conn
                 .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -104,7 +105,7 @@ impl TokenTable {
         let conn = match existing {
             Some(conn) if current(&conn)? => conn,
             _ => {
-                drop(SqliteStore::open(path)?);
+                drop(SqliteStore::open_sealed(path, key)?);
                 Connection::open_with_flags(path, flags).map_err(backend)?
             }
         };

@@ -74,7 +74,7 @@ impl Size {
 
 /// A message body of about 200 bytes, like a small order event.
 fn message(seq: usize, every: usize) -> Bytes {
-    let kind = if seq % every == 0 {
+    let kind = if seq.is_multiple_of(every) {
         "order.created"
     } else {
         "order.updated"
@@ -238,17 +238,21 @@ pub async fn console(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
         .api(
             Method::POST,
             &format!("/app/{app}/endpoint"),
-            Some(json!({"url": recv.ok_url(0), "filterTypes": ["order.created"],
-                "description": "orders (answers 200)"})),
+            Some(
+                json!({"url": recv.ok_url(0), "filterTypes": ["order.created"],
+                "description": "orders (answers 200)"}),
+            ),
         )
         .await?)?;
     let failing_ep = id(&b
         .api(
             Method::POST,
             &format!("/app/{app}/endpoint"),
-            Some(json!({"url": format!("http://127.0.0.1:{}/hook", closed_port()?),
+            Some(
+                json!({"url": format!("http://127.0.0.1:{}/hook", closed_port()?),
                 "filterTypes": ["order.created"], "retryPolicy": {"kind": "none"},
-                "description": "orders (nothing listens)"})),
+                "description": "orders (nothing listens)"}),
+            ),
         )
         .await?)?;
     for i in 0..9 {
@@ -410,7 +414,10 @@ pub async fn console(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
             bail!(
                 "{page} ({path}): {status} {:?}: {}",
                 headers.get(LOCATION),
-                String::from_utf8_lossy(&body).chars().take(300).collect::<String>()
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
             );
         }
         let cpu0 = server.stats()?.cpu_s;

@@ -61,7 +61,12 @@ pub(crate) async fn browser_modules(npm: &Path) -> PathBuf {
         .arg("install")
         .arg("--prefix")
         .arg(&prefix)
-        .args(["--no-audit", "--no-fund", "--loglevel=error", "--save-exact"])
+        .args([
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--save-exact",
+        ])
         .args(wanted.iter().map(|(p, v)| format!("{p}@{v}")))
         .status()
         .await
@@ -562,10 +567,7 @@ async fn svix_js_sdk_lists_endpoints_with_an_app_portal_token_over_cors() {
     // answer: the SDK sees a network error, the console says why, nothing is listed.
     let refused = &s["refused"];
     assert_eq!(refused["endpoints"], json!([]), "{r:#}");
-    assert_eq!(
-        refused["error"], "TypeError: Failed to fetch",
-        "{r:#}"
-    );
+    assert_eq!(refused["error"], "TypeError: Failed to fetch", "{r:#}");
     assert!(
         r["consoleErrors"].as_array().unwrap().iter().any(|e| {
             let text = e["text"].as_str().unwrap();

@@ -702,7 +702,10 @@ impl Store for SqliteStore {
                 .prepare_cached(&all_attempt_buckets_sql())
                 .map_err(backend)?;
             let rows = stmt
-                .query_map(params![ms(since), ms(until), width, lo, hi], bucketed_attempt)
+                .query_map(
+                    params![ms(since), ms(until), width, lo, hi],
+                    bucketed_attempt,
+                )
                 .map_err(backend)?;
             buckets(rows)
         })
@@ -903,14 +906,16 @@ mod bucket_tests {
             x ^= x << 17;
             let b = [0, 1, 1, 3, 3, 3, 4][(x % 7) as usize] as i64;
             let b = if i == 0 { 7 } else { b }; // bucket 7 holds one attempt
-            rows.push((b, x % 3 != 0, (x >> 20) as i64 % 400));
+            rows.push((b, !x.is_multiple_of(3), (x >> 20) as i64 % 400));
         }
         let got = buckets(rows.iter().copied().map(Ok)).unwrap();
         let indexes: Vec<u32> = got.iter().map(|b| b.index).collect();
         assert_eq!(indexes, [0, 1, 3, 4, 7]);
         for bucket in &got {
-            let mine: Vec<&(i64, bool, i64)> =
-                rows.iter().filter(|r| r.0 == i64::from(bucket.index)).collect();
+            let mine: Vec<&(i64, bool, i64)> = rows
+                .iter()
+                .filter(|r| r.0 == i64::from(bucket.index))
+                .collect();
             let mut d: Vec<u32> = mine.iter().map(|r| r.2 as u32).collect();
             d.sort_unstable();
             assert_eq!(bucket.succeeded, mine.iter().filter(|r| r.1).count() as u64);

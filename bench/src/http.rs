@@ -99,6 +99,11 @@ impl Api {
         Ok((status, body))
     }
 
+    /// `http://127.0.0.1:PORT`, the server's own pages (the console) hang off it.
+    pub fn origin(&self) -> &str {
+        self.base.trim_end_matches("/api/v1")
+    }
+
     /// `GET /metrics`: the value of each counter named in `names` (summed over labels).
     pub async fn counters(&self, names: &[&str]) -> anyhow::Result<Vec<f64>> {
         let base = self.base.trim_end_matches("/api/v1");

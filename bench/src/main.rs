@@ -89,11 +89,14 @@ enum Which {
     /// One endpoint whose receiver queues past 16 at once: default settings against a
     /// sweep of fixed limits.
     Knee,
+    /// The console's and the portal's pages over a store of 1 000 000 messages and
+    /// 100 000 attempts (10 000 and 1 000 with --quick): p50/p99 per page.
+    Console,
     All,
 }
 
 impl Which {
-    const EVERY: [Which; 12] = [
+    const EVERY: [Which; 13] = [
         Which::Baseline,
         Which::Ingest,
         Which::E2e,
@@ -106,6 +109,7 @@ impl Which {
         Which::Hot,
         Which::HotSlow,
         Which::Knee,
+        Which::Console,
     ];
 
     /// Several processes share a database only on PostgreSQL.
@@ -127,6 +131,7 @@ impl Which {
             Which::Hot => "hot",
             Which::HotSlow => "hot-slow",
             Which::Knee => "knee",
+            Which::Console => "console",
             Which::All => "all",
         }
     }
@@ -340,6 +345,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Which::Hot => scenarios::hot(&ctx).await,
             Which::HotSlow => scenarios::hot_slow(&ctx).await,
             Which::Knee => scenarios::knee(&ctx).await,
+            Which::Console => scenarios::console(&ctx).await,
             Which::All => unreachable!("expanded above"),
         };
         let mut r = outcome.unwrap_or_else(|e| {

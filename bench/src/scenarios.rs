@@ -22,8 +22,10 @@ use crate::results::{Figure, Goal, ScenarioResult, ServerNumbers};
 use crate::server::{self, Server};
 use crate::stats::{bucket_for, cdf_points, rate_series, summarize};
 
+mod console;
 mod hot;
 mod nodes;
+pub use console::console;
 pub use hot::{hot, hot_slow, knee};
 pub use nodes::{nodes, takeover};
 

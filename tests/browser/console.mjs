@@ -6,7 +6,6 @@
 // Environment: HOOKLINE_URL, HOOKLINE_TOKEN (admin), RECEIVER_URL (a loopback receiver
 // answering 200), BROWSER_MODULES (the node_modules folder holding playwright-core and
 // axe-core), OUT_DIR (screenshots), CHROMIUM (default /usr/bin/chromium).
-import { createServer } from "node:http";
 import { env, launch, newReport, pageTools, stopped, watch } from "./harness.mjs";
 
 const base = env("HOOKLINE_URL");
@@ -226,26 +225,6 @@ try {
   await page.waitForURL(base + "/");
   await page.goto(base + "/apps");
   report.steps.signOut = { url: page.url(), tokenField: await page.locator("#token").count() };
-
-  // Another loopback origin calls the API with a bearer token (CORS preflight).
-  const other = createServer((req, res) => {
-    res.writeHead(200, { "content-type": "text/html" });
-    res.end("<!doctype html><title>other origin</title><p>dashboard</p>");
-  });
-  await new Promise((ok) => other.listen(0, "127.0.0.1", ok));
-  const otherOrigin = `http://127.0.0.1:${other.address().port}`;
-  await page.goto(otherOrigin + "/");
-  report.steps.cors = await page.evaluate(
-    async ({ base, token }) => {
-      const r = await fetch(base + "/api/v1/app?limit=10", {
-        headers: { Authorization: "Bearer " + token, "Content-Type": "application/json" },
-      });
-      const body = await r.json();
-      return { origin: location.origin, status: r.status, names: body.data.map((a) => a.name) };
-    },
-    { base, token },
-  );
-  other.close();
 } catch (e) {
   await stopped(report, page, e);
 } finally {

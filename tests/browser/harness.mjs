@@ -69,11 +69,11 @@ export function pageTools(report, axeSource, probeContext, current) {
     const result = await page.evaluate(() => axe.run(document, { resultTypes: ["violations"] }));
     report.axe[name] = result.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.length }));
   }
-  // A full-page screenshot, measured: how many distinct colours, and how much of it is
-  // not the background colour.
-  async function screenshot(name) {
+  // A screenshot (the full page, or only the viewport with `{ fullPage: false }`),
+  // measured: how many distinct colours, and how much of it is not the background colour.
+  async function screenshot(name, { fullPage = true } = {}) {
     const path = join(outDir, `${name}.png`);
-    const png = await current().screenshot({ path, fullPage: true });
+    const png = await current().screenshot({ path, fullPage });
     const probe = await probeContext.newPage();
     const stats = await probe.evaluate(async (data) => {
       const img = new Image();

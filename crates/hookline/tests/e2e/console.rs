@@ -4,7 +4,10 @@
 //! (through `playwright-core`, installed here into `target/browser-tests` when missing,
 //! at pinned versions; `scripts/test` installs Chromium itself) with
 //! `tests/browser/console.mjs`, and asserts on the JSON report that script prints.
-//! The other tests check the console's and CORS's rules over plain HTTP.
+//! `svix_js_sdk_lists_endpoints_with_an_app_portal_token_over_cors` runs the official Svix
+//! JavaScript SDK in Chromium on another loopback origin (`tests/browser/svix_sdk.mjs`).
+//! The npm packages are pinned in `tests/browser/package.json`. The other tests check
+//! the console's and CORS's rules over plain HTTP.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,10 +18,6 @@ use tokio::process::Command;
 
 use crate::receiver::Receiver;
 use crate::support::{require_tool, Server, ADMIN_TOKEN};
-
-/// The npm packages the browser test uses, pinned.
-const PLAYWRIGHT_CORE: &str = "1.65.2";
-const AXE_CORE: &str = "4.14.1";
 
 pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -32,14 +31,28 @@ fn installed_version(modules: &Path, package: &str) -> Option<String> {
     v["version"].as_str().map(str::to_string)
 }
 
+/// The npm packages of the browser tests, pinned exactly in `tests/browser/package.json`
+/// (which `scripts/screenshots` reads too), as `(name, version)`.
+fn pinned_browser_packages() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/package.json");
+    let text = std::fs::read_to_string(&path).expect("tests/browser/package.json");
+    let v: Value = serde_json::from_str(&text).expect("tests/browser/package.json is JSON");
+    v["dependencies"]
+        .as_object()
+        .expect("its dependencies")
+        .iter()
+        .map(|(name, version)| (name.clone(), version.as_str().unwrap().to_string()))
+        .collect()
+}
+
 /// `target/browser-tests/node_modules` with the pinned packages, installed when missing.
 pub(crate) async fn browser_modules(npm: &Path) -> PathBuf {
     let prefix = target_dir().join("browser-tests");
     let modules = prefix.join("node_modules");
-    let wanted = [("playwright-core", PLAYWRIGHT_CORE), ("axe-core", AXE_CORE)];
+    let wanted = pinned_browser_packages();
     if wanted
         .iter()
-        .all(|(p, v)| installed_version(&modules, p).as_deref() == Some(*v))
+        .all(|(p, v)| installed_version(&modules, p).as_deref() == Some(v.as_str()))
     {
         return modules;
     }
@@ -48,7 +61,12 @@ pub(crate) async fn browser_modules(npm: &Path) -> PathBuf {
         .arg("install")
         .arg("--prefix")
         .arg(&prefix)
-        .args(["--no-audit", "--no-fund", "--loglevel=error"])
+        .args([
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--save-exact",
+        ])
         .args(wanted.iter().map(|(p, v)| format!("{p}@{v}")))
         .status()
         .await
@@ -394,12 +412,6 @@ async fn operator_flow_in_chromium() {
     assert!(s["signOut"]["url"].as_str().unwrap().ends_with('/'));
     assert_eq!(s["signOut"]["tokenField"], 1);
 
-    // Another loopback origin lists applications with a bearer token (preflighted).
-    let cors = &s["cors"];
-    assert_eq!(cors["status"], 200, "{r:#}");
-    assert_ne!(cors["origin"].as_str().unwrap(), server.base);
-    assert_eq!(cors["names"], json!(["Acme Support"]));
-
     // Nothing failed that the script did not provoke.
     assert_nothing_failed_unprovoked(&r, expected_error);
 
@@ -434,6 +446,144 @@ async fn operator_flow_in_chromium() {
             "console-system",
         ],
     );
+}
+
+/// The official Svix JavaScript SDK, in Chromium on a page of another loopback origin,
+/// lists an application's endpoints with an app-portal token (CORS); the token reaches
+/// no other application; and where `--cors-allowed-origins` names another origin, the
+/// browser refuses the same call.
+#[tokio::test(flavor = "multi_thread")]
+async fn svix_js_sdk_lists_endpoints_with_an_app_portal_token_over_cors() {
+    let test = "console::svix_js_sdk_lists_endpoints_with_an_app_portal_token_over_cors";
+    let Some((node, modules)) = browser_tools(test).await else {
+        return;
+    };
+    let open = Server::start().await;
+    let api = open.client();
+    let app = api
+        .create("/api/v1/app", json!({"name": "Customer A"}))
+        .await;
+    let app_id = app["id"].as_str().unwrap().to_string();
+    for i in 0..3 {
+        api.create(
+            &format!("/api/v1/app/{app_id}/endpoint"),
+            json!({"url": format!("https://a.example/hook/{i}"), "description": format!("A {i}")}),
+        )
+        .await;
+    }
+    let other = api
+        .create("/api/v1/app", json!({"name": "Customer B"}))
+        .await;
+    let other_id = other["id"].as_str().unwrap().to_string();
+    api.create(
+        &format!("/api/v1/app/{other_id}/endpoint"),
+        json!({"url": "https://b.example/hook"}),
+    )
+    .await;
+    let portal_token = |api: crate::support::Api, app: String| async move {
+        let (status, out) = api
+            .post(&format!("/api/v1/auth/app-portal-access/{app}"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{out}");
+        out["token"].as_str().unwrap().to_string()
+    };
+    let token = portal_token(api.clone(), app_id.clone()).await;
+
+    // A server that lets only another origin's pages call it.
+    let closed = Server::start_with(&["--cors-allowed-origins", "http://127.0.0.1:1"]).await;
+    let closed_api = closed.client();
+    let closed_app = closed_api
+        .create("/api/v1/app", json!({"name": "Customer C"}))
+        .await;
+    let closed_app_id = closed_app["id"].as_str().unwrap().to_string();
+    closed_api
+        .create(
+            &format!("/api/v1/app/{closed_app_id}/endpoint"),
+            json!({"url": "https://c.example/hook"}),
+        )
+        .await;
+    let closed_token = portal_token(closed_api, closed_app_id.clone()).await;
+
+    let runs = json!([
+        {"name": "listed", "serverUrl": open.base, "token": token, "app": app_id},
+        {"name": "otherApp", "serverUrl": open.base, "token": token, "app": other_id},
+        {"name": "refused", "serverUrl": closed.base, "token": closed_token, "app": closed_app_id},
+    ]);
+    let shots = screenshot_dir("svix-sdk-");
+    let r = run_browser_script(
+        &node,
+        "svix_sdk",
+        &modules,
+        &shots,
+        &[("RUNS", runs.to_string())],
+        Duration::from_secs(60),
+    )
+    .await;
+    let s = &r["steps"];
+    let origin = s["origin"].as_str().unwrap();
+    assert_ne!(origin, open.base);
+    assert_eq!(s["sdkVersion"], "2.5.0", "{r:#}");
+
+    // The page listed exactly what the API holds for that application, in its order.
+    let (_, eps) = api
+        .get(&format!("/api/v1/app/{app_id}/endpoint?limit=50"))
+        .await;
+    let expected: Vec<Value> = eps["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| json!({"id": e["id"], "url": e["url"]}))
+        .collect();
+    assert_eq!(expected.len(), 3);
+    let listed = &s["listed"];
+    assert_eq!(listed["error"], Value::Null, "{r:#}");
+    assert_eq!(listed["endpoints"], json!(expected), "{r:#}");
+    assert_eq!(listed["done"], "true");
+    // Sent from the other origin, as the SDK sends it, with no cookie.
+    let sent = listed["sent"].as_array().unwrap();
+    assert!(
+        sent.iter().any(|q| q["method"] == "GET"
+            && q["origin"] == origin
+            && q["status"] == 200
+            && q["allowOrigin"] == "*"
+            && q["url"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{}/api/v1/app/{app_id}/endpoint", open.base))),
+        "{r:#}"
+    );
+    assert!(sent.iter().all(|q| q["cookie"] == false), "{r:#}");
+
+    // The portal token reaches no other application: the API's refusal, as the SDK
+    // reports it (an HTTP code, so CORS let the answer through).
+    let refusal = s["otherApp"]["error"].as_str().unwrap_or_default();
+    assert!(
+        refusal.contains("HTTP-Code: 403") || refusal.contains("HTTP-Code: 404"),
+        "{r:#}"
+    );
+    assert_eq!(s["otherApp"]["endpoints"], json!([]));
+
+    // With --cors-allowed-origins naming another origin, the browser refuses the
+    // answer: the SDK sees a network error, the console says why, nothing is listed.
+    let refused = &s["refused"];
+    assert_eq!(refused["endpoints"], json!([]), "{r:#}");
+    assert_eq!(refused["error"], "TypeError: Failed to fetch", "{r:#}");
+    assert!(
+        r["consoleErrors"].as_array().unwrap().iter().any(|e| {
+            let text = e["text"].as_str().unwrap();
+            text.contains(&closed.base) && text.contains("blocked by CORS policy")
+        }),
+        "no CORS refusal in the page's console: {r:#}"
+    );
+    // The open server's answers raised no CORS error.
+    assert!(
+        r["consoleErrors"].as_array().unwrap().iter().all(|e| {
+            !e["text"].as_str().unwrap().contains(&open.base)
+                || !e["text"].as_str().unwrap().contains("CORS")
+        }),
+        "{r:#}"
+    );
+    assert_eq!(r["pageErrors"], json!([]), "{r:#}");
 }
 
 /// An HTTP client that shows redirects instead of following them, with no cookie jar.

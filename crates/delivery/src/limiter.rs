@@ -320,7 +320,8 @@ impl Limiter {
                 .limit
                 .saturating_add(MIN_ROUND)
                 .min(measured_at.saturating_mul(2));
-            self.limit = grown.max(self.limit).min(most).min(self.max);
+            // Never lower either: a failure may have set where to stop below the limit.
+            self.limit = grown.min(most).min(self.max).max(self.limit);
             if self.failed_at.is_some_and(|at| self.limit >= at) {
                 // Back where the failures began: probe on gently.
                 self.slow_start = false;
@@ -585,6 +586,10 @@ mod tests {
         // a flat batch met: up to 21 at once is within the tolerance (5 ms × 1.25 +
         // 0.5 ms).
         assert!(limits.iter().all(|l| *l <= 42), "{:?}", range(&limits));
+        // The first cut lands near the knee at once: at the concurrency the slow batch
+        // met, not at the limit grown meanwhile.
+        let first_cut = limits.windows(2).find(|w| w[1] < w[0]).expect("a cut")[1];
+        assert!((12..=20).contains(&first_cut), "first cut to {first_cut}");
         let last = &limits[limits.len() - 1_000..];
         let (lo, hi) = range(last);
         assert!(12 <= lo && hi <= 24, "final limits in {lo}..={hi}");
@@ -649,6 +654,33 @@ mod tests {
         assert_eq!(l.limit(), INITIAL_LIMIT / 2);
         l.record(Outcome::ConnectionError, MS, 4, t + 40 * MS);
         assert_eq!(l.limit(), INITIAL_LIMIT / 4);
+    }
+
+    /// A failure of an attempt started before the last cut does not cut again, but it
+    /// does set where slow start stops; a limit already past that stays where it is.
+    #[test]
+    fn a_late_failure_in_slow_start_does_not_lower_the_limit() {
+        let mut l = Limiter::new(256);
+        let t = Instant::now();
+        for i in 1..=3 {
+            l.record(Outcome::Timeout, MS, 1, t + 2 * i * MS);
+        }
+        assert_eq!(l.limit(), 1);
+        let mut now = t + 10 * MS;
+        for _ in 0..3 * MIN_ROUND {
+            now += MS;
+            let in_flight = l.limit();
+            l.record(Outcome::Success, MS, in_flight, now);
+        }
+        assert_eq!(l.limit(), 8);
+        // Started long before the drop to 1.
+        l.record(Outcome::Timeout, 100 * MS, 8, now + MS);
+        assert_eq!(l.limit(), 8);
+        for _ in 0..MIN_ROUND {
+            now += MS;
+            l.record(Outcome::Success, MS, 8, now);
+        }
+        assert_eq!(l.limit(), 8);
     }
 
     #[test]

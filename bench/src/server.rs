@@ -134,7 +134,12 @@ impl Server {
             .arg(ADMIN_TOKEN)
             .args(extra)
             .args(database_url.iter().flat_map(|url| ["--database-url", url]))
-            .env("RUST_LOG", "info")
+            // `HOOKLINE_BENCH_SERVER_LOG` sets the servers' `RUST_LOG` (for a look inside
+            // a run, e.g. `info,hookline_delivery=trace` logs each adaptive limit change).
+            .env(
+                "RUST_LOG",
+                std::env::var("HOOKLINE_BENCH_SERVER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

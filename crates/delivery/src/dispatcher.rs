@@ -465,6 +465,16 @@ impl Dispatcher {
         f(&mut a.limiter, now)
     }
 
+    /// Attempts to `endpoint_id` in flight in this process.
+    fn in_flight_to(&self, endpoint_id: &str) -> u32 {
+        self.in_flight
+            .lock()
+            .expect("in-flight map")
+            .endpoints
+            .get(endpoint_id)
+            .map_or(0, |f| f.attempts) as u32
+    }
+
     /// Folds how late an attempt task started into the moving average (weight 1/8).
     fn note_start_delay(&self, delay: Duration) {
         let sample = delay.as_micros().min(u128::from(u32::MAX)) as u64;
@@ -476,7 +486,14 @@ impl Dispatcher {
     }
 
     /// Feeds a finished attempt to its endpoint's adaptive limit.
-    fn learn(&self, ep: &Endpoint, verdict: &Verdict, error_kind: Option<&str>, latency: Duration) {
+    fn learn(
+        &self,
+        ep: &Endpoint,
+        verdict: &Verdict,
+        error_kind: Option<&str>,
+        latency: Duration,
+        in_flight: u32,
+    ) {
         let outcome = match verdict {
             Verdict::Delivered => Outcome::Success,
             Verdict::Throttled { retry_after } => Outcome::Throttled {
@@ -491,14 +508,6 @@ impl Dispatcher {
                 _ => Outcome::Other,
             },
         };
-        // Itself included: its slot is given back after the report.
-        let in_flight = self
-            .in_flight
-            .lock()
-            .expect("in-flight map")
-            .endpoints
-            .get(&ep.id)
-            .map_or(1, |f| f.attempts) as u32;
         let local_delay = Duration::from_micros(self.start_delay_us.load(Ordering::Relaxed));
         let (before, after) = self.with_limiter(ep, |limiter, now| {
             limiter.set_local_delay(local_delay);
@@ -506,6 +515,7 @@ impl Dispatcher {
             limiter.record(outcome, latency, in_flight, now.into_std());
             (before, limiter.limit())
         });
+
         if before != after {
             tracing::trace!(endpoint = %ep.id, before, after, "adaptive concurrency limit");
             if let Some(f) = self
@@ -591,7 +601,10 @@ impl Dispatcher {
                 Some(t) => tokio::time::sleep_until(t).await,
                 None => slot.dispatcher.note_start_delay(spawned.elapsed()),
             }
-            slot.dispatcher.attempt(d).await;
+            // The concurrency this attempt meets: a claim's whole batch has taken its
+            // slots by now (the limiter judges latency against it).
+            let in_flight = slot.dispatcher.in_flight_to(&slot.endpoint_id).max(1);
+            slot.dispatcher.attempt(d, in_flight).await;
             drop(slot);
         });
     }
@@ -768,7 +781,9 @@ impl Dispatcher {
         Some(slot)
     }
 
-    async fn attempt(&self, d: ClaimedDelivery) {
+    /// Makes the attempt of `d`, which started with `in_flight` attempts to its endpoint
+    /// in flight (itself included), and reports it.
+    async fn attempt(&self, d: ClaimedDelivery, in_flight: u32) {
         let now = self.clock.now();
         let ep = &d.endpoint;
         let timeout = ep
@@ -807,7 +822,7 @@ impl Dispatcher {
         } else {
             0.0
         };
-        self.learn(ep, &verdict, result.error_kind, result.duration);
+        self.learn(ep, &verdict, result.error_kind, result.duration, in_flight);
         let finished = self.clock.now();
         let next = next_step(
             &verdict,

@@ -28,6 +28,8 @@ const MIN_BATCH: usize = 1;
 const MAX_BATCH: usize = 2000;
 /// The first batch's size, before any has been measured.
 const FIRST_BATCH: usize = 50;
+/// Rows of attempt statistics deleted per batch (small rows, by an index: a few ms).
+const STATS_BATCH: usize = 2000;
 /// Most reclaim calls per pass (each gives back a bounded number of pages).
 const MAX_RECLAIMS: usize = 64;
 
@@ -77,6 +79,8 @@ pub struct PassReport {
     pub deliveries: u64,
     pub attempts: u64,
     pub payloads: u64,
+    /// Rows of attempt statistics (the charts' counts) for hours before the cutoff.
+    pub stats: u64,
     /// API tokens past their expiry, deleted.
     pub tokens: u64,
     pub pages_reclaimed: u64,
@@ -91,6 +95,7 @@ impl PassReport {
         self.deliveries += p.deliveries;
         self.attempts += p.attempts;
         self.payloads += p.payloads;
+        self.stats += p.stats;
         self.batches += 1;
         self.longest = self.longest.max(p.held);
         metrics::histogram!("hookline_retention_batch_seconds").record(p.held.as_secs_f64());
@@ -99,6 +104,7 @@ impl PassReport {
             ("delivery", p.deliveries),
             ("attempt", p.attempts),
             ("payload", p.payloads),
+            ("attempt_stats", p.stats),
         ] {
             if n > 0 {
                 metrics::counter!("hookline_pruned_total", "kind" => kind).increment(n);
@@ -108,8 +114,9 @@ impl PassReport {
 }
 
 /// One pass: every message created before `before` that owes no delivery is deleted,
-/// every payload whose retention ended by `now` is dropped, API tokens expired by `now`
-/// are deleted, and some free space is given back. `size` carries the batch size from pass to pass.
+/// every payload whose retention ended by `now` is dropped, the attempt statistics of
+/// hours before `before` go (the counts with the attempts they counted), API tokens
+/// expired by `now` are deleted, and some free space is given back. `size` carries the batch size from pass to pass.
 pub async fn pass(
     store: &dyn Store,
     before: DateTime<Utc>,
@@ -136,6 +143,14 @@ pub async fn pass(
         report.add(&p);
         size.adapt(p.payloads as usize, p.held);
         if (p.payloads as usize) < limit {
+            break;
+        }
+        tokio::time::sleep(p.held).await;
+    }
+    loop {
+        let p = store.prune_attempt_stats(before, STATS_BATCH).await?;
+        report.add(&p);
+        if (p.stats as usize) < STATS_BATCH {
             break;
         }
         tokio::time::sleep(p.held).await;
@@ -168,7 +183,7 @@ pub async fn run(store: Arc<dyn Store>, period: Duration) {
             .checked_sub_signed(period)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         match pass(store.as_ref(), before, now, &mut size).await {
-            Ok(r) if r.messages + r.payloads + r.tokens + r.pages_reclaimed == 0 => {
+            Ok(r) if r.messages + r.payloads + r.stats + r.tokens + r.pages_reclaimed == 0 => {
                 tracing::trace!(batches = r.batches, "retention: nothing to delete")
             }
             Ok(r) => tracing::debug!(
@@ -176,6 +191,7 @@ pub async fn run(store: Arc<dyn Store>, period: Duration) {
                 deliveries = r.deliveries,
                 attempts = r.attempts,
                 payloads = r.payloads,
+                attempt_stats = r.stats,
                 tokens = r.tokens,
                 pages_reclaimed = r.pages_reclaimed,
                 batches = r.batches,

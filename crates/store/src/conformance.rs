@@ -176,7 +176,8 @@ async fn an_endpoints_attempts_are_bucketed_by_time_with_outcomes_and_percentile
         .unwrap();
     let hour = chrono::Duration::hours(1);
     let min = chrono::Duration::minutes;
-    let until = Utc::now();
+    // Whole hours: an endpoint's attempts are counted per hour.
+    let until = crate::stats::floor(Utc::now(), 3600) + hour;
     let since = until - hour * 3;
     let at = |t: DateTime<Utc>, ms: u64, ok: bool| (t, t, ms, ok);
     record_attempts(
@@ -225,40 +226,62 @@ async fn an_endpoints_attempts_are_bucketed_by_time_with_outcomes_and_percentile
                 index: 0,
                 succeeded: 4,
                 failed: 1,
-                // Sorted: 10 20 30 40 500; ranks 3 and 5.
-                p50_ms: 30,
-                p99_ms: 500,
+                // Sorted: 10 20 30 40 500; ranks 3 and 5, read as the tops of their
+                // duration buckets (28-31 and 448-511 ms).
+                p50_ms: 31,
+                p99_ms: 511,
             },
             AttemptBucket {
                 index: 2,
                 succeeded: 2,
                 failed: 0,
                 p50_ms: 7,
-                p99_ms: 30_000,
+                p99_ms: 32_767,
             },
         ]
     );
-    // Minute buckets over the first quarter hour; another endpoint's id: nothing.
-    let minutes = store
-        .endpoint_attempt_buckets(&a.id, &ep.id, since, since + min(15), min(1))
+    // Days from the same hours; another application's id: nothing.
+    let day = store
+        .endpoint_attempt_buckets(&a.id, &ep.id, since, until, hour * 24)
         .await
         .unwrap();
-    let indexes: Vec<u32> = minutes.iter().map(|b| b.index).collect();
-    assert_eq!(indexes, [0, 10, 11, 12, 13]);
-    assert_eq!(minutes[3].failed, 1);
+    assert_eq!(
+        day.iter()
+            .map(|b| (b.index, b.succeeded, b.failed))
+            .collect::<Vec<_>>(),
+        [(0, 6, 1)]
+    );
     assert!(store
         .endpoint_attempt_buckets(&other_app.id, &ep.id, since, until, hour)
         .await
         .unwrap()
         .is_empty());
 
-    // Every endpoint's: the other application's failed attempt joins bucket 0.
+    // Every endpoint's: the other application's failed attempt joins bucket 0 (ranks 3
+    // and 6 of 5 10 20 30 40 500).
     let all = store.attempt_buckets(since, until, hour).await.unwrap();
     assert_eq!(
         all.iter()
             .map(|b| (b.index, b.succeeded, b.failed, b.p50_ms, b.p99_ms))
             .collect::<Vec<_>>(),
-        [(0, 4, 2, 20, 500), (2, 2, 0, 7, 30_000)]
+        [(0, 4, 2, 23, 511), (2, 2, 0, 7, 32_767)]
+    );
+    // Every endpoint's by minute, over the first quarter hour.
+    let minutes = store
+        .attempt_buckets(since, since + min(15), min(1))
+        .await
+        .unwrap();
+    let indexes: Vec<u32> = minutes.iter().map(|b| b.index).collect();
+    assert_eq!(indexes, [0, 10, 11, 12, 13]);
+    assert_eq!(minutes[3].failed, 1);
+    // Windows that start between whole hours read minutes: the same counts.
+    let shifted = store
+        .attempt_buckets(since + min(1), until, hour)
+        .await
+        .unwrap();
+    assert_eq!(
+        shifted.iter().map(|b| b.succeeded + b.failed).sum::<u64>(),
+        all.iter().map(|b| b.succeeded + b.failed).sum::<u64>() - 1
     );
 
     // Failing endpoints: those whose newest attempt failed (the first endpoint's last
@@ -270,6 +293,39 @@ async fn an_endpoints_attempts_are_bucketed_by_time_with_outcomes_and_percentile
     let (one, count) = store.failing_endpoints(1).await.unwrap();
     assert_eq!((one.len(), count), (1, 2));
     assert_eq!(one[0].id, failing[0].id);
+
+    // Retention: the rows of hours and minutes before the cutoff go, a batch at a time.
+    let one = store.prune_attempt_stats(since + hour, 1).await.unwrap();
+    assert_eq!((one.stats, one.examined), (1, 1));
+    let rest = store.prune_attempt_stats(since + hour, 1000).await.unwrap();
+    assert!(rest.stats > 1, "{rest:?}");
+    assert_eq!(
+        store
+            .prune_attempt_stats(since + hour, 1000)
+            .await
+            .unwrap()
+            .stats,
+        0
+    );
+    let kept = store
+        .endpoint_attempt_buckets(&a.id, &ep.id, since, until, hour)
+        .await
+        .unwrap();
+    assert_eq!(kept.iter().map(|b| b.index).collect::<Vec<_>>(), [2]);
+    // An endpoint deleted takes its rows; every endpoint's rows keep its attempts.
+    store.delete_endpoint(&a.id, &ep.id).await.unwrap();
+    let again = store.create_endpoint(Endpoint {
+        id: ep.id.clone(),
+        ..endpoint(&a.id, 100)
+    });
+    again.await.unwrap();
+    assert!(store
+        .endpoint_attempt_buckets(&a.id, &ep.id, since, until, hour)
+        .await
+        .unwrap()
+        .is_empty());
+    let all = store.attempt_buckets(since, until, hour).await.unwrap();
+    assert_eq!(all.iter().map(|b| b.succeeded).sum::<u64>(), 2);
 }
 
 // --- tokens --------------------------------------------------------------------------

@@ -79,10 +79,13 @@ pub enum Kind {
     Messages,
     Deliveries,
     Attempts,
+    /// The attempts' counts behind the charts (`attempt_stats`), kept with or without
+    /// the attempts themselves.
+    AttemptStats,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Applications,
         Kind::EventTypes,
         Kind::Endpoints,
@@ -91,6 +94,7 @@ impl Kind {
         Kind::Messages,
         Kind::Deliveries,
         Kind::Attempts,
+        Kind::AttemptStats,
     ];
 
     /// The kind in words, plural.
@@ -104,6 +108,7 @@ impl Kind {
             Kind::Messages => "messages",
             Kind::Deliveries => "deliveries",
             Kind::Attempts => "attempts",
+            Kind::AttemptStats => "rows of attempt statistics",
         }
     }
 
@@ -118,6 +123,7 @@ impl Kind {
             Kind::Messages => "message",
             Kind::Deliveries => "delivery",
             Kind::Attempts => "attempt",
+            Kind::AttemptStats => "row of attempt statistics",
         };
         if n == 1 {
             format!("1 {one}")
@@ -137,6 +143,16 @@ impl Kind {
             Kind::Messages => "messages",
             Kind::Deliveries => "deliveries",
             Kind::Attempts => "attempts",
+            Kind::AttemptStats => "attempt_stats",
+        }
+    }
+
+    /// The order rows are read in: the table's own.
+    fn order(self) -> &'static str {
+        match self {
+            // No rowid: by its primary key.
+            Kind::AttemptStats => "t.scope, t.span, t.start, t.bucket",
+            _ => "t.rowid",
         }
     }
 }
@@ -694,10 +710,11 @@ impl Source {
             }
             let spec = spec(kind);
             let sql = format!(
-                "SELECT {} FROM {} AS t WHERE {} ORDER BY t.rowid",
+                "SELECT {} FROM {} AS t WHERE {} ORDER BY {}",
                 spec.sqlite_cols,
                 kind.table(),
-                spec.copyable(with_history)
+                spec.copyable(with_history),
+                kind.order()
             );
             let mut stmt = self
                 .conn
@@ -790,6 +807,7 @@ enum Cell {
     Time(Option<DateTime<Utc>>),
     Bool(bool),
     Int(Option<i32>),
+    SmallInt(i16),
     BigInt(i64),
     Bytes(Option<Vec<u8>>),
 }
@@ -805,6 +823,7 @@ impl ToSql for Cell {
             Cell::Time(v) => v.to_sql(ty, out),
             Cell::Bool(v) => v.to_sql(ty, out),
             Cell::Int(v) => v.to_sql(ty, out),
+            Cell::SmallInt(v) => v.to_sql(ty, out),
             Cell::BigInt(v) => v.to_sql(ty, out),
             Cell::Bytes(v) => v.to_sql(ty, out),
         }
@@ -825,6 +844,7 @@ impl ToSql for Cell {
             Cell::Time(v) => v.to_sql_checked(ty, out),
             Cell::Bool(v) => v.to_sql_checked(ty, out),
             Cell::Int(v) => v.to_sql_checked(ty, out),
+            Cell::SmallInt(v) => v.to_sql_checked(ty, out),
             Cell::BigInt(v) => v.to_sql_checked(ty, out),
             Cell::Bytes(v) => v.to_sql_checked(ty, out),
         }
@@ -1101,6 +1121,32 @@ fn spec(kind: Kind) -> Spec {
                             .replace('\0', "\u{FFFD}"),
                     )),
                     Cell::Bool(manual),
+                ])
+            },
+        },
+        // Under a shard of their own (see `stats`): live processes write 0 to 15, so
+        // the copied counts add to a target's own instead of colliding with them.
+        Kind::AttemptStats => Spec {
+            sqlite_cols: "t.scope, t.span, t.start, t.bucket, t.succeeded, t.failed",
+            pg_cols: "scope, span, start, bucket, shard, succeeded, failed",
+            pg_types: &[T::TEXT, T::INT4, T::TIMESTAMPTZ, T::INT2, T::INT2, T::INT8, T::INT8],
+            wanted: None,
+            parents: None,
+            map: |r, _| {
+                let scope = col(r, 0, "row of attempt statistics", "scope")?;
+                let at = Record::new("row of attempt statistics", &scope);
+                let bucket: i64 = at.get(r, 3, "bucket")?;
+                if !(0..crate::stats::BUCKETS as i64).contains(&bucket) {
+                    return Err(at.fail("bucket", "is not a duration bucket (0 to 63)"));
+                }
+                Ok(vec![
+                    Cell::Text(Some(scope.clone())),
+                    Cell::Int(at.int(r, 1, "span")?),
+                    Cell::Time(Some(at.time(r, 2, "start")?)),
+                    Cell::SmallInt(bucket as i16),
+                    Cell::SmallInt(crate::stats::COPIED_SHARD),
+                    Cell::BigInt(at.get(r, 4, "succeeded")?),
+                    Cell::BigInt(at.get(r, 5, "failed")?),
                 ])
             },
         },

@@ -212,6 +212,9 @@ struct Seen {
     messages: Vec<Message>,
     attempts: Vec<Attempt>,
     deliveries: Vec<DeliveryView>,
+    /// Every endpoint's attempts of the last day and the next hour, by minute, and each
+    /// endpoint's by hour (the charts).
+    charts: Vec<Vec<AttemptBucket>>,
 }
 
 async fn seen(store: &dyn Store, app_id: &str) -> Seen {
@@ -236,10 +239,26 @@ async fn seen(store: &dyn Store, app_id: &str) -> Seen {
                 .data,
         );
     }
+    let endpoints = store.list_endpoints(app_id, &all()).await.unwrap().data;
+    let until = crate::stats::floor(Utc::now(), 3600) + Duration::hours(1);
+    let since = until - Duration::hours(25);
+    let mut charts = vec![store
+        .attempt_buckets(since, until, Duration::minutes(1))
+        .await
+        .unwrap()];
+    for ep in &endpoints {
+        charts.push(
+            store
+                .endpoint_attempt_buckets(app_id, &ep.id, since, until, Duration::hours(1))
+                .await
+                .unwrap(),
+        );
+    }
     Seen {
+        charts,
         apps: store.list_apps(&all(), None).await.unwrap().data,
         event_types: store.list_event_types(&all(), true).await.unwrap().data,
-        endpoints: store.list_endpoints(app_id, &all()).await.unwrap().data,
+        endpoints,
         messages,
         attempts: store
             .list_attempts(
@@ -416,6 +435,7 @@ async fn a_copy_reads_back_as_written_and_its_pending_work_is_claimed() {
         (Kind::IdempotencyKeys, 1),
         (Kind::Messages, 4),
         (Kind::Deliveries, 6),
+        (Kind::AttemptStats, 4),
     ];
     assert_eq!(report.copied, expect);
     assert_eq!(report.leases_taken_back, 3);
@@ -423,7 +443,7 @@ async fn a_copy_reads_back_as_written_and_its_pending_work_is_claimed() {
         (report.finished_deliveries_left, report.attempts_left),
         (2, 3)
     );
-    assert_eq!(events.first(), Some(&Progress::Counted { total: 16 }));
+    assert_eq!(events.first(), Some(&Progress::Counted { total: 20 }));
     let copied: u64 = events
         .iter()
         .filter_map(|p| match p {
@@ -431,7 +451,7 @@ async fn a_copy_reads_back_as_written_and_its_pending_work_is_claimed() {
             _ => None,
         })
         .sum();
-    assert_eq!(copied, 16);
+    assert_eq!(copied, 20);
     assert_eq!(events.last(), Some(&Progress::Checking));
 
     let pg = PgStore::connect(&db.url, 2, &crate::sealing::test_key())
@@ -443,6 +463,9 @@ async fn a_copy_reads_back_as_written_and_its_pending_work_is_claimed() {
     assert_eq!(got.endpoints, src.seen.endpoints);
     assert_eq!(got.messages, src.seen.messages);
     assert!(got.attempts.is_empty(), "no attempts without the history");
+    // Their counts, though, are there: the charts read the same.
+    assert!(src.seen.charts.iter().all(|c| !c.is_empty()));
+    assert_eq!(got.charts, src.seen.charts);
     // The unfinished deliveries, as they were; the ones in flight now pending, due now.
     let unfinished: Vec<&DeliveryView> = src
         .seen

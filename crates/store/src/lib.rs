@@ -23,6 +23,7 @@ pub mod model;
 pub mod postgres;
 pub mod sealing;
 pub mod sqlite;
+mod stats;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -314,9 +315,11 @@ pub trait Store: DeliveryQueue {
     async fn endpoint_stats(&self, app_id: &str, endpoint_id: &str) -> Result<DeliveryCounts>;
     /// The endpoint's attempts that started in `[since, until)`, counted by outcome with
     /// their duration percentiles, in buckets `width` long from `since`: only buckets
-    /// with attempts, by index. Reads the endpoint's attempts by id through its index
-    /// (ids begin with their time; see [`ATTEMPT_ID_SLACK_SECS`]), never the whole table;
-    /// the caller bounds the window.
+    /// with attempts, by index; nothing for an endpoint that is not `app_id`'s. Read
+    /// from the attempt statistics, kept per endpoint and hour (see the `stats`
+    /// module), never from the attempts: an hour counts in the bucket its start falls
+    /// in, so `since` and `width` are whole hours for exact buckets, and percentiles
+    /// are the top of a duration bucket (at most 25 % above the exact value).
     async fn endpoint_attempt_buckets(
         &self,
         app_id: &str,
@@ -325,8 +328,8 @@ pub trait Store: DeliveryQueue {
         until: DateTime<Utc>,
         width: chrono::Duration,
     ) -> Result<Vec<AttemptBucket>>;
-    /// [`Store::endpoint_attempt_buckets`] over every endpoint's attempts: read by id
-    /// through the primary key, never the whole table.
+    /// [`Store::endpoint_attempt_buckets`] over every endpoint's attempts, from their
+    /// statistics per hour when `since` and `width` are whole hours, else per minute.
     async fn attempt_buckets(
         &self,
         since: DateTime<Utc>,
@@ -362,6 +365,11 @@ pub trait Store: DeliveryQueue {
     /// Drops the payloads (replaced by `{}`) of up to `limit` messages whose payload
     /// retention ended by `now` and none of whose deliveries is pending or in flight.
     async fn drop_expired_payloads(&self, now: DateTime<Utc>, limit: usize) -> Result<Pruned>;
+    /// Deletes up to `limit` rows of the attempt statistics (the charts' counts) for
+    /// hours or minutes that began before `before`, the oldest first (`Pruned::stats`).
+    /// The retention pass gives it the messages' cutoff: the counts go with the
+    /// attempts they counted.
+    async fn prune_attempt_stats(&self, before: DateTime<Utc>, limit: usize) -> Result<Pruned>;
     /// Gives some of the space freed by deletes back to the file system, a bounded
     /// amount per call; returns how many pages went. Only SQLite has any to give (and
     /// only a database created with incremental auto-vacuum); PostgreSQL's autovacuum

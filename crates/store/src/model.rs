@@ -308,6 +308,8 @@ pub struct Pruned {
     pub next: Option<String>,
     /// Payloads dropped ([`Store::drop_expired_payloads`](crate::Store::drop_expired_payloads)).
     pub payloads: u64,
+    /// Rows of attempt statistics deleted ([`Store::prune_attempt_stats`](crate::Store::prune_attempt_stats)).
+    pub stats: u64,
     /// How long the batch held the database (on SQLite: the writer thread), so the
     /// caller can size the next one.
     pub held: std::time::Duration,

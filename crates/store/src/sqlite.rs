@@ -42,6 +42,7 @@ use std::collections::HashMap;
 
 use crate::common::Fresh;
 use crate::sealing::{self, KeySource, Sealer};
+use crate::stats::Tally;
 use crate::*;
 
 /// Most writes one commit may carry; bounds the latency a single commit adds.

@@ -37,10 +37,12 @@ use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::types::ToSql;
 
+use super::deliveries;
 use super::errors::{backend, pool as pool_error};
 use super::queue::{self, lease_token};
 use super::rows::{ep_row, ms, to_json, EP_COLS};
 use crate::common::{AppLimits, Fresh};
+use crate::stats::Tally;
 use crate::*;
 
 /// Writes in one batch at most.
@@ -644,7 +646,7 @@ async fn write(
         },
     );
     let inserted = inserted?;
-    logged?;
+    let logged = logged?;
     let moved = moved?;
     notified?;
 
@@ -685,16 +687,28 @@ async fn write(
         .filter(|r| !moved.contains_key(&r.key()))
         .map(|r| r.delivery_id)
         .collect();
-    let (updated, remaining) = tokio::join!(update_endpoints(tx, &eps), async {
-        if lost.is_empty() {
-            return Ok(Vec::new());
+    // The logged attempts' statistics, last (their rows in key order: see `stats`).
+    let mut tally = Tally::default();
+    for a in reports.iter().map(|r| &r.report.attempt) {
+        if logged.contains(&a.id) {
+            tally.add(&a.endpoint_id, a.attempted_at, a.duration_ms, a.succeeded);
         }
-        let stmt = tx
-            .prepare_cached("SELECT id FROM deliveries WHERE id = ANY($1)")
-            .await?;
-        tx.query(&stmt, &[&lost]).await
-    });
+    }
+    let (updated, counted, remaining) = tokio::join!(
+        update_endpoints(tx, &eps),
+        deliveries::add_stats(tx, &tally),
+        async {
+            if lost.is_empty() {
+                return Ok(Vec::new());
+            }
+            let stmt = tx
+                .prepare_cached("SELECT id FROM deliveries WHERE id = ANY($1)")
+                .await?;
+            tx.query(&stmt, &[&lost]).await
+        }
+    );
     updated?;
+    counted?;
     let remaining: BTreeSet<i64> = remaining
         .map_err(backend)?
         .iter()
@@ -884,10 +898,10 @@ impl<'a> AttemptRows<'a> {
     }
 
     /// Logs them, but not for an endpoint or message deleted meanwhile: the attempt
-    /// would have nothing to belong to.
-    async fn insert(&self, tx: &Transaction<'_>) -> Result<()> {
+    /// would have nothing to belong to. Returns the ids of those logged.
+    async fn insert(&self, tx: &Transaction<'_>) -> Result<BTreeSet<String>> {
         if self.ids.is_empty() {
-            return Ok(());
+            return Ok(BTreeSet::new());
         }
         let stmt = tx
             .prepare_cached(
@@ -900,7 +914,8 @@ impl<'a> AttemptRows<'a> {
                           duration_ms, succeeded, error_kind, response, manual)
                  WHERE EXISTS (SELECT 1 FROM endpoints e WHERE e.id = x.endpoint_id)
                    AND EXISTS (SELECT 1 FROM messages m WHERE m.id = x.msg_id)
-                 ON CONFLICT (id) DO NOTHING",
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING id",
             )
             .await
             .map_err(backend)?;
@@ -918,8 +933,13 @@ impl<'a> AttemptRows<'a> {
             &self.responses,
             &self.manual,
         ];
-        tx.execute(&stmt, &args).await.map_err(backend)?;
-        Ok(())
+        tx.query(&stmt, &args)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(backend)
     }
 }
 

@@ -293,9 +293,7 @@ pub(super) async fn queue_stats(c: &impl GenericClient, now: DateTime<Utc>) -> R
     })
 }
 
-/// See [`Store::endpoint_attempt_buckets`]. The range on `id` walks
-/// `attempts_by_endpoint (endpoint_id, id)`; `attempted_at` then picks the window
-/// exactly. Percentiles by rank within each bucket (window functions), as on SQLite.
+/// See [`Store::endpoint_attempt_buckets`]: the endpoint's hours, by the primary key.
 pub(super) async fn endpoint_attempt_buckets(
     c: &impl GenericClient,
     app_id: &str,
@@ -304,90 +302,135 @@ pub(super) async fn endpoint_attempt_buckets(
     until: DateTime<Utc>,
     width: chrono::Duration,
 ) -> Result<Vec<AttemptBucket>> {
-    let lo = id_bound("atmpt", since);
-    let hi = id_bound(
-        "atmpt",
-        until + chrono::Duration::seconds(ATTEMPT_ID_SLACK_SECS),
-    );
-    let width_ms = width.num_milliseconds().max(1);
-    // Times are stored to the millisecond (as on SQLite): compare at that precision.
-    let (since, until) = (ms(since), ms(until));
-    let rows = c
-        .query(
-            &c.prepare_cached(&format!(
-                "WITH w AS (
-                     SELECT floor(extract(epoch FROM attempted_at - $3) * 1000 / $5::bigint)::bigint AS b,
-                            succeeded AS ok, duration_ms AS d
-                     FROM attempts
-                     WHERE endpoint_id = $2 AND id >= $6 AND id < $7 AND app_id = $1
-                       AND attempted_at >= $3 AND attempted_at < $4
-                 ){BUCKETS_FROM_W}"
-            ))
-            .await
-            .map_err(backend)?,
-            &[&app_id, &endpoint_id, &since, &until, &width_ms, &lo, &hi],
-        )
-        .await
-        .map_err(backend)?;
-    rows.iter().map(bucket_row).collect()
+    let rows = stats_rows(c, endpoint_id, Some(app_id), stats::HOUR, since, until).await?;
+    Ok(stats::fold(rows, since, width))
 }
 
-/// See [`Store::attempt_buckets`]: the range on `id` walks the primary key.
+/// See [`Store::attempt_buckets`].
 pub(super) async fn attempt_buckets(
     c: &impl GenericClient,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
     width: chrono::Duration,
 ) -> Result<Vec<AttemptBucket>> {
-    let lo = id_bound("atmpt", since);
-    let hi = id_bound(
-        "atmpt",
-        until + chrono::Duration::seconds(ATTEMPT_ID_SLACK_SECS),
-    );
-    let width_ms = width.num_milliseconds().max(1);
-    let (since, until) = (ms(since), ms(until));
+    let span = stats::span_for(since, width);
+    let rows = stats_rows(c, stats::ALL, None, span, since, until).await?;
+    Ok(stats::fold(rows, since, width))
+}
+
+/// The `attempt_stats` rows of `scope` and `span` starting in `[since, until)`, the
+/// processes' shards added up, as [`stats::fold`] takes them; for an endpoint's scope,
+/// only if it is `app_id`'s.
+async fn stats_rows(
+    c: &impl GenericClient,
+    scope: &str,
+    app_id: Option<&str>,
+    span: i64,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<stats::Row>> {
+    let span = span as i32;
     let rows = c
         .query(
-            &c.prepare_cached(&format!(
-                "WITH w AS (
-                     SELECT floor(extract(epoch FROM attempted_at - $1) * 1000 / $3::bigint)::bigint AS b,
-                            succeeded AS ok, duration_ms AS d
-                     FROM attempts
-                     WHERE id >= $4 AND id < $5 AND attempted_at >= $1 AND attempted_at < $2
-                 ){BUCKETS_FROM_W}"
-            ))
+            &c.prepare_cached(
+                "SELECT start, bucket, sum(succeeded)::int8, sum(failed)::int8 FROM attempt_stats
+                 WHERE scope = $1 AND span = $2 AND start >= $3 AND start < $4
+                   AND ($5::text IS NULL
+                        OR EXISTS (SELECT 1 FROM endpoints WHERE id = $1 AND app_id = $5))
+                 GROUP BY start, bucket",
+            )
             .await
             .map_err(backend)?,
-            &[&since, &until, &width_ms, &lo, &hi],
+            &[&scope, &span, &ms(since), &ms(until), &app_id],
         )
         .await
         .map_err(backend)?;
-    rows.iter().map(bucket_row).collect()
+    rows.iter()
+        .map(|r| {
+            let count = |i| -> Result<u64> {
+                Ok(u64::try_from(r.try_get::<_, i64>(i).map_err(backend)?).unwrap_or(0))
+            };
+            Ok((
+                r.try_get(0).map_err(backend)?,
+                r.try_get::<_, i16>(1).map_err(backend)?.clamp(0, 63) as u8,
+                count(2)?,
+                count(3)?,
+            ))
+        })
+        .collect()
 }
 
-/// The end of the bucket queries: from `w` (bucket `b`, `ok`, duration `d`), one row per
-/// bucket with its counts and the durations of ranks ⌈n/2⌉ and ⌈0.99·n⌉.
-const BUCKETS_FROM_W: &str = ", r AS (
-                     SELECT b, ok, d,
-                            row_number() OVER (PARTITION BY b ORDER BY d) AS rn,
-                            count(*) OVER (PARTITION BY b) AS n
-                     FROM w
-                 )
-                 SELECT b, count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok),
-                        max(d) FILTER (WHERE rn = (n + 1) / 2),
-                        max(d) FILTER (WHERE rn = (99 * n + 99) / 100)
-                 FROM r GROUP BY b ORDER BY b";
+/// Adds counted attempts to `attempt_stats` in one statement, its rows in key order.
+/// Rows of one endpoint go under shard 0: the endpoint's row, which every write of its
+/// attempts locks first, already keeps them one at a time. Every endpoint's rows take one
+/// of 16 shards, by the clock, so batches of other processes (or this one's other batch)
+/// seldom wait for one another's commit on them.
+pub(super) async fn add_stats(c: &impl GenericClient, tally: &stats::Tally) -> Result<()> {
+    if tally.is_empty() {
+        return Ok(());
+    }
+    let shared = (crate::now().timestamp_subsec_nanos() / 1000 % 16) as i16;
+    let mut cols = (
+        Vec::<&str>::new(),
+        Vec::<i32>::new(),
+        Vec::<DateTime<Utc>>::new(),
+        Vec::<i16>::new(),
+        Vec::<i16>::new(),
+        Vec::<i64>::new(),
+        Vec::<i64>::new(),
+    );
+    for (k, ok, failed) in tally.rows() {
+        cols.0.push(&k.scope);
+        cols.1.push(k.span as i32);
+        cols.2.push(k.start);
+        cols.3.push(i16::from(k.bucket));
+        cols.4.push(if k.scope == stats::ALL { shared } else { 0 });
+        cols.5.push(ok);
+        cols.6.push(failed);
+    }
+    c.execute(
+        &c.prepare_cached(
+            "INSERT INTO attempt_stats AS s (scope, span, start, bucket, shard, succeeded, failed)
+             SELECT * FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::int2[],
+                                  $5::int2[], $6::int8[], $7::int8[])
+             ON CONFLICT (scope, span, start, bucket, shard) DO UPDATE SET
+                 succeeded = s.succeeded + excluded.succeeded, failed = s.failed + excluded.failed",
+        )
+        .await
+        .map_err(backend)?,
+        &[
+            &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6,
+        ],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
 
-fn bucket_row(r: &Row) -> Result<AttemptBucket> {
-    let count = |i: usize| -> Result<u64> {
-        Ok(u64::try_from(r.try_get::<_, i64>(i).map_err(backend)?).unwrap_or(0))
-    };
-    Ok(AttemptBucket {
-        index: u32::try_from(r.try_get::<_, i64>(0).map_err(backend)?).unwrap_or(u32::MAX),
-        succeeded: count(1)?,
-        failed: count(2)?,
-        p50_ms: count(3)?,
-        p99_ms: count(4)?,
+/// See [`Store::prune_attempt_stats`]: walks the index on `start`.
+pub(super) async fn prune_attempt_stats(
+    c: &impl GenericClient,
+    before: DateTime<Utc>,
+    limit: usize,
+) -> Result<Pruned> {
+    let started = std::time::Instant::now();
+    let n = c
+        .execute(
+            &c.prepare_cached(
+                "DELETE FROM attempt_stats WHERE ctid = ANY(ARRAY(
+                     SELECT ctid FROM attempt_stats WHERE start < $1 ORDER BY start LIMIT $2))",
+            )
+            .await
+            .map_err(backend)?,
+            &[&ms(before), &(limit as i64)],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(Pruned {
+        stats: n,
+        examined: n as usize,
+        held: started.elapsed(),
+        ..Pruned::default()
     })
 }
 

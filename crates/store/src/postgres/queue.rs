@@ -859,7 +859,7 @@ pub(super) async fn report(
         tx.execute(&log, &log_args),
         tx.query_opt(&advance, &advance_args),
     );
-    logged.map_err(backend)?;
+    let logged = logged.map_err(backend)? > 0;
     let attempts: Option<i32> = advanced
         .map_err(backend)?
         .map(|r| r.try_get(0))
@@ -919,6 +919,12 @@ pub(super) async fn report(
         )
         .await
         .map_err(backend)?;
+    }
+    // Statistics last, after the endpoint's row, as a write batch takes them.
+    if logged {
+        let mut tally = crate::stats::Tally::default();
+        tally.add(&a.endpoint_id, a.attempted_at, a.duration_ms, a.succeeded);
+        super::deliveries::add_stats(tx, &tally).await?;
     }
     let applied = if attempts.is_some() {
         Applied::Yes

@@ -551,8 +551,16 @@ impl Store for PgStore {
     async fn delete_app(&self, id: &str) -> Result<()> {
         // Endpoints, messages and tokens reference the application, deliveries and
         // attempts its endpoints and messages, all ON DELETE CASCADE.
+        // Its endpoints' attempt statistics are not a reference: they go first.
         let client = self.client().await?;
-        let deleted = exec(&client, "DELETE FROM applications WHERE id = $1", &[&id]).await;
+        let deleted = exec(
+            &client,
+            "WITH stats AS (DELETE FROM attempt_stats
+                            WHERE scope IN (SELECT id FROM endpoints WHERE app_id = $1))
+             DELETE FROM applications WHERE id = $1",
+            &[&id],
+        )
+        .await;
         self.lookups.apps.invalidate();
         found(deleted.map_err(backend)?)
     }
@@ -694,12 +702,15 @@ impl Store for PgStore {
     }
 
     async fn delete_endpoint(&self, app_id: &str, id: &str) -> Result<()> {
-        // Its deliveries and attempts go with it (ON DELETE CASCADE).
+        // Its deliveries and attempts go with it (ON DELETE CASCADE); its attempt
+        // statistics, not a reference, here.
         let client = self.client().await?;
         found(
             exec(
                 &client,
-                "DELETE FROM endpoints WHERE app_id = $1 AND id = $2",
+                "WITH gone AS (DELETE FROM endpoints WHERE app_id = $1 AND id = $2 RETURNING id),
+                      stats AS (DELETE FROM attempt_stats WHERE scope IN (SELECT id FROM gone))
+                 SELECT 1 FROM gone",
                 &[&app_id, &id],
             )
             .await
@@ -1111,6 +1122,11 @@ impl Store for PgStore {
             Box::pin(async move { retention::drop_expired_payloads(tx, now, limit).await })
         })
         .await
+    }
+
+    async fn prune_attempt_stats(&self, before: DateTime<Utc>, limit: usize) -> Result<Pruned> {
+        let client = self.client().await?;
+        deliveries::prune_attempt_stats(&client, before, limit).await
     }
 }
 

@@ -1953,3 +1953,74 @@ async fn settings_in_the_clear_are_sealed_at_connect_and_a_wrong_key_changes_not
     drop(store);
     db.drop_db().await;
 }
+
+/// Migration 9 counts the attempts already written as the write batches count new ones:
+/// the rows it fills from the attempts are those the batches kept (shards added up), on
+/// the same hours, minutes and duration buckets, durations spanning every bucket.
+#[tokio::test]
+async fn attempt_stats_filled_by_the_migration_match_those_kept_by_the_batches() {
+    let Some((db, store)) = open("attempt_stats_filled_by_the_migration").await else {
+        return;
+    };
+    let rec = crate::conformance::attach(&store);
+    let a = store.create_app(app(None)).await.unwrap();
+    store
+        .create_endpoint(crate::conformance::endpoint(&a.id, 100))
+        .await
+        .unwrap();
+    let t0 = Utc::now() - Duration::hours(30);
+    let attempts: Vec<_> = (0..90u64)
+        .map(|i| {
+            let t = t0 + Duration::seconds(i as i64 * 997);
+            (t, t, (1u64 << (i % 18)) + i % 5, i % 3 != 0)
+        })
+        .collect();
+    crate::conformance::record_attempts(&store, &rec, &a.id, &attempts).await;
+    let c = store.pool.get().await.unwrap();
+    let table = || async {
+        c.query(
+            "SELECT scope, span, start, bucket, sum(succeeded)::int8, sum(failed)::int8
+             FROM attempt_stats GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, i32>(1),
+                r.get::<_, DateTime<Utc>>(2),
+                r.get::<_, i16>(3),
+                r.get::<_, i64>(4),
+                r.get::<_, i64>(5),
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let kept = table().await;
+    assert!(kept.len() > 80, "{}", kept.len());
+    let sql = crate::postgres::MIGRATIONS
+        .iter()
+        .find(|m| m.name == "attempt_stats")
+        .unwrap()
+        .sql;
+    let fill: String = sql
+        .split(';')
+        .filter(|s| {
+            s.lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<String>()
+                .trim_start()
+                .starts_with("INSERT")
+        })
+        .map(|s| format!("{s};"))
+        .collect();
+    c.batch_execute(&format!("DELETE FROM attempt_stats; {fill}"))
+        .await
+        .unwrap();
+    assert_eq!(table().await, kept);
+    drop(c);
+    drop(store);
+    db.drop_db().await;
+}

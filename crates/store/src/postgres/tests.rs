@@ -260,7 +260,15 @@ fn additive_migrations_only_add() {
                 "migration {} ({}) is marked additive but has: {statement}",
                 m.version, m.name
             );
-            assert!(allowed.iter().any(|a| statement.starts_with(a)), "{what}");
+            // Filling a table the migration itself created touches nothing older.
+            let fills_own = statement.strip_prefix("INSERT INTO ").is_some_and(|rest| {
+                let table = rest.split([' ', '(']).next().unwrap_or_default();
+                code.contains(&format!("CREATE TABLE {table} "))
+            });
+            assert!(
+                fills_own || allowed.iter().any(|a| statement.starts_with(a)),
+                "{what}"
+            );
             if statement.starts_with("ALTER TABLE ") {
                 let words: Vec<&str> = statement.split(' ').collect();
                 assert!(

@@ -639,44 +639,16 @@ async fn the_writer_keys_recent_rows_by_itself() {
 }
 
 #[tokio::test]
-async fn attempt_buckets_count_recent_and_keyed_attempts_and_walk_the_keys() {
+async fn attempt_stats_are_read_by_the_primary_key_s_range() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let rec = crate::conformance::attach(&store);
-    let a = store.create_app(app()).await.unwrap();
-    let ep = store.create_endpoint(endpoint(&a.id)).await.unwrap();
-    let until = Utc::now();
-    let since = until - chrono::Duration::hours(2);
-    let at = |m: i64, ms: u64| (since + minutes(m), since + minutes(m), ms, true);
-    crate::conformance::record_attempts(&store, &rec, &a.id, &[at(5, 10), at(70, 20)]).await;
-    let read = || store.endpoint_attempt_buckets(&a.id, &ep.id, since, until, minutes(60));
-    let recent = read().await.unwrap();
-    assert_eq!(recent.len(), 2, "{recent:?}");
-    // Half keyed, half recent; then all keyed: the same buckets.
-    store.index_keys_now().await.unwrap();
-    crate::conformance::record_attempts(&store, &rec, &a.id, &[at(6, 30)]).await;
-    let split = read().await.unwrap();
-    assert_eq!(
-        (split[0].succeeded, split[0].p50_ms, split[0].p99_ms),
-        (2, 10, 30)
-    );
-    store.index_keys_now().await.unwrap();
-    assert_eq!(read().await.unwrap(), split);
-
-    // The plan searches the keys by (tenant, k) range and the recent rows by rowid:
-    // no step reads the whole attempts table.
     let plan: Vec<String> = store
         .read(|c| {
             let mut stmt = c
-                .prepare(&format!(
-                    "EXPLAIN QUERY PLAN {}",
-                    store::attempt_buckets_sql()
-                ))
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", store::STATS_SQL))
                 .map_err(backend)?;
             let rows = stmt
-                .query_map(params!["a", "e", 0, 1, 1, "atmpt_0", "atmpt_1"], |r| {
-                    r.get::<_, String>(3)
-                })
+                .query_map(params!["e", 3600, 0, 1, "a"], |r| r.get::<_, String>(3))
                 .map_err(backend)?;
             rows.collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(backend)
@@ -685,37 +657,9 @@ async fn attempt_buckets_count_recent_and_keyed_attempts_and_walk_the_keys() {
         .unwrap();
     assert!(
         plan.iter()
-            .any(|p| p.contains("attempt_keys USING PRIMARY KEY (tenant=? AND k>? AND k<?)")),
+            .any(|p| p.starts_with("SEARCH attempt_stats USING PRIMARY KEY")
+                && p.contains("scope=? AND span=? AND start>? AND start<?")),
         "{plan:#?}"
     );
-    assert!(
-        !plan.iter().any(|p| p.starts_with("SCAN attempts")),
-        "{plan:#?}"
-    );
-    // Every endpoint's attempts: by the primary key's range.
-    let plan: Vec<String> = store
-        .read(|c| {
-            let mut stmt = c
-                .prepare(&format!(
-                    "EXPLAIN QUERY PLAN {}",
-                    store::all_attempt_buckets_sql()
-                ))
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map(params![0, 1, 1, "atmpt_0", "atmpt_1"], |r| {
-                    r.get::<_, String>(3)
-                })
-                .map_err(backend)?;
-            rows.collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(backend)
-        })
-        .await
-        .unwrap();
-    assert!(
-        plan.iter().any(
-            |p| p.starts_with("SEARCH attempts USING INDEX sqlite_autoindex_attempts")
-                && p.contains("(id>? AND id<?)")
-        ),
-        "{plan:#?}"
-    );
+    assert!(!plan.iter().any(|p| p.starts_with("SCAN")), "{plan:#?}");
 }

@@ -367,7 +367,7 @@ pub(super) fn report(
     let a = &rep.attempt;
     let now = ms(a.attempted_at + chrono::Duration::milliseconds(a.duration_ms as i64));
     // Not for an endpoint deleted meanwhile (no foreign key checks it: see migration 6).
-    c.prepare_cached(&format!(
+    let logged = c.prepare_cached(&format!(
         "INSERT INTO attempts ({ATTEMPT_COLS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12
          WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = ?4)"
     ))
@@ -387,6 +387,9 @@ pub(super) fn report(
         trigger_num(a.trigger)
     ])
     .map_err(backend)?;
+    if logged > 0 {
+        writer::count_attempt(a);
+    }
 
     let (status, due) = match rep.next {
         NextStep::Succeeded => ("succeeded", None),

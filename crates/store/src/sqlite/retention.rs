@@ -159,3 +159,27 @@ pub(super) fn reclaim_space(c: &Connection) -> Result<u64> {
         .map_err(backend)?;
     Ok((free - pragma("freelist_count")?).max(0) as u64)
 }
+
+/// See [`Store::prune_attempt_stats`]: walks the index on `start`.
+pub(super) fn prune_attempt_stats(
+    c: &Connection,
+    before: DateTime<Utc>,
+    limit: usize,
+) -> Result<Pruned> {
+    let started = Instant::now();
+    let n = c
+        .prepare_cached(
+            "DELETE FROM attempt_stats WHERE (scope, span, start, bucket) IN
+                 (SELECT scope, span, start, bucket FROM attempt_stats
+                  WHERE start < ?1 ORDER BY start LIMIT ?2)",
+        )
+        .map_err(backend)?
+        .execute(params![ms(before), limit as i64])
+        .map_err(backend)?;
+    Ok(Pruned {
+        stats: n as u64,
+        examined: n,
+        held: started.elapsed(),
+        ..Pruned::default()
+    })
+}

@@ -61,6 +61,7 @@ impl Store for SqliteStore {
             for ep in &endpoints {
                 DELIVERY_KEYS.delete_tenant(c, ep)?;
                 ATTEMPT_KEYS.delete_tenant(c, ep)?;
+                delete_stats(c, ep)?;
             }
             MESSAGE_KEYS.delete_tenant(c, &id)?;
             delete_one(c, "DELETE FROM applications WHERE id = ?1", &id)?;
@@ -182,6 +183,7 @@ impl Store for SqliteStore {
             // Not cascaded by the database (see migration 6).
             DELIVERY_KEYS.delete_tenant(c, &id)?;
             ATTEMPT_KEYS.delete_tenant(c, &id)?;
+            delete_stats(c, &id)?;
             lower_watermarks(c)
         })
         .await
@@ -671,26 +673,9 @@ impl Store for SqliteStore {
         width: chrono::Duration,
     ) -> Result<Vec<AttemptBucket>> {
         let (app_id, ep) = (app_id.to_string(), endpoint_id.to_string());
-        let (lo, hi) = (
-            id_bound("atmpt", since),
-            id_bound(
-                "atmpt",
-                until + chrono::Duration::seconds(ATTEMPT_ID_SLACK_SECS),
-            ),
-        );
-        let width = width.num_milliseconds().max(1);
         self.read(move |c| {
-            // The endpoint's keys in the id range, plus its attempts not keyed yet (the
-            // few recent rows above the watermark); the row's own columns are checked
-            // again, so a key whose rowid was reused never counts another row.
-            let mut stmt = c.prepare_cached(&attempt_buckets_sql()).map_err(backend)?;
-            let rows = stmt
-                .query_map(
-                    params![app_id, ep, ms(since), ms(until), width, lo, hi],
-                    bucketed_attempt,
-                )
-                .map_err(backend)?;
-            buckets(rows)
+            let rows = stats_rows(c, &ep, Some(&app_id), stats::HOUR, since, until)?;
+            Ok(stats::fold(rows, since, width))
         })
         .await
     }
@@ -701,25 +686,10 @@ impl Store for SqliteStore {
         until: DateTime<Utc>,
         width: chrono::Duration,
     ) -> Result<Vec<AttemptBucket>> {
-        let (lo, hi) = (
-            id_bound("atmpt", since),
-            id_bound(
-                "atmpt",
-                until + chrono::Duration::seconds(ATTEMPT_ID_SLACK_SECS),
-            ),
-        );
-        let width = width.num_milliseconds().max(1);
+        let span = stats::span_for(since, width);
         self.read(move |c| {
-            let mut stmt = c
-                .prepare_cached(&all_attempt_buckets_sql())
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map(
-                    params![ms(since), ms(until), width, lo, hi],
-                    bucketed_attempt,
-                )
-                .map_err(backend)?;
-            buckets(rows)
+            let rows = stats_rows(c, stats::ALL, None, span, since, until)?;
+            Ok(stats::fold(rows, since, width))
         })
         .await
     }
@@ -812,129 +782,56 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_attempt_stats(&self, before: DateTime<Utc>, limit: usize) -> Result<Pruned> {
+        self.write_with(Durability::Lazy, move |c| {
+            retention::prune_attempt_stats(c, before, limit)
+        })
+        .await
+    }
+
     async fn reclaim_space(&self) -> Result<u64> {
         self.write_with(Durability::Lazy, retention::reclaim_space)
             .await
     }
 }
 
-/// SQL for [`Store::endpoint_attempt_buckets`]: `?1` app, `?2` endpoint, `?3`/`?4` the
-/// window in ms, `?5` the bucket width in ms, `?6`/`?7` the id range.
-pub(super) fn attempt_buckets_sql() -> String {
-    format!(
-        "WITH w AS (
-             SELECT (attempted_at - ?3) / ?5 AS b, succeeded AS ok, duration_ms AS d
-             FROM attempts
-             WHERE rowid IN (
-                 SELECT rid FROM attempt_keys WHERE tenant = ?2 AND k >= ?6 AND k < ?7
-                 UNION ALL
-                 SELECT rowid FROM attempts NOT INDEXED
-                 WHERE rowid > {upto} AND endpoint_id = ?2)
-             AND endpoint_id = ?2 AND app_id = ?1 AND id >= ?6 AND id < ?7
-             AND attempted_at >= ?3 AND attempted_at < ?4
-         ){BUCKETS_FROM_W}",
-        upto = ATTEMPT_KEYS.upto()
-    )
+/// Deletes an endpoint's attempt statistics with it (every endpoint's rows keep
+/// counting its attempts, as they keep counting those that retention deleted).
+fn delete_stats(c: &Connection, endpoint_id: &str) -> Result<()> {
+    c.prepare_cached("DELETE FROM attempt_stats WHERE scope = ?1")
+        .map_err(backend)?
+        .execute([endpoint_id])
+        .map_err(backend)?;
+    Ok(())
 }
 
-/// SQL for [`Store::attempt_buckets`]: `?1`/`?2` the window in ms, `?3` the bucket
-/// width in ms, `?4`/`?5` the id range (walked on the primary key).
-pub(super) fn all_attempt_buckets_sql() -> String {
-    format!(
-        "WITH w AS (
-             SELECT (attempted_at - ?1) / ?3 AS b, succeeded AS ok, duration_ms AS d
-             FROM attempts
-             WHERE id >= ?4 AND id < ?5 AND attempted_at >= ?1 AND attempted_at < ?2
-         ){BUCKETS_FROM_W}"
-    )
-}
-
-/// The end of the bucket queries: each attempt of the window as (bucket `b`, `ok`,
-/// duration `d`), for [`buckets`] to count.
-const BUCKETS_FROM_W: &str = " SELECT b, ok, d FROM w";
-
-/// One attempt of a bucket query: its bucket, whether it succeeded, its duration.
-fn bucketed_attempt(r: &Row) -> rusqlite::Result<(i64, bool, i64)> {
-    Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
-}
-
-/// Counts and nearest-rank p50/p99 per bucket, in bucket order, from the window's
-/// attempts. Done here rather than with SQL window functions (`row_number() OVER
-/// (PARTITION BY b ORDER BY d)`), which made SQLite sort every row of the window with
-/// the whole row in tow: 150 ms for 50 000 attempts where reading them takes 35 ms. Here
-/// a bucket's durations are a `Vec<u32>` (4 bytes an attempt, for the time of the call)
-/// and each percentile one `select_nth_unstable`.
-fn buckets(
-    rows: impl Iterator<Item = rusqlite::Result<(i64, bool, i64)>>,
-) -> Result<Vec<AttemptBucket>> {
-    let mut by_bucket: std::collections::BTreeMap<i64, (u64, Vec<u32>)> = Default::default();
-    for row in rows {
-        let (b, ok, d) = row.map_err(backend)?;
-        let slot = by_bucket.entry(b).or_default();
-        slot.0 += u64::from(ok);
-        slot.1.push(d.clamp(0, i64::from(u32::MAX)) as u32);
-    }
-    Ok(by_bucket
-        .into_iter()
-        .map(|(b, (succeeded, mut d))| {
-            let n = d.len();
-            // Ranks ⌈n/2⌉ and ⌈0.99·n⌉, 1-based, as the model's doc and the
-            // PostgreSQL backend's query say.
-            let mut at = |rank: usize| u64::from(*d.select_nth_unstable(rank.clamp(1, n) - 1).1);
-            let (p50_ms, p99_ms) = (at(n.div_ceil(2)), at((99 * n).div_ceil(100)));
-            AttemptBucket {
-                index: b.try_into().unwrap_or(u32::MAX),
-                succeeded,
-                failed: n as u64 - succeeded,
-                p50_ms,
-                p99_ms,
-            }
+/// The `attempt_stats` rows of `scope` and `span` starting in `[since, until)`, as
+/// [`stats::fold`] takes them; for an endpoint's scope, only if it is `app_id`'s.
+pub(super) fn stats_rows(
+    c: &Connection,
+    scope: &str,
+    app_id: Option<&str>,
+    span: i64,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<stats::Row>> {
+    c.prepare_cached(STATS_SQL)
+        .map_err(backend)?
+        .query_map(params![scope, span, ms(since), ms(until), app_id], |r| {
+            Ok((
+                from_ms(r.get(0)?),
+                r.get::<_, i64>(1)?.clamp(0, 63) as u8,
+                r.get::<_, i64>(2)?.max(0) as u64,
+                r.get::<_, i64>(3)?.max(0) as u64,
+            ))
         })
-        .collect())
+        .map_err(backend)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(backend)
 }
 
-#[cfg(test)]
-mod bucket_tests {
-    use super::buckets;
-
-    /// The nearest rank by its definition: the smallest duration that at least `share`
-    /// of the bucket took at most.
-    fn nearest_rank(sorted: &[u32], share: f64) -> u64 {
-        let n = sorted.len();
-        let v = sorted
-            .iter()
-            .find(|&&d| sorted.iter().filter(|&&x| x <= d).count() as f64 >= share * n as f64);
-        u64::from(*v.unwrap())
-    }
-
-    #[test]
-    fn buckets_count_and_take_nearest_rank_percentiles() {
-        // A pseudo-random mix over 5 buckets, sizes 1 to a few hundred, with ties.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut rows = Vec::new();
-        for i in 0..1200u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let b = [0, 1, 1, 3, 3, 3, 4][(x % 7) as usize] as i64;
-            let b = if i == 0 { 7 } else { b }; // bucket 7 holds one attempt
-            rows.push((b, !x.is_multiple_of(3), (x >> 20) as i64 % 400));
-        }
-        let got = buckets(rows.iter().copied().map(Ok)).unwrap();
-        let indexes: Vec<u32> = got.iter().map(|b| b.index).collect();
-        assert_eq!(indexes, [0, 1, 3, 4, 7]);
-        for bucket in &got {
-            let mine: Vec<&(i64, bool, i64)> = rows
-                .iter()
-                .filter(|r| r.0 == i64::from(bucket.index))
-                .collect();
-            let mut d: Vec<u32> = mine.iter().map(|r| r.2 as u32).collect();
-            d.sort_unstable();
-            assert_eq!(bucket.succeeded, mine.iter().filter(|r| r.1).count() as u64);
-            assert_eq!(bucket.failed, mine.iter().filter(|r| !r.1).count() as u64);
-            assert_eq!(bucket.p50_ms, nearest_rank(&d, 0.5), "{bucket:?}");
-            assert_eq!(bucket.p99_ms, nearest_rank(&d, 0.99), "{bucket:?}");
-        }
-        assert!(buckets(std::iter::empty()).unwrap().is_empty());
-    }
-}
+/// `?1` scope, `?2` span, `?3`/`?4` the window in ms, `?5` the application an endpoint's
+/// scope must belong to (`NULL`: every endpoint's rows). Walks the primary key's range.
+pub(super) const STATS_SQL: &str = "SELECT start, bucket, succeeded, failed FROM attempt_stats
+     WHERE scope = ?1 AND span = ?2 AND start >= ?3 AND start < ?4
+       AND (?5 IS NULL OR EXISTS (SELECT 1 FROM endpoints WHERE id = ?1 AND app_id = ?5))";

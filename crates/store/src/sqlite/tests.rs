@@ -529,3 +529,57 @@ async fn settings_in_the_clear_are_sealed_at_open_and_a_wrong_key_changes_nothin
         .unwrap();
     assert_eq!(back.settings, ep.settings);
 }
+
+/// Migration 11 counts the attempts already written as the writer counts new ones: the
+/// table it fills from the attempts is the table the writer kept, row for row (the same
+/// hours, minutes and duration buckets, durations spanning every bucket).
+#[tokio::test]
+async fn attempt_stats_filled_by_the_migration_match_those_kept_by_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+    let rec = crate::conformance::attach(&store);
+    let a = store.create_app(app(None)).await.unwrap();
+    store.create_endpoint(endpoint(&a.id, 100)).await.unwrap();
+    let t0 = Utc::now() - chrono::Duration::hours(30);
+    let attempts: Vec<_> = (0..90u64)
+        .map(|i| {
+            let t = t0 + chrono::Duration::seconds(i as i64 * 997);
+            (t, t, (1u64 << (i % 18)) + i % 5, i % 3 != 0)
+        })
+        .collect();
+    crate::conformance::record_attempts(&store, &rec, &a.id, &attempts).await;
+    let table = || {
+        store.read(|c| {
+            c.prepare("SELECT * FROM attempt_stats ORDER BY scope, span, start, bucket")
+                .map_err(backend)?
+                .query_map([], |r| {
+                    (0..6)
+                        .map(|i| r.get::<_, Value>(i))
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)
+        })
+    };
+    let kept = table().await.unwrap();
+    assert!(kept.len() > 80, "{}", kept.len());
+    let fill: String = MIGRATIONS[10]
+        .split(';')
+        .filter(|s| s.trim_start().starts_with("INSERT"))
+        .map(|s| format!("{s};"))
+        .collect();
+    assert_eq!(
+        fill.matches(&crate::stats::bucket_sql("duration_ms"))
+            .count(),
+        2
+    );
+    store
+        .write(move |c| {
+            c.execute_batch(&format!("DELETE FROM attempt_stats; {fill}"))
+                .map_err(backend)
+        })
+        .await
+        .unwrap();
+    assert_eq!(table().await.unwrap(), kept);
+}

@@ -151,6 +151,48 @@ thread_local! {
     pub(super) static WAL_FRAMES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
     /// Commits of the writer thread that wrote to the WAL (counted by [`note_wal_frames`]).
     pub(super) static WAL_COMMITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Attempts the running job recorded ([`count_attempt`]), kept only if it succeeds.
+    static JOB_TALLY: std::cell::RefCell<Tally> = std::cell::RefCell::new(Tally::default());
+    /// Attempts the open group's jobs recorded, added to `attempt_stats` before it commits.
+    static GROUP_TALLY: std::cell::RefCell<Tally> = std::cell::RefCell::new(Tally::default());
+}
+
+/// Counts an attempt just inserted in `attempt_stats` (see [`crate::stats`]): once its
+/// job's savepoint is released, in the statistics of the group it commits with.
+pub(super) fn count_attempt(a: &Attempt) {
+    JOB_TALLY.with(|t| {
+        t.borrow_mut()
+            .add(&a.endpoint_id, a.attempted_at, a.duration_ms, a.succeeded)
+    });
+}
+
+/// Adds the group's counted attempts to `attempt_stats`, one upsert per row, in its own
+/// savepoint: if that fails (a full disk), the group still commits, without them.
+fn write_tally(conn: &Connection) {
+    let tally = GROUP_TALLY.take();
+    if tally.is_empty() {
+        return;
+    }
+    let run = || -> rusqlite::Result<()> {
+        exec_cached(conn, "SAVEPOINT stats")?;
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO attempt_stats (scope, span, start, bucket, succeeded, failed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (scope, span, start, bucket) DO UPDATE SET
+                 succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed",
+        )?;
+        for (k, ok, failed) in tally.rows() {
+            stmt.execute(params![k.scope, k.span, ms(k.start), k.bucket, ok, failed])?;
+        }
+        exec_cached(conn, "RELEASE stats")
+    };
+    if let Err(e) = run() {
+        tracing::warn!(error = %e, "counting attempts in attempt_stats failed; the charts miss this group's");
+        if !conn.is_autocommit() {
+            let _ = exec_cached(conn, "ROLLBACK TO stats")
+                .and_then(|_| exec_cached(conn, "RELEASE stats"));
+        }
+    }
 }
 
 /// SQLite's WAL hook: called on the committing (writer) thread after every commit.
@@ -301,6 +343,12 @@ pub(super) fn writer_loop(
             if all {
                 keyed_all_at = keyed_at;
             }
+        }
+        if rolled_back {
+            drop(GROUP_TALLY.take());
+        } else {
+            write_tally(&conn);
+            rolled_back = conn.is_autocommit();
         }
         metrics::counter!("hookline_sqlite_group_commits_total").increment(1);
         metrics::counter!("hookline_sqlite_writes_total")
@@ -458,6 +506,10 @@ pub(super) fn run_job(
         tracing::error!(error = %e, "sqlite savepoint failed");
     }
     let (ran, fin) = (job.run)(conn);
+    let tally = JOB_TALLY.take();
+    if ran == Ran::Ok {
+        GROUP_TALLY.with(|g| g.borrow_mut().merge(tally));
+    }
     let end = if ran == Ran::Ok {
         exec_cached(conn, "RELEASE job")
     } else {

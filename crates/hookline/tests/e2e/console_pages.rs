@@ -523,10 +523,9 @@ async fn endpoint_charts_and_health_show_the_attempts_made() {
             "since=2020-01-02T00:00:00Z&until=2020-01-01T00:00:00Z",
             "until",
         ),
-        (
-            "since=2020-01-01T00:00:00Z&until=2020-01-31T00:00:00Z&bucket_seconds=60",
-            "bucket_seconds",
-        ),
+        // Counted per hour: no minutes for one endpoint.
+        ("bucket_seconds=60", "bucket_seconds"),
+        ("bucket_seconds=5400", "bucket_seconds"),
     ] {
         let (status, body) = api.get(&format!("{}?{query}", stats(&eps[0]))).await;
         assert_eq!(status, 422, "{query}: {body}");
@@ -715,6 +714,19 @@ async fn the_system_page_shows_the_queue_attempts_per_minute_and_failing_endpoin
     assert_eq!(
         (all["succeeded"].as_u64(), all["failed"].as_u64()),
         (Some(2), Some(2))
+    );
+    // By minute over the same day; too many buckets for a month.
+    let (status, minutes) = api.get("/api/v1/stats/attempts?bucket_seconds=60").await;
+    assert_eq!(status, 200, "{minutes}");
+    assert_eq!(minutes["buckets"].as_array().unwrap().len(), 1440);
+    assert_eq!(minutes["succeeded"], all["succeeded"]);
+    let (status, body) = api
+        .get("/api/v1/stats/attempts?since=2020-01-01T00:00:00Z&until=2020-01-31T00:00:00Z&bucket_seconds=60")
+        .await;
+    assert_eq!(
+        (status, &body["detail"][0]["loc"]),
+        (422, &json!(["query", "bucket_seconds"])),
+        "{body}"
     );
     let (status, failing) = api.get("/api/v1/stats/failing-endpoints").await;
     assert_eq!(status, 200);

@@ -301,6 +301,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // over every endpoint by minute and by hour, with a duration histogram, so charts
     // never read the attempts. Filled from the attempts already written; the bucket
     // expression is `stats::bucket_sql("duration_ms")` (a test checks it still is).
+    // And the failing endpoints, longest failing first, for the system page.
     r#"
     CREATE TABLE attempt_stats (
         scope     TEXT NOT NULL,
@@ -312,6 +313,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, span, start, bucket)
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX attempt_stats_by_start ON attempt_stats (start);
+    CREATE INDEX endpoints_failing ON endpoints (failing_since, id)
+        WHERE failing_since IS NOT NULL;
     INSERT INTO attempt_stats (scope, span, start, bucket, succeeded, failed)
         SELECT endpoint_id, 3600, attempted_at - attempted_at % 3600000, 
                CASE WHEN duration_ms < 4 THEN duration_ms WHEN duration_ms < 8 THEN 4 + (duration_ms - 4) / 1 WHEN duration_ms < 16 THEN 8 + (duration_ms - 8) / 2 WHEN duration_ms < 32 THEN 12 + (duration_ms - 16) / 4 WHEN duration_ms < 64 THEN 16 + (duration_ms - 32) / 8 WHEN duration_ms < 128 THEN 20 + (duration_ms - 64) / 16 WHEN duration_ms < 256 THEN 24 + (duration_ms - 128) / 32 WHEN duration_ms < 512 THEN 28 + (duration_ms - 256) / 64 WHEN duration_ms < 1024 THEN 32 + (duration_ms - 512) / 128 WHEN duration_ms < 2048 THEN 36 + (duration_ms - 1024) / 256 WHEN duration_ms < 4096 THEN 40 + (duration_ms - 2048) / 512 WHEN duration_ms < 8192 THEN 44 + (duration_ms - 4096) / 1024 WHEN duration_ms < 16384 THEN 48 + (duration_ms - 8192) / 2048 WHEN duration_ms < 32768 THEN 52 + (duration_ms - 16384) / 4096 WHEN duration_ms < 65536 THEN 56 + (duration_ms - 32768) / 8192 WHEN duration_ms < 131072 THEN 60 + (duration_ms - 65536) / 16384 ELSE 63 END,

@@ -572,3 +572,58 @@ pub(super) fn spawn_syncer(
         .map_err(|e| StoreError::Backend(format!("spawning WAL sync thread: {e}")))?;
     Ok(tx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(endpoint_id: &str) -> Attempt {
+        Attempt {
+            id: "atmpt_1".into(),
+            app_id: "app_1".into(),
+            msg_id: "msg_1".into(),
+            endpoint_id: endpoint_id.into(),
+            url: "http://127.0.0.1:1/".into(),
+            attempted_at: DateTime::from_timestamp(7_200, 0).unwrap(),
+            status_code: Some(200),
+            duration_ms: 5,
+            succeeded: true,
+            error_kind: None,
+            response: String::new(),
+            trigger: Trigger::Scheduled,
+        }
+    }
+
+    /// An attempt counts only if its job's savepoint is kept: a job that fails after
+    /// logging it (its statements undone) leaves nothing in the group's counts.
+    #[test]
+    fn only_jobs_that_succeed_count_their_attempts() {
+        let conn = Connection::open_in_memory().unwrap();
+        // The table alone (the rest of the migration reads tables not made here).
+        let table = MIGRATIONS[10].split("CREATE INDEX").next().unwrap();
+        conn.execute_batch(table).unwrap();
+        exec_cached(&conn, "BEGIN").unwrap();
+        let job = |ok: bool, ep: &'static str| WriteJob {
+            run: Box::new(move |_| {
+                count_attempt(&attempt(ep));
+                let ran = if ok { Ran::Ok } else { Ran::Failed };
+                (ran, Box::new(|_| {}) as Finisher)
+            }),
+            durable: false,
+        };
+        let (mut durable, mut lazy) = (Vec::new(), Vec::new());
+        run_job(&conn, job(false, "ep_failed"), &mut durable, &mut lazy);
+        run_job(&conn, job(true, "ep_kept"), &mut durable, &mut lazy);
+        write_tally(&conn);
+        exec_cached(&conn, "COMMIT").unwrap();
+        let scopes: Vec<String> = conn
+            .prepare("SELECT DISTINCT scope FROM attempt_stats ORDER BY scope")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(scopes, ["", "ep_kept"]);
+        assert!(GROUP_TALLY.with(|g| g.borrow().is_empty()));
+    }
+}

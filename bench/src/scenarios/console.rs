@@ -11,7 +11,8 @@
 //! with an endpoint each fill the applications list.
 //!
 //! Then the harness signs in as an operator (and opens a portal session with an
-//! app-portal token) and requests each main page in turn, `--quick`-dependent times,
+//! app-portal token) and requests each main page in turn (the application page also
+//! with its message log filtered to the messages with a failed delivery, one in 20), `--quick`-dependent times,
 //! one request at a time on one keep-alive connection. Each figure is the page's p99 of
 //! the time from sending the request to the last byte of the page, measured in the
 //! harness on loopback (so it includes the loopback round trip and hyper's client, well
@@ -369,6 +370,11 @@ pub async fn console(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
         (
             "application (log, middle page)",
             format!("/apps/{app}?iterator={iterator}"),
+            console.as_str(),
+        ),
+        (
+            "application (log, status=fail)",
+            format!("/apps/{app}?status=fail"),
             console.as_str(),
         ),
         (

@@ -348,6 +348,9 @@ pub struct MessageQuery {
     pub tag: Option<String>,
     pub before: Option<DateTime<Utc>>,
     pub after: Option<DateTime<Utc>>,
+    /// Only messages with at least one delivery in this state, found by walking the
+    /// deliveries' `(app_id, status, msg_id)` index in the listing's order.
+    pub status: Option<DeliveryStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

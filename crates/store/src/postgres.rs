@@ -128,6 +128,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("postgres/migrations/0008_sealing.sql"),
         additive: false,
     },
+    Migration {
+        version: 9,
+        name: "deliveries_by_status",
+        sql: include_str!("postgres/migrations/0009_deliveries_by_status.sql"),
+        additive: true,
+    },
 ];
 
 /// How TLS is used, after libpq's `sslmode`.

@@ -119,6 +119,7 @@ suite! {
         managed_tokens_are_listed_touched_at_most_once_per_interval_and_revoked,
         an_endpoints_attempts_are_bucketed_by_time_with_outcomes_and_percentiles,
         messages_are_listed_by_the_state_of_their_deliveries,
+        failing_endpoints_say_whether_a_delivery_is_queued,
     ],
     sqlite: [],
 }
@@ -266,11 +267,14 @@ async fn an_endpoints_attempts_are_bucketed_by_time_with_outcomes_and_percentile
     // reported attempt was the one at `until`, a failure), longest failing first.
     let (failing, count) = store.failing_endpoints(10).await.unwrap();
     assert_eq!(count, 2);
-    let since_of: Vec<_> = failing.iter().map(|e| e.failing_since.unwrap()).collect();
+    let since_of: Vec<_> = failing
+        .iter()
+        .map(|e| e.endpoint.failing_since.unwrap())
+        .collect();
     assert!(since_of.windows(2).all(|w| w[0] <= w[1]), "{since_of:?}");
     let (one, count) = store.failing_endpoints(1).await.unwrap();
     assert_eq!((one.len(), count), (1, 2));
-    assert_eq!(one[0].id, failing[0].id);
+    assert_eq!(one[0].endpoint.id, failing[0].endpoint.id);
 }
 
 // --- tokens --------------------------------------------------------------------------
@@ -647,6 +651,33 @@ async fn messages_are_listed_by_the_state_of_their_deliveries(store: Arc<dyn Sto
     want.reverse();
     let got: Vec<String> = failed_odd.data.into_iter().map(|m| m.id).collect();
     assert_eq!(got, want);
+}
+
+/// A failing endpoint with a retry due has work queued; one whose deliveries all failed
+/// for good has none, though its `next_due_at` may still be set (it may be early).
+async fn failing_endpoints_say_whether_a_delivery_is_queued(store: Arc<dyn Store>) {
+    let rec = attach(store.as_ref());
+    let mut eps = vec![];
+    for next in [
+        NextStep::Failed,
+        NextStep::RetryAt(Utc::now() + chrono::Duration::hours(1)),
+    ] {
+        let a = store.create_app(app(None)).await.unwrap();
+        let ep = store.create_endpoint(endpoint(&a.id, 100)).await.unwrap();
+        store.create_message(message(&a.id)).await.unwrap();
+        assert_eq!(finish_handed(store.as_ref(), &rec, next).await, 1);
+        eps.push(ep.id);
+    }
+    let (failing, count) = store.failing_endpoints(10).await.unwrap();
+    assert_eq!(count, 2);
+    let mut queued: Vec<(String, bool)> = failing
+        .into_iter()
+        .map(|f| (f.endpoint.id, f.queued))
+        .collect();
+    queued.sort();
+    let mut want = vec![(eps[0].clone(), false), (eps[1].clone(), true)];
+    want.sort();
+    assert_eq!(queued, want);
 }
 
 async fn pagination_walks_forward_and_back(store: Arc<dyn Store>) {

@@ -879,3 +879,60 @@ async fn the_system_page_shows_the_queue_attempts_per_minute_and_failing_endpoin
         "linked from the navigation"
     );
 }
+
+/// The system page says what a failing endpoint's deliveries are doing: "Retrying" only
+/// while one is queued (here a retry an hour away), "Failing" once every delivery has
+/// failed for good (no retries) and nothing more is queued; the API says the same.
+#[tokio::test]
+async fn the_system_page_tells_a_failing_endpoint_with_a_retry_due_from_one_without() {
+    let server = Server::start_with(&["--allow-target", "127.0.0.0/8"]).await;
+    let receiver = crate::receiver::Receiver::start().await;
+    receiver.set("/down", crate::receiver::Behavior::Status(503, vec![]));
+    let api = server.client();
+    let mut eps = vec![];
+    for policy in [
+        json!({"kind": "none"}),
+        json!({"kind": "schedule", "delaysSeconds": [3600]}),
+    ] {
+        let (app, ep) = app_with_endpoint(
+            &api,
+            json!({"url": receiver.url("/down"), "retryPolicy": policy}),
+        )
+        .await;
+        api.create(
+            &format!("/api/v1/app/{app}/msg"),
+            json!({"eventType": "sys.test", "payload": {}}),
+        )
+        .await;
+        eps.push((app, ep));
+    }
+    let (_, failing) = api
+        .get_until("/api/v1/stats/failing-endpoints", |v| v["total"] == 2)
+        .await;
+    let retrying = |ep: &str| {
+        failing["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == ep)
+            .map(|e| e["retrying"].clone())
+    };
+    assert_eq!(retrying(&eps[0].1), Some(json!(false)), "{failing}");
+    assert_eq!(retrying(&eps[1].1), Some(json!(true)), "{failing}");
+
+    let op = Operator::sign_in(&server).await;
+    let (status, page) = op.get("/system").await;
+    assert_eq!(status, 200, "{page}");
+    let row = |(app, ep): &(String, String)| {
+        let at = page
+            .find(&format!("href=\"/apps/{app}/endpoints/{ep}\""))
+            .expect("the endpoint's row");
+        let end = at + page[at..].find("</tr>").unwrap();
+        page[at..end].to_string()
+    };
+    let (no_retry, retry_due) = (row(&eps[0]), row(&eps[1]));
+    assert!(no_retry.contains(">Failing<"), "{no_retry}");
+    assert!(!no_retry.contains("Retrying"), "{no_retry}");
+    assert!(retry_due.contains(">Retrying<"), "{retry_due}");
+    assert!(!retry_due.contains("Failing"), "{retry_due}");
+}

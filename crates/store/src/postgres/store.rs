@@ -1105,7 +1105,7 @@ impl Store for PgStore {
         deliveries::attempt_buckets(&client, since, until, width).await
     }
 
-    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<Endpoint>, u64)> {
+    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<FailingEndpoint>, u64)> {
         let client = self.client().await?;
         deliveries::failing_endpoints(&client, limit).await
     }

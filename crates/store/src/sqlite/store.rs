@@ -729,15 +729,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<Endpoint>, u64)> {
+    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<FailingEndpoint>, u64)> {
         self.read(move |c| {
             let list = c
                 .prepare_cached(&format!(
-                    "SELECT {EP_COLS} FROM endpoints WHERE failing_since IS NOT NULL
+                    "SELECT {EP_COLS}, EXISTS (SELECT 1 FROM deliveries
+                                               WHERE endpoint_id = endpoints.id
+                                                 AND due_at IS NOT NULL)
+                     FROM endpoints WHERE failing_since IS NOT NULL
                      ORDER BY failing_since, id LIMIT ?1"
                 ))
                 .map_err(backend)?
-                .query_map([limit as i64], ep_row)
+                .query_map([limit as i64], |r| {
+                    Ok(FailingEndpoint {
+                        endpoint: ep_row(r)?,
+                        queued: r.get(EP_COLS.split(", ").count())?,
+                    })
+                })
                 .map_err(backend)?
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(backend)?;

@@ -11,7 +11,9 @@
 //! with an endpoint each fill the applications list.
 //!
 //! Then the harness signs in as an operator (and opens a portal session with an
-//! app-portal token) and requests each main page in turn, `--quick`-dependent times,
+//! app-portal token) and requests each main page in turn (the application page also
+//! with its message log filtered to the messages with a failed delivery, one in 20, and
+//! that filter's API call alone, beside the page's other calls), `--quick`-dependent times,
 //! one request at a time on one keep-alive connection. Each figure is the page's p99 of
 //! the time from sending the request to the last byte of the page, measured in the
 //! harness on loopback (so it includes the loopback round trip and hyper's client, well
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use hyper::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
@@ -94,6 +96,9 @@ fn message(seq: usize, every: usize) -> Bytes {
     )
 }
 
+/// The header a request is let in by: a session cookie, or the API's bearer token.
+type Credential = (HeaderName, String);
+
 /// A plain HTTP client for the console's pages: form posts, a cookie, text answers.
 struct Browser {
     client: HttpClient,
@@ -105,14 +110,14 @@ impl Browser {
         &self,
         method: Method,
         path: &str,
-        cookie: Option<&str>,
+        credential: Option<&Credential>,
         body: Option<(&str, String)>,
     ) -> anyhow::Result<(StatusCode, hyper::HeaderMap, Bytes)> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.origin));
-        if let Some(c) = cookie {
-            req = req.header(COOKIE, c);
+        if let Some((name, value)) = credential {
+            req = req.header(name, value);
         }
         let body = match body {
             Some((kind, text)) => {
@@ -359,57 +364,61 @@ pub async fn console(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
         )
         .await?;
 
-    let pages: Vec<(&'static str, String, &str)> = vec![
-        ("applications", "/apps".into(), console.as_str()),
-        (
-            "application (log page 1)",
-            format!("/apps/{app}"),
-            console.as_str(),
-        ),
+    let (console, portal) = ((COOKIE, console), (COOKIE, portal));
+    let admin = (AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"));
+    let pages: Vec<(&'static str, String, &Credential)> = vec![
+        ("applications", "/apps".into(), &console),
+        ("application (log page 1)", format!("/apps/{app}"), &console),
         (
             "application (log, middle page)",
             format!("/apps/{app}?iterator={iterator}"),
-            console.as_str(),
+            &console,
         ),
         (
-            "message",
-            format!("/apps/{app}/msgs/{msg}"),
-            console.as_str(),
+            "application (log, status=fail)",
+            format!("/apps/{app}?status=fail"),
+            &console,
         ),
+        (
+            "message log API, status=fail",
+            format!("/api/v1/app/{app}/msg?status=fail&with_content=false"),
+            &admin,
+        ),
+        ("message", format!("/apps/{app}/msgs/{msg}"), &console),
         (
             "endpoint, 24 h charts",
             format!("/apps/{app}/endpoints/{ok_ep}"),
-            console.as_str(),
+            &console,
         ),
         (
             "endpoint, 7 day charts",
             format!("/apps/{app}/endpoints/{ok_ep}?range=7d"),
-            console.as_str(),
+            &console,
         ),
         (
             "failing endpoint",
             format!("/apps/{app}/endpoints/{failing_ep}"),
-            console.as_str(),
+            &console,
         ),
-        ("event types", "/event-types".into(), console.as_str()),
-        ("system", "/system".into(), console.as_str()),
-        ("portal home", format!("/portal/{app}"), portal.as_str()),
+        ("event types", "/event-types".into(), &console),
+        ("system", "/system".into(), &console),
+        ("portal home", format!("/portal/{app}"), &portal),
         (
             "portal endpoint",
             format!("/portal/{app}/endpoints/{ok_ep}"),
-            portal.as_str(),
+            &portal,
         ),
         (
             "portal message",
             format!("/portal/{app}/msgs/{msg}"),
-            portal.as_str(),
+            &portal,
         ),
     ];
     let mut runs = Vec::new();
-    for (page, path, cookie) in pages {
+    for (page, path, credential) in pages {
         // One request first, unmeasured: it must be the page, and it warms the caches a
         // browser's first visit would (prepared statements, the session).
-        let (status, headers, body) = b.send(Method::GET, &path, Some(cookie), None).await?;
+        let (status, headers, body) = b.send(Method::GET, &path, Some(credential), None).await?;
         if status != StatusCode::OK {
             bail!(
                 "{page} ({path}): {status} {:?}: {}",
@@ -430,7 +439,7 @@ pub async fn console(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
                 break;
             }
             let t0 = Instant::now();
-            let (status, _, _) = b.send(Method::GET, &path, Some(cookie), None).await?;
+            let (status, _, _) = b.send(Method::GET, &path, Some(credential), None).await?;
             ms.push(t0.elapsed().as_secs_f64() * 1e3);
             if status != StatusCode::OK {
                 bail!("{page} ({path}): {status}");

@@ -290,6 +290,10 @@ pub struct FailingEndpointOut {
     pub url: String,
     pub disabled: bool,
     pub failing_since: Option<DateTime<Utc>>,
+    /// Whether a delivery to it is queued or in flight, so it will be tried again (a
+    /// retry due, or a message waiting its turn); `false`: every delivery it had failed
+    /// for good and nothing more is queued.
+    pub retrying: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -326,11 +330,12 @@ async fn failing_endpoints(
         data: list
             .into_iter()
             .map(|e| FailingEndpointOut {
-                app_id: e.app_id,
-                id: e.id,
-                url: e.url,
-                disabled: e.disabled,
-                failing_since: e.failing_since,
+                app_id: e.endpoint.app_id,
+                id: e.endpoint.id,
+                url: e.endpoint.url,
+                disabled: e.endpoint.disabled,
+                failing_since: e.endpoint.failing_since,
+                retrying: e.queued,
             })
             .collect(),
         total,

@@ -28,13 +28,31 @@ fn status_code(s: DeliveryStatus) -> u8 {
     }
 }
 
+/// The delivery states, in Svix's order, by their `statusText`.
+const STATUS_TEXTS: [(DeliveryStatus, &str); 4] = [
+    (DeliveryStatus::Succeeded, "success"),
+    (DeliveryStatus::Pending, "pending"),
+    (DeliveryStatus::Failed, "fail"),
+    (DeliveryStatus::Sending, "sending"),
+];
+
 fn status_text(s: DeliveryStatus) -> &'static str {
-    match s {
-        DeliveryStatus::Succeeded => "success",
-        DeliveryStatus::Pending => "pending",
-        DeliveryStatus::Failed => "fail",
-        DeliveryStatus::Sending => "sending",
-    }
+    STATUS_TEXTS
+        .iter()
+        .find(|(status, _)| *status == s)
+        .map_or("", |(_, text)| text)
+}
+
+/// The delivery state a `statusText` names; otherwise the error that lists them.
+pub(crate) fn status_from_text(field: &str, text: &str) -> Result<DeliveryStatus, FieldError> {
+    STATUS_TEXTS
+        .iter()
+        .find(|(_, t)| *t == text)
+        .map(|(status, _)| *status)
+        .ok_or_else(|| {
+            let names: Vec<&str> = STATUS_TEXTS.iter().map(|(_, t)| *t).collect();
+            FieldError::query(field, format!("must be one of {}", names.join(", ")))
+        })
 }
 
 #[derive(Debug, Serialize, ToSchema)]

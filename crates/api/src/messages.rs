@@ -336,6 +336,10 @@ pub struct MessageListParams {
     pub event_types: Option<String>,
     /// Only messages with this tag.
     pub tag: Option<String>,
+    /// hookline extension: only messages with at least one delivery in this state (a
+    /// delivery's `statusText`: `success`, `pending`, `fail` or `sending`), newest first.
+    #[param(schema_with = crate::openapi::message_status_text)]
+    pub status: Option<String>,
 }
 
 /// List an application's messages, newest first.
@@ -370,6 +374,11 @@ async fn list(
             )]));
         }
     }
+    let status = p
+        .status
+        .map(|s| crate::attempts::status_from_text("status", &s))
+        .transpose()
+        .map_err(|e| ApiError::Validation(vec![e]))?;
     let app = visible_app(&state, &auth, &app_id).await?;
     let q = MessageQuery {
         list,
@@ -378,6 +387,7 @@ async fn list(
         tag: p.tag,
         before: p.before,
         after: p.after,
+        status,
     };
     let page = state.store.list_messages(&app.id, &q).await?;
     let with_content = p.with_content;

@@ -997,9 +997,10 @@ async fn app_view(
             section aria-labelledby="messages" {
                 h2 #messages { "Messages" }
                 form.filters method="get" action=(app_url) role="search" aria-label="Filter messages" {
-                    (general_errors(filter_errors.general("filter", &["event_types", "channel", "after", "before"])))
+                    (general_errors(filter_errors.general("filter", &["event_types", "channel", "status", "after", "before"])))
                     (text_field("Event types (comma-separated)", "eventTypes", &filters.event_types, filter_errors.field("filter", "event_types"), html!{}, false))
                     (text_field("Channel", "channel", &filters.channel, filter_errors.field("filter", "channel"), html!{}, false))
+                    (select_field("Delivery status", "status", LOG_STATUSES, &filters.status, filter_errors.field("filter", "status")))
                     (datetime_field("Created after (UTC)", "after", &filters.after, filter_errors.field("filter", "after"), false))
                     (datetime_field("Created before (UTC)", "before", &filters.before, filter_errors.field("filter", "before"), false))
                     div.filter-actions {
@@ -1007,7 +1008,7 @@ async fn app_view(
                         @if filters.any() { " " a href=(format!("{app_url}#messages")) { "Clear filters" } }
                     }
                 }
-                p.hint { "Delivery status is per endpoint: see a message's page, or an endpoint's attempts." }
+                p.hint { "A message has a delivery status per endpoint: the status filter lists those with at least one delivery in it, and a message's page shows each." }
                 @if filter_errors.errors.is_empty() {
                     (message_table(&app_url, &messages))
                 }
@@ -1044,11 +1045,22 @@ async fn app_view(
     )
 }
 
+/// The message log's status filter: the API's delivery `statusText`s, and any.
+const LOG_STATUSES: &[(&str, &str)] = &[
+    ("", "Any"),
+    ("fail", "Failed"),
+    ("pending", "Pending"),
+    ("sending", "Sending"),
+    ("success", "Delivered"),
+];
+
 /// The message log's filters, as typed into the application page's filter form.
 #[derive(Debug, Default, PartialEq)]
 struct LogFilters {
     event_types: String,
     channel: String,
+    /// A delivery's `statusText` (empty: any), as the API's `status` parameter takes it.
+    status: String,
     /// `datetime-local` values (UTC).
     after: String,
     before: String,
@@ -1060,6 +1072,7 @@ impl LogFilters {
         LogFilters {
             event_types: get("eventTypes"),
             channel: get("channel"),
+            status: get("status"),
             after: get("after"),
             before: get("before"),
         }
@@ -1078,6 +1091,9 @@ impl LogFilters {
         if !self.channel.is_empty() {
             pairs.push(("channel", self.channel.clone()));
         }
+        if !self.status.is_empty() {
+            pairs.push(("status", self.status.clone()));
+        }
         if !self.after.is_empty() {
             pairs.push(("after", utc_time(&self.after)));
         }
@@ -1095,6 +1111,7 @@ impl LogFilters {
         [
             ("eventTypes", &self.event_types),
             ("channel", &self.channel),
+            ("status", &self.status),
             ("after", &self.after),
             ("before", &self.before),
         ]

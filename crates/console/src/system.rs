@@ -214,7 +214,11 @@ async fn system(
                                     td { a href=(format!("/apps/{}/endpoints/{}", seg(text(e, "appId")), seg(text(e, "id")))) { (text(e, "url")) } }
                                     td { a href=(format!("/apps/{}", seg(text(e, "appId")))) { code { (text(e, "appId")) } } }
                                     td { (timestamp(e, "failingSince")) }
-                                    td { @if e["disabled"].as_bool() == Some(true) { span.badge.off { "Disabled" } } @else { span.badge.wait { "Retrying" } } }
+                                    td {
+                                        @if e["disabled"].as_bool() == Some(true) { span.badge.off { "Disabled" } }
+                                        @else if e["retrying"].as_bool() == Some(true) { span.badge.wait { "Retrying" } }
+                                        @else { span.badge.off { "Failing" } " " span.hint { "no retry due" } }
+                                    }
                                 }
                             }
                         }

@@ -118,6 +118,8 @@ suite! {
         concurrent_retention_walks_delete_each_message_once,
         managed_tokens_are_listed_touched_at_most_once_per_interval_and_revoked,
         an_endpoints_attempts_are_bucketed_by_time_with_outcomes_and_percentiles,
+        messages_are_listed_by_the_state_of_their_deliveries,
+        failing_endpoints_say_whether_a_delivery_is_queued,
     ],
     sqlite: [],
 }
@@ -288,11 +290,14 @@ async fn an_endpoints_attempts_are_bucketed_by_time_with_outcomes_and_percentile
     // reported attempt was the one at `until`, a failure), longest failing first.
     let (failing, count) = store.failing_endpoints(10).await.unwrap();
     assert_eq!(count, 2);
-    let since_of: Vec<_> = failing.iter().map(|e| e.failing_since.unwrap()).collect();
+    let since_of: Vec<_> = failing
+        .iter()
+        .map(|e| e.endpoint.failing_since.unwrap())
+        .collect();
     assert!(since_of.windows(2).all(|w| w[0] <= w[1]), "{since_of:?}");
     let (one, count) = store.failing_endpoints(1).await.unwrap();
     assert_eq!((one.len(), count), (1, 2));
-    assert_eq!(one[0].id, failing[0].id);
+    assert_eq!(one[0].endpoint.id, failing[0].endpoint.id);
 
     // Retention: the rows of hours and minutes before the cutoff go, a batch at a time.
     let one = store.prune_attempt_stats(since + hour, 1).await.unwrap();
@@ -582,6 +587,153 @@ async fn concurrent_creates_collide_alone(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(page.data.len(), 100);
+}
+
+/// The message log's status filter: the messages with a delivery in the state, each once
+/// however many of its deliveries are, newest first, paged both ways, with the other
+/// filters; another application's deliveries never count.
+async fn messages_are_listed_by_the_state_of_their_deliveries(store: Arc<dyn Store>) {
+    let rec = attach(store.as_ref());
+    let a = store.create_app(app(None)).await.unwrap();
+    let first = store.create_endpoint(endpoint(&a.id, 100)).await.unwrap();
+    store.create_endpoint(endpoint(&a.id, 100)).await.unwrap();
+    let other = store.create_app(app(None)).await.unwrap();
+    store
+        .create_endpoint(endpoint(&other.id, 100))
+        .await
+        .unwrap();
+    // Message n's deliveries (to `first`, to the second endpoint): s succeeded, f
+    // failed, p pending (a retry due later), - in flight (never reported).
+    let plan = ["ss", "fs", "ff", "sf", "fs", "ps", "ff", "--", "fs", "sf"];
+    let mut ids = vec![];
+    for (n, _) in plan.iter().enumerate() {
+        let mut m = message(&a.id);
+        if n == 4 {
+            m.event_type = "odd".into();
+        }
+        ids.push(store.create_message(m).await.unwrap().id);
+    }
+    store.create_message(message(&other.id)).await.unwrap();
+    let handed: Vec<ClaimedDelivery> = rec.taken.lock().unwrap().drain(..).collect();
+    assert_eq!(handed.len(), plan.len() * 2 + 1);
+    for d in &handed {
+        let Some(n) = ids.iter().position(|id| *id == d.message.id) else {
+            let r = report_for(d, NextStep::Failed);
+            store.report_attempt(d.id, &d.lease_token, r).await.unwrap();
+            continue;
+        };
+        let step = plan[n].as_bytes()[usize::from(d.endpoint.id != first.id)];
+        let next = match step {
+            b's' => NextStep::Succeeded,
+            b'f' => NextStep::Failed,
+            b'p' => NextStep::RetryAt(Utc::now() + chrono::Duration::hours(1)),
+            _ => continue,
+        };
+        let r = report_for(d, next);
+        store.report_attempt(d.id, &d.lease_token, r).await.unwrap();
+    }
+    let with = |c: u8| -> Vec<String> {
+        let mut want: Vec<String> = ids
+            .iter()
+            .zip(plan)
+            .filter(|(_, p)| p.as_bytes().contains(&c))
+            .map(|(id, _)| id.clone())
+            .collect();
+        want.sort();
+        want.reverse();
+        want
+    };
+    let query = |status: DeliveryStatus, iterator: Option<String>| MessageQuery {
+        list: ListQuery {
+            limit: 2,
+            iterator,
+            order: Order::Descending,
+        },
+        status: Some(status),
+        ..Default::default()
+    };
+    for (status, c) in [
+        (DeliveryStatus::Failed, b'f'),
+        (DeliveryStatus::Succeeded, b's'),
+        (DeliveryStatus::Pending, b'p'),
+        (DeliveryStatus::Sending, b'-'),
+    ] {
+        let mut pages = vec![];
+        let mut iterator = None;
+        loop {
+            let page = store
+                .list_messages(&a.id, &query(status, iterator.clone()))
+                .await
+                .unwrap();
+            iterator = page.iterator.clone();
+            let done = page.done;
+            pages.push(page);
+            if done {
+                break;
+            }
+        }
+        let listed: Vec<String> = pages
+            .iter()
+            .flat_map(|p| p.data.iter().map(|m| m.id.clone()))
+            .collect();
+        assert_eq!(listed, with(c), "{status:?}");
+        if pages.len() > 1 {
+            let back = store
+                .list_messages(&a.id, &query(status, pages[1].prev_iterator.clone()))
+                .await
+                .unwrap();
+            assert_eq!(back.data, pages[0].data, "{status:?} back");
+        }
+    }
+    // The other filters still apply; oldest first walks the same index the other way.
+    let failed_odd = store
+        .list_messages(
+            &a.id,
+            &MessageQuery {
+                list: ListQuery {
+                    limit: 50,
+                    iterator: None,
+                    order: Order::Ascending,
+                },
+                status: Some(DeliveryStatus::Failed),
+                event_types: Some(vec!["t".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut want = with(b'f');
+    want.retain(|id| *id != ids[4]);
+    want.reverse();
+    let got: Vec<String> = failed_odd.data.into_iter().map(|m| m.id).collect();
+    assert_eq!(got, want);
+}
+
+/// A failing endpoint with a retry due has work queued; one whose deliveries all failed
+/// for good has none, though its `next_due_at` may still be set (it may be early).
+async fn failing_endpoints_say_whether_a_delivery_is_queued(store: Arc<dyn Store>) {
+    let rec = attach(store.as_ref());
+    let mut eps = vec![];
+    for next in [
+        NextStep::Failed,
+        NextStep::RetryAt(Utc::now() + chrono::Duration::hours(1)),
+    ] {
+        let a = store.create_app(app(None)).await.unwrap();
+        let ep = store.create_endpoint(endpoint(&a.id, 100)).await.unwrap();
+        store.create_message(message(&a.id)).await.unwrap();
+        assert_eq!(finish_handed(store.as_ref(), &rec, next).await, 1);
+        eps.push(ep.id);
+    }
+    let (failing, count) = store.failing_endpoints(10).await.unwrap();
+    assert_eq!(count, 2);
+    let mut queued: Vec<(String, bool)> = failing
+        .into_iter()
+        .map(|f| (f.endpoint.id, f.queued))
+        .collect();
+    queued.sort();
+    let mut want = vec![(eps[0].clone(), false), (eps[1].clone(), true)];
+    want.sort();
+    assert_eq!(queued, want);
 }
 
 async fn pagination_walks_forward_and_back(store: Arc<dyn Store>) {

@@ -337,9 +337,10 @@ pub trait Store: DeliveryQueue {
         width: chrono::Duration,
     ) -> Result<Vec<AttemptBucket>>;
     /// Endpoints failing with no success since (`failing_since` set), the longest
-    /// failing first, at most `limit`, and how many there are in all. Reads the
-    /// endpoints table (small beside the attempts), not the attempts.
-    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<Endpoint>, u64)>;
+    /// failing first, at most `limit`, each with whether it has work queued, and how
+    /// many there are in all. Reads the endpoints table (small beside the attempts), not
+    /// the attempts.
+    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<FailingEndpoint>, u64)>;
     /// Delivery state of the messages sent to one endpoint, newest message first.
     async fn list_endpoint_deliveries(
         &self,

@@ -169,6 +169,19 @@ pub struct Endpoint {
     pub failing_since: Option<DateTime<Utc>>,
 }
 
+/// An endpoint failing with no success since (see [`Store::failing_endpoints`]).
+///
+/// [`Store::failing_endpoints`]: crate::Store::failing_endpoints
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailingEndpoint {
+    pub endpoint: Endpoint,
+    /// Whether a delivery to it is queued or in flight, so it will be tried again: a
+    /// retry due, or a message waiting its turn. `false`: every delivery it had has
+    /// failed for good (or succeeded) and nothing more is queued. Read from the
+    /// deliveries' due index, not the endpoint's `next_due_at`, which may be early.
+    pub queued: bool,
+}
+
 /// What a worker holds of an endpoint (or of an application, for its pacing) when it
 /// claims work, so that claims keep within its limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,6 +363,9 @@ pub struct MessageQuery {
     pub tag: Option<String>,
     pub before: Option<DateTime<Utc>>,
     pub after: Option<DateTime<Utc>>,
+    /// Only messages with at least one delivery in this state, found by walking the
+    /// deliveries' `(app_id, status, msg_id)` index in the listing's order.
+    pub status: Option<DeliveryStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

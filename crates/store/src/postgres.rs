@@ -134,6 +134,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("postgres/migrations/0009_attempt_stats.sql"),
         additive: true,
     },
+    Migration {
+        version: 10,
+        name: "deliveries_by_status",
+        sql: include_str!("postgres/migrations/0010_deliveries_by_status.sql"),
+        additive: true,
+    },
 ];
 
 /// How TLS is used, after libpq's `sslmode`.

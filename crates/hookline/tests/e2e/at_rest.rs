@@ -14,7 +14,11 @@ use hookline_signing::{verify_standard, StandardSecret};
 use serde_json::json;
 
 use crate::receiver::Receiver;
-use crate::support::{app_with_endpoint, Api, Server, TestDb};
+use crate::support::{app_with_endpoint, hookline_cli_with, Api, Server, TestDb};
+
+/// The environment of this module's CLI runs: no main key, each test gives its keys
+/// itself (or none, to see a start refused).
+const NO_KEY: &[(&str, &str)] = &[];
 
 /// The endpoint's first secret and the one it is rotated to (both kept while the
 /// rotation's grace period runs), and a custom header value: none may be stored as is.
@@ -33,20 +37,6 @@ fn needles() -> Vec<&'static str> {
     ]
 }
 
-async fn hookline(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
-        .args(args)
-        .env_remove("HOOKLINE_ENCRYPTION_KEY")
-        .env_remove("HOOKLINE_NEW_ENCRYPTION_KEY")
-        .env_remove("HOOKLINE_DATABASE_URL")
-        .env_remove("HOOKLINE_CONFIG")
-        .env_remove("HOOKLINE_DATA_DIR")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run hookline")
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -62,7 +52,7 @@ async fn refused(args: &[&str]) -> String {
         crate::support::ADMIN_TOKEN,
     ];
     all.extend_from_slice(args);
-    let out = tokio::time::timeout(Duration::from_secs(30), hookline(&all))
+    let out = tokio::time::timeout(Duration::from_secs(30), hookline_cli_with(&all, NO_KEY))
         .await
         .expect("a refused start exits within 30 s");
     let err = text(&out.stderr);
@@ -274,7 +264,11 @@ async fn sqlite_files_hold_no_secret_and_rotate_key_keeps_deliveries_verifying()
     std::fs::rename(&aside, &key_path).unwrap();
 
     // rotate-key: a new key in the file, the secrets re-sealed under it.
-    let out = hookline(&["rotate-key", "--data-dir", dir.path().to_str().unwrap()]).await;
+    let out = hookline_cli_with(
+        &["rotate-key", "--data-dir", dir.path().to_str().unwrap()],
+        NO_KEY,
+    )
+    .await;
     assert!(out.status.success(), "rotate-key: {}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(
@@ -375,25 +369,31 @@ async fn postgres_rows_hold_no_secret_and_rotate_key_takes_a_given_key() {
     assert!(err.contains("no key was given"), "{err}");
 
     // With a given key, rotate-key wants the new one given too.
-    let out = hookline(&[
-        "rotate-key",
-        "--database-url",
-        &db.url,
-        "--encryption-key",
-        k1,
-    ])
+    let out = hookline_cli_with(
+        &[
+            "rotate-key",
+            "--database-url",
+            &db.url,
+            "--encryption-key",
+            k1,
+        ],
+        NO_KEY,
+    )
     .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--new-key"));
-    let out = hookline(&[
-        "rotate-key",
-        "--database-url",
-        &db.url,
-        "--encryption-key",
-        k1,
-        "--new-key",
-        k2,
-    ])
+    let out = hookline_cli_with(
+        &[
+            "rotate-key",
+            "--database-url",
+            &db.url,
+            "--encryption-key",
+            k1,
+            "--new-key",
+            k2,
+        ],
+        NO_KEY,
+    )
     .await;
     assert!(out.status.success(), "rotate-key: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains("re-sealed the secrets of 1 endpoint"));

@@ -677,6 +677,104 @@ async fn the_message_log_filters_through_the_api_and_the_application_is_edited()
     assert_eq!(a["validatePayloads"], true);
 }
 
+/// The message log's status filter: the API lists the messages with a delivery in the
+/// state asked for, newest first (paged), and refuses a state it does not know naming the
+/// parameter; the console's filter goes through it and shows the API's message.
+#[tokio::test]
+async fn the_message_log_filters_by_delivery_status_through_the_api() {
+    let server = Server::start_with(&["--allow-target", "127.0.0.0/8"]).await;
+    let receiver = crate::receiver::Receiver::start().await;
+    receiver.set("/bad", crate::receiver::Behavior::Status(500, vec![]));
+    let api = server.client();
+    let app = api.create("/api/v1/app", json!({"name": "Log"})).await;
+    let app = app["id"].as_str().unwrap().to_string();
+    // Every message reaches /ok; those of type `bad` also reach /bad, which fails them
+    // for good.
+    for (path, types) in [("/ok", None), ("/bad", Some(vec!["bad"]))] {
+        api.create(
+            &format!("/api/v1/app/{app}/endpoint"),
+            json!({"url": receiver.url(path), "retryPolicy": {"kind": "none"}, "filterTypes": types}),
+        )
+        .await;
+    }
+    let mut ids = std::collections::HashMap::new();
+    for (n, event_type) in ["good", "bad", "good", "bad", "bad"].iter().enumerate() {
+        let m = api
+            .create(
+                &format!("/api/v1/app/{app}/msg"),
+                json!({"eventType": event_type, "payload": {"n": n}}),
+            )
+            .await;
+        ids.insert(m["id"].as_str().unwrap().to_string(), *event_type);
+    }
+    let list = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let msgs = format!("/api/v1/app/{app}/msg");
+    let (_, failed) = api
+        .get_until(&format!("{msgs}?status=fail"), |v| list(v).len() == 3)
+        .await;
+    let mut bad: Vec<String> = ids
+        .iter()
+        .filter(|(_, t)| **t == "bad")
+        .map(|(id, _)| id.clone())
+        .collect();
+    bad.sort();
+    bad.reverse();
+    assert_eq!(list(&failed), bad, "{failed}");
+    let (_, delivered) = api
+        .get_until(&format!("{msgs}?status=success"), |v| list(v).len() == 5)
+        .await;
+    assert_eq!(list(&delivered).len(), 5, "{delivered}");
+    // Paged: two, then the third, then done.
+    let (_, first) = api.get(&format!("{msgs}?status=fail&limit=2")).await;
+    assert_eq!(list(&first), bad[..2]);
+    assert_eq!(first["done"], false);
+    let it = first["iterator"].as_str().unwrap();
+    let (_, rest) = api
+        .get(&format!("{msgs}?status=fail&limit=2&iterator={it}"))
+        .await;
+    assert_eq!(list(&rest), bad[2..]);
+    assert_eq!(rest["done"], true);
+    let (_, none) = api.get(&format!("{msgs}?status=pending")).await;
+    assert_eq!(list(&none), Vec::<String>::new());
+    for wrong in ["failed", "2", ""] {
+        let (status, body) = api.get(&format!("{msgs}?status={wrong}")).await;
+        assert_eq!(status, 422, "{wrong}: {body}");
+        assert_eq!(
+            body["detail"][0]["loc"],
+            json!(["query", "status"]),
+            "{body}"
+        );
+        assert_eq!(
+            body["detail"][0]["msg"],
+            "must be one of success, pending, fail, sending"
+        );
+    }
+
+    // The console: the filter lists the same messages, stays chosen, and a state the
+    // API does not know shows its message next to the filter.
+    let op = Operator::sign_in(&server).await;
+    let (status, page) = op.get(&format!("/apps/{app}?status=fail")).await;
+    assert_eq!(status, 200, "{page}");
+    for (id, t) in &ids {
+        assert_eq!(page.contains(id.as_str()), *t == "bad", "{id} {t}");
+    }
+    assert!(page.contains("<option value=\"fail\" selected>"), "{page}");
+    let (status, page) = op.get(&format!("/apps/{app}?status=lost")).await;
+    assert_eq!(status, 422, "{page}");
+    assert_eq!(
+        element_text(&page, "f-status-error").as_deref(),
+        Some("must be one of success, pending, fail, sending"),
+        "{page}"
+    );
+}
+
 #[tokio::test]
 async fn the_system_page_shows_the_queue_attempts_per_minute_and_failing_endpoints() {
     let server = Server::start_with(&["--allow-target", "127.0.0.0/8"]).await;
@@ -792,4 +890,61 @@ async fn the_system_page_shows_the_queue_attempts_per_minute_and_failing_endpoin
         page.contains("href=\"/system\""),
         "linked from the navigation"
     );
+}
+
+/// The system page says what a failing endpoint's deliveries are doing: "Retrying" only
+/// while one is queued (here a retry an hour away), "Failing" once every delivery has
+/// failed for good (no retries) and nothing more is queued; the API says the same.
+#[tokio::test]
+async fn the_system_page_tells_a_failing_endpoint_with_a_retry_due_from_one_without() {
+    let server = Server::start_with(&["--allow-target", "127.0.0.0/8"]).await;
+    let receiver = crate::receiver::Receiver::start().await;
+    receiver.set("/down", crate::receiver::Behavior::Status(503, vec![]));
+    let api = server.client();
+    let mut eps = vec![];
+    for policy in [
+        json!({"kind": "none"}),
+        json!({"kind": "schedule", "delaysSeconds": [3600]}),
+    ] {
+        let (app, ep) = app_with_endpoint(
+            &api,
+            json!({"url": receiver.url("/down"), "retryPolicy": policy}),
+        )
+        .await;
+        api.create(
+            &format!("/api/v1/app/{app}/msg"),
+            json!({"eventType": "sys.test", "payload": {}}),
+        )
+        .await;
+        eps.push((app, ep));
+    }
+    let (_, failing) = api
+        .get_until("/api/v1/stats/failing-endpoints", |v| v["total"] == 2)
+        .await;
+    let retrying = |ep: &str| {
+        failing["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == ep)
+            .map(|e| e["retrying"].clone())
+    };
+    assert_eq!(retrying(&eps[0].1), Some(json!(false)), "{failing}");
+    assert_eq!(retrying(&eps[1].1), Some(json!(true)), "{failing}");
+
+    let op = Operator::sign_in(&server).await;
+    let (status, page) = op.get("/system").await;
+    assert_eq!(status, 200, "{page}");
+    let row = |(app, ep): &(String, String)| {
+        let at = page
+            .find(&format!("href=\"/apps/{app}/endpoints/{ep}\""))
+            .expect("the endpoint's row");
+        let end = at + page[at..].find("</tr>").unwrap();
+        page[at..end].to_string()
+    };
+    let (no_retry, retry_due) = (row(&eps[0]), row(&eps[1]));
+    assert!(no_retry.contains(">Failing<"), "{no_retry}");
+    assert!(!no_retry.contains("Retrying"), "{no_retry}");
+    assert!(retry_due.contains(">Retrying<"), "{retry_due}");
+    assert!(!retry_due.contains("Failing"), "{retry_due}");
 }

@@ -8,30 +8,16 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use hookline_signing::{verify_standard, StandardSecret};
 use serde_json::{json, Value};
 
 use crate::receiver::{Behavior, Receiver};
-use crate::support::{Api, Server, TestDb, ADMIN_TOKEN};
+use crate::support::{hookline_cli, Api, Server, TestDb, ADMIN_TOKEN};
 
 /// The custom secret of the endpoint that receives everything.
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-async fn hookline(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
-        .args(args)
-        .env_remove("HOOKLINE_ENCRYPTION_KEY")
-        .envs(crate::support::cli_key_env(args))
-        .env_remove("HOOKLINE_DATABASE_URL")
-        .env_remove("HOOKLINE_CONFIG")
-        .env_remove("HOOKLINE_DATA_DIR")
-        .output()
-        .await
-        .expect("run hookline")
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -41,7 +27,7 @@ fn text(b: &[u8]) -> String {
 async fn copy_ok(args: &[&str]) -> String {
     let mut all = vec!["copy"];
     all.extend_from_slice(args);
-    let out = hookline(&all).await;
+    let out = hookline_cli(&all).await;
     assert!(
         out.status.success(),
         "copy {args:?} failed: {}",
@@ -54,7 +40,7 @@ async fn copy_ok(args: &[&str]) -> String {
 async fn copy_refused(args: &[&str]) -> String {
     let mut all = vec!["copy"];
     all.extend_from_slice(args);
-    let out = hookline(&all).await;
+    let out = hookline_cli(&all).await;
     let err = text(&out.stderr);
     assert!(!out.status.success(), "copy {args:?} succeeded");
     assert_eq!(err.trim().lines().count(), 1, "copy {args:?}: {err}");

@@ -7,7 +7,6 @@
 //! PostgreSQL: these tests choose their databases themselves.
 
 use std::collections::HashSet;
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,23 +16,9 @@ use serde_json::{json, Value};
 use crate::delivery_limits::{arrivals, busiest_second};
 use crate::receiver::{Behavior, Receiver};
 use crate::support::{
-    admin_client, app_with_endpoint, wait_until, Api, ClusterOptions, OwnCluster, Server, StopMode,
-    TestDb,
+    admin_client, app_with_endpoint, hookline_cli, wait_until, Api, ClusterOptions, OwnCluster,
+    Server, StopMode, TestDb,
 };
-
-async fn hookline(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
-        .args(args)
-        .env_remove("HOOKLINE_ENCRYPTION_KEY")
-        .envs(crate::support::cli_key_env(args))
-        .env_remove("HOOKLINE_DATABASE_URL")
-        .env_remove("HOOKLINE_CONFIG")
-        .env_remove("HOOKLINE_DATA_DIR")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run hookline")
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -44,14 +29,14 @@ async fn migrate_prepares_a_database_once() {
     let Some(db) = TestDb::create("migrate_prepares_a_database_once").await else {
         return;
     };
-    let out = hookline(&["migrate", "--database-url", &db.url]).await;
+    let out = hookline_cli(&["migrate", "--database-url", &db.url]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("applied migration"),
         "{}",
         text(&out.stdout)
     );
-    let out = hookline(&["migrate", "--database-url", &db.url]).await;
+    let out = hookline_cli(&["migrate", "--database-url", &db.url]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("up to date"),
@@ -64,7 +49,7 @@ async fn migrate_prepares_a_database_once() {
 #[tokio::test]
 async fn migrate_on_sqlite_needs_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let out = hookline(&["migrate", "--data-dir", dir.path().to_str().unwrap()]).await;
+    let out = hookline_cli(&["migrate", "--data-dir", dir.path().to_str().unwrap()]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(dir.path().join("hookline.sqlite").exists());
 }
@@ -96,7 +81,7 @@ async fn bad_database_urls_fail_in_one_clear_line() {
         ),
     ];
     for (url, want) in cases {
-        let out = hookline(&["migrate", "--database-url", url]).await;
+        let out = hookline_cli(&["migrate", "--database-url", url]).await;
         let err = text(&out.stderr);
         assert!(!out.status.success(), "{url} succeeded");
         assert!(err.contains(want), "{url}: {err}");
@@ -108,13 +93,13 @@ async fn bad_database_urls_fail_in_one_clear_line() {
     }
     if let Some(db) = TestDb::create("bad_database_urls (no such database)").await {
         let missing = db.url.replace(&db.name, "hookline_no_such_db");
-        let out = hookline(&["migrate", "--database-url", &missing]).await;
+        let out = hookline_cli(&["migrate", "--database-url", &missing]).await;
         let err = text(&out.stderr);
         assert!(!out.status.success());
         assert!(err.contains("does not exist"), "{err}");
         // The test server's certificate is self-signed: verify-full refuses it.
         let sep = if db.url.contains('?') { '&' } else { '?' };
-        let out = hookline(&[
+        let out = hookline_cli(&[
             "migrate",
             "--database-url",
             &format!("{}{sep}sslmode=verify-full", db.url),
@@ -134,7 +119,7 @@ async fn bad_database_urls_fail_in_one_clear_line() {
 /// with a 404 saying where they belong. On SQLite the roles are refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn api_and_worker_processes_split_the_work() {
-    let out = hookline(&["serve", "--role", "worker", "--listen", "127.0.0.1:0"]).await;
+    let out = hookline_cli(&["serve", "--role", "worker", "--listen", "127.0.0.1:0"]).await;
     let err = text(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("needs a PostgreSQL database"), "{err}");
@@ -913,7 +898,7 @@ async fn a_server_without_tls_or_a_wrong_password_fails_in_one_clear_line() {
     let fails = |url: String, want: &'static [&'static str]| {
         let at = at.clone();
         async move {
-            let out = hookline(&["migrate", "--database-url", &url]).await;
+            let out = hookline_cli(&["migrate", "--database-url", &url]).await;
             let err = text(&out.stderr);
             assert!(
                 !out.status.success(),
@@ -937,7 +922,7 @@ async fn a_server_without_tls_or_a_wrong_password_fails_in_one_clear_line() {
     fails(format!("{right}?sslmode=require"), &["TLS"]).await;
     // ...prefer (the default) goes on without.
     for url in [right.clone(), format!("{right}?sslmode=prefer")] {
-        let out = hookline(&["migrate", "--database-url", &url]).await;
+        let out = hookline_cli(&["migrate", "--database-url", &url]).await;
         assert!(out.status.success(), "{url}: {}", text(&out.stderr));
     }
 
@@ -957,7 +942,7 @@ async fn a_server_without_tls_or_a_wrong_password_fails_in_one_clear_line() {
         "--database-url",
         &wrong,
     ];
-    let serve = hookline(&args);
+    let serve = hookline_cli(&args);
     let out = tokio::time::timeout(Duration::from_secs(30), serve)
         .await
         .expect("serve with a wrong password exits within 30 s");

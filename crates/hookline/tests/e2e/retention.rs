@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::receiver::{Behavior, Receiver};
-use crate::support::{app_with_endpoint, on_postgres, Api, Server};
+use crate::support::{app_with_endpoint, hookline_cli, on_postgres, Api, Server};
 
 /// How long the retention test keeps the load on.
 const LOAD_FOR: Duration = Duration::from_secs(25);
@@ -407,7 +407,7 @@ async fn stored_payload(server: &Server, id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_taken_under_load_has_every_message_acknowledged_before_it() {
     // PostgreSQL is backed up with pg_dump: the command says so, whatever the database.
-    let out = hookline(&[
+    let out = hookline_cli(&[
         "backup",
         "--database-url",
         "postgres://hookline@127.0.0.1:1/hookline",
@@ -450,7 +450,7 @@ async fn a_backup_taken_under_load_has_every_message_acknowledged_before_it() {
     let copy = dir.path().join("hookline.sqlite");
     let data_dir = server.data_dir.to_str().unwrap().to_string();
     let started = Instant::now();
-    let out = hookline(&[
+    let out = hookline_cli(&[
         "backup",
         "--data-dir",
         &data_dir,
@@ -478,7 +478,7 @@ async fn a_backup_taken_under_load_has_every_message_acknowledged_before_it() {
     );
     assert!(stdout.contains("backed up"), "{stdout}");
     // It does not overwrite.
-    let again = hookline(&[
+    let again = hookline_cli(&[
         "backup",
         "--data-dir",
         &data_dir,
@@ -520,17 +520,4 @@ async fn a_backup_taken_under_load_has_every_message_acknowledged_before_it() {
         )
         .await;
     assert_eq!(status, 202);
-}
-
-async fn hookline(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
-        .args(args)
-        .env_remove("HOOKLINE_ENCRYPTION_KEY")
-        .envs(crate::support::cli_key_env(args))
-        .env_remove("HOOKLINE_DATABASE_URL")
-        .env_remove("HOOKLINE_CONFIG")
-        .env_remove("HOOKLINE_DATA_DIR")
-        .output()
-        .await
-        .expect("run hookline")
 }

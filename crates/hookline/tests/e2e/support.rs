@@ -221,6 +221,34 @@ pub fn cli_key_env<S: AsRef<str>>(args: &[S]) -> Vec<(&'static str, &'static str
     }
 }
 
+/// Runs the `hookline` CLI with `args` to its end, with [`cli_key_env`] of the args as
+/// its environment's main key: see [`hookline_cli_with`].
+pub async fn hookline_cli<S: AsRef<str>>(args: &[S]) -> std::process::Output {
+    hookline_cli_with(args, &cli_key_env(args)).await
+}
+
+/// Runs the `hookline` CLI with `args` to its end. Of the hookline settings in the test
+/// process's environment it sees only `env` (the database, config file, data dir and keys
+/// come from the args), so the developer's shell cannot change a test. Dropped before it
+/// ends (a timeout), the process is killed.
+pub async fn hookline_cli_with<S: AsRef<str>>(
+    args: &[S],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hookline"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .env_remove("HOOKLINE_ENCRYPTION_KEY")
+        .env_remove("HOOKLINE_NEW_ENCRYPTION_KEY")
+        .env_remove("HOOKLINE_DATABASE_URL")
+        .env_remove("HOOKLINE_CONFIG")
+        .env_remove("HOOKLINE_DATA_DIR")
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run hookline")
+}
+
 /// Whether e2e servers run on PostgreSQL (`HOOKLINE_TEST_E2E_DATABASE=postgres`).
 pub fn on_postgres() -> bool {
     std::env::var("HOOKLINE_TEST_E2E_DATABASE").is_ok_and(|v| v == "postgres")

@@ -218,19 +218,6 @@ async fn app_read_only_and_expired_tokens_are_held_to_their_scope() {
     assert_eq!(status, 401, "{out}");
 }
 
-async fn hookline(args: &[String]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
-        .args(args)
-        .env_remove("HOOKLINE_ENCRYPTION_KEY")
-        .envs(crate::support::cli_key_env(args))
-        .env_remove("HOOKLINE_DATABASE_URL")
-        .env_remove("HOOKLINE_CONFIG")
-        .env_remove("HOOKLINE_DATA_DIR")
-        .output()
-        .await
-        .expect("run hookline")
-}
-
 /// `hookline token create` on a stopped server's database makes a token that works
 /// once the server is up; `token list` shows it; `token revoke` on the running
 /// server's database locks it out at once.
@@ -251,7 +238,7 @@ async fn the_token_command_works_on_the_database_directly() {
         args.extend(db.iter().cloned());
         args
     };
-    let out = hookline(&run(&[
+    let out = hookline_cli(&run(&[
         "token",
         "create",
         "--name",
@@ -275,7 +262,7 @@ async fn the_token_command_works_on_the_database_directly() {
     let (status, out) = api.post("/api/v1/app", json!({"name": "after"})).await;
     assert_eq!(status, 201, "{out}");
 
-    let out = hookline(&run(&["token", "list"])).await;
+    let out = hookline_cli(&run(&["token", "list"])).await;
     assert!(out.status.success(), "{out:?}");
     let listing = String::from_utf8(out.stdout).unwrap();
     let line = listing
@@ -288,12 +275,12 @@ async fn the_token_command_works_on_the_database_directly() {
     );
     assert!(!listing.contains(&text[3..]), "the text is never listed");
 
-    let bad = hookline(&run(&["token", "revoke", "tok_zz"])).await;
+    let bad = hookline_cli(&run(&["token", "revoke", "tok_zz"])).await;
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
-    let out = hookline(&run(&["token", "revoke", &id])).await;
+    let out = hookline_cli(&run(&["token", "revoke", &id])).await;
     assert!(out.status.success(), "{out:?}");
     assert_eq!(api.get("/api/v1/app").await.0, 401);
-    let again = hookline(&run(&["token", "revoke", &id])).await;
+    let again = hookline_cli(&run(&["token", "revoke", &id])).await;
     assert_eq!(again.status.code(), Some(1), "{again:?}");
 }
 

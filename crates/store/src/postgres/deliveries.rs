@@ -438,11 +438,14 @@ pub(super) async fn prune_attempt_stats(
 pub(super) async fn failing_endpoints(
     c: &impl GenericClient,
     limit: usize,
-) -> Result<(Vec<Endpoint>, u64)> {
+) -> Result<(Vec<FailingEndpoint>, u64)> {
     let rows = c
         .query(
             &c.prepare_cached(&format!(
-                "SELECT {EP_COLS} FROM endpoints WHERE failing_since IS NOT NULL
+                "SELECT {EP_COLS}, EXISTS (SELECT 1 FROM deliveries
+                                           WHERE endpoint_id = endpoints.id
+                                             AND due_at IS NOT NULL)
+                 FROM endpoints WHERE failing_since IS NOT NULL
                  ORDER BY failing_since, id LIMIT $1"
             ))
             .await
@@ -451,7 +454,15 @@ pub(super) async fn failing_endpoints(
         )
         .await
         .map_err(backend)?;
-    let list = rows.iter().map(ep_row).collect::<Result<Vec<_>>>()?;
+    let list = rows
+        .iter()
+        .map(|r| {
+            Ok(FailingEndpoint {
+                endpoint: ep_row(r)?,
+                queued: r.try_get(EP_COLS.split(", ").count()).map_err(backend)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let all: i64 = c
         .query_one(
             &c.prepare_cached("SELECT count(*) FROM endpoints WHERE failing_since IS NOT NULL")

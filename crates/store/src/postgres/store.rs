@@ -753,13 +753,39 @@ impl Store for PgStore {
     async fn list_messages(&self, app_id: &str, q: &MessageQuery) -> Result<Page<Message>> {
         let client = self.client().await?;
         let mut params = Params::default();
-        let mut sql = format!(
-            "SELECT {MSG_COLS} FROM messages WHERE app_id = {}",
-            params.push(app_id.to_string())
-        );
+        let app = params.push(app_id.to_string());
+        // Columns are named with their table: the status walk joins `deliveries`, which
+        // has columns of the same names.
+        let (mut sql, key) = match q.status {
+            // Walk the app's deliveries in this state in message order (a page costs its
+            // own rows, however many deliveries the app has), each message once: for its
+            // delivery to the first endpoint in the state.
+            Some(status) => {
+                let cols = MSG_COLS
+                    .split(", ")
+                    .map(|c| format!("messages.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let s = params.push(status.as_str().to_string());
+                let sql = format!(
+                    "SELECT {cols} FROM deliveries JOIN messages ON messages.id = deliveries.msg_id
+                     WHERE deliveries.app_id = {app} AND deliveries.status = {s}
+                       AND NOT EXISTS (SELECT 1 FROM deliveries AS first
+                                       WHERE first.msg_id = deliveries.msg_id
+                                         AND first.status = deliveries.status
+                                         AND first.endpoint_id < deliveries.endpoint_id)
+                       AND messages.app_id = {app}"
+                );
+                (sql, "deliveries.msg_id")
+            }
+            None => (
+                format!("SELECT {MSG_COLS} FROM messages WHERE app_id = {app}"),
+                "id",
+            ),
+        };
         if let Some(types) = &q.event_types {
             let p = params.push(types.clone());
-            sql.push_str(&format!(" AND event_type = ANY({p})"));
+            sql.push_str(&format!(" AND messages.event_type = ANY({p})"));
         }
         if let Some(ch) = &q.channel {
             let p = params.push(ch.clone());
@@ -774,12 +800,18 @@ impl Store for PgStore {
             ));
         }
         if let Some(b) = q.before {
-            sql.push_str(&format!(" AND created_at < {}", params.push(ms(b))));
+            sql.push_str(&format!(
+                " AND messages.created_at < {}",
+                params.push(ms(b))
+            ));
         }
         if let Some(a) = q.after {
-            sql.push_str(&format!(" AND created_at > {}", params.push(ms(a))));
+            sql.push_str(&format!(
+                " AND messages.created_at > {}",
+                params.push(ms(a))
+            ));
         }
-        paginate(&client, &sql, params, "id", &q.list, msg_row, |m| {
+        paginate(&client, &sql, params, key, &q.list, msg_row, |m| {
             m.id.clone()
         })
         .await
@@ -1084,7 +1116,7 @@ impl Store for PgStore {
         deliveries::attempt_buckets(&client, since, until, width).await
     }
 
-    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<Endpoint>, u64)> {
+    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<FailingEndpoint>, u64)> {
         let client = self.client().await?;
         deliveries::failing_endpoints(&client, limit).await
     }

@@ -329,6 +329,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         SELECT '', 3600, start, bucket, sum(succeeded), sum(failed)
         FROM attempt_stats WHERE span = 3600 GROUP BY 3, 4;
     "#,
+    // 12: an application's messages by the state of their deliveries (the message log's
+    // status filter): the listing walks this index in message order and stops at a page,
+    // however few of the app's deliveries are in the state asked for.
+    r#"
+    CREATE INDEX deliveries_by_status ON deliveries (app_id, status, msg_id);
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -219,11 +219,13 @@ impl Store for SqliteStore {
     async fn list_messages(&self, app_id: &str, q: &MessageQuery) -> Result<Page<Message>> {
         let (app_id, q) = (app_id.to_string(), q.clone());
         self.read(move |c| {
+            // Columns are named with their table: the status walk joins `deliveries`,
+            // which has columns of the same names.
             let mut sql = String::new();
             let mut args = vec![];
             if let Some(types) = &q.event_types {
                 sql.push_str(&format!(
-                    " AND event_type IN ({})",
+                    " AND messages.event_type IN ({})",
                     vec!["?"; types.len()].join(",")
                 ));
                 args.extend(types.iter().cloned().map(Value::Text));
@@ -241,24 +243,27 @@ impl Store for SqliteStore {
                 args.push(Value::Text(tag.clone()));
             }
             if let Some(b) = q.before {
-                sql.push_str(" AND created_at < ?");
+                sql.push_str(" AND messages.created_at < ?");
                 args.push(Value::Integer(ms(b)));
             }
             if let Some(a) = q.after {
-                sql.push_str(" AND created_at > ?");
+                sql.push_str(" AND messages.created_at > ?");
                 args.push(Value::Integer(ms(a)));
             }
-            paginate_keyed(
-                c,
-                &MESSAGE_KEYS,
-                MSG_COLS,
-                &app_id,
-                &sql,
-                args,
-                &q.list,
-                msg_row,
-                |m| m.id.clone(),
-            )
+            match q.status {
+                Some(status) => messages_by_status(c, &app_id, status, &sql, args, &q.list),
+                None => paginate_keyed(
+                    c,
+                    &MESSAGE_KEYS,
+                    MSG_COLS,
+                    &app_id,
+                    &sql,
+                    args,
+                    &q.list,
+                    msg_row,
+                    |m| m.id.clone(),
+                ),
+            }
         })
         .await
     }
@@ -694,15 +699,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<Endpoint>, u64)> {
+    async fn failing_endpoints(&self, limit: usize) -> Result<(Vec<FailingEndpoint>, u64)> {
         self.read(move |c| {
             let list = c
                 .prepare_cached(&format!(
-                    "SELECT {EP_COLS} FROM endpoints WHERE failing_since IS NOT NULL
+                    "SELECT {EP_COLS}, EXISTS (SELECT 1 FROM deliveries
+                                               WHERE endpoint_id = endpoints.id
+                                                 AND due_at IS NOT NULL)
+                     FROM endpoints WHERE failing_since IS NOT NULL
                      ORDER BY failing_since, id LIMIT ?1"
                 ))
                 .map_err(backend)?
-                .query_map([limit as i64], ep_row)
+                .query_map([limit as i64], |r| {
+                    Ok(FailingEndpoint {
+                        endpoint: ep_row(r)?,
+                        queued: r.get(EP_COLS.split(", ").count())?,
+                    })
+                })
                 .map_err(backend)?
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(backend)?;

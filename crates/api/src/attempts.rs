@@ -43,18 +43,6 @@ fn status_text(s: DeliveryStatus) -> &'static str {
         .map_or("", |(_, text)| text)
 }
 
-/// The delivery state a `statusText` names; otherwise the error that lists them.
-pub(crate) fn status_from_text(field: &str, text: &str) -> Result<DeliveryStatus, FieldError> {
-    STATUS_TEXTS
-        .iter()
-        .find(|(_, t)| *t == text)
-        .map(|(status, _)| *status)
-        .ok_or_else(|| {
-            let names: Vec<&str> = STATUS_TEXTS.iter().map(|(_, t)| *t).collect();
-            FieldError::query(field, format!("must be one of {}", names.join(", ")))
-        })
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageAttemptOut {

@@ -336,9 +336,9 @@ pub struct MessageListParams {
     pub event_types: Option<String>,
     /// Only messages with this tag.
     pub tag: Option<String>,
-    /// hookline extension: only messages with at least one delivery in this state (a
-    /// delivery's `statusText`: `success`, `pending`, `fail` or `sending`), newest first.
-    #[param(schema_with = crate::openapi::message_status_text)]
+    /// hookline extension: `fail` lists only the messages with at least one delivery
+    /// that failed for good (a delivery's `statusText` `fail`), in the listing's order.
+    #[param(schema_with = crate::openapi::message_status_filter)]
     pub status: Option<String>,
 }
 
@@ -374,11 +374,17 @@ async fn list(
             )]));
         }
     }
-    let status = p
-        .status
-        .map(|s| crate::attempts::status_from_text("status", &s))
-        .transpose()
-        .map_err(|e| ApiError::Validation(vec![e]))?;
+    // Only failures have an index to walk (see `MessageQuery::failed`).
+    let failed = match p.status.as_deref() {
+        None => false,
+        Some("fail") => true,
+        Some(_) => {
+            return Err(ApiError::Validation(vec![FieldError::query(
+                "status",
+                "must be fail (messages with a delivery that failed for good; other states have no filter)",
+            )]))
+        }
+    };
     let app = visible_app(&state, &auth, &app_id).await?;
     let q = MessageQuery {
         list,
@@ -387,7 +393,7 @@ async fn list(
         tag: p.tag,
         before: p.before,
         after: p.after,
-        status,
+        failed,
     };
     let page = state.store.list_messages(&app.id, &q).await?;
     let with_content = p.with_content;

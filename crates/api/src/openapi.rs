@@ -290,6 +290,11 @@ pub fn message_status_text() -> Schema {
     schema(json!({"type": "string", "enum": ["success", "pending", "fail", "sending"]}))
 }
 
+/// The message list's `status` filter: only `fail` (see `MessageQuery::failed`).
+pub fn message_status_filter() -> Schema {
+    schema(json!({"type": "string", "enum": ["fail"]}))
+}
+
 /// An attempt's `triggerType`: 0 scheduled, 1 manual.
 pub fn trigger_type() -> Schema {
     schema(json!({"type": "integer", "enum": [0, 1]}))

@@ -1008,7 +1008,7 @@ async fn app_view(
                         @if filters.any() { " " a href=(format!("{app_url}#messages")) { "Clear filters" } }
                     }
                 }
-                p.hint { "A message has a delivery status per endpoint: the status filter lists those with at least one delivery in it, and a message's page shows each." }
+                p.hint { "A message has a delivery status per endpoint: Failed lists those with at least one delivery that failed for good, and a message's page shows each." }
                 @if filter_errors.errors.is_empty() {
                     (message_table(&app_url, &messages))
                 }
@@ -1045,14 +1045,8 @@ async fn app_view(
     )
 }
 
-/// The message log's status filter: the API's delivery `statusText`s, and any.
-const LOG_STATUSES: &[(&str, &str)] = &[
-    ("", "Any"),
-    ("fail", "Failed"),
-    ("pending", "Pending"),
-    ("sending", "Sending"),
-    ("success", "Delivered"),
-];
+/// The message log's status filter: any, or a delivery that failed (the API's only one).
+const LOG_STATUSES: &[(&str, &str)] = &[("", "Any"), ("fail", "Failed")];
 
 /// The message log's filters, as typed into the application page's filter form.
 #[derive(Debug, Default, PartialEq)]

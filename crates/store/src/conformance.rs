@@ -643,26 +643,22 @@ async fn messages_are_listed_by_the_state_of_their_deliveries(store: Arc<dyn Sto
         want.reverse();
         want
     };
-    let query = |status: DeliveryStatus, iterator: Option<String>| MessageQuery {
+    let query = |iterator: Option<String>| MessageQuery {
         list: ListQuery {
             limit: 2,
             iterator,
             order: Order::Descending,
         },
-        status: Some(status),
+        failed: true,
         ..Default::default()
     };
-    for (status, c) in [
-        (DeliveryStatus::Failed, b'f'),
-        (DeliveryStatus::Succeeded, b's'),
-        (DeliveryStatus::Pending, b'p'),
-        (DeliveryStatus::Sending, b'-'),
-    ] {
+    {
+        let (status, c) = ("failed", b'f');
         let mut pages = vec![];
         let mut iterator = None;
         loop {
             let page = store
-                .list_messages(&a.id, &query(status, iterator.clone()))
+                .list_messages(&a.id, &query(iterator.clone()))
                 .await
                 .unwrap();
             iterator = page.iterator.clone();
@@ -679,7 +675,7 @@ async fn messages_are_listed_by_the_state_of_their_deliveries(store: Arc<dyn Sto
         assert_eq!(listed, with(c), "{status:?}");
         if pages.len() > 1 {
             let back = store
-                .list_messages(&a.id, &query(status, pages[1].prev_iterator.clone()))
+                .list_messages(&a.id, &query(pages[1].prev_iterator.clone()))
                 .await
                 .unwrap();
             assert_eq!(back.data, pages[0].data, "{status:?} back");
@@ -695,7 +691,7 @@ async fn messages_are_listed_by_the_state_of_their_deliveries(store: Arc<dyn Sto
                     iterator: None,
                     order: Order::Ascending,
                 },
-                status: Some(DeliveryStatus::Failed),
+                failed: true,
                 event_types: Some(vec!["t".into()]),
                 ..Default::default()
             },

@@ -363,9 +363,11 @@ pub struct MessageQuery {
     pub tag: Option<String>,
     pub before: Option<DateTime<Utc>>,
     pub after: Option<DateTime<Utc>>,
-    /// Only messages with at least one delivery in this state, found by walking the
-    /// deliveries' `(app_id, status, msg_id)` index in the listing's order.
-    pub status: Option<DeliveryStatus>,
+    /// Only messages with at least one delivery that failed for good, found by walking
+    /// the partial index of failed deliveries `(app_id, msg_id)` in the listing's order.
+    /// (Other states have no such filter: an index over every delivery's state costs
+    /// the SQLite write path a quarter more CPU per message; see the journal.)
+    pub failed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -136,8 +136,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
-        name: "deliveries_by_status",
-        sql: include_str!("postgres/migrations/0010_deliveries_by_status.sql"),
+        name: "deliveries_failed",
+        sql: include_str!("postgres/migrations/0010_deliveries_failed.sql"),
         additive: true,
     },
 ];

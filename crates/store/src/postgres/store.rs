@@ -756,20 +756,20 @@ impl Store for PgStore {
         let app = params.push(app_id.to_string());
         // Columns are named with their table: the status walk joins `deliveries`, which
         // has columns of the same names.
-        let (mut sql, key) = match q.status {
-            // Walk the app's deliveries in this state in message order (a page costs its
-            // own rows, however many deliveries the app has), each message once: for its
-            // delivery to the first endpoint in the state.
-            Some(status) => {
+        let (mut sql, key) = match q.failed {
+            // Walk the app's failed deliveries in message order (a page costs its own
+            // rows, however many deliveries the app has), each message once: for its
+            // failed delivery to the first endpoint. The state is written out so that the
+            // partial index `deliveries_failed` matches.
+            true => {
                 let cols = MSG_COLS
                     .split(", ")
                     .map(|c| format!("messages.{c}"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let s = params.push(status.as_str().to_string());
                 let sql = format!(
                     "SELECT {cols} FROM deliveries JOIN messages ON messages.id = deliveries.msg_id
-                     WHERE deliveries.app_id = {app} AND deliveries.status = {s}
+                     WHERE deliveries.app_id = {app} AND deliveries.status = 'failed'
                        AND NOT EXISTS (SELECT 1 FROM deliveries AS first
                                        WHERE first.msg_id = deliveries.msg_id
                                          AND first.status = deliveries.status
@@ -778,7 +778,7 @@ impl Store for PgStore {
                 );
                 (sql, "deliveries.msg_id")
             }
-            None => (
+            false => (
                 format!("SELECT {MSG_COLS} FROM messages WHERE app_id = {app}"),
                 "id",
             ),

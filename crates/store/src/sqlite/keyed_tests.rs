@@ -663,3 +663,60 @@ async fn attempt_stats_are_read_by_the_primary_key_s_range() {
     );
     assert!(!plan.iter().any(|p| p.starts_with("SCAN")), "{plan:#?}");
 }
+
+/// The failed messages' walk takes the partial index of failed deliveries in the
+/// listing's order (no sort, no scan of the deliveries), with a cursor and filters too,
+/// and a filter that matches nothing still has a plan.
+#[tokio::test]
+async fn failed_messages_are_walked_on_the_partial_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for (past, filter, args) in [
+        ("", "", vec![Value::Text("a".into()), Value::Integer(3)]),
+        (
+            " AND deliveries.msg_id < ?",
+            " AND messages.event_type IN (?)",
+            vec![
+                Value::Text("a".into()),
+                Value::Text("msg_x".into()),
+                Value::Text("t".into()),
+                Value::Integer(3),
+            ],
+        ),
+        (
+            "",
+            " AND messages.event_type IN ()",
+            vec![Value::Text("a".into()), Value::Integer(3)],
+        ),
+    ] {
+        let sql = format!(
+            "EXPLAIN QUERY PLAN {}",
+            listing::failed_sql("messages.id", past, filter, "DESC")
+        );
+        let plan: Vec<String> = store
+            .read(move |c| {
+                let mut stmt = c.prepare(&sql).map_err(backend)?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                    .map_err(backend)?;
+                rows.collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(backend)
+            })
+            .await
+            .unwrap();
+        if filter.contains("IN ()") {
+            continue;
+        }
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("SEARCH deliveries USING INDEX deliveries_failed")),
+            "{plan:#?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|p| p.starts_with("SCAN") || p.contains("TEMP B-TREE")),
+            "{plan:#?}"
+        );
+    }
+}

@@ -101,24 +101,39 @@ pub(super) fn paginate_keyed<T>(
     Ok(walk.page(rows, q.limit, key_of))
 }
 
-/// The messages of `app_id` with a delivery in `status` that pass `filter` (` AND ...` on
-/// `messages` columns, with `filter_args`), a page of them. Walks `deliveries_by_status`
-/// in message order and looks each message up by id, so a page costs its own rows (and
-/// those the filter turns down), however many deliveries the app has. A message with
-/// several deliveries in the state is listed once, for the one to the first endpoint.
-pub(super) fn messages_by_status(
+/// The messages of `app_id` with a delivery that failed for good that pass `filter`
+/// (` AND ...` on `messages` columns, with `filter_args`), a page of them. Walks the
+/// partial index `deliveries_failed` in message order and looks each message up by id,
+/// so a page costs its own rows (and those the filter turns down), however many
+/// deliveries the app has. A message with several failed deliveries is listed once, for
+/// the one to the first endpoint.
+/// The query of [`messages_failed`]: `?1` the application, then the cursor's and the
+/// filter's arguments and the limit. The state is written out so that the partial index
+/// `deliveries_failed` matches (not forced with `INDEXED BY`: a filter that can match
+/// nothing, `event_type IN ()`, leaves SQLite no plan that uses it, and it refuses).
+pub(super) fn failed_sql(cols: &str, past: &str, filter: &str, dir: &str) -> String {
+    format!(
+        "SELECT {cols} FROM deliveries
+         JOIN messages ON messages.id = deliveries.msg_id
+         WHERE deliveries.app_id = ?1 AND deliveries.status = 'failed'{past}
+           AND NOT EXISTS (SELECT 1 FROM deliveries AS first
+                           WHERE first.msg_id = deliveries.msg_id
+                             AND first.status = deliveries.status
+                             AND first.endpoint_id < deliveries.endpoint_id)
+           AND messages.app_id = ?1{filter}
+         ORDER BY deliveries.msg_id {dir} LIMIT ?"
+    )
+}
+
+pub(super) fn messages_failed(
     conn: &Connection,
     app_id: &str,
-    status: DeliveryStatus,
     filter: &str,
     filter_args: Vec<Value>,
     q: &ListQuery,
 ) -> Result<Page<Message>> {
     let walk = Walk::new(q);
-    let mut args = vec![
-        Value::Text(app_id.to_string()),
-        Value::Text(status.as_str().to_string()),
-    ];
+    let mut args = vec![Value::Text(app_id.to_string())];
     let past = past_cursor(&walk, "deliveries.msg_id", &mut args);
     args.extend(filter_args);
     args.push(Value::Integer(q.limit as i64 + 1));
@@ -127,18 +142,7 @@ pub(super) fn messages_by_status(
         .map(|c| format!("messages.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
-        "SELECT {cols} FROM deliveries INDEXED BY deliveries_by_status
-         JOIN messages ON messages.id = deliveries.msg_id
-         WHERE deliveries.app_id = ?1 AND deliveries.status = ?2{past}
-           AND NOT EXISTS (SELECT 1 FROM deliveries AS first
-                           WHERE first.msg_id = deliveries.msg_id
-                             AND first.status = deliveries.status
-                             AND first.endpoint_id < deliveries.endpoint_id)
-           AND messages.app_id = ?1{filter}
-         ORDER BY deliveries.msg_id {} LIMIT ?",
-        walk.dir()
-    );
+    let sql = failed_sql(&cols, &past, filter, walk.dir());
     let rows = query_rows(conn, &sql, args, msg_row)?;
     Ok(walk.page(rows, q.limit, |m| m.id.clone()))
 }

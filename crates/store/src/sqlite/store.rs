@@ -250,9 +250,9 @@ impl Store for SqliteStore {
                 sql.push_str(" AND messages.created_at > ?");
                 args.push(Value::Integer(ms(a)));
             }
-            match q.status {
-                Some(status) => messages_by_status(c, &app_id, status, &sql, args, &q.list),
-                None => paginate_keyed(
+            match q.failed {
+                true => messages_failed(c, &app_id, &sql, args, &q.list),
+                false => paginate_keyed(
                     c,
                     &MESSAGE_KEYS,
                     MSG_COLS,

@@ -369,7 +369,7 @@ impl StatsWindow {
         let refuse = |field: &str, msg: &str| {
             ApiError::Validation(vec![FieldError::query(field, msg.to_string())])
         };
-        if !(unit..=86_400).contains(&bucket_seconds) || bucket_seconds % unit != 0 {
+        if !(unit..=86_400).contains(&bucket_seconds) || !bucket_seconds.is_multiple_of(unit) {
             return Err(refuse(
                 "bucket_seconds",
                 if unit == HOUR {
@@ -380,7 +380,7 @@ impl StatsWindow {
             ));
         }
         // Out to whole rows: hours for buckets of whole hours.
-        let step = i64::from(if bucket_seconds % HOUR == 0 {
+        let step = i64::from(if bucket_seconds.is_multiple_of(HOUR) {
             HOUR
         } else {
             unit

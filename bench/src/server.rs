@@ -62,6 +62,10 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The main key of every server on PostgreSQL (base64 of 32 bytes): a bench database
+/// holds no real secret.
+const SHARED_KEY: &str = "aG9va2xpbmUtYmVuY2gtbWFpbi1rZXktMzItYnl0ZXM=";
+
 pub struct Server {
     child: Child,
     pub api: Api,
@@ -134,6 +138,14 @@ impl Server {
             .arg(ADMIN_TOKEN)
             .args(extra)
             .args(database_url.iter().flat_map(|url| ["--database-url", url]))
+            // Processes that share a database share its main key, as a deployment's
+            // nodes do (each would otherwise make its own key file and the second would
+            // find the database sealed under another key).
+            .args(
+                database_url
+                    .iter()
+                    .flat_map(|_| ["--encryption-key", SHARED_KEY]),
+            )
             // `HOOKLINE_BENCH_SERVER_LOG` sets the servers' `RUST_LOG` (for a look inside
             // a run, e.g. `info,hookline_delivery=trace` logs each adaptive limit change).
             .env(

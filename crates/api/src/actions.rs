@@ -160,8 +160,8 @@ async fn stats(
     }))
 }
 
-/// The longest window of [`attempt_stats`]: the store sorts the window's attempts by
-/// duration for the percentiles, so it must stay bounded.
+/// The longest window of [`attempt_stats`]: its rows are read and added up per request
+/// (31 days of an endpoint: at most 744 hours' rows per duration bucket in use).
 const MAX_STATS_WINDOW_DAYS: i64 = 31;
 /// The most buckets one answer has.
 const MAX_STATS_BUCKETS: i64 = 2000;

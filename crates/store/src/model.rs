@@ -700,11 +700,6 @@ pub struct AttemptBucket {
     pub p99_ms: u64,
 }
 
-/// How much later than its attempt started an attempt's id may have been made: ids are
-/// made when the attempt has finished, within its timeout (at most 60 s). A window of
-/// attempts is read by id (ids begin with their time) up to this much past its end.
-pub const ATTEMPT_ID_SLACK_SECS: i64 = 300;
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryCounts {
     pub pending: u64,

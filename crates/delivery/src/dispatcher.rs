@@ -58,6 +58,18 @@ pub const DEFAULT_MAX_ENDPOINT_CONCURRENCY: u32 = 256;
 /// a pause starts afresh, from the default.
 const LIMIT_KEPT_FOR: Duration = Duration::from_secs(60);
 
+/// The `throttleRate`s that pace deliveries to `d`'s endpoint: its own and its
+/// application's, by id.
+fn paces_of(d: &ClaimedDelivery) -> Vec<(&str, u32)> {
+    [
+        (d.endpoint.id.as_str(), d.endpoint.settings.throttle_rate),
+        (d.endpoint.app_id.as_str(), d.app_throttle_rate),
+    ]
+    .into_iter()
+    .filter_map(|(key, rate)| Some((key, rate.filter(|r| *r > 0)?)))
+    .collect()
+}
+
 /// A throttled endpoint gets no new claims while its pacing is booked further ahead.
 pub use hookline_store::PACE_AHEAD;
 
@@ -167,6 +179,9 @@ pub struct Dispatcher {
     /// Per endpoint and per application id: the earliest time the next attempt may
     /// start (throttleRate pacing).
     pacing: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// Per paced endpoint and application id: 1/rate after this process's last actual
+    /// start under it (kept while ahead; see [`Dispatcher::keep_spacing`]).
+    spacing: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Claimed deliveries not yet reported, for handing back on shutdown.
     leases: Mutex<HashMap<i64, String>>,
     /// Per endpoint id with attempts in the last [`LIMIT_KEPT_FOR`]: its adaptive
@@ -253,6 +268,7 @@ impl Dispatcher {
             wake,
             in_flight: Mutex::new(Slots::default()),
             pacing: Mutex::new(HashMap::new()),
+            spacing: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
             observers,
@@ -598,7 +614,10 @@ impl Dispatcher {
         let spawned = tokio::time::Instant::now();
         tasks.spawn(async move {
             match start_at {
-                Some(t) => tokio::time::sleep_until(t).await,
+                Some(t) => {
+                    tokio::time::sleep_until(t).await;
+                    slot.dispatcher.keep_spacing(&d).await;
+                }
                 None => slot.dispatcher.note_start_delay(spawned.elapsed()),
             }
             // The concurrency this attempt meets: a claim's whole batch has taken its
@@ -751,23 +770,18 @@ impl Dispatcher {
     /// Books the start time of `d` under its endpoint's and its application's
     /// `throttleRate`, if any: the later of the two free slots.
     ///
-    /// Where the store booked it (across processes: `start_after`), that start is kept,
-    /// and only noted here so that [`Dispatcher::busy`] sees how far ahead it reaches.
+    /// Where the store booked it (across processes: `start_at`, in the database's time),
+    /// that start is kept (now if it has passed), and only noted here so that
+    /// [`Dispatcher::busy`] sees how far ahead it reaches.
     fn book_pace(&self, d: &ClaimedDelivery) -> Option<tokio::time::Instant> {
-        let limits: Vec<(&str, u32)> = [
-            (d.endpoint.id.as_str(), d.endpoint.settings.throttle_rate),
-            (d.endpoint.app_id.as_str(), d.app_throttle_rate),
-        ]
-        .into_iter()
-        .filter_map(|(key, rate)| Some((key, rate.filter(|r| *r > 0)?)))
-        .collect();
+        let limits = paces_of(d);
         if limits.is_empty() {
             return None;
         }
         let mut map = self.pacing.lock().expect("pacing map");
         let now = tokio::time::Instant::now();
-        let slot = match d.start_after {
-            Some(after) => now + after,
+        let slot = match d.start_at {
+            Some(at) => now + (at - self.clock.now()).to_std().unwrap_or_default(),
             None => limits
                 .iter()
                 .filter_map(|(key, _)| map.get(*key).copied())
@@ -779,6 +793,37 @@ impl Dispatcher {
             *entry = (*entry).max(next);
         }
         Some(slot)
+    }
+
+    /// Waits, once a paced attempt's booked start has come, until 1/rate has passed since
+    /// this process last started an attempt under each of its paces. Booked starts are
+    /// spaced exactly, but one that starts late (its claim came back after it, or a
+    /// loaded machine ran its timer late) would otherwise go out together with the next
+    /// one, which starts on time, and a receiver could see `rate + 2` in a second.
+    async fn keep_spacing(&self, d: &ClaimedDelivery) {
+        let limits = paces_of(d);
+        loop {
+            let now = tokio::time::Instant::now();
+            let wait = {
+                let mut spacing = self.spacing.lock().expect("spacing map");
+                spacing.retain(|_, next| *next > now);
+                let until = limits
+                    .iter()
+                    .filter_map(|(key, _)| spacing.get(*key).copied())
+                    .max();
+                if until.is_none() {
+                    for (key, rate) in &limits {
+                        let next = now + Duration::from_secs_f64(1.0 / f64::from(*rate));
+                        spacing.insert(key.to_string(), next);
+                    }
+                }
+                until
+            };
+            match wait {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => return,
+            }
+        }
     }
 
     /// Makes the attempt of `d`, which started with `in_flight` attempts to its endpoint

@@ -113,7 +113,7 @@ impl Fresh {
             endpoint: ep.clone(),
             app_retry_policy: app.policy.clone(),
             app_throttle_rate: app.rate,
-            start_after: None,
+            start_at: None,
         });
     }
 

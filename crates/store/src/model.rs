@@ -555,9 +555,11 @@ pub struct ClaimedDelivery {
     /// The application's `throttleRate`: deliveries per second over all its endpoints.
     pub app_throttle_rate: Option<u32>,
     /// Where the store paces the endpoint's and application's `throttleRate` itself
-    /// (across processes, PostgreSQL): how long after the claim this attempt may start.
-    /// `None`: the worker paces it.
-    pub start_after: Option<std::time::Duration>,
+    /// (across processes, PostgreSQL): when this attempt may start, in the database's
+    /// time ([`crate::now`]). A time, not a wait from the claim: however long the claim
+    /// took to come back, the starts keep the spacing they were booked with. `None`: the
+    /// worker paces it.
+    pub start_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

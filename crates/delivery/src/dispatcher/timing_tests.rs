@@ -22,8 +22,17 @@ use super::*;
 use crate::client::HttpResult;
 use crate::clock::TokioClock;
 
-/// The SQLite store with virtual time held still during every queue call.
-struct Held(Arc<SqliteStore>);
+/// The SQLite store with virtual time held still during every queue call; with a
+/// [`Booking`], its claims book starts the way PostgreSQL's paced claims do.
+struct Held(Arc<SqliteStore>, Option<Booking>);
+
+/// A claim that books each delivery's start `start_in` after the claim's `now` (as a
+/// paced claim on PostgreSQL does) and then takes `takes` to come back.
+#[derive(Clone, Copy)]
+struct Booking {
+    start_in: Duration,
+    takes: Duration,
+}
 
 async fn held<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> T {
     let rt = tokio::runtime::Handle::current();
@@ -43,11 +52,18 @@ impl DeliveryQueue for Held {
         busy: &[hookline_store::Busy],
     ) -> hookline_store::Result<Vec<ClaimedDelivery>> {
         let (s, busy) = (self.0.clone(), busy.to_vec());
-        held(async move {
+        let mut claimed = held(async move {
             s.claim_deliveries(now, lease, max, max_failing, &busy)
                 .await
         })
-        .await
+        .await?;
+        if let Some(b) = self.1 {
+            for d in &mut claimed {
+                d.start_at = Some(now + chrono::Duration::from_std(b.start_in).unwrap());
+            }
+            tokio::time::sleep(b.takes).await;
+        }
+        Ok(claimed)
     }
 
     async fn report_attempt(
@@ -127,6 +143,8 @@ impl AttemptObserver for Steps {
 }
 
 struct Run {
+    /// When the message was made (the dispatcher starts then).
+    created: DateTime<Utc>,
     arrivals: Vec<DateTime<Utc>>,
     timeouts: Vec<Duration>,
     status: DeliveryStatus,
@@ -146,17 +164,20 @@ async fn run(
         jitter,
         None,
         DispatcherConfig::default().lease,
+        None,
     )
     .await
 }
 
-/// [`run`], with the endpoint's `timeoutMs` and the dispatcher's lease.
+/// [`run`], with the endpoint's `timeoutMs`, the dispatcher's lease and the claims'
+/// [`Booking`].
 async fn run_with(
     policy: Option<RetryPolicy>,
     answers: &[(u16, Option<&'static str>)],
     jitter: bool,
     timeout_ms: Option<u32>,
     lease: Duration,
+    booking: Option<Booking>,
 ) -> Run {
     let clock = TokioClock::new();
     let dir = tempfile::tempdir().unwrap();
@@ -186,6 +207,8 @@ async fn run_with(
             settings: EndpointSettings {
                 retry_policy: policy,
                 timeout_ms,
+                // What the booking stands for: a paced endpoint.
+                throttle_rate: booking.map(|_| 1),
                 secrets: vec![SecretEntry {
                     key: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
                     expires_at: None,
@@ -222,7 +245,7 @@ async fn run_with(
     });
     let (tx, mut steps) = mpsc::unbounded_channel();
     let dispatcher = Dispatcher::with_parts(
-        Arc::new(Held(store.clone())),
+        Arc::new(Held(store.clone(), booking)),
         transport.clone(),
         Arc::new(clock),
         DispatcherConfig {
@@ -280,6 +303,7 @@ async fn run_with(
     let arrivals = transport.arrivals.lock().unwrap().clone();
     let timeouts = transport.timeouts.lock().unwrap().clone();
     Run {
+        created: now,
         arrivals,
         timeouts,
         status: views.data[0].status,
@@ -307,9 +331,9 @@ fn assert_close(actual: f64, expected: f64, what: &str) {
 #[tokio::test(start_paused = true)]
 async fn an_attempt_is_cut_at_half_the_lease() {
     let lease = Duration::from_secs(120);
-    let r = run_with(None, &[(200, None)], false, Some(30_000), lease).await;
+    let r = run_with(None, &[(200, None)], false, Some(30_000), lease, None).await;
     assert_eq!(r.timeouts, vec![Duration::from_secs(30)]);
-    let r = run_with(None, &[(200, None)], false, None, lease).await;
+    let r = run_with(None, &[(200, None)], false, None, lease, None).await;
     assert_eq!(r.timeouts, vec![DEFAULT_TIMEOUT]);
     let r = run_with(
         None,
@@ -317,9 +341,33 @@ async fn an_attempt_is_cut_at_half_the_lease() {
         false,
         Some(30_000),
         Duration::from_secs(10),
+        None,
     )
     .await;
     assert_eq!(r.timeouts, vec![Duration::from_secs(5)]);
+}
+
+/// A start booked by the claim (PostgreSQL's pacing across processes) is a time, not a
+/// wait from when the claim came back: a claim that takes 300 ms to come back still
+/// starts its delivery at the booked time, and one that comes back after it starts at
+/// once. (Counted from the claim's return, a slow claim's starts slid later than the next
+/// claim's, and arrivals bunched.)
+#[tokio::test(start_paused = true)]
+async fn a_booked_start_is_kept_however_long_the_claim_took() {
+    let lease = DispatcherConfig::default().lease;
+    for (start_in, takes, expected) in [(400, 300, 400), (400, 700, 700)] {
+        let booking = Booking {
+            start_in: Duration::from_millis(start_in),
+            takes: Duration::from_millis(takes),
+        };
+        let r = run_with(None, &[(200, None)], false, None, lease, Some(booking)).await;
+        assert_eq!(r.arrivals.len(), 1);
+        assert_eq!(
+            (r.arrivals[0] - r.created).num_milliseconds(),
+            expected,
+            "booked {start_in} ms after the claim, which took {takes} ms"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

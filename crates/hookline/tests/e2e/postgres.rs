@@ -321,10 +321,10 @@ async fn adaptive_limits_across_processes_stay_within_their_bound_and_deliver_ev
 
 /// `throttleRate` holds across processes: three processes on one database, an endpoint
 /// with `throttleRate: 20`, 60 messages sent round-robin through the three: no 1-second
-/// window of arrivals holds more than 22 (each process alone would allow 20, so 60; 49
-/// were seen without the shared pacing). Starts are booked exactly 50 ms apart; the slack
-/// of one for window edges and one for an attempt the loaded machine started late (as in
-/// the one-process test) is what arrivals add.
+/// window of arrivals holds more than 21, the 20 + 1 for window edges (each
+/// process alone would allow 20, so 60; 49 were seen without the shared pacing). Starts
+/// are booked exactly 50 ms apart as times in the database's clock; while they were
+/// waits counted from each claim's return, the busiest second held 22 now and then.
 #[tokio::test(flavor = "multi_thread")]
 async fn throttle_rate_holds_across_processes() {
     let Some(db) = TestDb::create("throttle_rate_holds_across_processes").await else {
@@ -349,7 +349,7 @@ async fn throttle_rate_holds_across_processes() {
     let span = *at.last().unwrap();
     eprintln!("throttleRate 20 over 3 processes: busiest 1 s window {busiest}, 60 over {span:?}");
     assert!(
-        busiest <= 22,
+        busiest <= 21,
         "{busiest} arrivals within one second across the processes"
     );
     // 60 starts 50 ms apart take at least 2.95 s (1.45 s without the shared pacing); a

@@ -588,7 +588,7 @@ pub(super) async fn claim(
         .collect::<Result<_>>()?;
     // Paced deliveries are booked their start times in the order they start; then the
     // endpoints' `next_due_at` (knowing how far the pacing now reaches) and the paces.
-    let starts: Vec<Option<std::time::Duration>> = taken
+    let starts: Vec<Option<DateTime<Utc>>> = taken
         .iter()
         .map(|(_, ep)| {
             let app = apps.get(&ep.app_id).map(|a| a.rate).unwrap_or_default();
@@ -601,7 +601,7 @@ pub(super) async fn claim(
     refreshed.map_err(backend)?;
     saved?;
     let mut out = Vec::with_capacity(taken.len());
-    for ((r, ep), start_after) in taken.into_iter().zip(starts) {
+    for ((r, ep), start_at) in taken.into_iter().zip(starts) {
         let msg_id: String = r.try_get(1).map_err(backend)?;
         let message = messages.get(&msg_id).cloned().ok_or_else(|| {
             StoreError::Backend(format!(
@@ -625,7 +625,7 @@ pub(super) async fn claim(
             endpoint: ep,
             app_retry_policy: app.policy,
             app_throttle_rate: app.rate,
-            start_after,
+            start_at,
         });
     }
     Ok(out)
@@ -688,6 +688,11 @@ impl Paces {
             )
             .await
             .map_err(backend)?;
+        // Starts are booked from when the rows are ours, not from when the claim began:
+        // a claim that waited here for another process's would otherwise book its first
+        // starts in the past, and they would start at once, bunched with the next.
+        let now = now.max(ms(crate::now()));
+        paces.now = now;
         let rate_of: HashMap<&str, u32> = rates.into_iter().collect();
         for r in rows {
             let key: String = r.try_get(0).map_err(backend)?;
@@ -736,9 +741,9 @@ impl Paces {
     }
 
     /// Books the next start of a delivery to `ep`: the later of its own and its
-    /// application's next free start, each then moved on by 1/rate. How long after the
-    /// claim it starts; `None` when nothing paces it.
-    fn book(&mut self, ep: &Endpoint, app_rate: Option<u32>) -> Option<std::time::Duration> {
+    /// application's next free start, each then moved on by 1/rate. When it starts;
+    /// `None` when nothing paces it.
+    fn book(&mut self, ep: &Endpoint, app_rate: Option<u32>) -> Option<DateTime<Utc>> {
         let keys: Vec<&str> = Self::keys(ep, app_rate).collect();
         let start = keys
             .iter()
@@ -749,7 +754,7 @@ impl Paces {
                 *next = start + chrono::Duration::microseconds(1_000_000 / i64::from(*rate));
             }
         }
-        Some((start - self.now).to_std().unwrap_or_default())
+        Some(start)
     }
 
     /// For each candidate, in order: when its pacing has room again (its latest next

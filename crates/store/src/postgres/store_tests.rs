@@ -1785,11 +1785,13 @@ async fn throttle_rate_paces_every_process_claims() {
         here.create_message(message(&a.id, "t")).await.unwrap();
     }
     let lease = Duration::seconds(30);
-    let now = crate::now() + Duration::milliseconds(10);
-    let starts = |claimed: &[ClaimedDelivery]| -> Vec<u128> {
+    // Ahead of the clock: a claim books from the later of its `now` and the time it
+    // holds the pacing rows.
+    let now = crate::now() + Duration::seconds(1);
+    let starts = |claimed: &[ClaimedDelivery]| -> Vec<i64> {
         claimed
             .iter()
-            .map(|d| d.start_after.expect("booked by the store").as_millis())
+            .map(|d| (d.start_at.expect("booked by the store") - now).num_milliseconds())
             .collect()
     };
     // A second's worth, 100 ms apart.
@@ -1815,7 +1817,8 @@ async fn throttle_rate_paces_every_process_claims() {
         "due again at {due}, {} ms after the claim",
         (due - now).num_milliseconds()
     );
-    // Half a second on, half a second more is booked, after the first process's.
+    // Half a second on, half a second more is booked, right after the first process's
+    // (starts are times: counted from the first claim, 1 000 ms on).
     let later = now + Duration::milliseconds(500);
     let second = here
         .claim_deliveries(later, lease, 100, 10, &[])
@@ -1823,7 +1826,7 @@ async fn throttle_rate_paces_every_process_claims() {
         .unwrap();
     assert_eq!(
         starts(&second),
-        (0..5).map(|i| 500 + i * 100).collect::<Vec<_>>()
+        (0..5).map(|i| 1000 + i * 100).collect::<Vec<_>>()
     );
 
     // An application's rate is shared by its endpoints (unpaced themselves), across
@@ -1837,14 +1840,18 @@ async fn throttle_rate_paces_every_process_claims() {
     for _ in 0..10 {
         here.create_message(message(&b.id, "t")).await.unwrap();
     }
-    let now = crate::now() + Duration::milliseconds(10);
+    let now = crate::now() + Duration::seconds(1);
     let busy = vec![Busy::full(ep_id_of(&first))];
     let of_b = elsewhere
         .claim_deliveries(now, lease, 100, 10, &busy)
         .await
         .unwrap();
     assert_eq!(of_b.len(), 4, "a second's worth of the application's rate");
-    assert_eq!(starts(&of_b), vec![0, 250, 500, 750]);
+    let of_b_starts: Vec<i64> = of_b
+        .iter()
+        .map(|d| (d.start_at.expect("booked by the store") - now).num_milliseconds())
+        .collect();
+    assert_eq!(of_b_starts, vec![0, 250, 500, 750]);
     assert!(here
         .claim_deliveries(now, lease, 100, 10, &busy)
         .await

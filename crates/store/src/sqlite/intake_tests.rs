@@ -26,7 +26,7 @@ fn reservations_of_a_write_that_did_not_commit_are_cancelled() {
         endpoint: ep.clone(),
         app_retry_policy: None,
         app_throttle_rate: None,
-        start_after: None,
+        start_at: None,
     };
     drop(Fresh {
         intake: Some(intake.clone()),

@@ -320,7 +320,7 @@ pub(super) fn claim(
                 endpoint: ep.clone(),
                 app_retry_policy: app.policy.clone(),
                 app_throttle_rate: app.rate,
-                start_after: None,
+                start_at: None,
             });
         }
     }

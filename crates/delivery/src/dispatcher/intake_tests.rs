@@ -2,7 +2,7 @@
 //! whatever is reserved and not handed over comes back.
 
 use hookline_store::sqlite::SqliteStore;
-use hookline_store::EndpointSettings;
+use hookline_store::{EndpointSettings, Message, Trigger};
 
 use super::*;
 use crate::clock::SystemClock;
@@ -168,4 +168,59 @@ async fn failing_endpoints_get_one_slot_each_and_half_the_cap_together() {
             .collect(),
     );
     assert_idle(&d, 8);
+}
+
+/// A paced attempt that starts late (here: three due at once, as when a claim came back
+/// after their booked starts) waits until 1/rate after this process's previous start
+/// under the same pace, its endpoint's or its application's, so none go out together.
+#[tokio::test(start_paused = true)]
+async fn late_paced_starts_keep_their_spacing() {
+    let (d, _dir) = dispatcher(8);
+    let now = chrono::Utc::now();
+    let paced = |ep: Endpoint, app_rate: Option<u32>| ClaimedDelivery {
+        id: 0,
+        lease_token: "lease".into(),
+        attempts: 0,
+        scheduled_at: now,
+        created_at: now,
+        trigger: Trigger::Scheduled,
+        message: Message {
+            id: "msg_1".into(),
+            app_id: "app_1".into(),
+            event_id: None,
+            event_type: "t".into(),
+            payload: "{}".into(),
+            channels: None,
+            tags: None,
+            created_at: now,
+            deliver_at: None,
+            payload_expires_at: None,
+        },
+        endpoint: ep,
+        app_retry_policy: None,
+        app_throttle_rate: app_rate,
+        start_at: Some(now),
+    };
+    let rate = |r| EndpointSettings {
+        throttle_rate: Some(r),
+        ..Default::default()
+    };
+    let t0 = tokio::time::Instant::now();
+    let ten = paced(endpoint("ep_ten", rate(10)), None);
+    for expected in [0, 100, 200] {
+        d.keep_spacing(&ten).await;
+        assert_eq!(t0.elapsed().as_millis(), expected, "endpoint at 10/s");
+    }
+    // An unpaced endpoint of an application paced at 4/s: the second start waits 250 ms.
+    let t0 = tokio::time::Instant::now();
+    let of_app = paced(endpoint("ep_app", EndpointSettings::default()), Some(4));
+    d.keep_spacing(&of_app).await;
+    d.keep_spacing(&of_app).await;
+    assert_eq!(t0.elapsed().as_millis(), 250, "application at 4/s");
+    // Unpaced: no wait at all.
+    let t0 = tokio::time::Instant::now();
+    let free = paced(endpoint("ep_free", EndpointSettings::default()), None);
+    d.keep_spacing(&free).await;
+    d.keep_spacing(&free).await;
+    assert_eq!(t0.elapsed().as_millis(), 0);
 }

@@ -533,7 +533,15 @@ impl Dispatcher {
         });
 
         if before != after {
-            tracing::trace!(endpoint = %ep.id, before, after, "adaptive concurrency limit");
+            tracing::trace!(
+                endpoint = %ep.id,
+                before,
+                after,
+                latency_us = latency.as_micros() as u64,
+                in_flight,
+                local_delay_us = local_delay.as_micros() as u64,
+                "adaptive concurrency limit"
+            );
             if let Some(f) = self
                 .in_flight
                 .lock()

@@ -70,6 +70,10 @@ fn paces_of(d: &ClaimedDelivery) -> Vec<(&str, u32)> {
     .collect()
 }
 
+/// How late after its planned time a paced start may go out and still count from that
+/// time ([`Dispatcher::keep_spacing`]): the timer's granularity.
+const SPACING_SLACK: Duration = Duration::from_millis(1);
+
 /// A throttled endpoint gets no new claims while its pacing is booked further ahead.
 pub use hookline_store::PACE_AHEAD;
 
@@ -624,7 +628,7 @@ impl Dispatcher {
             match start_at {
                 Some(t) => {
                     tokio::time::sleep_until(t).await;
-                    slot.dispatcher.keep_spacing(&d).await;
+                    slot.dispatcher.keep_spacing(&d, t).await;
                 }
                 None => slot.dispatcher.note_start_delay(spawned.elapsed()),
             }
@@ -803,29 +807,43 @@ impl Dispatcher {
         Some(slot)
     }
 
-    /// Waits, once a paced attempt's booked start has come, until 1/rate has passed since
-    /// this process last started an attempt under each of its paces. Booked starts are
-    /// spaced exactly, but one that starts late (its claim came back after it, or a
-    /// loaded machine ran its timer late) would otherwise go out together with the next
-    /// one, which starts on time, and a receiver could see `rate + 2` in a second.
-    async fn keep_spacing(&self, d: &ClaimedDelivery) {
+    /// Waits, once a paced attempt's booked start `booked` has come, until 1/rate after
+    /// this process's previous start under each of its paces. Booked starts are spaced
+    /// exactly, but one that starts late (its claim came back after it, or a loaded
+    /// machine ran its timer late) would otherwise go out together with the next one,
+    /// which starts on time, and a receiver could see `rate + 2` in a second.
+    ///
+    /// A start counts from when it was planned, unless it went out more than
+    /// [`SPACING_SLACK`] after that: a timer fires up to a millisecond late, and counting
+    /// from that would push every next start later, so that a rate whose step is not a
+    /// whole number of milliseconds drifts (300/s went out at 250/s).
+    async fn keep_spacing(&self, d: &ClaimedDelivery, booked: tokio::time::Instant) {
         let limits = paces_of(d);
         loop {
             let now = tokio::time::Instant::now();
             let wait = {
                 let mut spacing = self.spacing.lock().expect("spacing map");
-                spacing.retain(|_, next| *next > now);
-                let until = limits
+                // Kept a little past due: a start within the slack of it counts from it.
+                let stale = now.checked_sub(SPACING_SLACK).unwrap_or(now);
+                spacing.retain(|_, next| *next > stale);
+                let planned = limits
                     .iter()
                     .filter_map(|(key, _)| spacing.get(*key).copied())
-                    .max();
-                if until.is_none() {
+                    .fold(booked, |a, b| a.max(b));
+                if planned <= now {
+                    let from = if now - planned > SPACING_SLACK {
+                        now
+                    } else {
+                        planned
+                    };
                     for (key, rate) in &limits {
-                        let next = now + Duration::from_secs_f64(1.0 / f64::from(*rate));
-                        spacing.insert(key.to_string(), next);
+                        let step = Duration::from_secs_f64(1.0 / f64::from(*rate));
+                        spacing.insert(key.to_string(), from + step);
                     }
+                    None
+                } else {
+                    Some(planned)
                 }
-                until
             };
             match wait {
                 Some(t) => tokio::time::sleep_until(t).await,

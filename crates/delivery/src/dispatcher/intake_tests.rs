@@ -172,7 +172,8 @@ async fn failing_endpoints_get_one_slot_each_and_half_the_cap_together() {
 
 /// A paced attempt that starts late (here: three due at once, as when a claim came back
 /// after their booked starts) waits until 1/rate after this process's previous start
-/// under the same pace, its endpoint's or its application's, so none go out together.
+/// under the same pace, its endpoint's or its application's, so none go out together;
+/// starts on time are not held back.
 #[tokio::test(start_paused = true)]
 async fn late_paced_starts_keep_their_spacing() {
     let (d, _dir) = dispatcher(8);
@@ -208,19 +209,33 @@ async fn late_paced_starts_keep_their_spacing() {
     let t0 = tokio::time::Instant::now();
     let ten = paced(endpoint("ep_ten", rate(10)), None);
     for expected in [0, 100, 200] {
-        d.keep_spacing(&ten).await;
+        d.keep_spacing(&ten, t0).await;
         assert_eq!(t0.elapsed().as_millis(), expected, "endpoint at 10/s");
     }
     // An unpaced endpoint of an application paced at 4/s: the second start waits 250 ms.
     let t0 = tokio::time::Instant::now();
     let of_app = paced(endpoint("ep_app", EndpointSettings::default()), Some(4));
-    d.keep_spacing(&of_app).await;
-    d.keep_spacing(&of_app).await;
+    d.keep_spacing(&of_app, t0).await;
+    d.keep_spacing(&of_app, t0).await;
     assert_eq!(t0.elapsed().as_millis(), 250, "application at 4/s");
+    // Starts on time are not held back: booked 1/300 s apart (not a whole number of
+    // milliseconds, so the timer fires each a little late), 300 take one second.
+    let fast = paced(endpoint("ep_fast", rate(300)), None);
+    let t0 = tokio::time::Instant::now();
+    let step = Duration::from_secs_f64(1.0 / 300.0);
+    for k in 0..300u32 {
+        tokio::time::sleep_until(t0 + step * k).await;
+        d.keep_spacing(&fast, t0 + step * k).await;
+    }
+    let took = t0.elapsed().as_millis();
+    assert!(
+        (996..=998).contains(&took),
+        "300 starts at 300/s took {took} ms"
+    );
     // Unpaced: no wait at all.
     let t0 = tokio::time::Instant::now();
     let free = paced(endpoint("ep_free", EndpointSettings::default()), None);
-    d.keep_spacing(&free).await;
-    d.keep_spacing(&free).await;
+    d.keep_spacing(&free, t0).await;
+    d.keep_spacing(&free, t0).await;
     assert_eq!(t0.elapsed().as_millis(), 0);
 }

@@ -92,10 +92,11 @@ pub(super) async fn sync_clock(client: &tokio_postgres::Client) -> Result<()> {
             best = Some((rtt, offset));
         }
     }
-    let Some((_, offset)) = best else {
+    let Some((rtt, measured)) = best else {
         return Ok(());
     };
     let before = crate::clock::offset();
+    let offset = settle_offset(before, measured, rtt);
     let far = |d: chrono::Duration| d.num_milliseconds().abs() > 1000;
     if far(offset) && (!far(before) || (offset - before).num_milliseconds().abs() > 1000) {
         tracing::warn!(
@@ -105,6 +106,23 @@ pub(super) async fn sync_clock(client: &tokio_postgres::Client) -> Result<()> {
     }
     crate::clock::set_offset(offset);
     Ok(())
+}
+
+/// The offset to use after measuring `measured` over a round trip of `rtt`, with `before`
+/// in use: the true offset lies within half the round trip of the measure (the database
+/// read its clock somewhere in it), so the one in use stays while it is in that range,
+/// and otherwise moves only to its nearer end. Processes whose clocks agree (on one
+/// machine, or well synchronised) then keep the same offset, zero, however slow a loaded
+/// machine made their measurements; taken as it came, each measure may be off by up to
+/// half its round trip (milliseconds on a loaded machine), and processes' paced starts,
+/// booked in the database's time, would be off from each other by as much.
+fn settle_offset(
+    before: chrono::Duration,
+    measured: chrono::Duration,
+    rtt: Duration,
+) -> chrono::Duration {
+    let half = chrono::Duration::from_std(rtt / 2).unwrap_or_default();
+    before.clamp(measured - half, measured + half)
 }
 
 /// The cached lookups, and whether they may be used.
@@ -303,5 +321,41 @@ async fn listen(settings: PgSettings, lookups: Weak<Lookups>) {
             }
         }
         tokio::time::sleep(RECONNECT_AFTER).await;
+    }
+}
+
+#[cfg(test)]
+mod offset_tests {
+    use super::settle_offset;
+    use chrono::Duration as D;
+    use std::time::Duration;
+
+    #[test]
+    fn an_offset_moves_only_as_far_as_its_measurement_says() {
+        let rtt = Duration::from_millis(10);
+        // Within half the round trip of the measure: the offset in use stays.
+        assert_eq!(settle_offset(D::zero(), D::milliseconds(4), rtt), D::zero());
+        assert_eq!(
+            settle_offset(D::zero(), D::milliseconds(-5), rtt),
+            D::zero()
+        );
+        // Outside it: to the nearer end of what the measure allows.
+        assert_eq!(
+            settle_offset(D::zero(), D::milliseconds(8), rtt),
+            D::milliseconds(3)
+        );
+        assert_eq!(
+            settle_offset(D::zero(), D::milliseconds(8_000), rtt),
+            D::milliseconds(7_995)
+        );
+        assert_eq!(
+            settle_offset(D::milliseconds(8_000), D::milliseconds(-8_000), rtt),
+            D::milliseconds(-7_995)
+        );
+        // A precise measure is taken as it is.
+        assert_eq!(
+            settle_offset(D::zero(), D::milliseconds(2), Duration::ZERO),
+            D::milliseconds(2)
+        );
     }
 }

@@ -1077,6 +1077,27 @@ impl Intake for Dispatcher {
     }
 }
 
+/// A message of event type `t` with an empty JSON payload, made `at`, for the tests.
+#[cfg(test)]
+fn test_message(
+    id: String,
+    app_id: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> hookline_store::Message {
+    hookline_store::Message {
+        id,
+        app_id: app_id.into(),
+        event_id: None,
+        event_type: "t".into(),
+        payload: "{}".into(),
+        channels: None,
+        tags: None,
+        created_at: at,
+        deliver_at: None,
+        payload_expires_at: None,
+    }
+}
+
 #[cfg(test)]
 mod intake_tests;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! whatever is reserved and not handed over comes back.
 
 use hookline_store::sqlite::SqliteStore;
-use hookline_store::{EndpointSettings, Message, Trigger};
+use hookline_store::{EndpointSettings, Trigger};
 
 use super::*;
 use crate::clock::SystemClock;
@@ -185,18 +185,7 @@ async fn late_paced_starts_keep_their_spacing() {
         scheduled_at: now,
         created_at: now,
         trigger: Trigger::Scheduled,
-        message: Message {
-            id: "msg_1".into(),
-            app_id: "app_1".into(),
-            event_id: None,
-            event_type: "t".into(),
-            payload: "{}".into(),
-            channels: None,
-            tags: None,
-            created_at: now,
-            deliver_at: None,
-            payload_expires_at: None,
-        },
+        message: test_message("msg_1".into(), "app_1", now),
         endpoint: ep,
         app_retry_policy: None,
         app_throttle_rate: app_rate,

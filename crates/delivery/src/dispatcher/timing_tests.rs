@@ -13,8 +13,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use hookline_store::sqlite::SqliteStore;
 use hookline_store::{
-    Application, DeliveryStatus, Endpoint, EndpointSettings, ListQuery, Message, NextStep,
-    ReportOutcome, SecretEntry, Store,
+    Application, DeliveryStatus, Endpoint, EndpointSettings, ListQuery, NextStep, ReportOutcome,
+    SecretEntry, Store,
 };
 use tokio::sync::mpsc;
 
@@ -222,18 +222,7 @@ async fn run_with(
         .await
         .unwrap();
     let msg = store
-        .create_message(Message {
-            id: new_id("msg"),
-            app_id: app.id.clone(),
-            event_id: None,
-            event_type: "t".into(),
-            payload: "{}".into(),
-            channels: None,
-            tags: None,
-            created_at: now,
-            deliver_at: None,
-            payload_expires_at: None,
-        })
+        .create_message(test_message(new_id("msg"), &app.id, now))
         .await
         .unwrap();
 

@@ -89,6 +89,9 @@ enum Which {
     /// One endpoint whose receiver queues past 16 at once: default settings against a
     /// sweep of fixed limits.
     Knee,
+    /// `knee` over `--nodes` processes sharing one PostgreSQL database: default settings
+    /// against `maxConcurrency` at the knee.
+    KneeNodes,
     /// The console's and the portal's pages over a store of 1 000 000 messages and
     /// 100 000 attempts (10 000 and 1 000 with --quick): p50/p99 per page.
     Console,
@@ -96,7 +99,7 @@ enum Which {
 }
 
 impl Which {
-    const EVERY: [Which; 13] = [
+    const EVERY: [Which; 14] = [
         Which::Baseline,
         Which::Ingest,
         Which::E2e,
@@ -109,12 +112,13 @@ impl Which {
         Which::Hot,
         Which::HotSlow,
         Which::Knee,
+        Which::KneeNodes,
         Which::Console,
     ];
 
     /// Several processes share a database only on PostgreSQL.
     fn needs_postgres(self) -> bool {
-        matches!(self, Which::Nodes | Which::Takeover)
+        matches!(self, Which::Nodes | Which::Takeover | Which::KneeNodes)
     }
 
     fn name(self) -> &'static str {
@@ -131,6 +135,7 @@ impl Which {
             Which::Hot => "hot",
             Which::HotSlow => "hot-slow",
             Which::Knee => "knee",
+            Which::KneeNodes => "knee-nodes",
             Which::Console => "console",
             Which::All => "all",
         }
@@ -345,6 +350,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Which::Hot => scenarios::hot(&ctx).await,
             Which::HotSlow => scenarios::hot_slow(&ctx).await,
             Which::Knee => scenarios::knee(&ctx).await,
+            Which::KneeNodes => scenarios::knee_nodes(&ctx).await,
             Which::Console => scenarios::console(&ctx).await,
             Which::All => unreachable!("expanded above"),
         };

@@ -52,6 +52,8 @@ struct Shared {
     /// Requests to `/slow/` and `/knee/` in flight now, and the most at once.
     busy_now: AtomicU64,
     busy_peak: AtomicU64,
+    /// The time those requests took, summed (each counted when it ends), in µs.
+    busy_us: AtomicU64,
 }
 
 pub struct Receiver {
@@ -85,6 +87,7 @@ impl Receiver {
             knee,
             busy_now: AtomicU64::new(0),
             busy_peak: AtomicU64::new(0),
+            busy_us: AtomicU64::new(0),
         });
         let s = shared.clone();
         let accept = tokio::spawn(async move {
@@ -132,6 +135,20 @@ impl Receiver {
     /// The most `/slow/` and `/knee/` requests in flight at once since the last call.
     pub fn take_busy_peak(&self) -> u64 {
         self.shared.busy_peak.swap(0, Ordering::Relaxed)
+    }
+
+    /// For a task that samples the receiver while it runs: each call says the most
+    /// `/slow/` and `/knee/` requests in flight at once since the previous call (and
+    /// what is in flight now, if more), then starts over from what is in flight now;
+    /// and how long those requests took in all so far, in µs (their mean number in flight
+    /// over a span is what this grew by over the span's length).
+    pub fn busy_sampler(&self) -> impl Fn() -> (u64, u64) + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || {
+            let now = shared.busy_now.load(Ordering::Relaxed);
+            let peak = shared.busy_peak.swap(now, Ordering::Relaxed).max(now);
+            (peak, shared.busy_us.load(Ordering::Relaxed))
+        }
     }
 
     /// `http://127.0.0.1:PORT/hold/{n}`
@@ -245,7 +262,7 @@ async fn handle(
     if let Some((n, delay)) = slow.or(knee) {
         let now = s.busy_now.fetch_add(1, Ordering::Relaxed) + 1;
         s.busy_peak.fetch_max(now, Ordering::Relaxed);
-        let _busy = BusyGuard(s.clone());
+        let _busy = BusyGuard(s.clone(), Instant::now());
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => return Ok(status(400)),
@@ -279,11 +296,13 @@ async fn handle(
     Ok(status(404))
 }
 
-struct BusyGuard(Arc<Shared>);
+struct BusyGuard(Arc<Shared>, Instant);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
         self.0.busy_now.fetch_sub(1, Ordering::Relaxed);
+        let took = self.1.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+        self.0.busy_us.fetch_add(took, Ordering::Relaxed);
     }
 }
 

@@ -27,7 +27,7 @@ mod hot;
 mod nodes;
 pub use console::console;
 pub use hot::{hot, hot_slow, knee};
-pub use nodes::{nodes, takeover};
+pub use nodes::{knee_nodes, nodes, takeover};
 
 /// hookline's defaults that decide how much it delivers at once (see `hookline serve
 /// --help` and the README): `--max-in-flight` and an endpoint's `maxConcurrency`.

@@ -33,7 +33,7 @@ struct Run {
 }
 
 /// Messages of `knee`'s runs (it runs six): enough to settle, few enough to be quick.
-fn knee_messages(ctx: &Ctx) -> usize {
+pub(super) fn knee_messages(ctx: &Ctx) -> usize {
     (ctx.counts.messages / 5).max(200)
 }
 
@@ -238,9 +238,9 @@ pub async fn hot_slow(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
 }
 
 /// The receiver's knee: it serves this many at once.
-const KNEE: usize = 16;
+pub(super) const KNEE: usize = 16;
 /// How long it takes over each request.
-const KNEE_SERVE: Duration = Duration::from_millis(10);
+pub(super) const KNEE_SERVE: Duration = Duration::from_millis(10);
 
 pub async fn knee(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
     let c = &ctx.counts;

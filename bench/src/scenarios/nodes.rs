@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use super::{apps_with_one_endpoint, e2e_load, file_name, Ctx, E2eLoad};
+use super::hot::{knee_messages, KNEE, KNEE_SERVE};
+use super::{
+    apps_with_one_endpoint, e2e_load, file_name, send_messages, wait_for_seqs, Ctx, E2eLoad,
+};
 use crate::charts::{self, Series};
 use crate::http::{Api, Payloads};
 use crate::pg::{self, Scratch};
@@ -255,6 +258,277 @@ pub async fn nodes(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
         "cpu_window": "first create request → last receipt + 200 ms; hookline: every node's utime+stime; PostgreSQL: the run database's backends and the server's background processes (pg_stat_activity; a process that ends inside the window is missed); all_postgres_processes_us_per_msg: every `postgres` process, other databases' clients included",
         "db_transactions": "pg_stat_database xact_commit + xact_rollback of the run's database, from the start of the load until its nodes stopped (approximate: backends report busy counts up to a second late, so some of the setup's may fall in)",
         "goal": format!("CPU per delivered message with k nodes ≤ {CPU_PER_MESSAGE_MAX_RATIO} × with 1")});
+    Ok(r)
+}
+
+// --- knee-nodes -------------------------------------------------------------------
+
+/// One `knee-nodes` run: the cluster's load on the knee receiver with one setting.
+#[derive(Debug, Clone, serde::Serialize)]
+struct KneeRun {
+    settings: serde_json::Value,
+    delivered_per_s: f64,
+    latency_ms: crate::stats::Summary,
+    /// Every node's CPU and PostgreSQL's, per delivered message.
+    cpu_us_per_msg: f64,
+    /// The most requests the receiver had at once, over the run.
+    receiver_peak: f64,
+    /// Where the receiver's load settled: the median of the second half of its mean
+    /// number of requests in flight per 100 ms.
+    receiver_settled: f64,
+    /// Where the highest of the nodes' limits settled (the cluster's bound): the median
+    /// of the second half of its samples.
+    limit_settled: f64,
+    attempts_not_delivered: f64,
+    /// Every 100 ms: (seconds, the receiver's mean requests in flight in those 100 ms).
+    receiver_mean: Vec<(f64, f64)>,
+    /// Every 100 ms: (seconds, the most it had at once in those 100 ms).
+    receiver_peaks: Vec<(f64, f64)>,
+    /// Every 100 ms: (seconds, each node's adaptive limit for the endpoint).
+    limit_samples: Vec<(f64, Vec<f64>)>,
+}
+
+/// The median of the second half of `samples`' values.
+fn settled(samples: &[(f64, f64)]) -> f64 {
+    let mut tail: Vec<f64> = samples
+        .iter()
+        .skip(samples.len() / 2)
+        .map(|(_, v)| *v)
+        .collect();
+    tail.sort_by(f64::total_cmp);
+    tail.get(tail.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `n` messages spread over a fresh cluster's APIs to one endpoint on the knee receiver
+/// (path `path`) with `settings`.
+async fn knee_cluster_run(
+    ctx: &Ctx,
+    recv: &Receiver,
+    label: &str,
+    path: u32,
+    settings: serde_json::Value,
+    n: usize,
+) -> anyhow::Result<KneeRun> {
+    let c = &ctx.counts;
+    let cluster = Cluster::start(ctx, c.nodes, label, &[]).await?;
+    let apis = cluster.apis();
+    apis[0].create_app("hot").await?;
+    let mut endpoint = settings.clone();
+    endpoint["url"] = recv.knee_url(path).into();
+    apis[0].create_endpoint("hot", endpoint).await?;
+    let db = cluster.db.as_ref().expect("made at start");
+    let stats_client = db.stats_client().await?;
+    let (cpu0, db0) = (cluster.cpu_s()?, db.cpu_s(&stats_client).await?);
+    recv.take_busy_peak();
+    let since = recv.answered();
+    let t0 = Instant::now();
+    #[derive(Default)]
+    struct Samples {
+        mean: Vec<(f64, f64)>,
+        peaks: Vec<(f64, f64)>,
+        limits: Vec<(f64, Vec<f64>)>,
+    }
+    let samples = Arc::new(std::sync::Mutex::new(Samples::default()));
+    let sampling = {
+        let (apis, samples, sample) = (apis.clone(), samples.clone(), recv.busy_sampler());
+        tokio::spawn(async move {
+            let (mut last_at, mut last_busy) = (0.0, sample().1);
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let at = t0.elapsed().as_secs_f64();
+                let (peak, busy_us) = sample();
+                let mean = (busy_us - last_busy) as f64 / 1e6 / (at - last_at);
+                (last_at, last_busy) = (at, busy_us);
+                let mut limits = Vec::with_capacity(apis.len());
+                for api in &apis {
+                    let v = api.counters(&["hookline_endpoint_concurrency_limit"]).await;
+                    limits.push(v.map_or(f64::NAN, |v| v[0]));
+                }
+                let mut s = samples.lock().expect("samples");
+                s.mean.push((at, mean));
+                s.peaks.push((at, peak as f64));
+                s.limits.push((at, limits));
+            }
+        })
+    };
+    let sent = send_messages(
+        &apis,
+        &ctx.payloads,
+        0,
+        n,
+        c.clients,
+        |_| "hot".into(),
+        None,
+    )
+    .await?;
+    let received = wait_for_seqs(recv, since, 0, n, Some(path), ctx.wait_budget(n)).await?;
+    sampling.abort();
+    let last = *received.iter().max().expect("some");
+    let elapsed = last.duration_since(t0).as_secs_f64();
+    // The last attempts' reports are written just after their receipts.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cpu = cluster.cpu_s()? - cpu0 + db.cpu_s(&stats_client).await? - db0;
+    let mut not_delivered = 0.0;
+    for api in &apis {
+        let v = api
+            .counters(&[
+                "hookline_attempts_total{outcome=\"failed\"}",
+                "hookline_attempts_total{outcome=\"throttled\"}",
+            ])
+            .await?;
+        not_delivered += v.iter().sum::<f64>();
+    }
+    drop(stats_client);
+    drop(cluster);
+    let latencies: Vec<f64> = sent
+        .iter()
+        .zip(&received)
+        .map(|(s, at)| at.saturating_duration_since(s.start).as_secs_f64() * 1e3)
+        .collect();
+    let s = std::mem::take(&mut *samples.lock().expect("samples"));
+    let highest: Vec<(f64, f64)> = s
+        .limits
+        .iter()
+        .map(|(t, l)| {
+            (
+                *t,
+                l.iter()
+                    .copied()
+                    .filter(|v| v.is_finite())
+                    .fold(0.0, f64::max),
+            )
+        })
+        .collect();
+    let run = KneeRun {
+        settings,
+        delivered_per_s: n as f64 / elapsed,
+        latency_ms: summarize(&latencies),
+        cpu_us_per_msg: cpu * 1e6 / n as f64,
+        receiver_peak: s.peaks.iter().map(|(_, v)| *v).fold(0.0, f64::max),
+        receiver_settled: settled(&s.mean),
+        limit_settled: settled(&highest),
+        attempts_not_delivered: not_delivered,
+        receiver_mean: s.mean,
+        receiver_peaks: s.peaks,
+        limit_samples: s.limits,
+    };
+    eprintln!(
+        "    {label} {}: {:.0} msg/s, p50 {:.1} ms, p99 {:.1} ms, {:.0} us/msg, receiver: \
+         peak {}, mean settled at {:.1}; highest limit settled at {}",
+        run.settings,
+        run.delivered_per_s,
+        run.latency_ms.p50_ms,
+        run.latency_ms.p99_ms,
+        run.cpu_us_per_msg,
+        run.receiver_peak,
+        run.receiver_settled,
+        run.limit_settled
+    );
+    Ok(run)
+}
+
+/// `knee` over several processes: whether their adaptive limits together settle near
+/// the receiver's knee (a cluster-wide limit), against `maxConcurrency` at the knee (a
+/// cluster-wide hard bound, counted in the database).
+pub async fn knee_nodes(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    let c = &ctx.counts;
+    let n = knee_messages(ctx);
+    let recv = Receiver::start_with_knee(KNEE, KNEE_SERVE).await?;
+    let adaptive = knee_cluster_run(ctx, &recv, "knee-nodes", 0, json!({}), n).await?;
+    crate::settle(ctx.quick).await;
+    let fixed = knee_cluster_run(
+        ctx,
+        &recv,
+        &format!("knee-nodes-{KNEE}"),
+        1,
+        json!({ "maxConcurrency": KNEE }),
+        n,
+    )
+    .await?;
+    let mut r = ScenarioResult::new(
+        "knee-nodes",
+        format!(
+            "{n} messages from {} clients spread round-robin over {} hookline processes on \
+             one PostgreSQL database, to one endpoint whose receiver serves {KNEE} at a time, \
+             {} ms each (the rest queue); default settings, then maxConcurrency {KNEE}, each \
+             on a fresh cluster",
+            c.clients,
+            c.nodes,
+            KNEE_SERVE.as_millis()
+        ),
+    );
+    r.figures.push(
+        Figure::new(
+            "delivered, default settings",
+            adaptive.delivered_per_s,
+            "msg/s",
+        )
+        .ratio(adaptive.delivered_per_s / fixed.delivered_per_s)
+        .goal(Goal::RatioOfAtLeast {
+            min: 0.9,
+            of: "maxConcurrency at the knee",
+        }),
+    );
+    r.figures.push(
+        Figure::new(
+            "highest node's limit settled at (median, second half)",
+            adaptive.limit_settled,
+            "attempts",
+        )
+        .goal(Goal::AtMost {
+            max: 24.0, // `knee`'s goal for one process: 12-24
+        }),
+    );
+    r.figures.push(Figure::new(
+        "requests at the receiver, mean (median of 100 ms means, second half)",
+        adaptive.receiver_settled,
+        "requests",
+    ));
+    r.figures.push(Figure::new(
+        "receiver's peak, default settings",
+        adaptive.receiver_peak,
+        "requests",
+    ));
+    r.figures.push(
+        Figure::new(
+            "attempts not delivered, default",
+            adaptive.attempts_not_delivered,
+            "attempts",
+        )
+        .goal(Goal::AtMost { max: 0.0 }),
+    );
+    r.figures.push(Figure::new(
+        "delivered, maxConcurrency at the knee",
+        fixed.delivered_per_s,
+        "msg/s",
+    ));
+    let chart = ctx.out.join("knee-nodes.svg");
+    let mut series = vec![Series {
+        name: "requests at the receiver (100 ms mean)".into(),
+        points: adaptive.receiver_mean.clone(),
+    }];
+    for i in 0..c.nodes {
+        series.push(Series {
+            name: format!("node {i}'s limit"),
+            points: adaptive
+                .limit_samples
+                .iter()
+                .filter_map(|(t, l)| l.get(i).filter(|v| v.is_finite()).map(|v| (*t, *v)))
+                .collect(),
+        });
+    }
+    charts::rate_over_time(
+        &chart,
+        &format!(
+            "knee-nodes: {} processes' adaptive limits and the receiver's load (it serves {KNEE} at a time)",
+            c.nodes
+        ),
+        "attempts",
+        &series,
+    )?;
+    r.charts = vec![file_name(&chart)];
+    r.details = json!({"messages": n, "nodes": c.nodes, "knee": KNEE,
+        "serve_ms": KNEE_SERVE.as_millis() as u64, "runs": [adaptive, fixed]});
     Ok(r)
 }
 

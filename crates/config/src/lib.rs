@@ -379,9 +379,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKLINE_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
 
-    /// The most attempts in flight to one endpoint that sets no `maxConcurrency`: its
-    /// concurrency adapts between 1 and this, growing while the receiver answers as fast
-    /// and shrinking when it slows down or refuses. 1 to 1000.
+    /// The most attempts in flight to one endpoint that sets no `maxConcurrency` (across
+    /// all nodes on one database): its concurrency adapts between 1 and this, growing
+    /// while the receiver answers as fast and shrinking when it slows down or refuses.
+    /// 1 to 1000.
     #[arg(long, env = "HOOKLINE_MAX_ENDPOINT_CONCURRENCY", default_value_t = 256)]
     pub max_endpoint_concurrency: u32,
 

@@ -633,8 +633,13 @@ impl Dispatcher {
                 None => slot.dispatcher.note_start_delay(spawned.elapsed()),
             }
             // The concurrency this attempt meets: a claim's whole batch has taken its
-            // slots by now (the limiter judges latency against it).
-            let in_flight = slot.dispatcher.in_flight_to(&slot.endpoint_id).max(1);
+            // slots by now (the limiter judges latency against it), and other processes'
+            // attempts as its claim counted them.
+            let in_flight = slot
+                .dispatcher
+                .in_flight_to(&slot.endpoint_id)
+                .max(1)
+                .saturating_add(d.in_flight_elsewhere);
             slot.dispatcher.attempt(d, in_flight).await;
             drop(slot);
         });

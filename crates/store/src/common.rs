@@ -92,8 +92,9 @@ impl Fresh {
     }
 
     /// Files a fresh delivery of `msg` to `ep` that the intake reserved a slot for, under
-    /// `token`, starting at `start`; its id is set once it is written. Filed before the
-    /// insert, so a failure from here on gives the slot back.
+    /// `token`, starting at `start`, with `elsewhere` attempts to `ep` in flight in other
+    /// processes; its id is set once it is written. Filed before the insert, so a
+    /// failure from here on gives the slot back.
     pub(crate) fn file(
         &mut self,
         msg: &Message,
@@ -101,6 +102,7 @@ impl Fresh {
         token: &str,
         start: DateTime<Utc>,
         app: &AppLimits,
+        elsewhere: usize,
     ) {
         self.claimed.push(ClaimedDelivery {
             id: 0,
@@ -114,6 +116,7 @@ impl Fresh {
             app_retry_policy: app.policy.clone(),
             app_throttle_rate: app.rate,
             start_at: None,
+            in_flight_elsewhere: u32::try_from(elsewhere).unwrap_or(u32::MAX),
         });
     }
 
@@ -148,14 +151,14 @@ pub(crate) struct AppLimits {
 }
 
 /// How many due deliveries a claim may take from `ep` now: within its concurrency cap
-/// less what the worker has in flight to it (`busy`), the claim's `remaining` room, the
+/// under the worker's `limit` less the attempts in flight to it (`in_flight`: the
+/// worker's, or every process's where they share the store, if that is more), the claim's `remaining` room, the
 /// room left for failing endpoints (`failing_room`, for a failing one), and a second's
 /// worth of its own and its application's `throttleRate` (the dispatcher paces them, and
 /// what waits for its turn holds a lease and a slot).
 pub(crate) fn claimable(
     ep: &Endpoint,
-    busy: usize,
-    shared: usize,
+    in_flight: usize,
     limit: Option<usize>,
     remaining: usize,
     failing_room: usize,
@@ -163,11 +166,7 @@ pub(crate) fn claimable(
 ) -> usize {
     let mut free = ep
         .concurrency_cap_within(limit)
-        .saturating_sub(busy)
-        .min(
-            ep.shared_concurrency_cap(limit.is_some())
-                .saturating_sub(shared),
-        )
+        .saturating_sub(in_flight)
         .min(remaining);
     if ep.is_failing() {
         free = free.min(failing_room);

@@ -106,9 +106,9 @@ pub trait Intake: Send + Sync + 'static {
     /// Called inside the write transaction: it must not block or wait.
     fn reserve(&self, endpoint: &Endpoint, app_throttle_rate: Option<u32>) -> bool;
     /// The worker's own concurrency limit for `endpoint` (adaptive concurrency), if it
-    /// has one: then attempts across processes are bounded by an explicit
-    /// `maxConcurrency` only ([`Endpoint::shared_concurrency_cap`]), and the worker's
-    /// own by the limit, which [`Intake::reserve`] checks.
+    /// has one: it stands in for the default `maxConcurrency`, for this worker's attempts
+    /// (which [`Intake::reserve`] checks) and for every process's together
+    /// (the leased rows, which the store counts where processes share it).
     fn limit(&self, endpoint: &Endpoint) -> Option<usize> {
         let _ = endpoint;
         None

@@ -241,27 +241,14 @@ impl Endpoint {
         self.concurrency_cap_within(None)
     }
 
-    /// How many attempts to this endpoint may be in flight across all processes: its
-    /// `maxConcurrency`; without one, the default, unless the worker keeps an adaptive
-    /// limit of its own (`adaptive`): that bounds its own attempts
-    /// ([`Self::concurrency_cap_within`]), and each process's limit follows the
-    /// receiver's latency, which all of them load. One while failing, across all.
-    pub fn shared_concurrency_cap(&self, adaptive: bool) -> usize {
-        let cap = match self.settings.max_concurrency {
-            Some(max) => max as usize,
-            None if adaptive => usize::MAX,
-            None => DEFAULT_MAX_CONCURRENCY as usize,
-        };
-        if self.is_failing() {
-            cap.min(1)
-        } else {
-            cap
-        }
-    }
-
-    /// How many attempts to this endpoint one worker may have in flight, under its own
-    /// limit for the endpoint (its adaptive concurrency), if it has one: the limit
-    /// stands in for the default and stays within an explicit `maxConcurrency`.
+    /// How many attempts to this endpoint may be in flight, under a worker's own limit
+    /// for it (its adaptive concurrency), if it has one: the limit stands in for the
+    /// default and stays within an explicit `maxConcurrency`.
+    ///
+    /// Across processes, each takes work only while the attempts of all of them
+    /// (leased rows) are within its own cap. Every process's adaptive limit follows the
+    /// receiver's latency under the whole cluster's attempts, so the endpoint sees at
+    /// most the highest of their limits, not their sum.
     pub fn concurrency_cap_within(&self, limit: Option<usize>) -> usize {
         let cap = match (self.settings.max_concurrency, limit) {
             (Some(max), Some(limit)) => (max as usize).min(limit),
@@ -560,6 +547,11 @@ pub struct ClaimedDelivery {
     /// took to come back, the starts keep the spacing they were booked with. `None`: the
     /// worker paces it.
     pub start_at: Option<DateTime<Utc>>,
+    /// Attempts to its endpoint that other processes had in flight when it was claimed
+    /// (their leases, counted in the database; 0 where the store serves one process):
+    /// with this process's own, the concurrency its attempt meets, which the worker's
+    /// adaptive limit learns from.
+    pub in_flight_elsewhere: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,8 +23,9 @@ use crate::client::HttpResult;
 use crate::clock::TokioClock;
 
 /// The SQLite store with virtual time held still during every queue call; with a
-/// [`Booking`], its claims book starts the way PostgreSQL's paced claims do.
-struct Held(Arc<SqliteStore>, Option<Booking>);
+/// [`Booking`], its claims book starts the way PostgreSQL's paced claims do; the third
+/// field: the attempts other processes have in flight, as a shared store's claims say.
+struct Held(Arc<SqliteStore>, Option<Booking>, u32);
 
 /// A claim that books each delivery's start `start_in` after the claim's `now` (as a
 /// paced claim on PostgreSQL does) and then takes `takes` to come back.
@@ -57,6 +58,9 @@ impl DeliveryQueue for Held {
                 .await
         })
         .await?;
+        for d in &mut claimed {
+            d.in_flight_elsewhere = self.2;
+        }
         if let Some(b) = self.1 {
             for d in &mut claimed {
                 d.start_at = Some(now + chrono::Duration::from_std(b.start_in).unwrap());
@@ -234,7 +238,7 @@ async fn run_with(
     });
     let (tx, mut steps) = mpsc::unbounded_channel();
     let dispatcher = Dispatcher::with_parts(
-        Arc::new(Held(store.clone(), booking)),
+        Arc::new(Held(store.clone(), booking, 0)),
         transport.clone(),
         Arc::new(clock),
         DispatcherConfig {
@@ -356,6 +360,102 @@ async fn a_booked_start_is_kept_however_long_the_claim_took() {
             expected,
             "booked {start_in} ms after the claim, which took {takes} ms"
         );
+    }
+}
+
+/// The adaptive limit learns from the concurrency an attempt met across processes: its
+/// own process's attempts in flight and the others' (as the claim counted them).
+/// 32 deliveries to a receiver that answers at once, with at most 8 attempts in flight in
+/// this process (`--max-in-flight 8`): alone, 8 in flight say nothing about a limit of 32
+/// (not half in use), and it stays at 32; with 40 more in flight elsewhere, every success
+/// says 32 and more are fine, and it grows.
+#[tokio::test(start_paused = true)]
+async fn the_adaptive_limit_counts_other_processes_attempts() {
+    for (elsewhere, grows) in [(0, false), (40, true)] {
+        let clock = TokioClock::new();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("db.sqlite")).unwrap());
+        let now = clock.now();
+        let app = store
+            .create_app(Application {
+                id: new_id("app"),
+                uid: None,
+                name: "shared".into(),
+                throttle_rate: None,
+                metadata: Default::default(),
+                retry_policy: None,
+                validate_payloads: false,
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+        let ep = store
+            .create_endpoint(Endpoint {
+                id: new_id("ep"),
+                app_id: app.id.clone(),
+                uid: None,
+                url: "http://127.0.0.1:9/never-dialled".into(),
+                disabled: false,
+                settings: EndpointSettings {
+                    secrets: vec![SecretEntry {
+                        key: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                        expires_at: None,
+                    }],
+                    ..Default::default()
+                },
+                created_at: now,
+                updated_at: now,
+                failing_since: None,
+            })
+            .await
+            .unwrap();
+        let n = 32;
+        for _ in 0..n {
+            store
+                .create_message(test_message(new_id("msg"), &app.id, now))
+                .await
+                .unwrap();
+        }
+        let transport = Arc::new(Scripted {
+            clock,
+            answers: Mutex::new([(200, None)].into_iter().collect()),
+            arrivals: Mutex::new(Vec::new()),
+            timeouts: Mutex::new(Vec::new()),
+        });
+        let (tx, mut steps) = mpsc::unbounded_channel();
+        let dispatcher = Dispatcher::with_parts(
+            Arc::new(Held(store.clone(), None, elsewhere)),
+            transport,
+            Arc::new(clock),
+            DispatcherConfig {
+                poll_interval: Duration::from_millis(10),
+                max_in_flight: 8,
+                ..DispatcherConfig::default()
+            },
+            vec![Arc::new(Steps(tx))],
+            Arc::new(Notify::new()),
+        );
+        let (stop_tx, stop) = watch::channel(false);
+        let loop_task = tokio::spawn(dispatcher.clone().run(stop));
+        tokio::time::timeout(Duration::from_secs(60), async {
+            for _ in 0..n {
+                steps.recv().await.expect("an attempt");
+            }
+        })
+        .await
+        .expect("every delivery is attempted");
+        let limit = dispatcher.concurrency_limit(&ep.id).expect("a limit");
+        stop_tx.send(true).unwrap();
+        loop_task.await.unwrap();
+        if grows {
+            assert!(
+                limit > 32,
+                "{elsewhere} elsewhere: the limit stayed at {limit}"
+            );
+        } else {
+            assert_eq!(limit, 32, "alone, 8 in flight at a time");
+        }
     }
 }
 

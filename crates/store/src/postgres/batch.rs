@@ -433,6 +433,8 @@ struct EpState {
     changed: bool,
     /// Its deliveries leased by any process, with those this batch hands over.
     in_flight: usize,
+    /// Those leased by other processes.
+    elsewhere: usize,
 }
 
 /// The batch in one transaction; on success every create has its `fresh` and every
@@ -561,7 +563,7 @@ async fn write(
         let lock_args: [&(dyn ToSql + Sync); 1] = [&touched];
         let (locked, leased) = tokio::join!(
             tx.query(&lock, &lock_args),
-            queue::in_flight(tx, &fresh_targets, now),
+            queue::in_flight(tx, &ctx.node, &fresh_targets, now),
         );
         for r in locked.map_err(backend)? {
             eps.insert(
@@ -573,12 +575,14 @@ async fn write(
                     disabled_at: None,
                     changed: false,
                     in_flight: 0,
+                    elsewhere: 0,
                 },
             );
         }
         for (id, n) in leased? {
             if let Some(state) = eps.get_mut(&id) {
-                state.in_flight = n;
+                state.in_flight = n.all;
+                state.elsewhere = n.elsewhere;
             }
         }
     }
@@ -603,13 +607,13 @@ async fn write(
             if let Some(intake) = &intake {
                 // Nothing due before it, and a slot free across processes.
                 // The worker's own limit, if any, it checks itself when reserving.
-                let room = state.in_flight < ep.shared_concurrency_cap(intake.limit(ep).is_some());
+                let room = state.in_flight < ep.concurrency_cap_within(intake.limit(ep));
                 if immediate && room && state.next_due.is_none_or(|t| t > start) {
                     let app = limits.entry(msg.app_id.clone()).or_default();
                     if intake.reserve(ep, app.rate) {
                         state.in_flight += 1;
                         reserved = Some(ms(start + intake.lease()));
-                        fresh.file(msg, ep, &token, start, app);
+                        fresh.file(msg, ep, &token, start, app, state.elsewhere);
                     }
                 }
             }

@@ -170,7 +170,7 @@ pub(super) async fn fan_out(
     let lock_args: [&(dyn ToSql + Sync); 1] = [&ids];
     let (locked, leased) = tokio::join!(tx.query(&lock, &lock_args), async {
         match count {
-            true => in_flight(tx, &ids, start).await,
+            true => in_flight(tx, node, &ids, start).await,
             false => Ok(HashMap::new()),
         }
     });
@@ -189,10 +189,10 @@ pub(super) async fn fan_out(
             continue; // deleted or disabled since it was matched
         };
         // Handed over only with nothing due before it and a slot free across processes.
+        let leased_to = leased.get(&ep.id).copied().unwrap_or_default();
         let intake = fresh.intake.clone().filter(|intake| {
             // The worker's own limit, if any, it checks itself when reserving.
-            let room = leased.get(&ep.id).copied().unwrap_or(0)
-                < ep.shared_concurrency_cap(intake.limit(&ep).is_some());
+            let room = leased_to.all < ep.concurrency_cap_within(intake.limit(&ep));
             immediate && room && next_due.is_none_or(|t| t > start)
         });
         let mut reserved = None;
@@ -208,7 +208,7 @@ pub(super) async fn fan_out(
             let limits = app.as_ref().expect("read above");
             if intake.reserve(&ep, limits.rate) {
                 reserved = Some(ms(start + intake.lease()));
-                fresh.file(msg, &ep, &token, start, limits);
+                fresh.file(msg, &ep, &token, start, limits, leased_to.elsewhere);
             }
         }
         targets.push(ep.id);
@@ -319,9 +319,19 @@ struct Due {
     waiting: usize,
 }
 
-const IN_FLIGHT: &str = "SELECT endpoint_id, count(*) FROM deliveries
+const IN_FLIGHT: &str = "SELECT endpoint_id, count(*),
+            count(*) FILTER (WHERE NOT starts_with(lease_token, $3))
+     FROM deliveries
      WHERE endpoint_id = ANY($1) AND status = 'sending' AND due_at > $2
      GROUP BY endpoint_id";
+
+/// An endpoint's deliveries leased and not expired, by any process ([`in_flight`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Leased {
+    pub(super) all: usize,
+    /// Those of other processes (their lease tokens are not this node's).
+    pub(super) elsewhere: usize,
+}
 
 /// [`in_flight`]'s statement, prepared (once per connection).
 pub(super) async fn prepare_in_flight(tx: &Transaction<'_>) -> Result<tokio_postgres::Statement> {
@@ -329,7 +339,8 @@ pub(super) async fn prepare_in_flight(tx: &Transaction<'_>) -> Result<tokio_post
 }
 
 /// How many deliveries of each of `endpoints` are leased and not expired at `now`, by any
-/// process (through the `deliveries_sending` index): what limits across processes count.
+/// process and by processes other than `node` (through the `deliveries_sending` index):
+/// what limits across processes count, and what a worker's adaptive limits learn from.
 /// Asked once the endpoints are locked, in a statement of its own: a statement sees only
 /// what was committed when it began, and a lock it waited for may have been held by a
 /// transaction that leased more of them.
@@ -339,20 +350,29 @@ pub(super) async fn prepare_in_flight(tx: &Transaction<'_>) -> Result<tokio_post
 /// so that nothing is awaited between the two.
 pub(super) async fn in_flight(
     tx: &Transaction<'_>,
+    node: &str,
     endpoints: &[&str],
     now: DateTime<Utc>,
-) -> Result<HashMap<String, usize>> {
+) -> Result<HashMap<String, Leased>> {
     if endpoints.is_empty() {
         return Ok(HashMap::new());
     }
     let stmt = prepare_in_flight(tx).await?;
-    tx.query(&stmt, &[&endpoints, &now])
+    let mine = format!("{node}.");
+    tx.query(&stmt, &[&endpoints, &now, &mine])
         .await
         .map_err(backend)?
         .iter()
         .map(|r| {
-            let n: i64 = r.try_get(1)?;
-            Ok((r.try_get(0)?, usize::try_from(n).unwrap_or(0)))
+            let (all, elsewhere): (i64, i64) = (r.try_get(1)?, r.try_get(2)?);
+            let count = |n: i64| usize::try_from(n).unwrap_or(0);
+            Ok((
+                r.try_get(0)?,
+                Leased {
+                    all: count(all),
+                    elsewhere: count(elsewhere),
+                },
+            ))
         })
         .collect::<std::result::Result<_, tokio_postgres::Error>>()
         .map_err(backend)
@@ -456,7 +476,7 @@ pub(super) async fn claim(
     app_ids.sort();
     app_ids.dedup();
     let ids: Vec<&str> = candidates.iter().map(|d| d.endpoint.id.as_str()).collect();
-    let (apps, leased) = tokio::join!(app_limits(tx, &app_ids), in_flight(tx, &ids, now));
+    let (apps, leased) = tokio::join!(app_limits(tx, &app_ids), in_flight(tx, node, &ids, now));
     let (mut apps, leased) = (apps?, leased?);
     let mut paces = Paces::lock(tx, &candidates, &apps, now).await?;
     // How many each endpoint gives, in due order, within every limit: the endpoints are
@@ -476,8 +496,7 @@ pub(super) async fn claim(
         let (in_flight, limit) = busy_of(&ep.id);
         let free = claimable(
             ep,
-            in_flight,
-            in_flight.max(leased.get(&ep.id).copied().unwrap_or(0)),
+            in_flight.max(leased.get(&ep.id).map_or(0, |l| l.all)),
             limit,
             remaining,
             max_failing.saturating_sub(failing_planned),
@@ -610,6 +629,7 @@ pub(super) async fn claim(
         })?;
         let app = apps.get(&ep.app_id).cloned().unwrap_or_default();
         let attempts: i32 = r.try_get(2).map_err(backend)?;
+        let elsewhere = leased.get(&ep.id).map_or(0, |l| l.elsewhere);
         out.push(ClaimedDelivery {
             id: r.try_get(0).map_err(backend)?,
             lease_token: token.clone(),
@@ -626,6 +646,7 @@ pub(super) async fn claim(
             app_retry_policy: app.policy,
             app_throttle_rate: app.rate,
             start_at,
+            in_flight_elsewhere: u32::try_from(elsewhere).unwrap_or(u32::MAX),
         });
     }
     Ok(out)

@@ -126,7 +126,7 @@ pub(super) fn fan_out(
                 let yes = intake.reserve(&ep, limits.rate);
                 let lease = intake.lease();
                 if yes {
-                    fresh.file(msg, &ep, &token, start, limits);
+                    fresh.file(msg, &ep, &token, start, limits, 0);
                 }
                 yes.then(|| ms(start + lease))
             }
@@ -255,7 +255,6 @@ pub(super) fn claim(
         let free = claimable(
             &ep,
             in_flight,
-            in_flight,
             limit,
             remaining,
             max_failing.saturating_sub(failing_claimed),
@@ -321,6 +320,7 @@ pub(super) fn claim(
                 app_retry_policy: app.policy.clone(),
                 app_throttle_rate: app.rate,
                 start_at: None,
+                in_flight_elsewhere: 0,
             });
         }
     }

@@ -264,7 +264,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     let mut selected: Vec<Which> = if cli.scenarios.contains(&Which::All) {
         if !on_postgres {
-            eprintln!("==> all: nodes and takeover left out (they need --database-url)");
+            eprintln!(
+                "==> all: nodes, takeover and knee-nodes left out (they need --database-url)"
+            );
         }
         Which::EVERY
             .into_iter()

@@ -469,20 +469,21 @@ pub async fn knee_nodes(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
             of: "maxConcurrency at the knee",
         }),
     );
+    // `knee`'s goal for one process is a limit of 12-24. Across processes on PostgreSQL
+    // a lease spans more than its request (claim or create to the report's commit), so
+    // the limit reads above the receiver's load: the goal is on what the receiver carries.
     r.figures.push(
         Figure::new(
-            "highest node's limit settled at (median, second half)",
-            adaptive.limit_settled,
-            "attempts",
+            "requests at the receiver, mean (median of 100 ms means, second half)",
+            adaptive.receiver_settled,
+            "requests",
         )
-        .goal(Goal::AtMost {
-            max: 24.0, // `knee`'s goal for one process: 12-24
-        }),
+        .goal(Goal::AtMost { max: 24.0 }),
     );
     r.figures.push(Figure::new(
-        "requests at the receiver, mean (median of 100 ms means, second half)",
-        adaptive.receiver_settled,
-        "requests",
+        "highest node's limit settled at (median, second half)",
+        adaptive.limit_settled,
+        "attempts",
     ));
     r.figures.push(Figure::new(
         "receiver's peak, default settings",

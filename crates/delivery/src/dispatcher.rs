@@ -370,16 +370,19 @@ impl Dispatcher {
                     metrics::counter!("hookline_claims_empty_total").increment(1);
                 }
             }
+            let mut started = 0;
             for d in claimed {
                 self.slots
                     .acquire()
                     .await
                     .expect("semaphore never closed")
                     .forget();
-                if !self.take_slot(&d.endpoint) {
+                if !self.take_slot(&d.endpoint, d.in_flight_elsewhere) {
                     // A create took the endpoint's last slot (or the failing endpoints'
                     // last one) between this claim's look at the counts and the claim
-                    // itself: back to the queue, due now.
+                    // itself, or the claim went by a cap the limit is below (the
+                    // default, for an endpoint this process had no limit for yet), with
+                    // other processes' attempts counted: back to the queue, due now.
                     self.slots.add_permits(1);
                     if let Err(e) = self
                         .store
@@ -393,8 +396,11 @@ impl Dispatcher {
                 // Booked now, so the next claim already sees how far ahead it reaches.
                 let start_at = self.book_pace(&d);
                 self.start(&mut tasks, d, start_at);
+                started += 1;
             }
-            if got > 0 {
+            // Claimed and all handed back (each had lost its slot meanwhile): wait as
+            // after an empty claim, rather than claim them again at once.
+            if started > 0 {
                 continue;
             }
             // After a failed claim the next waits a poll interval, not for the work that
@@ -423,14 +429,16 @@ impl Dispatcher {
     }
 
     /// Counts an attempt to `endpoint` against its concurrency cap (one while it is
-    /// failing) and, if it is failing, against the slots failing endpoints may hold; if
-    /// it has room in both.
-    fn take_slot(&self, endpoint: &Endpoint) -> bool {
+    /// failing), with `elsewhere` attempts to it in flight in other processes, and, if it
+    /// is failing, against the slots failing endpoints may hold; if it has room in both.
+    fn take_slot(&self, endpoint: &Endpoint, elsewhere: u32) -> bool {
         let cap = endpoint.concurrency_cap_within(Some(self.adaptive_limit(endpoint)));
         let failing = endpoint.is_failing();
         let mut slots = self.in_flight.lock().expect("in-flight map");
         let attempts = slots.endpoints.get(&endpoint.id).map_or(0, |f| f.attempts);
-        if attempts >= cap || (failing && slots.failing >= self.failing_cap()) {
+        if attempts.saturating_add(elsewhere as usize) >= cap
+            || (failing && slots.failing >= self.failing_cap())
+        {
             return false;
         }
         let entry = slots.endpoints.entry(endpoint.id.clone()).or_default();
@@ -1053,7 +1061,8 @@ impl Intake for Dispatcher {
             self.reserved.fetch_sub(1, Ordering::SeqCst);
             return false;
         };
-        if !self.take_slot(endpoint) {
+        // The store counted other processes' attempts when it asked.
+        if !self.take_slot(endpoint, 0) {
             self.reserved.fetch_sub(1, Ordering::SeqCst);
             return false;
         }

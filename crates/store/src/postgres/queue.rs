@@ -491,12 +491,17 @@ pub(super) async fn claim(
             break;
         }
         let app = apps.entry(ep.app_id.clone()).or_default();
-        // In flight to it: this process's count, or every process's if that is more
-        // (limits hold across processes; so does this process's own limit, if any).
+        // In flight to it: this process's count with the other processes' leases, or
+        // every lease if that is more (limits hold across processes; so does this
+        // process's own limit, if any). The worker counts the same way when it takes the
+        // claimed deliveries' slots.
         let (in_flight, limit) = busy_of(&ep.id);
+        let leased_to = leased.get(&ep.id).copied().unwrap_or_default();
         let free = claimable(
             ep,
-            in_flight.max(leased.get(&ep.id).map_or(0, |l| l.all)),
+            in_flight
+                .saturating_add(leased_to.elsewhere)
+                .max(leased_to.all),
             limit,
             remaining,
             max_failing.saturating_sub(failing_planned),

@@ -371,13 +371,20 @@ impl Dispatcher {
                 }
             }
             let mut started = 0;
+            // What this process had in flight to each endpoint as the claim came back:
+            // the claim's count less that is the other processes' share.
+            let mut own: HashMap<String, u32> = HashMap::new();
             for d in claimed {
+                let mine = *own
+                    .entry(d.endpoint.id.clone())
+                    .or_insert_with(|| self.in_flight_to(&d.endpoint.id));
+                let elsewhere = d.in_flight_shared.saturating_sub(mine);
                 self.slots
                     .acquire()
                     .await
                     .expect("semaphore never closed")
                     .forget();
-                if !self.take_slot(&d.endpoint, d.in_flight_elsewhere) {
+                if !self.take_slot(&d.endpoint, elsewhere) {
                     // A create took the endpoint's last slot (or the failing endpoints'
                     // last one) between this claim's look at the counts and the claim
                     // itself, or the claim went by a cap the limit is below (the
@@ -395,7 +402,7 @@ impl Dispatcher {
                 }
                 // Booked now, so the next claim already sees how far ahead it reaches.
                 let start_at = self.book_pace(&d);
-                self.start(&mut tasks, d, start_at);
+                self.start(&mut tasks, d, start_at, elsewhere);
                 started += 1;
             }
             // Claimed and all handed back (each had lost its slot meanwhile): wait as
@@ -611,16 +618,22 @@ impl Dispatcher {
     /// Starts a delivery a create handed over; its slots were taken when it was reserved.
     fn start_fresh(self: &Arc<Self>, tasks: &mut JoinSet<()>, d: ClaimedDelivery) {
         self.reserved.fetch_sub(1, Ordering::SeqCst);
-        self.start(tasks, d, None);
+        // The create's count of every process's attempts, less this process's besides
+        // this one (about: its later reservations in the same write are counted here only).
+        let mine = self.in_flight_to(&d.endpoint.id).saturating_sub(1);
+        let elsewhere = d.in_flight_shared.saturating_sub(mine);
+        self.start(tasks, d, None, elsewhere);
     }
 
-    /// Runs the attempt of `d` (at `start_at`, if paced) as its own task. The caller has
-    /// taken its endpoint slot and a global permit; the task gives them back.
+    /// Runs the attempt of `d` (at `start_at`, if paced) as its own task, with `elsewhere`
+    /// attempts to its endpoint in flight in other processes. The caller has taken its
+    /// endpoint slot and a global permit; the task gives them back.
     fn start(
         self: &Arc<Self>,
         tasks: &mut JoinSet<()>,
         d: ClaimedDelivery,
         start_at: Option<tokio::time::Instant>,
+        elsewhere: u32,
     ) {
         self.leases
             .lock()
@@ -647,7 +660,7 @@ impl Dispatcher {
                 .dispatcher
                 .in_flight_to(&slot.endpoint_id)
                 .max(1)
-                .saturating_add(d.in_flight_elsewhere);
+                .saturating_add(elsewhere);
             slot.dispatcher.attempt(d, in_flight).await;
             drop(slot);
         });

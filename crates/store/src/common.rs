@@ -92,8 +92,9 @@ impl Fresh {
     }
 
     /// Files a fresh delivery of `msg` to `ep` that the intake reserved a slot for, under
-    /// `token`, starting at `start`, with `elsewhere` attempts to `ep` in flight in other
-    /// processes; its id is set once it is written. Filed before the insert, so a
+    /// `token`, starting at `start`, with `shared` attempts to `ep` in flight across
+    /// processes before it ([`ClaimedDelivery::in_flight_shared`]); its id is set once it
+    /// is written. Filed before the insert, so a
     /// failure from here on gives the slot back.
     pub(crate) fn file(
         &mut self,
@@ -102,7 +103,7 @@ impl Fresh {
         token: &str,
         start: DateTime<Utc>,
         app: &AppLimits,
-        elsewhere: usize,
+        shared: usize,
     ) {
         self.claimed.push(ClaimedDelivery {
             id: 0,
@@ -116,7 +117,7 @@ impl Fresh {
             app_retry_policy: app.policy.clone(),
             app_throttle_rate: app.rate,
             start_at: None,
-            in_flight_elsewhere: u32::try_from(elsewhere).unwrap_or(u32::MAX),
+            in_flight_shared: u32::try_from(shared).unwrap_or(u32::MAX),
         });
     }
 

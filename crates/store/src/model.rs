@@ -547,11 +547,12 @@ pub struct ClaimedDelivery {
     /// took to come back, the starts keep the spacing they were booked with. `None`: the
     /// worker paces it.
     pub start_at: Option<DateTime<Utc>>,
-    /// Attempts to its endpoint that other processes had in flight when it was claimed
-    /// (their leases, counted in the database; 0 where the store serves one process):
-    /// with this process's own, the concurrency its attempt meets, which the worker's
-    /// adaptive limit learns from.
-    pub in_flight_elsewhere: u32,
+    /// Attempts to its endpoint in flight across processes (this one's included) when it
+    /// was claimed or handed over, before it: their leases, as the database counted them
+    /// (0 where the store serves one process). Less what this process then had in flight,
+    /// it is the other processes' share, which the worker counts against its adaptive
+    /// limit and with its own attempts as the concurrency an attempt meets.
+    pub in_flight_shared: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -190,7 +190,7 @@ async fn late_paced_starts_keep_their_spacing() {
         app_retry_policy: None,
         app_throttle_rate: app_rate,
         start_at: Some(now),
-        in_flight_elsewhere: 0,
+        in_flight_shared: 0,
     };
     let rate = |r| EndpointSettings {
         throttle_rate: Some(r),

@@ -24,7 +24,8 @@ use crate::clock::TokioClock;
 
 /// The SQLite store with virtual time held still during every queue call; with a
 /// [`Booking`], its claims book starts the way PostgreSQL's paced claims do; the third
-/// field: the attempts other processes have in flight, as a shared store's claims say.
+/// field: the attempts other processes have in flight, added to the claims' count of
+/// every process's as a shared store's would be.
 struct Held(Arc<SqliteStore>, Option<Booking>, u32);
 
 /// A claim that books each delivery's start `start_in` after the claim's `now` (as a
@@ -52,6 +53,9 @@ impl DeliveryQueue for Held {
         max_failing: usize,
         busy: &[hookline_store::Busy],
     ) -> hookline_store::Result<Vec<ClaimedDelivery>> {
+        // What this process has in flight, as it told the claim.
+        let mine: HashMap<String, usize> =
+            busy.iter().map(|b| (b.id.clone(), b.in_flight)).collect();
         let (s, busy) = (self.0.clone(), busy.to_vec());
         let mut claimed = held(async move {
             s.claim_deliveries(now, lease, max, max_failing, &busy)
@@ -59,7 +63,8 @@ impl DeliveryQueue for Held {
         })
         .await?;
         for d in &mut claimed {
-            d.in_flight_elsewhere = self.2;
+            let own = mine.get(&d.endpoint.id).copied().unwrap_or(0).min(1 << 16) as u32;
+            d.in_flight_shared = own + self.2;
         }
         if let Some(b) = self.1 {
             for d in &mut claimed {

@@ -433,8 +433,6 @@ struct EpState {
     changed: bool,
     /// Its deliveries leased by any process, with those this batch hands over.
     in_flight: usize,
-    /// Those leased by other processes.
-    elsewhere: usize,
 }
 
 /// The batch in one transaction; on success every create has its `fresh` and every
@@ -563,7 +561,7 @@ async fn write(
         let lock_args: [&(dyn ToSql + Sync); 1] = [&touched];
         let (locked, leased) = tokio::join!(
             tx.query(&lock, &lock_args),
-            queue::in_flight(tx, &ctx.node, &fresh_targets, now),
+            queue::in_flight(tx, &fresh_targets, now),
         );
         for r in locked.map_err(backend)? {
             eps.insert(
@@ -575,14 +573,12 @@ async fn write(
                     disabled_at: None,
                     changed: false,
                     in_flight: 0,
-                    elsewhere: 0,
                 },
             );
         }
         for (id, n) in leased? {
             if let Some(state) = eps.get_mut(&id) {
-                state.in_flight = n.all;
-                state.elsewhere = n.elsewhere;
+                state.in_flight = n;
             }
         }
     }
@@ -613,7 +609,7 @@ async fn write(
                     if intake.reserve(ep, app.rate) {
                         state.in_flight += 1;
                         reserved = Some(ms(start + intake.lease()));
-                        fresh.file(msg, ep, &token, start, app, state.elsewhere);
+                        fresh.file(msg, ep, &token, start, app, state.in_flight);
                     }
                 }
             }

@@ -27,7 +27,7 @@ fn reservations_of_a_write_that_did_not_commit_are_cancelled() {
         app_retry_policy: None,
         app_throttle_rate: None,
         start_at: None,
-        in_flight_elsewhere: 0,
+        in_flight_shared: 0,
     };
     drop(Fresh {
         intake: Some(intake.clone()),

@@ -320,7 +320,7 @@ pub(super) fn claim(
                 app_retry_policy: app.policy.clone(),
                 app_throttle_rate: app.rate,
                 start_at: None,
-                in_flight_elsewhere: 0,
+                in_flight_shared: 0,
             });
         }
     }

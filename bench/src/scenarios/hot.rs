@@ -37,6 +37,68 @@ pub(super) fn knee_messages(ctx: &Ctx) -> usize {
     (ctx.counts.messages / 5).max(200)
 }
 
+/// What one run of the one-endpoint load gave.
+pub(super) struct Load {
+    /// Create request → first receipt of each message, in ms.
+    pub(super) latencies: Vec<f64>,
+    /// When each message first arrived.
+    pub(super) received: Vec<Instant>,
+    /// Seconds from `t0` to the last arrival.
+    pub(super) elapsed: f64,
+}
+
+/// `n` messages to app "hot" from the usual clients, spread round-robin over `apis`,
+/// waited for at the receiver's path `path` (`since`: its answers before); then 200 ms
+/// more, for the last attempts' reports, which are written just after their receipts.
+pub(super) async fn one_endpoint_load(
+    ctx: &Ctx,
+    apis: &[Api],
+    recv: &Receiver,
+    since: u64,
+    path: u32,
+    n: usize,
+    t0: Instant,
+) -> anyhow::Result<Load> {
+    let sent = send_messages(
+        apis,
+        &ctx.payloads,
+        0,
+        n,
+        ctx.counts.clients,
+        |_| "hot".to_string(),
+        None,
+    )
+    .await?;
+    let received = wait_for_seqs(recv, since, 0, n, Some(path), ctx.wait_budget(n)).await?;
+    let last = *received.iter().max().expect("some");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let latencies = sent
+        .iter()
+        .zip(&received)
+        .map(|(s, at)| at.saturating_duration_since(s.start).as_secs_f64() * 1e3)
+        .collect();
+    Ok(Load {
+        latencies,
+        received,
+        elapsed: last.duration_since(t0).as_secs_f64(),
+    })
+}
+
+/// Attempts that did not succeed (failed or throttled), over every one of `apis`.
+pub(super) async fn attempts_not_delivered(apis: &[Api]) -> anyhow::Result<f64> {
+    let mut sum = 0.0;
+    for api in apis {
+        let v = api
+            .counters(&[
+                "hookline_attempts_total{outcome=\"failed\"}",
+                "hookline_attempts_total{outcome=\"throttled\"}",
+            ])
+            .await?;
+        sum += v.iter().sum::<f64>();
+    }
+    Ok(sum)
+}
+
 /// Runs `n` messages from the usual clients to a fresh server whose one endpoint is `url`
 /// (receiver path `path`) with `settings`.
 async fn run(
@@ -74,35 +136,16 @@ async fn run(
             }
         })
     };
-    let sent = send_messages(
-        std::slice::from_ref(&server.api),
-        &ctx.payloads,
-        0,
-        n,
-        c.clients,
-        |_| "hot".to_string(),
-        None,
-    )
-    .await?;
-    let received = wait_for_seqs(recv, since, 0, n, Some(path), ctx.wait_budget(n)).await?;
+    let apis = std::slice::from_ref(&server.api);
+    let load = one_endpoint_load(ctx, apis, recv, since, path, n, t0).await;
     sampling.abort();
-    let last = *received.iter().max().expect("some");
-    let elapsed = last.duration_since(t0).as_secs_f64();
-    // The last attempts' reports are written just after their receipts.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let Load {
+        latencies,
+        received,
+        elapsed,
+    } = load?;
     let cpu = server.stats()?.cpu_s - cpu0 + server.db_cpu_s().unwrap_or(0.0) - db0;
-    let latencies: Vec<f64> = sent
-        .iter()
-        .zip(&received)
-        .map(|(s, at)| at.saturating_duration_since(s.start).as_secs_f64() * 1e3)
-        .collect();
-    let failed = server
-        .api
-        .counters(&[
-            "hookline_attempts_total{outcome=\"failed\"}",
-            "hookline_attempts_total{outcome=\"throttled\"}",
-        ])
-        .await?;
+    let not_delivered = attempts_not_delivered(apis).await?;
     let limit_samples = std::mem::take(&mut *samples.lock().expect("samples"));
     let mut buckets: std::collections::BTreeMap<u64, (f64, u32)> = Default::default();
     for (at, ms) in received.iter().zip(&latencies) {
@@ -122,7 +165,7 @@ async fn run(
         latency_ms: summarize(&latencies),
         cpu_us_per_msg: cpu * 1e6 / n as f64,
         receiver_peak: recv.take_busy_peak(),
-        attempts_not_delivered: failed.iter().sum(),
+        attempts_not_delivered: not_delivered,
         limit_samples,
         latency_by_receipt,
     };

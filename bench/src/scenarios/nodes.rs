@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use super::hot::{knee_messages, KNEE, KNEE_SERVE};
-use super::{
-    apps_with_one_endpoint, e2e_load, file_name, send_messages, wait_for_seqs, Ctx, E2eLoad,
-};
+use super::hot::{attempts_not_delivered, knee_messages, one_endpoint_load, KNEE, KNEE_SERVE};
+use super::{apps_with_one_endpoint, e2e_load, file_name, Ctx, E2eLoad};
 use crate::charts::{self, Series};
 use crate::http::{Api, Payloads};
 use crate::pg::{self, Scratch};
@@ -351,40 +349,13 @@ async fn knee_cluster_run(
             }
         })
     };
-    let sent = send_messages(
-        &apis,
-        &ctx.payloads,
-        0,
-        n,
-        c.clients,
-        |_| "hot".into(),
-        None,
-    )
-    .await?;
-    let received = wait_for_seqs(recv, since, 0, n, Some(path), ctx.wait_budget(n)).await?;
+    let load = one_endpoint_load(ctx, &apis, recv, since, path, n, t0).await;
     sampling.abort();
-    let last = *received.iter().max().expect("some");
-    let elapsed = last.duration_since(t0).as_secs_f64();
-    // The last attempts' reports are written just after their receipts.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let load = load?;
     let cpu = cluster.cpu_s()? - cpu0 + db.cpu_s(&stats_client).await? - db0;
-    let mut not_delivered = 0.0;
-    for api in &apis {
-        let v = api
-            .counters(&[
-                "hookline_attempts_total{outcome=\"failed\"}",
-                "hookline_attempts_total{outcome=\"throttled\"}",
-            ])
-            .await?;
-        not_delivered += v.iter().sum::<f64>();
-    }
+    let not_delivered = attempts_not_delivered(&apis).await?;
     drop(stats_client);
     drop(cluster);
-    let latencies: Vec<f64> = sent
-        .iter()
-        .zip(&received)
-        .map(|(s, at)| at.saturating_duration_since(s.start).as_secs_f64() * 1e3)
-        .collect();
     let s = std::mem::take(&mut *samples.lock().expect("samples"));
     let highest: Vec<(f64, f64)> = s
         .limits
@@ -401,8 +372,8 @@ async fn knee_cluster_run(
         .collect();
     let run = KneeRun {
         settings,
-        delivered_per_s: n as f64 / elapsed,
-        latency_ms: summarize(&latencies),
+        delivered_per_s: n as f64 / load.elapsed,
+        latency_ms: summarize(&load.latencies),
         cpu_us_per_msg: cpu * 1e6 / n as f64,
         receiver_peak: s.peaks.iter().map(|(_, v)| *v).fold(0.0, f64::max),
         receiver_settled: settled(&s.mean),

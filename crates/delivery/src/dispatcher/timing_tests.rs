@@ -178,20 +178,12 @@ async fn run(
     .await
 }
 
-/// [`run`], with the endpoint's `timeoutMs`, the dispatcher's lease and the claims'
-/// [`Booking`].
-async fn run_with(
-    policy: Option<RetryPolicy>,
-    answers: &[(u16, Option<&'static str>)],
-    jitter: bool,
-    timeout_ms: Option<u32>,
-    lease: Duration,
-    booking: Option<Booking>,
-) -> Run {
-    let clock = TokioClock::new();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path().join("db.sqlite")).unwrap());
-    let now = clock.now();
+/// An application and one endpoint with `settings` (and a signing secret), made `now`.
+async fn app_and_endpoint(
+    store: &SqliteStore,
+    now: DateTime<Utc>,
+    settings: EndpointSettings,
+) -> (Application, Endpoint) {
     let app = store
         .create_app(Application {
             id: new_id("app"),
@@ -214,15 +206,11 @@ async fn run_with(
             url: "http://127.0.0.1:9/never-dialled".into(),
             disabled: false,
             settings: EndpointSettings {
-                retry_policy: policy,
-                timeout_ms,
-                // What the booking stands for: a paced endpoint.
-                throttle_rate: booking.map(|_| 1),
                 secrets: vec![SecretEntry {
                     key: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
                     expires_at: None,
                 }],
-                ..Default::default()
+                ..settings
             },
             created_at: now,
             updated_at: now,
@@ -230,6 +218,35 @@ async fn run_with(
         })
         .await
         .unwrap();
+    (app, ep)
+}
+
+/// [`run`], with the endpoint's `timeoutMs`, the dispatcher's lease and the claims'
+/// [`Booking`].
+async fn run_with(
+    policy: Option<RetryPolicy>,
+    answers: &[(u16, Option<&'static str>)],
+    jitter: bool,
+    timeout_ms: Option<u32>,
+    lease: Duration,
+    booking: Option<Booking>,
+) -> Run {
+    let clock = TokioClock::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("db.sqlite")).unwrap());
+    let now = clock.now();
+    let (app, ep) = app_and_endpoint(
+        &store,
+        now,
+        EndpointSettings {
+            retry_policy: policy,
+            timeout_ms,
+            // What the booking stands for: a paced endpoint.
+            throttle_rate: booking.map(|_| 1),
+            ..Default::default()
+        },
+    )
+    .await;
     let msg = store
         .create_message(test_message(new_id("msg"), &app.id, now))
         .await
@@ -381,40 +398,7 @@ async fn the_adaptive_limit_counts_other_processes_attempts() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(dir.path().join("db.sqlite")).unwrap());
         let now = clock.now();
-        let app = store
-            .create_app(Application {
-                id: new_id("app"),
-                uid: None,
-                name: "shared".into(),
-                throttle_rate: None,
-                metadata: Default::default(),
-                retry_policy: None,
-                validate_payloads: false,
-                created_at: now,
-                updated_at: now,
-            })
-            .await
-            .unwrap();
-        let ep = store
-            .create_endpoint(Endpoint {
-                id: new_id("ep"),
-                app_id: app.id.clone(),
-                uid: None,
-                url: "http://127.0.0.1:9/never-dialled".into(),
-                disabled: false,
-                settings: EndpointSettings {
-                    secrets: vec![SecretEntry {
-                        key: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-                        expires_at: None,
-                    }],
-                    ..Default::default()
-                },
-                created_at: now,
-                updated_at: now,
-                failing_since: None,
-            })
-            .await
-            .unwrap();
+        let (app, ep) = app_and_endpoint(&store, now, EndpointSettings::default()).await;
         let n = 32;
         for _ in 0..n {
             store

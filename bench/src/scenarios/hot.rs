@@ -110,7 +110,6 @@ async fn run(
     settings: serde_json::Value,
     n: usize,
 ) -> anyhow::Result<(Run, ServerNumbers)> {
-    let c = &ctx.counts;
     let server = ctx.server(label).await?;
     server.api.create_app("hot").await?;
     let mut endpoint = settings.clone();

@@ -372,13 +372,17 @@ impl Dispatcher {
             }
             let mut started = 0;
             // What this process had in flight to each endpoint as the claim came back:
-            // the claim's count less that is the other processes' share.
+            // the claim's count less that is the other processes' share (none counted
+            // where the store serves this process only).
             let mut own: HashMap<String, u32> = HashMap::new();
             for d in claimed {
-                let mine = *own
-                    .entry(d.endpoint.id.clone())
-                    .or_insert_with(|| self.in_flight_to(&d.endpoint.id));
-                let elsewhere = d.in_flight_shared.saturating_sub(mine);
+                let elsewhere = match d.in_flight_shared {
+                    0 => 0,
+                    shared => shared.saturating_sub(
+                        *own.entry(d.endpoint.id.clone())
+                            .or_insert_with(|| self.in_flight_to(&d.endpoint.id)),
+                    ),
+                };
                 self.slots
                     .acquire()
                     .await
@@ -620,8 +624,10 @@ impl Dispatcher {
         self.reserved.fetch_sub(1, Ordering::SeqCst);
         // The create's count of every process's attempts, less this process's besides
         // this one (about: its later reservations in the same write are counted here only).
-        let mine = self.in_flight_to(&d.endpoint.id).saturating_sub(1);
-        let elsewhere = d.in_flight_shared.saturating_sub(mine);
+        let elsewhere = match d.in_flight_shared {
+            0 => 0,
+            shared => shared.saturating_sub(self.in_flight_to(&d.endpoint.id).saturating_sub(1)),
+        };
         self.start(tasks, d, None, elsewhere);
     }
 

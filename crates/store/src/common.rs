@@ -94,8 +94,7 @@ impl Fresh {
     /// Files a fresh delivery of `msg` to `ep` that the intake reserved a slot for, under
     /// `token`, starting at `start`, with `shared` attempts to `ep` in flight across
     /// processes before it ([`ClaimedDelivery::in_flight_shared`]); its id is set once it
-    /// is written. Filed before the insert, so a
-    /// failure from here on gives the slot back.
+    /// is written. Filed before the insert, so a failure from here on gives the slot back.
     pub(crate) fn file(
         &mut self,
         msg: &Message,

@@ -24,8 +24,9 @@ use crate::clock::TokioClock;
 
 /// The SQLite store with virtual time held still during every queue call; with a
 /// [`Booking`], its claims book starts the way PostgreSQL's paced claims do; the third
-/// field: the attempts other processes have in flight, added to the claims' count of
-/// every process's as a shared store's would be.
+/// field, if not 0: the attempts other processes have in flight, added to what this
+/// process said it had when it claimed, as a shared store's count of every process's
+/// would be (0: a store of its own, which counts nothing).
 struct Held(Arc<SqliteStore>, Option<Booking>, u32);
 
 /// A claim that books each delivery's start `start_in` after the claim's `now` (as a
@@ -62,9 +63,11 @@ impl DeliveryQueue for Held {
                 .await
         })
         .await?;
-        for d in &mut claimed {
-            let own = mine.get(&d.endpoint.id).copied().unwrap_or(0).min(1 << 16) as u32;
-            d.in_flight_shared = own + self.2;
+        if self.2 > 0 {
+            for d in &mut claimed {
+                let own = mine.get(&d.endpoint.id).copied().unwrap_or(0).min(1 << 16) as u32;
+                d.in_flight_shared = own + self.2;
+            }
         }
         if let Some(b) = self.1 {
             for d in &mut claimed {

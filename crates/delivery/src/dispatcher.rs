@@ -203,6 +203,23 @@ pub struct Dispatcher {
     /// How late attempt tasks start after being spawned (a moving average, in
     /// microseconds): this process's own load, which the adaptive limits discount.
     start_delay_us: AtomicU64,
+    /// What the claim loop is doing, for an attempt that schedules work to fall due.
+    idle: Mutex<LoopIdle>,
+}
+
+/// Where the claim loop is between claims. An attempt whose report schedules a retry
+/// must have the loop look at the queue again by the retry's time: a loop that is
+/// claiming will (it asks for the next due time before it sleeps); one that already
+/// asked may have done so before the report committed, and one asleep looks again only
+/// when its sleep ends, which may be a poll interval (or a lease) away.
+#[derive(Clone, Copy)]
+enum LoopIdle {
+    /// Claiming: it asks the queue for its next due time before it sleeps.
+    Claiming,
+    /// Asking the queue for its next due time; the answer may predate a report.
+    Planning,
+    /// Asleep until then (or until woken).
+    Asleep(tokio::time::Instant),
 }
 
 /// One attempt's hold on its endpoint's slot and on a global permit, given back when
@@ -281,6 +298,7 @@ impl Dispatcher {
             reserved: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             start_delay_us: AtomicU64::new(0),
+            idle: Mutex::new(LoopIdle::Claiming),
         })
     }
 
@@ -416,12 +434,15 @@ impl Dispatcher {
             }
             // After a failed claim the next waits a poll interval, not for the work that
             // is due now (that would retry at once, in a loop).
+            self.set_idle(LoopIdle::Planning);
             let wait = if claim_failed {
                 self.cfg.poll_interval
             } else {
                 self.idle_wait().await
             };
-            let sleep = tokio::time::sleep(wait);
+            let until = tokio::time::Instant::now() + wait;
+            self.set_idle(LoopIdle::Asleep(until));
+            let sleep = tokio::time::sleep_until(until);
             tokio::pin!(sleep);
             // A delivery handed over needs no claim: it starts, and the wait goes on.
             // Finished attempts are reaped as they end: a task's memory stays with the
@@ -435,6 +456,7 @@ impl Dispatcher {
                     _ = stop.changed() => break,
                 }
             }
+            self.set_idle(LoopIdle::Claiming);
         }
         self.drain(tasks, fresh).await;
     }
@@ -670,6 +692,26 @@ impl Dispatcher {
             slot.dispatcher.attempt(d, in_flight).await;
             drop(slot);
         });
+    }
+
+    fn set_idle(&self, idle: LoopIdle) {
+        *self.idle.lock().expect("loop state") = idle;
+    }
+
+    /// Work this process's report made fall due at `at` (a retry): wakes the claim loop
+    /// unless it will look at the queue by then anyway. Called after the report commits,
+    /// so a loop that asks for the next due time later sees it.
+    fn falls_due(&self, at: chrono::DateTime<chrono::Utc>) {
+        let due =
+            tokio::time::Instant::now() + (at - self.clock.now()).to_std().unwrap_or_default();
+        let wake = match *self.idle.lock().expect("loop state") {
+            LoopIdle::Claiming => false,
+            LoopIdle::Planning => true,
+            LoopIdle::Asleep(until) => due < until,
+        };
+        if wake {
+            self.wake.notify_one();
+        }
     }
 
     /// How long to sleep when there was nothing to claim: until the next delivery falls
@@ -978,7 +1020,12 @@ impl Dispatcher {
         match reported {
             Ok(outcome) => {
                 match outcome.applied {
-                    Applied::Yes | Applied::LeaseLost => {}
+                    Applied::Yes => {
+                        if let NextStep::RetryAt(at) = &next {
+                            self.falls_due(*at);
+                        }
+                    }
+                    Applied::LeaseLost => {}
                     Applied::DeliveryGone => {
                         // Deleting an endpoint with attempts in flight is ordinary, and
                         // there is nothing left to tell observers about.

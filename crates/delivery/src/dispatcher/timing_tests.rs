@@ -22,12 +22,37 @@ use super::*;
 use crate::client::HttpResult;
 use crate::clock::TokioClock;
 
-/// The SQLite store with virtual time held still during every queue call; with a
-/// [`Booking`], its claims book starts the way PostgreSQL's paced claims do; the third
-/// field, if not 0: the attempts other processes have in flight, added to what this
-/// process said it had when it claimed, as a shared store's count of every process's
-/// would be (0: a store of its own, which counts nothing).
-struct Held(Arc<SqliteStore>, Option<Booking>, u32);
+/// The SQLite store with virtual time held still during every queue call.
+struct Held {
+    store: Arc<SqliteStore>,
+    /// Set: claims book starts the way PostgreSQL's paced claims do.
+    booking: Option<Booking>,
+    /// If not 0: the attempts other processes have in flight, added to what this process
+    /// said it had when it claimed, as a shared store's count of every process's would
+    /// be (0: a store of its own, which counts nothing).
+    elsewhere: u32,
+    /// Set: a report waits (virtual time standing still) until the claim loop has asked
+    /// for its next due time since the delivery was claimed, the order a loaded machine
+    /// gives now and then: the loop plans its sleep before the report commits.
+    late_reports: bool,
+    /// How many times the loop has asked for its next due time.
+    asked: Arc<AtomicUsize>,
+    /// Per claimed delivery: `asked` when it was claimed.
+    asked_at_claim: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+impl Held {
+    fn new(store: Arc<SqliteStore>) -> Self {
+        Self {
+            store,
+            booking: None,
+            elsewhere: 0,
+            late_reports: false,
+            asked: Arc::default(),
+            asked_at_claim: Arc::default(),
+        }
+    }
+}
 
 /// A claim that books each delivery's start `start_in` after the claim's `now` (as a
 /// paced claim on PostgreSQL does) and then takes `takes` to come back.
@@ -57,19 +82,24 @@ impl DeliveryQueue for Held {
         // What this process has in flight, as it told the claim.
         let mine: HashMap<String, usize> =
             busy.iter().map(|b| (b.id.clone(), b.in_flight)).collect();
-        let (s, busy) = (self.0.clone(), busy.to_vec());
+        let (s, busy) = (self.store.clone(), busy.to_vec());
         let mut claimed = held(async move {
             s.claim_deliveries(now, lease, max, max_failing, &busy)
                 .await
         })
         .await?;
-        if self.2 > 0 {
+        if self.elsewhere > 0 {
             for d in &mut claimed {
                 let own = mine.get(&d.endpoint.id).copied().unwrap_or(0).min(1 << 16) as u32;
-                d.in_flight_shared = own + self.2;
+                d.in_flight_shared = own + self.elsewhere;
             }
         }
-        if let Some(b) = self.1 {
+        let asked = self.asked.load(Ordering::SeqCst);
+        self.asked_at_claim
+            .lock()
+            .unwrap()
+            .extend(claimed.iter().map(|d| (d.id, asked)));
+        if let Some(b) = self.booking {
             for d in &mut claimed {
                 d.start_at = Some(now + chrono::Duration::from_std(b.start_in).unwrap());
             }
@@ -84,8 +114,23 @@ impl DeliveryQueue for Held {
         lease_token: &str,
         report: AttemptReport,
     ) -> hookline_store::Result<ReportOutcome> {
-        let (s, token) = (self.0.clone(), lease_token.to_string());
-        held(async move { s.report_attempt(delivery_id, &token, report).await }).await
+        let (s, token) = (self.store.clone(), lease_token.to_string());
+        let wait_for = match self.late_reports {
+            true => self.asked_at_claim.lock().unwrap().remove(&delivery_id),
+            false => None,
+        };
+        let asked = self.asked.clone();
+        held(async move {
+            // Real time, on the blocking pool: virtual time stands still meanwhile.
+            let give_up = std::time::Instant::now() + Duration::from_secs(5);
+            while wait_for.is_some_and(|n| asked.load(Ordering::SeqCst) <= n)
+                && std::time::Instant::now() < give_up
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            s.report_attempt(delivery_id, &token, report).await
+        })
+        .await
     }
 
     async fn release_delivery(
@@ -94,7 +139,7 @@ impl DeliveryQueue for Held {
         lease_token: &str,
         now: DateTime<Utc>,
     ) -> hookline_store::Result<()> {
-        let (s, token) = (self.0.clone(), lease_token.to_string());
+        let (s, token) = (self.store.clone(), lease_token.to_string());
         held(async move { s.release_delivery(delivery_id, &token, now).await }).await
     }
 
@@ -103,8 +148,10 @@ impl DeliveryQueue for Held {
         busy: &[hookline_store::Busy],
         failing: bool,
     ) -> hookline_store::Result<Option<DateTime<Utc>>> {
-        let (s, busy) = (self.0.clone(), busy.to_vec());
-        held(async move { s.next_due(&busy, failing).await }).await
+        let (s, busy) = (self.store.clone(), busy.to_vec());
+        let due = held(async move { s.next_due(&busy, failing).await }).await;
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        due
     }
 }
 
@@ -177,6 +224,7 @@ async fn run(
         None,
         DispatcherConfig::default().lease,
         None,
+        false,
     )
     .await
 }
@@ -224,8 +272,9 @@ async fn app_and_endpoint(
     (app, ep)
 }
 
-/// [`run`], with the endpoint's `timeoutMs`, the dispatcher's lease and the claims'
-/// [`Booking`].
+/// [`run`], with the endpoint's `timeoutMs`, the dispatcher's lease, the claims'
+/// [`Booking`] and, if `late_reports`, each report committed only after the claim loop
+/// planned its sleep (see [`Held`]).
 async fn run_with(
     policy: Option<RetryPolicy>,
     answers: &[(u16, Option<&'static str>)],
@@ -233,6 +282,7 @@ async fn run_with(
     timeout_ms: Option<u32>,
     lease: Duration,
     booking: Option<Booking>,
+    late_reports: bool,
 ) -> Run {
     let clock = TokioClock::new();
     let dir = tempfile::tempdir().unwrap();
@@ -263,7 +313,11 @@ async fn run_with(
     });
     let (tx, mut steps) = mpsc::unbounded_channel();
     let dispatcher = Dispatcher::with_parts(
-        Arc::new(Held(store.clone(), booking, 0)),
+        Arc::new(Held {
+            booking,
+            late_reports,
+            ..Held::new(store.clone())
+        }),
         transport.clone(),
         Arc::new(clock),
         DispatcherConfig {
@@ -349,9 +403,18 @@ fn assert_close(actual: f64, expected: f64, what: &str) {
 #[tokio::test(start_paused = true)]
 async fn an_attempt_is_cut_at_half_the_lease() {
     let lease = Duration::from_secs(120);
-    let r = run_with(None, &[(200, None)], false, Some(30_000), lease, None).await;
+    let r = run_with(
+        None,
+        &[(200, None)],
+        false,
+        Some(30_000),
+        lease,
+        None,
+        false,
+    )
+    .await;
     assert_eq!(r.timeouts, vec![Duration::from_secs(30)]);
-    let r = run_with(None, &[(200, None)], false, None, lease, None).await;
+    let r = run_with(None, &[(200, None)], false, None, lease, None, false).await;
     assert_eq!(r.timeouts, vec![DEFAULT_TIMEOUT]);
     let r = run_with(
         None,
@@ -360,6 +423,7 @@ async fn an_attempt_is_cut_at_half_the_lease() {
         Some(30_000),
         Duration::from_secs(10),
         None,
+        false,
     )
     .await;
     assert_eq!(r.timeouts, vec![Duration::from_secs(5)]);
@@ -378,7 +442,16 @@ async fn a_booked_start_is_kept_however_long_the_claim_took() {
             start_in: Duration::from_millis(start_in),
             takes: Duration::from_millis(takes),
         };
-        let r = run_with(None, &[(200, None)], false, None, lease, Some(booking)).await;
+        let r = run_with(
+            None,
+            &[(200, None)],
+            false,
+            None,
+            lease,
+            Some(booking),
+            false,
+        )
+        .await;
         assert_eq!(r.arrivals.len(), 1);
         assert_eq!(
             (r.arrivals[0] - r.created).num_milliseconds(),
@@ -417,7 +490,10 @@ async fn the_adaptive_limit_counts_other_processes_attempts() {
         });
         let (tx, mut steps) = mpsc::unbounded_channel();
         let dispatcher = Dispatcher::with_parts(
-            Arc::new(Held(store.clone(), None, elsewhere)),
+            Arc::new(Held {
+                elsewhere,
+                ..Held::new(store.clone())
+            }),
             transport,
             Arc::new(clock),
             DispatcherConfig {
@@ -494,6 +570,23 @@ async fn default_schedule_with_jitter_stays_within_twenty_percent() {
     );
     assert_eq!(r.status, DeliveryStatus::Failed);
     assert_eq!(r.logged_attempts, 8);
+}
+
+/// A retry falls due when its schedule says, even where the attempt's report commits
+/// after the claim loop asked for its next due time and went to sleep: the loop is woken
+/// for it. (Before, it slept until the next poll, here a day away, and was woken only
+/// by the lease's expiry two minutes later: "retry 1: waited 120 s", now and then, on
+/// a loaded machine.)
+#[tokio::test(start_paused = true)]
+async fn a_retry_reported_after_the_loop_went_to_sleep_is_on_time() {
+    let lease = DispatcherConfig::default().lease;
+    let answers = [(503, None), (503, None), (200, None)];
+    let r = run_with(None, &answers, false, None, lease, None, true).await;
+    assert_eq!(r.arrivals.len(), 3);
+    let offs = offsets(&r.arrivals);
+    assert_close(offs[1], 5.0, "retry 1");
+    assert_close(offs[2], 305.0, "retry 2");
+    assert_eq!(r.status, DeliveryStatus::Succeeded);
 }
 
 #[tokio::test(start_paused = true)]

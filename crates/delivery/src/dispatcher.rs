@@ -70,6 +70,13 @@ fn paces_of(d: &ClaimedDelivery) -> Vec<(&str, u32)> {
     .collect()
 }
 
+/// The least a start booked across processes may be late and still go out
+/// ([`Dispatcher::too_late`]): a timer fires up to a millisecond late, more on a loaded
+/// machine, and a claim's first booked start can be now, so a bound of half a step of a
+/// fast rate would hand back most starts. Above 100/s a start may thus go out up to this
+/// late, where the exact bound would be less.
+const LATE_START_FLOOR: Duration = Duration::from_millis(5);
+
 /// How late after its planned time a paced start may go out and still count from that
 /// time ([`Dispatcher::keep_spacing`]): the timer's granularity.
 const SPACING_SLACK: Duration = Duration::from_millis(1);
@@ -677,6 +684,10 @@ impl Dispatcher {
             match start_at {
                 Some(t) => {
                     tokio::time::sleep_until(t).await;
+                    if d.start_at.is_some() && slot.dispatcher.too_late(&d, t) {
+                        slot.dispatcher.hand_back_late(&d).await;
+                        return;
+                    }
                     slot.dispatcher.keep_spacing(&d, t).await;
                 }
                 None => slot.dispatcher.note_start_delay(spawned.elapsed()),
@@ -867,7 +878,14 @@ impl Dispatcher {
         let mut map = self.pacing.lock().expect("pacing map");
         let now = tokio::time::Instant::now();
         let slot = match d.start_at {
-            Some(at) => now + (at - self.clock.now()).to_std().unwrap_or_default(),
+            // Booked in the past (the claim came back after it): how far, kept.
+            Some(at) => match (at - self.clock.now()).to_std() {
+                Ok(ahead) => now + ahead,
+                Err(_) => {
+                    let behind = (self.clock.now() - at).to_std().unwrap_or_default();
+                    now.checked_sub(behind).unwrap_or(now)
+                }
+            },
             None => limits
                 .iter()
                 .filter_map(|(key, _)| map.get(*key).copied())
@@ -879,6 +897,38 @@ impl Dispatcher {
             *entry = (*entry).max(next);
         }
         Some(slot)
+    }
+
+    /// Whether it is too late for `d`, booked to start at `booked` by a claim that paced
+    /// it with other processes' starts (PostgreSQL), to go out now: later than half its
+    /// tightest pace's step (at least [`LATE_START_FLOOR`]). A start later than a whole
+    /// step goes out together with other processes' next ones, which start on time, and
+    /// the receiver would see `rate + 2` in a second; within this process
+    /// [`Dispatcher::keep_spacing`] re-spaces late starts, across processes only not
+    /// starting them can.
+    fn too_late(&self, d: &ClaimedDelivery, booked: tokio::time::Instant) -> bool {
+        let Some(fastest) = paces_of(d).iter().map(|(_, rate)| *rate).max() else {
+            return false;
+        };
+        let bound = Duration::from_secs_f64(0.5 / f64::from(fastest)).max(LATE_START_FLOOR);
+        tokio::time::Instant::now().saturating_duration_since(booked) > bound
+    }
+
+    /// Gives back a paced delivery that missed its booked start ([`Dispatcher::too_late`]):
+    /// due now, the next claim books it a start of its own. Its missed start goes unused,
+    /// so the receiver gets less than the rate then, never more.
+    async fn hand_back_late(&self, d: &ClaimedDelivery) {
+        self.leases.lock().expect("lease map").remove(&d.id);
+        metrics::counter!("hookline_paced_starts_missed_total").increment(1);
+        tracing::debug!(delivery = d.id, endpoint = %d.endpoint.id, "paced start missed: handed back for a later one");
+        if let Err(e) = self
+            .store
+            .release_delivery(d.id, &d.lease_token, self.clock.now())
+            .await
+        {
+            tracing::warn!(delivery = d.id, error = %e, "could not hand back delivery");
+        }
+        self.wake.notify_one();
     }
 
     /// Waits, once a paced attempt's booked start `booked` has come, until 1/rate after

@@ -358,14 +358,12 @@ async fn adaptive_limits_across_processes_stay_within_their_bound_and_deliver_ev
 
 /// `throttleRate` holds across processes: three processes on one database, an endpoint
 /// with `throttleRate: 20`, 60 messages sent round-robin through the three: no 1-second
-/// window of arrivals holds more than 22 (each process alone would allow 20, so 60; 49
-/// were seen without the shared pacing). Starts are booked exactly 50 ms apart as times
-/// in the database's clock, and a late one keeps its spacing within its process: on a
-/// quiet machine the busiest second holds 21 (20 + 1 for window edges), which is what
-/// the several-nodes issue asks. The one more allowed here is for a loaded machine (as
-/// in CI): with three busy loops beside the test, 2 of 6 runs saw 22, from arrivals
-/// bunched where one process's booked second meets the next one's and at the first
-/// connections (docs/several-nodes.md, error bound).
+/// window of arrivals holds more than 21 (20 + 1 for window edges, what the several-nodes
+/// issue asks; each process alone would allow 20, so 60; 49 were seen without the shared
+/// pacing). Starts are booked exactly 50 ms apart as times in the database's clock; a
+/// late one keeps its spacing within its process, and one more than 25 ms late is handed
+/// back for a later start, since other processes' next starts are on time
+/// (docs/several-nodes.md, error bound).
 #[tokio::test(flavor = "multi_thread")]
 async fn throttle_rate_holds_across_processes() {
     let Some(db) = TestDb::create("throttle_rate_holds_across_processes").await else {
@@ -389,8 +387,11 @@ async fn throttle_rate_holds_across_processes() {
     let busiest = busiest_second(&at);
     let span = *at.last().unwrap();
     eprintln!("throttleRate 20 over 3 processes: busiest 1 s window {busiest}, 60 over {span:?}");
+    // 20, and 1 for the window's edge. (A start that went out late, beside other
+    // processes' on-time ones, made it 22 now and then on a loaded machine; such a
+    // start is now handed back for a later one.)
     assert!(
-        busiest <= 22,
+        busiest <= 21,
         "{busiest} arrivals within one second across the processes"
     );
     // 60 starts 50 ms apart take at least 2.95 s (1.45 s without the shared pacing); a

@@ -127,10 +127,19 @@ pub struct Ctx {
 
 impl Ctx {
     async fn server(&self, scenario: &str) -> anyhow::Result<Server> {
+        self.server_with_env(scenario, &[]).await
+    }
+
+    async fn server_with_env(
+        &self,
+        scenario: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         Server::start(
             &self.bin,
             &self.out.join(format!("{scenario}.server.log")),
             &[],
+            env,
             self.database_url.as_deref(),
         )
         .await

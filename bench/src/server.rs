@@ -89,6 +89,7 @@ impl Server {
         bin: &Path,
         log: &Path,
         extra: &[String],
+        env: &[(&str, &str)],
         database_url: Option<&str>,
     ) -> anyhow::Result<Self> {
         let scratch = match database_url {
@@ -96,7 +97,7 @@ impl Server {
             None => None,
         };
         let url = scratch.as_ref().map(|s| s.url.clone());
-        let mut server = Self::spawn(bin, log, extra, url.as_deref()).await?;
+        let mut server = Self::spawn(bin, log, extra, env, url.as_deref()).await?;
         if let Some((db, _)) = server.db.as_mut() {
             *db = scratch;
         }
@@ -109,6 +110,7 @@ impl Server {
         bin: &Path,
         log: &Path,
         extra: &[String],
+        env: &[(&str, &str)],
         database_url: Option<&str>,
     ) -> anyhow::Result<Self> {
         let port = free_port()?;
@@ -121,7 +123,8 @@ impl Server {
         std::fs::create_dir_all(&data_dir)?;
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(bin);
-        // Only the flags below configure it, whatever the caller's environment says.
+        // Only the flags below (and `env`) configure it, whatever the caller's
+        // environment says.
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("HOOKLINE_") {
                 cmd.env_remove(k);
@@ -153,6 +156,7 @@ impl Server {
                 std::env::var("HOOKLINE_BENCH_SERVER_LOG").unwrap_or_else(|_| "info".into()),
             )
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);

@@ -1,16 +1,15 @@
 //! Adaptive concurrency (the adaptive-concurrency issue): one application with one
 //! endpoint, the shape of a platform that sends everything to one big customer.
 //!
-//! - `hot`: a receiver that answers in about 1 ms; default settings against
+//! - `hot`: a receiver that answers in about 1 ms; default settings against a fixed
 //!   `maxConcurrency: 256`.
 //! - `hot-slow`: the same with a receiver that answers in 50 ms.
 //! - `knee`: a receiver that serves 16 requests at a time (the rest queue, so its latency
-//!   grows past 16 at once); default settings against a sweep of `maxConcurrency`.
+//!   grows past 16 at once); default settings against a sweep of fixed `maxConcurrency`.
 //!
-//! With hookline before adaptive concurrency, an explicit `maxConcurrency` was a fixed
-//! limit; since, it is the ceiling the limit adapts under. Comparing the two binaries
-//! (alternating runs, `--hookline-bin`) is what says how adaptation does against a fixed
-//! limit set by hand.
+//! Since adaptive concurrency an explicit `maxConcurrency` is the ceiling the limit adapts
+//! under; the reference runs' servers get `HOOKLINE_TEST_FIXED_MAX_CONCURRENCY=1`, which
+//! makes it the fixed limit it was before, the reference the goals name.
 
 use super::*;
 
@@ -100,7 +99,10 @@ pub(super) async fn attempts_not_delivered(apis: &[Api]) -> anyhow::Result<f64> 
 }
 
 /// Runs `n` messages from the usual clients to a fresh server whose one endpoint is `url`
-/// (receiver path `path`) with `settings`.
+/// (receiver path `path`) with `settings`. An explicit `maxConcurrency` there is a fixed
+/// limit, as before adaptive concurrency (`HOOKLINE_TEST_FIXED_MAX_CONCURRENCY`): these
+/// runs are the references the adaptive limit is measured against, and a ceiling would
+/// adapt under it the same way.
 async fn run(
     ctx: &Ctx,
     recv: &Receiver,
@@ -110,7 +112,11 @@ async fn run(
     settings: serde_json::Value,
     n: usize,
 ) -> anyhow::Result<(Run, ServerNumbers)> {
-    let server = ctx.server(label).await?;
+    let fixed: &[(&str, &str)] = match settings.get("maxConcurrency") {
+        Some(_) => &[("HOOKLINE_TEST_FIXED_MAX_CONCURRENCY", "1")],
+        None => &[],
+    };
+    let server = ctx.server_with_env(label, fixed).await?;
     server.api.create_app("hot").await?;
     let mut endpoint = settings.clone();
     endpoint["url"] = url.into();
@@ -223,7 +229,7 @@ async fn hot_at(ctx: &Ctx, name: &str, answer_ms: u64) -> anyhow::Result<Scenari
         format!(
             "{n} messages of {PAYLOAD_BYTES} B from {} clients to one application with one \
              endpoint, a receiver answering in {answer_ms} ms; default settings, then \
-             maxConcurrency 256 on a fresh server; create request → receipt",
+             a fixed maxConcurrency 256 on a fresh server; create request → receipt",
             c.clients
         ),
     );
@@ -237,7 +243,7 @@ async fn hot_at(ctx: &Ctx, name: &str, answer_ms: u64) -> anyhow::Result<Scenari
         .ratio(ratio)
         .goal(Goal::RatioOfAtLeast {
             min: 0.9,
-            of: "maxConcurrency 256",
+            of: "fixed maxConcurrency 256",
         }),
     );
     if answer_ms <= 1 {
@@ -256,12 +262,12 @@ async fn hot_at(ctx: &Ctx, name: &str, answer_ms: u64) -> anyhow::Result<Scenari
         "us",
     ));
     r.figures.push(Figure::new(
-        "delivered, maxConcurrency 256",
+        "delivered, fixed maxConcurrency 256",
         fixed.delivered_per_s,
         "msg/s",
     ));
     r.figures.push(Figure::new(
-        "CPU per message, maxConcurrency 256",
+        "CPU per message, fixed maxConcurrency 256",
         fixed.cpu_us_per_msg,
         "us",
     ));
@@ -319,7 +325,7 @@ pub async fn knee(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
         "knee",
         format!(
             "{n} messages from {} clients to one endpoint whose receiver serves {KNEE} at a \
-             time, {} ms each (the rest queue); default settings, then maxConcurrency 8, 12, \
+             time, {} ms each (the rest queue); default settings, then fixed maxConcurrency 8, 12, \
              16, 24 and 32, each on a fresh server",
             c.clients,
             KNEE_SERVE.as_millis()

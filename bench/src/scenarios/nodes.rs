@@ -39,7 +39,7 @@ impl Cluster {
         let db_url = cluster.db.as_ref().map(|d| d.url.clone());
         for i in 0..n {
             let log = ctx.out.join(format!("{prefix}.node-{i}.server.log"));
-            let node = Server::spawn(&ctx.bin, &log, extra, db_url.as_deref()).await?;
+            let node = Server::spawn(&ctx.bin, &log, extra, &[], db_url.as_deref()).await?;
             cluster.nodes.push(node);
         }
         Ok(cluster)

@@ -103,6 +103,9 @@ pub struct DispatcherConfig {
     /// The most attempts in flight to one endpoint that sets no `maxConcurrency`: its
     /// adaptive limit grows up to this ([`crate::limiter`]).
     pub max_endpoint_concurrency: u32,
+    /// An explicit `maxConcurrency` is a fixed limit, not a ceiling the limit adapts
+    /// under (benchmarks' reference runs only: `HOOKLINE_TEST_FIXED_MAX_CONCURRENCY=1`).
+    pub fixed_explicit_limits: bool,
 }
 
 impl Default for DispatcherConfig {
@@ -116,6 +119,7 @@ impl Default for DispatcherConfig {
             svix_headers: false,
             jitter: true,
             max_endpoint_concurrency: DEFAULT_MAX_ENDPOINT_CONCURRENCY,
+            fixed_explicit_limits: false,
         }
     }
 }
@@ -524,8 +528,12 @@ impl Dispatcher {
         let now = tokio::time::Instant::now();
         let ceiling = self.limit_ceiling(ep);
         let mut limits = self.limits.lock().expect("limit map");
+        let fixed = self.cfg.fixed_explicit_limits && ep.settings.max_concurrency.is_some();
         let a = limits.entry(ep.id.clone()).or_insert_with(|| Adaptive {
-            limiter: Limiter::new(ceiling),
+            limiter: match fixed {
+                true => Limiter::fixed(ceiling),
+                false => Limiter::new(ceiling),
+            },
             used: now,
         });
         a.used = now;

@@ -128,6 +128,8 @@ pub struct Limiter {
     paused_until: Option<Instant>,
     /// How late the caller's tasks start now (its own load), see [`Limiter::set_local_delay`].
     local_delay: Duration,
+    /// Made by [`Limiter::fixed`]: the limit is the cap, whatever happens.
+    fixed: bool,
 }
 
 /// The successes that make up the next verdict on the limit.
@@ -172,7 +174,17 @@ impl Limiter {
             failure_cut_at: None,
             paused_until: None,
             local_delay: Duration::ZERO,
+            fixed: false,
         }
+    }
+
+    /// A limit that does not adapt: always `max`, as `maxConcurrency` was before adaptive
+    /// concurrency (the benchmarks' reference runs).
+    pub fn fixed(max: u32) -> Self {
+        let mut limiter = Self::new(max);
+        limiter.limit = limiter.max;
+        limiter.fixed = true;
+        limiter
     }
 
     /// How late the caller's own tasks start at present (a process short of CPU): that
@@ -189,7 +201,10 @@ impl Limiter {
     /// Changes the cap (the endpoint was updated); a lower one applies at once.
     pub fn set_max(&mut self, max: u32) {
         self.max = max.max(1);
-        self.limit = self.limit.min(self.max);
+        self.limit = match self.fixed {
+            true => self.max,
+            false => self.limit.min(self.max),
+        };
     }
 
     /// Until when the receiver asked (with `Retry-After`) to be sent nothing, if that is
@@ -202,6 +217,9 @@ impl Limiter {
     /// to this endpoint were in flight when it started, itself included. `now` is when it
     /// finished, so it started at `now - latency`.
     pub fn record(&mut self, outcome: Outcome, latency: Duration, in_flight: u32, now: Instant) {
+        if self.fixed {
+            return;
+        }
         let started = now.checked_sub(latency).unwrap_or(now);
         match outcome {
             Outcome::Success => {
@@ -561,6 +579,22 @@ mod tests {
         }
         let took = sim.now - start;
         assert!(took <= 5 * MS, "cap reached after {took:?}");
+    }
+
+    #[test]
+    fn a_fixed_limit_does_not_adapt() {
+        let mut sim = Sim {
+            limiter: Limiter::fixed(64),
+            ..Sim::new(64)
+        };
+        let limits = sim.run(500, knee);
+        assert!(limits.iter().all(|l| *l == 64), "{:?}", range(&limits));
+        let limits = sim.run(50, |_, _| (MS, Outcome::Timeout));
+        assert!(limits.iter().all(|l| *l == 64), "{:?}", range(&limits));
+        sim.limiter.set_max(16);
+        assert_eq!(sim.limiter.limit(), 16);
+        sim.limiter.set_max(32);
+        assert_eq!(sim.limiter.limit(), 32);
     }
 
     #[test]

@@ -165,6 +165,10 @@ pub async fn run(
             lease: Duration::from_secs(config.lease_secs),
             max_endpoint_concurrency: config.max_endpoint_concurrency,
             svix_headers: config.svix_headers,
+            // Tests and benchmarks only (their reference runs need the fixed limits of
+            // before adaptive concurrency); not a setting.
+            fixed_explicit_limits: std::env::var("HOOKLINE_TEST_FIXED_MAX_CONCURRENCY")
+                .is_ok_and(|v| v == "1"),
             ..DispatcherConfig::default()
         },
         observers,

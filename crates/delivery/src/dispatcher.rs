@@ -424,13 +424,7 @@ impl Dispatcher {
                     // default, for an endpoint this process had no limit for yet), with
                     // other processes' attempts counted: back to the queue, due now.
                     self.slots.add_permits(1);
-                    if let Err(e) = self
-                        .store
-                        .release_delivery(d.id, &d.lease_token, self.clock.now())
-                        .await
-                    {
-                        tracing::warn!(delivery = d.id, error = %e, "could not hand back delivery");
-                    }
+                    self.release(d.id, &d.lease_token).await;
                     continue;
                 }
                 // Booked now, so the next claim already sees how far ahead it reaches.
@@ -721,8 +715,7 @@ impl Dispatcher {
     /// unless it will look at the queue by then anyway. Called after the report commits,
     /// so a loop that asks for the next due time later sees it.
     fn falls_due(&self, at: chrono::DateTime<chrono::Utc>) {
-        let due =
-            tokio::time::Instant::now() + (at - self.clock.now()).to_std().unwrap_or_default();
+        let due = self.instant_of(at);
         let wake = match *self.idle.lock().expect("loop state") {
             LoopIdle::Claiming => false,
             LoopIdle::Planning => true,
@@ -798,13 +791,7 @@ impl Dispatcher {
         }
         let left: Vec<(i64, String)> = self.leases.lock().expect("lease map").drain().collect();
         for (id, token) in left {
-            if let Err(e) = self
-                .store
-                .release_delivery(id, &token, self.clock.now())
-                .await
-            {
-                tracing::warn!(delivery = id, error = %e, "could not hand back delivery");
-            }
+            self.release(id, &token).await;
         }
         tracing::info!("dispatcher stopped");
     }
@@ -886,14 +873,8 @@ impl Dispatcher {
         let mut map = self.pacing.lock().expect("pacing map");
         let now = tokio::time::Instant::now();
         let slot = match d.start_at {
-            // Booked in the past (the claim came back after it): how far, kept.
-            Some(at) => match (at - self.clock.now()).to_std() {
-                Ok(ahead) => now + ahead,
-                Err(_) => {
-                    let behind = (self.clock.now() - at).to_std().unwrap_or_default();
-                    now.checked_sub(behind).unwrap_or(now)
-                }
-            },
+            // In the past if the claim came back after it: how late is kept.
+            Some(at) => self.instant_of(at),
             None => limits
                 .iter()
                 .filter_map(|(key, _)| map.get(*key).copied())
@@ -929,14 +910,32 @@ impl Dispatcher {
         self.leases.lock().expect("lease map").remove(&d.id);
         metrics::counter!("hookline_paced_starts_missed_total").increment(1);
         tracing::debug!(delivery = d.id, endpoint = %d.endpoint.id, "paced start missed: handed back for a later one");
+        self.release(d.id, &d.lease_token).await;
+        self.wake.notify_one();
+    }
+
+    /// Hands a claimed delivery back to the queue, due now.
+    async fn release(&self, id: i64, lease_token: &str) {
         if let Err(e) = self
             .store
-            .release_delivery(d.id, &d.lease_token, self.clock.now())
+            .release_delivery(id, lease_token, self.clock.now())
             .await
         {
-            tracing::warn!(delivery = d.id, error = %e, "could not hand back delivery");
+            tracing::warn!(delivery = id, error = %e, "could not hand back delivery");
         }
-        self.wake.notify_one();
+    }
+
+    /// `at`, in the clock's time, on tokio's clock (in the past as far as `at` is).
+    fn instant_of(&self, at: chrono::DateTime<chrono::Utc>) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let from_now = at - self.clock.now();
+        match from_now.to_std() {
+            Ok(ahead) => now + ahead,
+            Err(_) => {
+                let behind = (-from_now).to_std().unwrap_or_default();
+                now.checked_sub(behind).unwrap_or(now)
+            }
+        }
     }
 
     /// Waits, once a paced attempt's booked start `booked` has come, until 1/rate after

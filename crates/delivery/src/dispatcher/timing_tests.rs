@@ -38,7 +38,7 @@ struct Held {
     /// How many times the loop has asked for its next due time.
     asked: Arc<AtomicUsize>,
     /// Per claimed delivery: `asked` when it was claimed.
-    asked_at_claim: Arc<Mutex<HashMap<i64, usize>>>,
+    asked_at_claim: Mutex<HashMap<i64, usize>>,
     /// Claims so far.
     claims: AtomicUsize,
 }
@@ -51,7 +51,7 @@ impl Held {
             elsewhere: 0,
             late_reports: false,
             asked: Arc::default(),
-            asked_at_claim: Arc::default(),
+            asked_at_claim: Mutex::default(),
             claims: AtomicUsize::new(0),
         }
     }

@@ -12,7 +12,10 @@
 //! The limit is judged once per round: the mean latency of the limit's worth of
 //! successes (at least eight) that started with the limit full and after its last
 //! change. Attempts started under an older limit, or while a new one was filling, say
-//! nothing about it, and a limit not in use never grows. A slow success counts as at most
+//! nothing about it, and a limit not in use never grows; but a slow round of successes
+//! that met less of it cuts it to what their concurrency serves, so a limit above its
+//! use (earned from a fast receiver, or in a burst) still comes down when the receiver
+//! slows. A slow success counts as at most
 //! twice the best, so an outlier barely moves the mean and a round at most halves the
 //! limit. After the first cut, flat rounds add a step that starts at 1 and doubles, up to
 //! an eighth of the limit, so the limit probes gently past a knee and the cut lands back
@@ -115,6 +118,10 @@ pub struct Limiter {
     /// with twice that again after every reset.
     failed_at: Option<u32>,
     round: Round,
+    /// Successes that met less than the limit (less than half of it in slow start):
+    /// they never grow it, but a slow round of them cuts it (see
+    /// [`Limiter::under_limit`]).
+    under: Round,
     /// The lowest round mean in the last `rounds` rounds, and in the `BEST_ROUNDS`
     /// before them.
     best: Duration,
@@ -152,6 +159,25 @@ impl Round {
             in_flight: 0,
         }
     }
+
+    /// Counts a success that took `latency` and met `in_flight` attempts; a slow one as
+    /// at most twice the `best`, so an outlier barely moves the mean.
+    fn add(&mut self, latency: Duration, best: Duration, in_flight: u32) {
+        self.successes += 1;
+        self.total = self
+            .total
+            .saturating_add(latency.min(best.saturating_mul(2)));
+        self.in_flight += u64::from(in_flight);
+    }
+
+    fn mean(&self) -> Duration {
+        self.total / self.successes.max(1)
+    }
+
+    /// The attempts in flight its successes met, on average.
+    fn measured_at(&self) -> u32 {
+        (self.in_flight / u64::from(self.successes.max(1))) as u32
+    }
 }
 
 impl Limiter {
@@ -167,6 +193,7 @@ impl Limiter {
             slow_start: true,
             failed_at: None,
             round: Round::new(None),
+            under: Round::new(None),
             best: Duration::MAX,
             best_before: Duration::MAX,
             rounds: 0,
@@ -263,17 +290,14 @@ impl Limiter {
             return self.slow_start_success(latency, in_flight, now);
         }
         if in_flight < self.limit {
-            return;
+            return self.under_limit(latency, in_flight, now);
         }
         let round = &mut self.round;
-        round.successes += 1;
-        round.total = round
-            .total
-            .saturating_add(latency.min(best.saturating_mul(2)));
+        round.add(latency, best, in_flight);
         if round.successes < self.limit.max(MIN_ROUND) {
             return;
         }
-        let mean = round.total / round.successes;
+        let mean = round.mean();
         self.round = Round::new(Some(now));
 
         let best = self.judged(mean);
@@ -294,9 +318,7 @@ impl Limiter {
                 self.step = 1;
             }
         } else {
-            let receiver = mean.saturating_sub(self.local()).max(best);
-            let serves = f64::from(self.limit) * best.as_secs_f64() / receiver.as_secs_f64();
-            self.cut(serves as u32, now);
+            self.cut_to_served(self.limit, mean, best, now);
         }
     }
 
@@ -311,20 +333,15 @@ impl Limiter {
     fn slow_start_success(&mut self, latency: Duration, in_flight: u32, now: Instant) {
         // A limit not in use says nothing about more (TCP's "cwnd-limited").
         if in_flight.saturating_mul(2) < self.limit {
-            return;
+            return self.under_limit(latency, in_flight, now);
         }
         let best = self.best.min(self.best_before);
         let round = &mut self.round;
-        round.successes += 1;
-        round.total = round
-            .total
-            .saturating_add(latency.min(best.saturating_mul(2)));
-        round.in_flight += u64::from(in_flight);
+        round.add(latency, best, in_flight);
         if round.successes < MIN_ROUND {
             return;
         }
-        let mean = round.total / round.successes;
-        let measured_at = (round.in_flight / u64::from(round.successes)) as u32;
+        let (mean, measured_at) = (round.mean(), round.measured_at());
         // Later successes keep counting: only a cut starts the limit over.
         self.round = Round::new(round.since);
         let best = self.judged(mean);
@@ -347,10 +364,48 @@ impl Limiter {
                 self.round = Round::new(Some(now));
             }
         } else {
-            let receiver = mean.saturating_sub(self.local()).max(best);
-            let serves = f64::from(measured_at) * best.as_secs_f64() / receiver.as_secs_f64();
-            self.cut(serves as u32, now);
+            self.cut_to_served(measured_at, mean, best, now);
         }
+    }
+
+    /// A success that met less of the limit than a round counts: it says nothing about
+    /// more, but a limit's worth of them (at least [`MIN_ROUND`]) that is slow says the
+    /// limit is past what the receiver serves, however little of it is in use, and cuts
+    /// it to what the concurrency they met serves. Without this a limit above its use is
+    /// never judged: one a fast receiver earned stays at the cap while fewer attempts
+    /// queue at a receiver that has slowed down, or after a burst of demand that pushed
+    /// it up has passed. A flat round of them changes nothing.
+    fn under_limit(&mut self, latency: Duration, in_flight: u32, now: Instant) {
+        let best = self.best.min(self.best_before);
+        if best == Duration::MAX {
+            // Nothing to judge against yet: no success started alone, no round judged.
+            return;
+        }
+        let under = &mut self.under;
+        if under
+            .since
+            .is_some_and(|since| now.checked_sub(latency).unwrap_or(now) < since)
+        {
+            return;
+        }
+        under.add(latency, best, in_flight);
+        if under.successes < self.limit.max(MIN_ROUND) {
+            return;
+        }
+        let (mean, measured_at) = (under.mean(), under.measured_at());
+        self.under = Round::new(Some(now));
+        if !self.flat(mean, best) {
+            self.cut_to_served(measured_at, mean, best, now);
+        }
+    }
+
+    /// Cuts the limit to what `at` attempts in flight serve without queueing, by Little's
+    /// law: `at × best / latency`, with the sender's own share of the round's mean
+    /// latency discounted.
+    fn cut_to_served(&mut self, at: u32, mean: Duration, best: Duration, now: Instant) {
+        let receiver = mean.saturating_sub(self.local()).max(best);
+        let serves = f64::from(at) * best.as_secs_f64() / receiver.as_secs_f64();
+        self.cut(serves as u32, now);
     }
 
     /// Counts a judged round of mean latency `mean` into the best; the best now.
@@ -382,6 +437,7 @@ impl Limiter {
         self.step = 1;
         self.slow_start = self.limit == 1;
         self.round = Round::new(Some(now));
+        self.under = Round::new(Some(now));
     }
 }
 
@@ -842,6 +898,37 @@ mod tests {
         let limits = sim.run(5_000, flat(20 * MS));
         assert!(limits.iter().any(|l| *l < 256));
         assert_eq!(limits.last(), Some(&256));
+    }
+
+    /// A limit well above what is in use is still cut once latency rises: judged only at
+    /// the full limit, the 256 a fast receiver earned would stay while 100 attempts queue
+    /// at a receiver that now serves 16.
+    #[test]
+    fn a_limit_above_its_use_still_comes_down() {
+        let mut sim = Sim::new(256);
+        sim.run(2_000, flat(MS));
+        assert_eq!(sim.limiter.limit(), 256);
+        sim.demand = 100;
+        let limits = sim.run(10_000, knee);
+        let below = limits.iter().position(|l| *l < 100).map(|i| i + 1);
+        assert!(
+            below.is_some_and(|at| at <= 1_000),
+            "below 100 after {below:?}"
+        );
+        let (lo, hi) = range(&limits[8_000..]);
+        assert!(12 <= lo && hi <= 24, "final limits in {lo}..={hi}");
+    }
+
+    /// Before any best latency (no success started alone, no round judged), successes
+    /// under the limit are not judged: there is nothing to judge them against.
+    #[test]
+    fn successes_under_the_limit_before_any_best_change_nothing() {
+        let mut l = Limiter::new(256);
+        let t = Instant::now();
+        for i in 1..=100 {
+            l.record(Outcome::Success, 5 * MS, 2, t + i * MS);
+        }
+        assert_eq!(l.limit(), INITIAL_LIMIT);
     }
 
     #[test]

@@ -16,9 +16,10 @@
 //! memory beyond the claimed work: the backlog stays on disk and is found by index.
 //!
 //! Fresh work: the dispatcher is the store's [`Intake`]. While a message is fanned out, the
-//! store asks it for a free slot for each endpoint that has nothing else due; the slot is
-//! counted at once (so claims see it), the delivery is written already leased, and once
-//! the message is durable it arrives here through a channel and starts without a claim.
+//! store asks it for a free slot for each endpoint (one with work queued before it only
+//! while most of its slots are free: [`passes_queue`]); the slot is counted at once (so
+//! claims see it), the delivery is written already leased, and once the message is
+//! durable it arrives here through a channel and starts without a claim.
 //!
 //! Wake-ups: work queued without a hand-over (a create the dispatcher had no slot for,
 //! through [`Intake::queued`]; a resend or recovery, through [`Dispatcher::waker`]) wakes
@@ -34,8 +35,8 @@ use std::time::Duration;
 
 use hookline_retry::RetryPolicy;
 use hookline_store::{
-    new_id, Applied, Attempt, AttemptReport, Busy, ClaimedDelivery, DeliveryQueue, Endpoint,
-    Intake, NextStep, Raise, ReportOutcome, StoreError,
+    new_id, passes_queue, Applied, Attempt, AttemptReport, Busy, ClaimedDelivery, DeliveryQueue,
+    Endpoint, Intake, NextStep, Raise, ReportOutcome, StoreError,
 };
 use rand::Rng;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -417,7 +418,7 @@ impl Dispatcher {
                     .await
                     .expect("semaphore never closed")
                     .forget();
-                if !self.take_slot(&d.endpoint, elsewhere) {
+                if !self.take_slot(&d.endpoint, elsewhere, false) {
                     // A create took the endpoint's last slot (or the failing endpoints'
                     // last one) between this claim's look at the counts and the claim
                     // itself, or the claim went by a cap the limit is below (the
@@ -469,12 +470,14 @@ impl Dispatcher {
     /// Counts an attempt to `endpoint` against its concurrency cap (one while it is
     /// failing), with `elsewhere` attempts to it in flight in other processes, and, if it
     /// is failing, against the slots failing endpoints may hold; if it has room in both.
-    fn take_slot(&self, endpoint: &Endpoint, elsewhere: u32) -> bool {
+    /// `behind`: a fresh delivery with older work of the endpoint queued, which needs
+    /// more room to pass it ([`passes_queue`]).
+    fn take_slot(&self, endpoint: &Endpoint, elsewhere: u32, behind: bool) -> bool {
         let cap = endpoint.concurrency_cap_within(Some(self.adaptive_limit(endpoint)));
         let failing = endpoint.is_failing();
         let mut slots = self.in_flight.lock().expect("in-flight map");
         let attempts = slots.endpoints.get(&endpoint.id).map_or(0, |f| f.attempts);
-        if attempts.saturating_add(elsewhere as usize) >= cap
+        if !passes_queue(attempts.saturating_add(elsewhere as usize), cap, behind)
             || (failing && slots.failing >= self.failing_cap())
         {
             return false;
@@ -1167,30 +1170,13 @@ impl Intake for Dispatcher {
     }
 
     fn reserve(&self, endpoint: &Endpoint, app_throttle_rate: Option<u32>) -> bool {
-        // Paced endpoints and applications go through the claim, which books their turns.
-        if endpoint.settings.throttle_rate.is_some_and(|r| r > 0)
-            || app_throttle_rate.is_some_and(|r| r > 0)
-        {
-            return false;
-        }
-        // Counted before looking at `stopping` (and the drain sets `stopping` before it
-        // reads the count), so the drain either sees this reservation or it is refused.
-        self.reserved.fetch_add(1, Ordering::SeqCst);
-        if self.stopping.load(Ordering::SeqCst) {
-            self.reserved.fetch_sub(1, Ordering::SeqCst);
-            return false;
-        }
-        let Ok(permit) = self.slots.try_acquire() else {
-            self.reserved.fetch_sub(1, Ordering::SeqCst);
-            return false;
-        };
-        // The store counted other processes' attempts when it asked.
-        if !self.take_slot(endpoint, 0) {
-            self.reserved.fetch_sub(1, Ordering::SeqCst);
-            return false;
-        }
-        permit.forget();
-        true
+        self.reserve_slot(endpoint, app_throttle_rate, false)
+    }
+
+    fn reserve_behind(&self, endpoint: &Endpoint, app_throttle_rate: Option<u32>) -> bool {
+        // A failing endpoint's queue is its retries, waiting for the one slot it gets:
+        // they go first.
+        !endpoint.is_failing() && self.reserve_slot(endpoint, app_throttle_rate, true)
     }
 
     fn take(&self, claimed: Vec<ClaimedDelivery>) {
@@ -1211,6 +1197,41 @@ impl Intake for Dispatcher {
 
     fn queued(&self) {
         self.wake.notify_one();
+    }
+}
+
+impl Dispatcher {
+    /// [`Intake::reserve`] and [`Intake::reserve_behind`].
+    fn reserve_slot(
+        &self,
+        endpoint: &Endpoint,
+        app_throttle_rate: Option<u32>,
+        behind: bool,
+    ) -> bool {
+        // Paced endpoints and applications go through the claim, which books their turns.
+        if endpoint.settings.throttle_rate.is_some_and(|r| r > 0)
+            || app_throttle_rate.is_some_and(|r| r > 0)
+        {
+            return false;
+        }
+        // Counted before looking at `stopping` (and the drain sets `stopping` before it
+        // reads the count), so the drain either sees this reservation or it is refused.
+        self.reserved.fetch_add(1, Ordering::SeqCst);
+        if self.stopping.load(Ordering::SeqCst) {
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        let Ok(permit) = self.slots.try_acquire() else {
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        };
+        // The store counted other processes' attempts when it asked.
+        if !self.take_slot(endpoint, 0, behind) {
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        permit.forget();
+        true
     }
 }
 

@@ -510,6 +510,9 @@ pub(crate) fn report_for(d: &ClaimedDelivery, next: NextStep) -> AttemptReport {
 pub(crate) struct Recorder {
     pub(crate) open: AtomicBool,
     pub(crate) reserved: Mutex<Vec<String>>,
+    /// Says yes to reservations behind queued work while set (and `open`).
+    pub(crate) open_behind: AtomicBool,
+    pub(crate) reserved_behind: Mutex<Vec<String>>,
     pub(crate) taken: Mutex<Vec<ClaimedDelivery>>,
     pub(crate) cancelled: Mutex<Vec<String>>,
     pub(crate) queued: Mutex<usize>,
@@ -522,6 +525,13 @@ impl Intake for Recorder {
     fn reserve(&self, endpoint: &Endpoint, _app_throttle_rate: Option<u32>) -> bool {
         self.reserved.lock().unwrap().push(endpoint.id.clone());
         self.open.load(Ordering::SeqCst)
+    }
+    fn reserve_behind(&self, endpoint: &Endpoint, _app_throttle_rate: Option<u32>) -> bool {
+        self.reserved_behind
+            .lock()
+            .unwrap()
+            .push(endpoint.id.clone());
+        self.open.load(Ordering::SeqCst) && self.open_behind.load(Ordering::SeqCst)
     }
     fn take(&self, claimed: Vec<ClaimedDelivery>) {
         self.taken.lock().unwrap().extend(claimed);
@@ -1237,16 +1247,29 @@ async fn refused_backlogged_and_scheduled_deliveries_queue_as_pending(store: Arc
     assert_eq!(*rec.queued.lock().unwrap(), 1);
     assert!(rec.taken.lock().unwrap().is_empty());
 
-    // The endpoint has work due: a new delivery queues behind it, and the worker is not
-    // even asked (it would jump the queue).
+    // The endpoint has work due: the worker is asked whether a new delivery may pass it
+    // (not whether it has a slot), and on a no it queues behind.
     rec.open.store(true, Ordering::SeqCst);
     let asked = rec.reserved.lock().unwrap().len();
     let second = store.create_message(message(&a.id)).await.unwrap();
     assert_eq!(rec.reserved.lock().unwrap().len(), asked);
+    assert_eq!(*rec.reserved_behind.lock().unwrap(), std::slice::from_ref(&ep.id));
     assert_eq!(
         status_of(store.as_ref(), &a.id, &second.id).await,
         [DeliveryStatus::Pending]
     );
+    // On a yes it passes the queue, which stays due for the next claim.
+    rec.open_behind.store(true, Ordering::SeqCst);
+    let passing = store.create_message(message(&a.id)).await.unwrap();
+    assert_eq!(rec.reserved_behind.lock().unwrap().len(), 2);
+    assert_eq!(
+        status_of(store.as_ref(), &a.id, &passing.id).await,
+        [DeliveryStatus::Sending]
+    );
+    let handed = rec.taken.lock().unwrap().clone();
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].message.id, passing.id);
+    rec.open_behind.store(false, Ordering::SeqCst);
     let claimed = store
         .claim_deliveries(Utc::now(), chrono::Duration::seconds(30), 10, 10, &[])
         .await
@@ -1256,6 +1279,14 @@ async fn refused_backlogged_and_scheduled_deliveries_queue_as_pending(store: Arc
     let mut want = [first.id.clone(), second.id.clone()];
     want.sort();
     assert_eq!(ids, want);
+    store
+        .report_attempt(
+            handed[0].id,
+            &handed[0].lease_token,
+            report_for(&handed[0], NextStep::Succeeded),
+        )
+        .await
+        .unwrap();
     for d in &claimed {
         let report = report_for(d, NextStep::Succeeded);
         store
@@ -1284,7 +1315,8 @@ async fn refused_backlogged_and_scheduled_deliveries_queue_as_pending(store: Arc
         status_of(store.as_ref(), &a.id, &third.id).await,
         [DeliveryStatus::Sending]
     );
-    assert_eq!(rec.taken.lock().unwrap()[0].endpoint.id, ep.id);
+    assert_eq!(rec.taken.lock().unwrap()[1].message.id, third.id);
+    assert_eq!(rec.reserved_behind.lock().unwrap().len(), 2);
     assert!(rec.cancelled.lock().unwrap().is_empty());
 }
 

@@ -105,6 +105,11 @@ pub trait Intake: Send + Sync + 'static {
     /// has one free (within the endpoint's `maxConcurrency` and the worker's global cap).
     /// Called inside the write transaction: it must not block or wait.
     fn reserve(&self, endpoint: &Endpoint, app_throttle_rate: Option<u32>) -> bool;
+    /// As [`Intake::reserve`], for a delivery to an endpoint that has work due before it
+    /// (queued `pending`): a yes lets it pass that work, so the worker says yes only where
+    /// [`passes_queue`] allows and the queue is not kept in order for a reason of its own
+    /// (a failing endpoint's retries).
+    fn reserve_behind(&self, endpoint: &Endpoint, app_throttle_rate: Option<u32>) -> bool;
     /// The worker's own concurrency limit for `endpoint` (adaptive concurrency), if it
     /// has one: it stands in for the default `maxConcurrency`, for this worker's attempts
     /// (which [`Intake::reserve`] checks) and for every process's together
@@ -120,6 +125,25 @@ pub trait Intake: Send + Sync + 'static {
     /// A committed write queued deliveries `pending` without handing them over
     /// (scheduled for later, or the endpoint had no free slot): time to look at the queue.
     fn queued(&self);
+}
+
+/// Whether a fresh delivery to an endpoint with `in_flight` attempts under a cap of `cap`
+/// may start at once, instead of being queued; `behind`: the endpoint has work due
+/// before it.
+///
+/// With nothing due before it, while a slot is free. With work due, only while fewer
+/// than half the endpoint's slots are taken: the queue is then what was left of a moment
+/// the limit held (a burst, or an adaptive limit still climbing), and the next claim takes
+/// it in one go. Queueing behind it instead would send every create meanwhile through a
+/// claim of its own, a second write, for as long as creates keep coming: on one busy
+/// endpoint that kept a backlog for hundreds of milliseconds after the limit had stopped
+/// holding anything. Near the cap, fresh deliveries queue behind older ones, first come
+/// first served, so nothing queued waits on a stream of newer ones.
+pub fn passes_queue(in_flight: usize, cap: usize, behind: bool) -> bool {
+    match behind {
+        false => in_flight < cap,
+        true => in_flight.saturating_mul(2) < cap,
+    }
 }
 
 /// The part of the store the delivery engine works through: claiming due work under a

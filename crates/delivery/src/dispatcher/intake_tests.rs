@@ -85,6 +85,39 @@ async fn reservations_respect_max_concurrency_and_the_global_cap() {
 }
 
 #[tokio::test]
+async fn a_delivery_passes_queued_work_only_while_most_slots_are_free() {
+    let (d, _dir) = dispatcher(64);
+    let eight = capped("ep_eight", 8);
+    // Below half the endpoint's cap, a fresh delivery may pass what is queued.
+    for n in 0..4 {
+        assert!(d.reserve_behind(&eight, None), "{n} of 8 in flight");
+    }
+    // From half on, it queues behind (while one with nothing queued still starts).
+    assert!(!d.reserve_behind(&eight, None), "4 of 8 in flight");
+    assert!(d.reserve(&eight, None));
+    assert!(!d.reserve_behind(&eight, None), "5 of 8 in flight");
+    // A failing endpoint's queue (its retries) always goes first.
+    let failing = Endpoint {
+        failing_since: Some(chrono::Utc::now()),
+        ..capped("ep_failing", 8)
+    };
+    assert!(!d.reserve_behind(&failing, None));
+    assert!(d.reserve(&failing, None));
+    // Paced endpoints are the claim's, as for any reservation.
+    let throttled = endpoint(
+        "ep_throttled",
+        EndpointSettings {
+            throttle_rate: Some(5),
+            ..Default::default()
+        },
+    );
+    assert!(!d.reserve_behind(&throttled, None));
+    d.cancel(vec!["ep_eight".into(); 5]);
+    d.cancel(vec!["ep_failing".into()]);
+    assert_idle(&d, 64);
+}
+
+#[tokio::test]
 async fn paced_endpoints_and_applications_are_left_to_the_claim() {
     let (d, _dir) = dispatcher(8);
     let throttled = endpoint(

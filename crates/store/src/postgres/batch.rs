@@ -601,12 +601,18 @@ async fn write(
             }
             let mut reserved = None;
             if let Some(intake) = &intake {
-                // Nothing due before it, and a slot free across processes.
-                // The worker's own limit, if any, it checks itself when reserving.
-                let room = state.in_flight < ep.concurrency_cap_within(intake.limit(ep));
-                if immediate && room && state.next_due.is_none_or(|t| t > start) {
+                // A slot free across processes, and past work due before it only with
+                // most of them free (`passes_queue`). The worker's own limit, if any, it
+                // checks itself when reserving.
+                let behind = state.next_due.is_some_and(|t| t <= start);
+                let cap = ep.concurrency_cap_within(intake.limit(ep));
+                if immediate && passes_queue(state.in_flight, cap, behind) {
                     let app = limits.entry(msg.app_id.clone()).or_default();
-                    if intake.reserve(ep, app.rate) {
+                    let yes = match behind {
+                        false => intake.reserve(ep, app.rate),
+                        true => intake.reserve_behind(ep, app.rate),
+                    };
+                    if yes {
                         state.in_flight += 1;
                         reserved = Some(ms(start + intake.lease()));
                         fresh.file(msg, ep, &token, start, app, state.in_flight);

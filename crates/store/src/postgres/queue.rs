@@ -110,10 +110,11 @@ pub(super) async fn app_limits(
 
 /// Writes one delivery per matching, enabled endpoint (or to `only` that one, whatever
 /// its filters), in the message's own transaction, and brings each endpoint's
-/// `next_due_at` forward to it. A delivery that can start now, to an endpoint with
-/// nothing else due, is offered to the intake; if it reserves a slot, the delivery is
-/// written already `sending` under a lease and goes into `fresh`. Deliveries start
-/// their life (and retry clock) at `deliverAt` for a scheduled message.
+/// `next_due_at` forward to it. A delivery that can start now, to an endpoint with room
+/// across processes ([`passes_queue`]), is offered to the intake (with
+/// [`Intake::reserve_behind`] if the endpoint has work due before it); if it reserves a
+/// slot, the delivery is written already `sending` under a lease and goes into `fresh`.
+/// Deliveries start their life (and retry clock) at `deliverAt` for a scheduled message.
 ///
 /// The endpoints are matched first, then locked in id order (so concurrent fan-outs to
 /// one application never deadlock): one deleted or disabled meanwhile is skipped rather
@@ -188,12 +189,14 @@ pub(super) async fn fan_out(
         let Some(next_due) = locked.get(&ep.id) else {
             continue; // deleted or disabled since it was matched
         };
-        // Handed over only with nothing due before it and a slot free across processes.
+        // Handed over with a slot free across processes, and past work due before it
+        // only with most of them free (`passes_queue`).
         let leased_to = leased.get(&ep.id).copied().unwrap_or(0);
+        let behind = next_due.is_some_and(|t| t <= start);
         let intake = fresh.intake.clone().filter(|intake| {
             // The worker's own limit, if any, it checks itself when reserving.
-            let room = leased_to < ep.concurrency_cap_within(intake.limit(&ep));
-            immediate && room && next_due.is_none_or(|t| t > start)
+            let cap = ep.concurrency_cap_within(intake.limit(&ep));
+            immediate && passes_queue(leased_to, cap, behind)
         });
         let mut reserved = None;
         if let Some(intake) = intake {
@@ -206,7 +209,11 @@ pub(super) async fn fan_out(
                 );
             }
             let limits = app.as_ref().expect("read above");
-            if intake.reserve(&ep, limits.rate) {
+            let yes = match behind {
+                false => intake.reserve(&ep, limits.rate),
+                true => intake.reserve_behind(&ep, limits.rate),
+            };
+            if yes {
                 reserved = Some(ms(start + intake.lease()));
                 fresh.file(msg, &ep, &token, start, limits, leased_to);
             }

@@ -64,10 +64,10 @@ pub(super) fn insert_message(c: &Connection, msg: &Message) -> Result<()> {
 
 /// Commits one delivery per matching, enabled endpoint (or to `only` that one, whatever
 /// its filters), in the message's own transaction: there is no moment where a message is
-/// stored but not queued. A delivery that can start now, to an endpoint with nothing else
-/// due, is offered to the intake; if it reserves a slot, the delivery is written already
-/// `sending` under a lease (as a claim would leave it) and goes into `fresh`. Endpoints
-/// with work already due keep their order: new deliveries queue behind it.
+/// stored but not queued. A delivery that can start now is offered to the intake (with
+/// [`Intake::reserve_behind`] if the endpoint has work due before it); if it reserves a
+/// slot, the delivery is written already `sending` under a lease (as a claim would leave
+/// it) and goes into `fresh`.
 pub(super) fn fan_out(
     c: &Connection,
     msg: &Message,
@@ -113,17 +113,20 @@ pub(super) fn fan_out(
         if !wanted {
             continue;
         }
-        let intake = fresh
-            .intake
-            .clone()
-            .filter(|_| immediate && next_due.is_none_or(|t| t > now));
+        let intake = fresh.intake.clone().filter(|_| immediate);
+        // Work of this endpoint due before it: it may pass that only where the intake
+        // says the queue is not what holds the endpoint back.
+        let behind = next_due.is_some_and(|t| t <= now);
         let reserved = match intake {
             Some(intake) => {
                 if app.is_none() {
                     app = Some(app_limits(c, &msg.app_id)?);
                 }
                 let limits = app.as_ref().expect("read above");
-                let yes = intake.reserve(&ep, limits.rate);
+                let yes = match behind {
+                    false => intake.reserve(&ep, limits.rate),
+                    true => intake.reserve_behind(&ep, limits.rate),
+                };
                 let lease = intake.lease();
                 if yes {
                     fresh.file(msg, &ep, &token, start, limits, 0);

@@ -1253,7 +1253,10 @@ async fn refused_backlogged_and_scheduled_deliveries_queue_as_pending(store: Arc
     let asked = rec.reserved.lock().unwrap().len();
     let second = store.create_message(message(&a.id)).await.unwrap();
     assert_eq!(rec.reserved.lock().unwrap().len(), asked);
-    assert_eq!(*rec.reserved_behind.lock().unwrap(), std::slice::from_ref(&ep.id));
+    assert_eq!(
+        *rec.reserved_behind.lock().unwrap(),
+        std::slice::from_ref(&ep.id)
+    );
     assert_eq!(
         status_of(store.as_ref(), &a.id, &second.id).await,
         [DeliveryStatus::Pending]

@@ -287,10 +287,10 @@ impl Limiter {
             return;
         }
         if self.slow_start && self.limit < self.max {
-            return self.slow_start_success(latency, in_flight, now);
+            return self.slow_start_success(latency, in_flight, started, now);
         }
         if in_flight < self.limit {
-            return self.under_limit(latency, in_flight, now);
+            return self.under_limit(latency, in_flight, started, now);
         }
         let round = &mut self.round;
         round.add(latency, best, in_flight);
@@ -330,10 +330,16 @@ impl Limiter {
     /// carries the attempts in flight it saw, so the first slow batch says at what
     /// concurrency latency rose, however far the limit has grown meanwhile, and the cut
     /// goes to what that concurrency serves without queueing.
-    fn slow_start_success(&mut self, latency: Duration, in_flight: u32, now: Instant) {
+    fn slow_start_success(
+        &mut self,
+        latency: Duration,
+        in_flight: u32,
+        started: Instant,
+        now: Instant,
+    ) {
         // A limit not in use says nothing about more (TCP's "cwnd-limited").
         if in_flight.saturating_mul(2) < self.limit {
-            return self.under_limit(latency, in_flight, now);
+            return self.under_limit(latency, in_flight, started, now);
         }
         let best = self.best.min(self.best_before);
         let round = &mut self.round;
@@ -375,17 +381,14 @@ impl Limiter {
     /// never judged: one a fast receiver earned stays at the cap while fewer attempts
     /// queue at a receiver that has slowed down, or after a burst of demand that pushed
     /// it up has passed. A flat round of them changes nothing.
-    fn under_limit(&mut self, latency: Duration, in_flight: u32, now: Instant) {
+    fn under_limit(&mut self, latency: Duration, in_flight: u32, started: Instant, now: Instant) {
         let best = self.best.min(self.best_before);
         if best == Duration::MAX {
             // Nothing to judge against yet: no success started alone, no round judged.
             return;
         }
         let under = &mut self.under;
-        if under
-            .since
-            .is_some_and(|since| now.checked_sub(latency).unwrap_or(now) < since)
-        {
+        if under.since.is_some_and(|since| started < since) {
             return;
         }
         under.add(latency, best, in_flight);
